@@ -1,0 +1,126 @@
+"""Command-line interface (thin: parse, call experiment functions, print).
+
+Exit codes: 0 ok, 2 bad input (UserError), 1 failure. ``--json`` prints one JSON object on stdout;
+human-readable text always goes to stderr."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from .data import dataset_names
+from .errors import NeuroplastError, UserError
+from .spec import TrainConfig, config_from_dict, load_task_file
+
+#: the demo: digits, 64-256-10 SNN, BPTT, reaches >= 95% test accuracy in well under 2 min on 2 cores
+DEMO = {"task": "demo", "dataset": "digits", "net": "64-256-10", "method": "bptt", "time_steps": 4,
+        "epochs": 20, "batch_size": 32, "lr": 2e-3, "optimizer": "adam"}
+
+_TRAIN_FLAGS = {  # flag -> (config key, type, help)
+    "--net": ("net", str, "network string, e.g. 784-800-800-10 or 32C3-AP2-64C3-AP2-FC"),
+    "--method": ("method", str, "learning rule: bptt | ottt"),
+    "--estimator": ("estimator", str, "spike-gradient estimator, e.g. sigmoid:k=4"),
+    "--encoding": ("encoding", str, "input encoding: direct | poisson | frames"),
+    "--time-steps": ("time_steps", int, "number of time steps T"),
+    "--epochs": ("epochs", int, "training epochs"),
+    "--batch-size": ("batch_size", int, "mini-batch size"),
+    "--optimizer": ("optimizer", str, "sgd | adam | adamw | rmsprop"),
+    "--lr": ("lr", float, "learning rate"),
+    "--weight-decay": ("weight_decay", float, "weight decay"),
+    "--schedule": ("schedule", str, "learning-rate schedule: cosine | none"),
+    "--mse-weight": ("mse_weight", float, "α of the (1−α)·CE + α·MSE loss"),
+    "--leak": ("leak", float, "LIF leak λ"),
+    "--threshold": ("threshold", float, "LIF threshold θ"),
+    "--reset": ("reset", str, "hard | soft"),
+    "--val-fraction": ("val_fraction", float, "fraction of training data held out for validation"),
+    "--split-seed": ("split_seed", int, "seed of the train/validation/test split"),
+}
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--json", action="store_true", help="print the result as one JSON object on stdout")
+    p.add_argument("--seed", type=int, default=None, help="random seed (default 0)")
+    p.add_argument("--device", default=None, help="cpu (default), cuda or cuda:N")
+    p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+
+
+def _run_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data-dir", default=None, help="folder with data sets (or set NEUROPLAST_DATA)")
+    p.add_argument("--save", default=None, metavar="RUN_DIR", help="write config, metrics and weights here")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing run directory")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="neuroplast", description="Train spiking neural networks the way "
+                                     "neuromorphic chips could, and measure what it costs.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    tr = sub.add_parser("train", help="train a network on a data set")
+    tr.add_argument("--task", default="digits",
+                    help=f"data set ({', '.join(dataset_names())}), a task name under tasks/, or a TOML file")
+    for flag, (key, typ, text) in _TRAIN_FLAGS.items():
+        tr.add_argument(flag, dest=key, type=typ, default=None, help=text)
+    _run_flags(tr)
+    _common(tr)
+    demo = sub.add_parser("demo", help="train the default SNN on the embedded digits data (< 2 min)")
+    _run_flags(demo)
+    _common(demo)
+    return parser
+
+
+def resolve_task(task: str) -> dict:
+    """A data set name, a TOML file, or the stem of a file under ./tasks/."""
+    if task in dataset_names():
+        return {"task": task, "dataset": task}
+    path = Path(task)
+    if path.suffix == ".toml" or path.is_file():
+        return load_task_file(path)
+    if (Path("tasks") / f"{task}.toml").is_file():
+        return load_task_file(Path("tasks") / f"{task}.toml")
+    files = sorted(p.stem for p in Path("tasks").glob("*.toml")) if Path("tasks").is_dir() else []
+    raise UserError(f"unknown task {task!r}; valid: data sets {', '.join(dataset_names())}"
+                    + (f"; task files {', '.join(files)}" if files else "") + "; or a path to a .toml file")
+
+
+def config_from_args(args: argparse.Namespace) -> TrainConfig:
+    values = dict(DEMO) if args.command == "demo" else resolve_task(args.task)
+    if args.command == "train":
+        values.update({key: getattr(args, key) for key, *_ in _TRAIN_FLAGS.values()
+                       if getattr(args, key) is not None})
+    for key in ("seed", "device", "data_dir"):
+        if getattr(args, key) is not None:
+            values[key] = getattr(args, key)
+    return config_from_dict(values, source="command line")
+
+
+def _print_summary(summary: dict) -> None:
+    rates = ", ".join(f"{k} {v:.3f}" for k, v in summary["firing_rates"].items())
+    print(f"{summary['task']} | {summary['net']} | {summary['method']} | {summary['epochs']} epochs: "
+          f"test accuracy {100 * summary['test_acc']:.2f}% | firing rates {rates or '-'} | "
+          f"wall {summary['wall_s']:.1f} s", file=sys.stderr)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        from .experiment import train  # heavy import (torch) after argument parsing
+        cfg = config_from_args(args)
+        summary = train(cfg, save=args.save, overwrite=args.overwrite, progress=not args.no_progress)
+    except UserError as exc:
+        print(f"neuroplast: error: {exc}", file=sys.stderr)
+        return 2
+    except NeuroplastError as exc:
+        print(f"neuroplast: failed: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("neuroplast: interrupted", file=sys.stderr)
+        return 1
+    _print_summary(summary)
+    if args.json:
+        print(json.dumps(summary, sort_keys=True))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

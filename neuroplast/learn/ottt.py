@@ -1,0 +1,36 @@
+"""Online training through time (OTTT; Xiao et al., NeurIPS 2022, Sec. 4).
+
+At each step t the network advances one step with its state cut from the graph, the instantaneous
+loss L[t] = L(o[t], y)/T is back-propagated through the layers of that step only, and each weight
+gradient uses the presynaptic trace instead of the spike:
+
+    x̂_l[t] = λ·x̂_l[t−1] + s_l[t],      ∂L/∂W_{l+1} += δ_{l+1}[t] ⊗ x̂_l[t]
+
+Gradients accumulate over t; the update is applied once per sample batch (OTTT_A). Memory is
+independent of T. With T = 1 it equals BPTT."""
+from __future__ import annotations
+
+import torch
+
+from ..snn import detach_state
+from .base import Rule, StepResult, register
+
+
+@register
+class OTTT(Rule):
+    name = "ottt"
+
+    def compute_grads(self, net, x_seq, y, loss_fn):
+        net.check_input(x_seq)
+        T = x_seq.shape[0]
+        state, total, logits, spikes = net.init_state(), 0.0, 0.0, {}
+        for t in range(T):
+            o, state, s_t = net.step(x_seq[t], state, traces=True)
+            loss = loss_fn(o, y) / T
+            loss.backward()
+            state = detach_state(state)
+            total += float(loss.detach())
+            logits = logits + o.detach() / T
+            for k, v in s_t.items():
+                spikes.setdefault(k, []).append(v)
+        return StepResult(loss=total, logits=logits, spikes={k: torch.stack(v) for k, v in spikes.items()})

@@ -1,0 +1,153 @@
+"""Network: a feed-forward stack of layers, built from a network string, simulated over T steps.
+
+``simulate`` runs all steps layer by layer (BPTT); ``step`` runs one time step through all layers
+(online rules). Both return the readout o[t]; the classification output is the accumulated
+readout membrane (1/T)·Σ_t o[t] (OTTT/OPZO, Appendix C), and spikes of every spiking layer are
+recorded for firing rates and cost counting.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from ..errors import SpecError
+from .arch import LayerSpec, parse_arch
+from .layers import Dropout, Flatten, Layer, Pool, Readout, SpikingLayer
+from .neurons import LIFParams
+from .spikefn import make_estimator
+
+Tensor = torch.Tensor
+
+
+@dataclass
+class SimResult:
+    """Result of simulating T steps: readout per step [T, B, C], its mean (logits [B, C]), spikes."""
+
+    outputs: Tensor
+    spikes: dict[str, Tensor] = field(default_factory=dict)
+
+    @property
+    def logits(self) -> Tensor:
+        return self.outputs.mean(0)
+
+    def firing_rates(self) -> dict[str, float]:
+        """Mean spikes per neuron per time step, per spiking layer."""
+        return {k: float(v.detach().float().mean()) for k, v in self.spikes.items()}
+
+
+class Network(nn.Module):
+    """A spiking network. ``layers`` is an ``nn.ModuleDict`` in execution order."""
+
+    def __init__(self, layers: dict[str, Layer], *, arch: str, input_shape: tuple[int, ...], num_classes: int):
+        super().__init__()
+        self.layers = nn.ModuleDict(layers)
+        self.arch, self.input_shape, self.num_classes = arch, tuple(input_shape), num_classes
+
+    def spiking_layers(self) -> list[str]:
+        return [k for k, layer in self.layers.items() if layer.records_spikes]
+
+    def check_input(self, x_seq: Tensor) -> None:
+        if x_seq.dim() < 2 or tuple(x_seq.shape[2:]) != self.input_shape:
+            raise SpecError(f"network {self.arch!r} expects input [T, B, {', '.join(map(str, self.input_shape))}], "
+                            f"got {list(x_seq.shape)}")
+
+    def simulate(self, x_seq: Tensor, *, record: bool = True) -> SimResult:
+        """Run all T steps (layer by layer, batched over time). x_seq: [T, B, *input_shape]."""
+        self.check_input(x_seq)
+        h, spikes = x_seq, {}
+        for name, layer in self.layers.items():
+            h = layer.forward_seq(h)
+            if record and layer.records_spikes:
+                spikes[name] = h.detach()
+        return SimResult(outputs=h, spikes=spikes)
+
+    def init_state(self) -> dict:
+        """Zero state for ``step``: neuron states, dropout masks and presynaptic traces."""
+        return {"layers": {k: None for k in self.layers}, "traces": {k: None for k in self.layers}}
+
+    def step(self, x: Tensor, state: dict, *, traces: bool = False) -> tuple[Tensor, dict, dict[str, Tensor]]:
+        """One time step: x [B, *input_shape] -> (o[t] [B, C], new state, spikes of this step).
+
+        With ``traces=True`` every synaptic layer keeps x̂[t] = λ·x̂[t−1] + x[t] of its input
+        (λ = the layer's ``trace_decay``, detached) and its weight gradient uses x̂ (OTTT)."""
+        h, new_layers, new_traces, spikes = x, {}, {}, {}
+        for name, layer in self.layers.items():
+            w_in = None
+            if traces and layer.trace_decay is not None:
+                prev = state["traces"][name]
+                w_in = h.detach() if prev is None else layer.trace_decay * prev + h.detach()
+                new_traces[name] = w_in
+            h, new_layers[name] = layer.step(h, state["layers"][name], w_in)
+            if layer.records_spikes:
+                spikes[name] = h.detach()
+        return h, {"layers": new_layers, "traces": new_traces}, spikes
+
+
+def detach_state(state):
+    """Cut a state (nested dict/tuple of tensors) from the autograd graph."""
+    if isinstance(state, Tensor):
+        return state.detach()
+    if isinstance(state, dict):
+        return {k: detach_state(v) for k, v in state.items()}
+    if isinstance(state, (tuple, list)):
+        return type(state)(detach_state(v) for v in state)
+    return state
+
+
+def _init_synapse(op: nn.Module, generator: torch.Generator | None) -> None:
+    """Kaiming-uniform weights (std √(2/fan_in)), zero bias."""
+    fan_in = op.weight[0].numel()
+    bound = math.sqrt(6.0 / fan_in)
+    with torch.no_grad():
+        op.weight.uniform_(-bound, bound, generator=generator)
+        if op.bias is not None:
+            op.bias.zero_()
+
+
+def _make_layer(spec: LayerSpec, shape: tuple[int, ...], lif: LIFParams, estimator: str) -> Layer:
+    if spec.kind == "conv":
+        if len(shape) != 3:
+            raise SpecError(f"layer {spec.index + 1} ({spec.token!r}): conv needs a CxHxW input, got {shape}")
+        op = nn.Conv2d(shape[0], spec.size, spec.kernel, stride=spec.stride, padding=spec.kernel // 2)
+        return SpikingLayer(op, lif=lif, spike=make_estimator(estimator))
+    if spec.kind in ("dense", "readout"):
+        op = nn.Linear(math.prod(shape), spec.size)
+        return Readout(op) if spec.kind == "readout" else SpikingLayer(op, lif=lif, spike=make_estimator(estimator))
+    if spec.kind == "pool":
+        return Pool(spec.pool, spec.kernel)
+    if spec.kind == "dropout":
+        return Dropout(spec.p)
+    return Flatten()
+
+
+def build_network(arch: str, *, input_shape: tuple[int, ...], num_classes: int, lif: LIFParams | None = None,
+                  estimator: str = "sigmoid:k=4", generator: torch.Generator | None = None) -> Network:
+    """Build a network from a string (see ``arch``); shapes are checked layer by layer."""
+    lif = lif or LIFParams()
+    shape, layers, counts = tuple(input_shape), {}, {}
+    for spec in parse_arch(arch, shape, num_classes):
+        if spec.kind in ("dense", "readout") and len(shape) > 1:
+            counts["flatten"] = counts.get("flatten", 0) + 1
+            layers[f"flatten{counts['flatten']}"] = Flatten()
+            shape = (math.prod(shape),)
+        layer = _make_layer(spec, shape, lif, estimator)
+        if hasattr(layer, "op"):
+            _init_synapse(layer.op, generator)
+        if isinstance(layer, Dropout):
+            layer.generator = generator
+        counts[spec.kind] = counts.get(spec.kind, 0) + 1
+        name = spec.kind if spec.kind == "readout" else f"{spec.kind}{counts[spec.kind]}"
+        try:
+            with torch.no_grad():
+                out = layer.step(torch.zeros(1, *shape), None)[0]
+        except RuntimeError as exc:
+            raise SpecError(f"network {arch!r}, layer {spec.index + 1} ({spec.token!r}) does not fit its "
+                            f"input of shape {'x'.join(map(str, shape))}: {exc}") from None
+        if out.numel() == 0:
+            raise SpecError(f"network {arch!r}, layer {spec.index + 1} ({spec.token!r}) leaves nothing of its "
+                            f"input of shape {'x'.join(map(str, shape))}")
+        layers[name], shape = layer, tuple(out.shape[1:])
+    return Network(layers, arch=arch, input_shape=input_shape, num_classes=num_classes)

@@ -1,0 +1,121 @@
+"""Experiment specification: one validated dataclass, from defaults, a TOML task file and flags.
+
+A task file (``tasks/*.toml``) may group keys in tables ([data], [net], [train]); keys are the
+field names of ``TrainConfig``. Flags given on the command line override the file."""
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import SpecError
+
+#: per-data-set defaults applied when the user gives no value
+DATASET_DEFAULTS: dict[str, dict[str, Any]] = {
+    "digits": {"net": "64-256-10", "time_steps": 4, "encoding": "direct"},
+    "mnist": {"net": "784-800-800-10", "time_steps": 6, "encoding": "direct"},
+    "fashion-mnist": {"net": "784-800-800-10", "time_steps": 6, "encoding": "direct"},
+    "nmnist": {"net": "2x34x34-800-800-10", "time_steps": 30, "encoding": "frames"},
+}
+OPTIMIZERS = ("sgd", "adam", "adamw", "rmsprop")
+SCHEDULES = ("cosine", "none")
+
+
+@dataclass
+class TrainConfig:
+    """Everything that defines a training run (saved as config.json in the run directory)."""
+
+    task: str = "digits"              # task name (data set name or task file stem)
+    dataset: str = "digits"
+    net: str | None = None            # network string; None -> the data set's default
+    method: str = "bptt"              # learning rule spec, e.g. "ottt"
+    estimator: str = "sigmoid:k=4"    # spike-gradient estimator spec
+    encoding: str | None = None       # direct | poisson | frames; None -> data set default
+    time_steps: int | None = None
+    epochs: int = 10
+    batch_size: int = 128
+    optimizer: str = "adam"
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    momentum: float = 0.9             # SGD / RMSprop momentum
+    schedule: str = "cosine"
+    mse_weight: float = 0.05          # α in (1 − α)·CE + α·MSE
+    leak: float = 0.5                 # λ of every LIF layer
+    threshold: float = 1.0            # θ of every LIF layer
+    reset: str = "hard"
+    seed: int = 0
+    device: str = "cpu"
+    data_dir: str | None = None
+    val_fraction: float | None = None
+    split_seed: int = 0
+    extra: dict = field(default_factory=dict)   # free-form notes kept with the run
+
+    def resolved(self) -> "TrainConfig":
+        """Fill data-set defaults and validate every field; returns a new config."""
+        defaults = DATASET_DEFAULTS.get(self.dataset, {})
+        cfg = dataclasses.replace(self, **{k: v for k, v in defaults.items() if getattr(self, k) is None})
+        cfg.validate()
+        return cfg
+
+    def validate(self) -> None:
+        if self.net is None or self.time_steps is None or self.encoding is None:
+            raise SpecError(f"data set {self.dataset!r} has no defaults; give --net, --time-steps and --encoding")
+        for name in ("epochs", "batch_size", "time_steps"):
+            if int(getattr(self, name)) < 1:
+                raise SpecError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if not self.lr > 0:
+            raise SpecError(f"lr must be > 0, got {self.lr}")
+        if self.optimizer not in OPTIMIZERS:
+            raise SpecError(f"unknown optimizer {self.optimizer!r}; valid optimizers: {', '.join(OPTIMIZERS)}")
+        if self.schedule not in SCHEDULES:
+            raise SpecError(f"unknown schedule {self.schedule!r}; valid schedules: {', '.join(SCHEDULES)}")
+        if not 0.0 <= self.mse_weight <= 1.0:
+            raise SpecError(f"mse_weight must be in [0, 1], got {self.mse_weight}")
+        if self.val_fraction is not None and not 0.0 <= self.val_fraction < 1.0:
+            raise SpecError(f"val_fraction must be in [0, 1), got {self.val_fraction}")
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+FIELDS = {f.name for f in dataclasses.fields(TrainConfig)}
+
+
+def config_from_dict(values: dict[str, Any], *, source: str = "config") -> TrainConfig:
+    """Build a config from a flat (or [table]-grouped) mapping; unknown keys are errors."""
+    flat: dict[str, Any] = {}
+    for key, val in values.items():
+        if isinstance(val, dict) and key != "extra":
+            flat.update(val)
+        else:
+            flat[key] = val
+    unknown = sorted(set(flat) - FIELDS)
+    if unknown:
+        raise SpecError(f"{source}: unknown key(s) {unknown}; valid keys: {', '.join(sorted(FIELDS))}")
+    return TrainConfig(**flat)
+
+
+def load_task_file(path: str | Path) -> dict[str, Any]:
+    """Read a TOML task file into a flat dict (task name = file stem unless it sets ``task``)."""
+    path = Path(path)
+    try:
+        with open(path, "rb") as fh:
+            data = tomllib.load(fh)
+    except FileNotFoundError:
+        raise SpecError(f"task file {path} does not exist") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise SpecError(f"task file {path} is not valid TOML: {exc}") from None
+    flat = dict(config_from_dict(data, source=str(path)).__dict__)
+    given = {k for k in flat if k in _given_keys(data)}
+    out = {k: flat[k] for k in given}
+    out.setdefault("task", path.stem)
+    return out
+
+
+def _given_keys(data: dict) -> set[str]:
+    keys = set()
+    for key, val in data.items():
+        keys |= set(val) if isinstance(val, dict) and key != "extra" else {key}
+    return keys

@@ -22,11 +22,12 @@ LossFn = Callable[[Tensor, Tensor], Tensor]
 
 @dataclass
 class StepResult:
-    """What one gradient computation saw: mean loss, logits [B, C] (detached), spikes per layer."""
+    """What one gradient computation saw: mean loss, logits [B, C] (detached), and per spiking
+    layer the spike count of each neuron summed over the T steps ([B, *shape]; flat in T)."""
 
     loss: float
     logits: Tensor
-    spikes: dict[str, Tensor] = field(default_factory=dict)
+    spike_counts: dict[str, Tensor] = field(default_factory=dict)
 
 
 class Rule:

@@ -17,4 +17,5 @@ class BPTT(Rule):
         out = net.simulate(x_seq)
         loss = loss_fn(out.logits, y)
         loss.backward()
-        return StepResult(loss=float(loss.detach()), logits=out.logits.detach(), spikes=out.spikes)
+        return StepResult(loss=float(loss.detach()), logits=out.logits.detach(),
+                          spike_counts={k: v.sum(0) for k, v in out.spikes.items()})

@@ -10,8 +10,6 @@ Gradients accumulate over t; the update is applied once per sample batch (OTTT_A
 independent of T. With T = 1 it equals BPTT."""
 from __future__ import annotations
 
-import torch
-
 from ..snn import detach_state
 from .base import Rule, StepResult, register
 
@@ -23,7 +21,7 @@ class OTTT(Rule):
     def compute_grads(self, net, x_seq, y, loss_fn):
         net.check_input(x_seq)
         T = x_seq.shape[0]
-        state, total, logits, spikes = net.init_state(), 0.0, 0.0, {}
+        state, total, logits, counts = net.init_state(), 0.0, 0.0, {}
         for t in range(T):
             o, state, s_t = net.step(x_seq[t], state, traces=True)
             loss = loss_fn(o, y) / T
@@ -32,5 +30,5 @@ class OTTT(Rule):
             total += float(loss.detach())
             logits = logits + o.detach() / T
             for k, v in s_t.items():
-                spikes.setdefault(k, []).append(v)
-        return StepResult(loss=total, logits=logits, spikes={k: torch.stack(v) for k, v in spikes.items()})
+                counts[k] = counts[k] + v if k in counts else v.clone()
+        return StepResult(loss=total, logits=logits, spike_counts=counts)

@@ -53,4 +53,4 @@ def plain_step(model, opt, x, y, T, mse_weight=0.05):
     loss = (1 - mse_weight) * F.cross_entropy(out, y) + mse_weight * F.mse_loss(out, F.one_hot(y, 10).float())
     loss.backward()
     opt.step()
-    return float(loss)
+    return float(loss.detach())

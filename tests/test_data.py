@@ -14,7 +14,7 @@ from neuroplast.data import (Dataset, bin_events, dataset_names, encode, encodin
 from neuroplast.data.idx import read_idx, read_idx_pair
 from neuroplast.errors import DataError, SpecError, UserError
 
-SHARED = Path("/work/shared/data")
+from conftest import DATA_ROOT as SHARED  # noqa: E402
 
 
 # ----------------------------------------------------------------------------- digits

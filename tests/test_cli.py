@@ -1,0 +1,120 @@
+"""Command line: the demo's accuracy, JSON output, run directories, exit codes, bad input."""
+import json
+
+import pytest
+
+from neuroplast.cli import main
+from neuroplast.errors import TrainingDiverged
+from neuroplast.experiment import train
+from neuroplast.spec import TrainConfig
+
+from conftest import DATA_ROOT, ROOT
+
+NMNIST = DATA_ROOT / "nmnist-small"
+
+
+def _run(capsys, *argv):
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_demo_reaches_95_percent_and_prints_json(capsys):
+    code, out, err = _run(capsys, "demo", "--json", "--no-progress")
+    assert code == 0
+    summary = json.loads(out)
+    for key in ("task", "net", "method", "epochs", "test_acc", "train_loss", "firing_rates", "wall_s"):
+        assert key in summary
+    assert summary["test_acc"] >= 0.95, summary
+    assert 0 < summary["firing_rates"]["dense1"] < 1
+    assert "test accuracy" in err
+
+
+def test_train_saves_run_dir_and_refuses_to_overwrite(tmp_path, capsys):
+    run = tmp_path / "run"
+    args = ["train", "--task", "digits", "--net", "64-32-10", "--epochs", "2", "--save", str(run), "--no-progress"]
+    assert _run(capsys, *args)[0] == 0
+    assert sorted(p.name for p in run.iterdir()) == ["config.json", "metrics.jsonl", "summary.json", "weights.pt"]
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in rows] == [1, 2] and "val_acc" in rows[0]
+    assert json.loads((run / "config.json").read_text())["net"] == "64-32-10"
+    code, _, err = _run(capsys, *args)
+    assert code == 2 and "--overwrite" in err
+    assert _run(capsys, *args, "--overwrite")[0] == 0
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temp folders left
+
+
+def test_seed_makes_runs_repeatable(capsys):
+    args = ["train", "--net", "64-32-10", "--epochs", "1", "--json", "--no-progress", "--seed", "3"]
+    a = json.loads(_run(capsys, *args)[1])
+    b = json.loads(_run(capsys, *args)[1])
+    assert a["test_acc"] == b["test_acc"] and a["train_loss"] == b["train_loss"]
+
+
+@pytest.mark.parametrize("argv,match", [
+    (["train", "--method", "backprop"], "valid methods: bptt, ottt"),
+    (["train", "--estimator", "magic"], "valid estimators"),
+    (["train", "--task", "cifar"], "valid: data sets digits"),
+    (["train", "--net", "64-10x-10"], r"layer 2 \('10x'\)"),
+    (["train", "--optimizer", "lbfgs"], "valid optimizers"),
+    (["train", "--encoding", "morse"], "valid"),
+    (["train", "--device", "cuda:7"], "cuda|CUDA|device"),
+    (["train", "--task", "mnist", "--data-dir", "/nonexistent/dir"], "/nonexistent/dir"),
+])
+def test_bad_input_exits_2_with_a_message(capsys, argv, match):
+    code, out, err = _run(capsys, *argv, "--epochs", "1", "--no-progress")
+    assert code == 2 and out == ""
+    assert pytest.importorskip("re").search(match, err), err
+
+
+def test_task_file_and_flags_override(tmp_path, capsys):
+    task = tmp_path / "mine.toml"
+    task.write_text('[data]\ndataset = "digits"\ntime_steps = 2\n[net]\nnet = "64-16-10"\n[train]\nepochs = 3\n')
+    code, out, _ = _run(capsys, "train", "--task", str(task), "--epochs", "1", "--json", "--no-progress")
+    s = json.loads(out)
+    assert code == 0 and s["task"] == "mine" and s["net"] == "64-16-10" and s["epochs"] == 1 and s["time_steps"] == 2
+    task.write_text('[train]\nepoch = 3\n')
+    code, _, err = _run(capsys, "train", "--task", str(task))
+    assert code == 2 and "unknown key(s) ['epoch']" in err
+
+
+def test_shipped_task_files_parse(capsys):
+    from neuroplast.spec import load_task_file
+    for path in (ROOT / "tasks").glob("*.toml"):
+        values = load_task_file(path)
+        TrainConfig(**values).resolved()
+
+
+def test_nan_loss_stops_with_epoch_step_and_lr(tmp_path):
+    cfg = TrainConfig(net="64-32-10", epochs=2, optimizer="sgd", lr=1e30, momentum=0.0, schedule="none")
+    with pytest.raises(TrainingDiverged, match=r"epoch 1, step \d+ \(learning rate 1e\+30\)"):
+        train(cfg, save=tmp_path / "run", progress=False)
+    assert list(tmp_path.iterdir()) == []  # nothing half-written
+
+
+def test_nan_loss_exit_code_is_1(capsys):
+    code, _, err = _run(capsys, "train", "--net", "64-32-10", "--optimizer", "sgd", "--lr", "1e30",
+                        "--schedule", "none", "--epochs", "1", "--no-progress")
+    assert code == 1 and "learning rate" in err
+
+
+def test_ottt_trains_digits(capsys):
+    code, out, _ = _run(capsys, "train", "--method", "ottt", "--net", "64-128-10", "--epochs", "8",
+                        "--batch-size", "32", "--lr", "2e-3", "--json", "--no-progress")
+    assert code == 0 and json.loads(out)["test_acc"] >= 0.90
+
+
+def test_conv_net_trains_digits(capsys):
+    code, out, _ = _run(capsys, "train", "--net", "1x8x8-16C3-AP2-FC", "--epochs", "4", "--batch-size", "32",
+                        "--lr", "2e-3", "--json", "--no-progress")
+    s = json.loads(out)
+    assert code == 0 and s["test_acc"] >= 0.85 and set(s["firing_rates"]) == {"conv1"}
+
+
+@pytest.mark.skipif(not NMNIST.is_dir(), reason="N-MNIST subset not found")
+def test_nmnist_events_train_end_to_end(capsys):
+    code, out, _ = _run(capsys, "train", "--task", "nmnist", "--data-dir", str(NMNIST.parent), "--net",
+                        "2x34x34-64-10", "--time-steps", "10", "--epochs", "3", "--batch-size", "32",
+                        "--json", "--no-progress")
+    s = json.loads(out)
+    assert code == 0 and s["test_acc"] >= 0.5, s  # 100 test samples; chance is 0.1

@@ -138,7 +138,7 @@ def write_report(res: dict, path: Path) -> None:
     lines = [
         "# MNIST FC SNN: BPTT and OTTT (issue 2)", "",
         f"Command: `{res['command']}`  ",
-        f"Machine: {res['machine']}; torch {res['torch']}; {res['threads']} threads; date {res['date']}.  ",
+        f"Machine: {res['machine']}; torch {res['torch']}; date {res['date']}.  ",
         f"Network `{ARCH}`, T={T}, batch {BATCH}, Adam lr 1e-3 with cosine schedule, direct encoding, "
         "LIF λ=0.5 θ=1 hard reset, sigmoid surrogate k=4, loss 0.95·CE + 0.05·MSE, seed 0.", "",
         "## Speed (one training step, median of interleaved repeats, same process)", "",

@@ -20,7 +20,8 @@ DEMO = {"task": "demo", "dataset": "digits", "net": "64-256-10", "method": "bptt
 _TRAIN_FLAGS = {  # flag -> (config key, type, help)
     "--net": ("net", str, "network string, e.g. 784-800-800-10 or 32C3-AP2-64C3-AP2-FC"),
     "--method": ("method", str, "learning rule: bptt | ottt"),
-    "--estimator": ("estimator", str, "spike-gradient estimator, e.g. sigmoid:k=4"),
+    "--estimator": ("estimator", str, "spike-gradient estimator, e.g. sigmoid:k=4, triangle:w=1, "
+                    "localzo:m=5,delta=0.5,dist=normal, asgl:alpha=0.25,p=0.5"),
     "--encoding": ("encoding", str, "input encoding: direct | poisson | frames"),
     "--time-steps": ("time_steps", int, "number of time steps T"),
     "--epochs": ("epochs", int, "training epochs"),
@@ -35,6 +36,7 @@ _TRAIN_FLAGS = {  # flag -> (config key, type, help)
     "--reset": ("reset", str, "hard | soft"),
     "--val-fraction": ("val_fraction", float, "fraction of training data held out for validation"),
     "--split-seed": ("split_seed", int, "seed of the train/validation/test split"),
+    "--trainable": ("trainable", str, "all (default) or readout (control: hidden layers frozen at init)"),
 }
 
 

@@ -21,7 +21,7 @@ from .data.datasets import Dataset, Split
 from .errors import TrainingDiverged, UserError
 from .fileio import atomic_write_json
 from .learn import ce_mse_loss, make_rule
-from .snn import LIFParams, Network, build_network
+from .snn import LIFParams, Network, SpikeEstimator, build_network
 from .spec import TrainConfig
 
 
@@ -86,6 +86,20 @@ def evaluate(net: Network, split: Split, cfg: TrainConfig, device: torch.device,
     return {"acc": correct / n, "loss": loss_sum / n, "firing_rates": {k: v / n for k, v in rates.items()}}
 
 
+def estimator_stats(net: Network) -> dict[str, dict]:
+    """Per spiking layer: its estimator's backward statistics and learnable values (e.g. ASGL's α)."""
+    out = {}
+    for name, layer in net.layers.items():
+        est = getattr(layer, "spike", None)
+        if isinstance(est, SpikeEstimator):
+            stats = dict(est.gradient_stats())
+            if hasattr(est, "alpha"):
+                stats["alpha"] = est.alpha
+            if stats:
+                out[name] = stats
+    return out
+
+
 class RunDir:
     """A run directory written atomically: built in a hidden temp folder, renamed at the end."""
 
@@ -146,13 +160,17 @@ def _train(cfg, rule, device, run, progress, on_epoch):
     t0 = time.perf_counter()
     data = load_dataset(cfg.dataset, data_dir=cfg.data_dir, val_fraction=cfg.val_fraction,
                         split_seed=cfg.split_seed, time_steps=cfg.time_steps)
-    gen = torch.Generator().manual_seed(cfg.seed)
-    dev_gen = gen if device.type == "cpu" else torch.Generator(device).manual_seed(cfg.seed)
-    net = make_network(cfg, data, dev_gen if device.type == "cpu" else None).to(device)
-    for m in net.modules():
+    gen = torch.Generator().manual_seed(cfg.seed)  # CPU: weight init, shuffling
+    dev_gen = gen if device.type == "cpu" else torch.Generator(device).manual_seed(cfg.seed)  # noise on device
+    net = make_network(cfg, data, gen).to(device)
+    for m in net.modules():  # dropout masks, LocalZO draws, ASGL spike noise
         if hasattr(m, "generator"):
             m.generator = dev_gen
-    opt = make_optimizer(cfg, net.parameters())
+    if cfg.trainable == "readout":  # control: hidden layers frozen at their initialisation
+        for name, layer in net.layers.items():
+            if name != "readout":
+                layer.requires_grad_(False)
+    opt = make_optimizer(cfg, [p for p in net.parameters() if p.requires_grad])
     steps = cfg.epochs * math.ceil(len(data.train) / cfg.batch_size)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=steps) if cfg.schedule == "cosine" else None
     loss_fn = lambda o, y: ce_mse_loss(o, y, cfg.mse_weight)  # noqa: E731
@@ -193,5 +211,6 @@ def _train(cfg, rule, device, run, progress, on_epoch):
                "estimator": cfg.estimator, "epochs": cfg.epochs, "time_steps": cfg.time_steps,
                "seed": cfg.seed, "device": str(device), "test_acc": test["acc"], "test_loss": test["loss"],
                "train_loss": train_loss, "firing_rates": test["firing_rates"],
-               "params": sum(p.numel() for p in net.parameters()), "wall_s": time.perf_counter() - t0}
+               "params": sum(p.numel() for p in net.parameters()), "trainable": cfg.trainable,
+               "estimator_stats": estimator_stats(net), "wall_s": time.perf_counter() - t0}
     return summary, net

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import tomllib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -50,7 +50,7 @@ class TrainConfig:
     data_dir: str | None = None
     val_fraction: float | None = None
     split_seed: int = 0
-    extra: dict = field(default_factory=dict)   # free-form notes kept with the run
+    trainable: str = "all"            # "all", or "readout" (control: hidden layers frozen at init)
 
     def resolved(self) -> "TrainConfig":
         """Fill data-set defaults and validate every field; returns a new config."""
@@ -73,6 +73,8 @@ class TrainConfig:
             raise SpecError(f"unknown schedule {self.schedule!r}; valid schedules: {', '.join(SCHEDULES)}")
         if not 0.0 <= self.mse_weight <= 1.0:
             raise SpecError(f"mse_weight must be in [0, 1], got {self.mse_weight}")
+        if self.trainable not in ("all", "readout"):
+            raise SpecError(f"trainable must be 'all' or 'readout', got {self.trainable!r}")
         if self.val_fraction is not None and not 0.0 <= self.val_fraction < 1.0:
             raise SpecError(f"val_fraction must be in [0, 1), got {self.val_fraction}")
 
@@ -83,14 +85,20 @@ class TrainConfig:
 FIELDS = {f.name for f in dataclasses.fields(TrainConfig)}
 
 
-def config_from_dict(values: dict[str, Any], *, source: str = "config") -> TrainConfig:
-    """Build a config from a flat (or [table]-grouped) mapping; unknown keys are errors."""
+def flatten_tables(values: dict[str, Any]) -> dict[str, Any]:
+    """Merge [table]-grouped keys into one flat mapping."""
     flat: dict[str, Any] = {}
     for key, val in values.items():
-        if isinstance(val, dict) and key != "extra":
+        if isinstance(val, dict):
             flat.update(val)
         else:
             flat[key] = val
+    return flat
+
+
+def config_from_dict(values: dict[str, Any], *, source: str = "config") -> TrainConfig:
+    """Build a config from a flat (or [table]-grouped) mapping; unknown keys are errors."""
+    flat = flatten_tables(values)
     unknown = sorted(set(flat) - FIELDS)
     if unknown:
         raise SpecError(f"{source}: unknown key(s) {unknown}; valid keys: {', '.join(sorted(FIELDS))}")
@@ -98,7 +106,7 @@ def config_from_dict(values: dict[str, Any], *, source: str = "config") -> Train
 
 
 def load_task_file(path: str | Path) -> dict[str, Any]:
-    """Read a TOML task file into a flat dict (task name = file stem unless it sets ``task``)."""
+    """Read a TOML task file into a flat dict of the keys it sets (task name = file stem by default)."""
     path = Path(path)
     try:
         with open(path, "rb") as fh:
@@ -107,15 +115,5 @@ def load_task_file(path: str | Path) -> dict[str, Any]:
         raise SpecError(f"task file {path} does not exist") from None
     except tomllib.TOMLDecodeError as exc:
         raise SpecError(f"task file {path} is not valid TOML: {exc}") from None
-    flat = dict(config_from_dict(data, source=str(path)).__dict__)
-    given = {k for k in flat if k in _given_keys(data)}
-    out = {k: flat[k] for k in given}
-    out.setdefault("task", path.stem)
-    return out
-
-
-def _given_keys(data: dict) -> set[str]:
-    keys = set()
-    for key, val in data.items():
-        keys |= set(val) if isinstance(val, dict) and key != "extra" else {key}
-    return keys
+    config_from_dict(data, source=str(path))  # validates the keys
+    return {"task": path.stem, **flatten_tables(data)}

@@ -6,15 +6,13 @@ so that any rule can be driven by any optimizer (torch.optim or a learned one) a
 precision. Rules are registered by name in ``RULES`` (``make_rule("ottt")``)."""
 from __future__ import annotations
 
-import inspect
 from dataclasses import dataclass, field
 from typing import Callable
 
 import torch
 
-from ..errors import SpecError
 from ..snn import Network
-from ..snn.spikefn import parse_options
+from ..registry import build
 
 Tensor = torch.Tensor
 LossFn = Callable[[Tensor, Tensor], Tensor]
@@ -51,12 +49,4 @@ def make_rule(spec: str | Rule) -> Rule:
     """Build a rule from ``"name[:key=value,...]"``; unknown names list the valid ones."""
     if isinstance(spec, Rule):
         return spec
-    name, opts = parse_options(spec)
-    if name not in RULES:
-        raise SpecError(f"unknown method {name!r}; valid methods: {', '.join(sorted(RULES))}")
-    cls = RULES[name]
-    valid = [p for p in inspect.signature(cls.__init__).parameters if p != "self"]
-    unknown = sorted(set(opts) - set(valid))
-    if unknown:
-        raise SpecError(f"method {name!r} has no option(s) {unknown}; valid options: {valid}")
-    return cls(**opts)
+    return build(spec, RULES, "method")

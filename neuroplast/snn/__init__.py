@@ -1,7 +1,8 @@
 """Spiking network engine: LIF neurons, spike functions, layers, networks."""
 from .network import Network, SimResult, build_network, detach_state
 from .neurons import LIFParams, lif_step
-from .spikefn import ESTIMATORS, SpikeEstimator, SurrogateEstimator, make_estimator
+from .estimators import ESTIMATORS, make_estimator
+from .spikefn import SpikeEstimator, SurrogateEstimator
 
 __all__ = ["Network", "SimResult", "build_network", "detach_state", "LIFParams", "lif_step",
            "ESTIMATORS", "SpikeEstimator", "SurrogateEstimator", "make_estimator"]

@@ -17,7 +17,7 @@ from ..errors import SpecError
 from .arch import LayerSpec, parse_arch
 from .layers import Dropout, Flatten, Layer, Pool, Readout, SpikingLayer
 from .neurons import LIFParams
-from .spikefn import make_estimator
+from .estimators import make_estimator
 
 Tensor = torch.Tensor
 
@@ -76,7 +76,7 @@ class Network(nn.Module):
         h, new_layers, new_traces, spikes = x, {}, {}, {}
         for name, layer in self.layers.items():
             w_in = None
-            if traces and layer.trace_decay is not None:
+            if traces and layer.trace_decay:  # a layer with decay 0 (readout) uses x itself
                 prev = state["traces"][name]
                 w_in = h.detach() if prev is None else layer.trace_decay * prev + h.detach()
                 new_traces[name] = w_in

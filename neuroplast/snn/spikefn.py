@@ -1,14 +1,9 @@
 """Spike functions: the Heaviside H(x) = 1[x > 0] on x = u − θ, with a named gradient estimator.
 
 Every estimator is an ``nn.Module`` mapping x to spikes, so layers call ``self.spike(u − θ)``
-and never know which estimator is behind it. Surrogates (Neftci, Mostafa & Zenke 2019, Sec. IV)
-keep the exact H forward and replace H'(x) in the backward pass by the derivative h'(x) of a
-smooth primitive h(x) ≈ H(x):
-
-    sigmoid:  h(x) = σ(k·x),   h'(x) = k·σ(k·x)·(1 − σ(k·x))      (OTTT / OPZO default, k = 4)
-
-Later estimators (LocalZO's stochastic zeroth-order estimate, ASGL's learnable width with spike
-noise) subclass ``SpikeEstimator`` and register in ``ESTIMATORS``; layers stay untouched.
+and never know which estimator is behind it. This module holds the interface and the surrogate
+mechanism (exact H forward, hand-written h'(x) backward); the estimators themselves live in
+``surrogates.py``, ``localzo.py`` and ``asgl.py`` and are registered in ``estimators.py``.
 """
 from __future__ import annotations
 
@@ -18,7 +13,6 @@ from typing import Callable
 import torch
 from torch import nn
 
-from ..errors import SpecError
 
 Tensor = torch.Tensor
 
@@ -35,6 +29,10 @@ class SpikeEstimator(nn.Module):
 
     def extra_repr(self) -> str:
         return self.describe()
+
+    def gradient_stats(self) -> dict[str, float]:
+        """Statistics of the backward passes so far (e.g. LocalZO's fraction of non-zero gradients)."""
+        return {}
 
     def describe(self) -> str:
         """The estimator as a spec string, e.g. ``sigmoid:k=4.0`` (round-trips through make_estimator)."""
@@ -77,59 +75,3 @@ class SurrogateEstimator(SpikeEstimator):
         return _SurrogateSpike.apply(x, self.derivative, self.primitive if self.relaxed else None)
 
 
-class Sigmoid(SurrogateEstimator):
-    """h(x) = σ(k·x); h'(x) = k·σ(k·x)(1 − σ(k·x)). OTTT (Xiao et al. 2022) and OPZO use k = 4."""
-
-    name = "sigmoid"
-
-    def __init__(self, k: float = 4.0):
-        super().__init__()
-        if not k > 0:
-            raise SpecError(f"sigmoid surrogate needs k > 0, got {k}")
-        self.k = float(k)
-
-    def primitive(self, x: Tensor) -> Tensor:
-        return torch.sigmoid(self.k * x)
-
-    def derivative(self, x: Tensor) -> Tensor:
-        sg = torch.sigmoid(self.k * x)
-        return self.k * sg * (1.0 - sg)
-
-
-ESTIMATORS: dict[str, type[SpikeEstimator]] = {cls.name: cls for cls in (Sigmoid,)}
-
-
-def _parse_value(text: str):
-    for conv in (int, float):
-        try:
-            return conv(text)
-        except ValueError:
-            pass
-    return text
-
-
-def parse_options(spec: str) -> tuple[str, dict]:
-    """``"name:a=1,b=x"`` -> ("name", {"a": 1, "b": "x"})."""
-    name, _, rest = spec.strip().partition(":")
-    opts = {}
-    for item in filter(None, (p.strip() for p in rest.split(","))):
-        key, eq, val = item.partition("=")
-        if not eq or not key.strip():
-            raise SpecError(f"cannot parse option {item!r} in {spec!r}; write name:key=value,key=value")
-        opts[key.strip()] = _parse_value(val.strip())
-    return name.strip().lower(), opts
-
-
-def make_estimator(spec: str | SpikeEstimator) -> SpikeEstimator:
-    """Build an estimator from a spec string such as ``"sigmoid:k=4"``."""
-    if isinstance(spec, SpikeEstimator):
-        return spec
-    name, opts = parse_options(spec)
-    if name not in ESTIMATORS:
-        raise SpecError(f"unknown estimator {name!r}; valid estimators: {', '.join(sorted(ESTIMATORS))}")
-    cls = ESTIMATORS[name]
-    valid = [p for p in inspect.signature(cls.__init__).parameters if p != "self"]
-    unknown = sorted(set(opts) - set(valid))
-    if unknown:
-        raise SpecError(f"estimator {name!r} has no option(s) {unknown}; valid options: {valid}")
-    return cls(**opts)

@@ -1,0 +1,44 @@
+"""Named components built from spec strings: ``"name:key=value,key=value"``.
+
+Estimators, learning rules and later optimizers are chosen by such strings on the command line
+and in task files; this is the one parser and builder they share."""
+from __future__ import annotations
+
+import inspect
+from typing import Any, Mapping
+
+from .errors import SpecError
+
+
+def _parse_value(text: str) -> Any:
+    for conv in (int, float):
+        try:
+            return conv(text)
+        except ValueError:
+            pass
+    return text
+
+
+def parse_options(spec: str) -> tuple[str, dict[str, Any]]:
+    """``"name:a=1,b=x"`` -> ("name", {"a": 1, "b": "x"})."""
+    name, _, rest = str(spec).strip().partition(":")
+    opts = {}
+    for item in filter(None, (p.strip() for p in rest.split(","))):
+        key, eq, val = item.partition("=")
+        if not eq or not key.strip():
+            raise SpecError(f"cannot parse option {item!r} in {spec!r}; write name:key=value,key=value")
+        opts[key.strip()] = _parse_value(val.strip())
+    return name.strip().lower(), opts
+
+
+def build(spec: str, registry: Mapping[str, type], noun: str) -> Any:
+    """Instantiate ``registry[name](**options)`` from a spec; unknown names/options list the valid ones."""
+    name, opts = parse_options(spec)
+    if name not in registry:
+        raise SpecError(f"unknown {noun} {name!r}; valid {noun}s: {', '.join(sorted(registry))}")
+    cls = registry[name]
+    valid = [p for p in inspect.signature(cls.__init__).parameters if p not in ("self", "args", "kwargs")]
+    unknown = sorted(set(opts) - set(valid))
+    if unknown:
+        raise SpecError(f"{noun} {name!r} has no option(s) {unknown}; valid options: {valid}")
+    return cls(**opts)

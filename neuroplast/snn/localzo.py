@@ -1,0 +1,119 @@
+"""LocalZO: a local zeroth-order estimate of the spike derivative (Mukhoty et al., NeurIPS 2023).
+
+Forward is the exact H(x), x = u − θ. Backward replaces H'(x) by the 2-point antithetic
+zeroth-order estimate at the neuron, averaged over m samples drawn fresh in every backward pass:
+
+    g(x) = (1/m) Σ_i 1{|x| < δ·|z_i|} · |z_i| / (2δ),     z_i ~ i.i.d. unit-variance distribution
+
+(the difference quotient [H(x + δz) − H(x − δz)]/(2δ) · z, which is non-zero only when the
+perturbation crosses the threshold). Its expectation is a surrogate fixed by the distribution:
+
+    normal   E g = exp(−x²/2δ²) / (√(2π)·δ)                      (Gaussian of width δ)
+    uniform  E g = (3 − x²/δ²) / (4√3·δ)  on |x| < √3·δ, else 0
+    laplace  E g = (|x|/δ + 1/√2)·exp(−√2·|x|/δ) / (2δ)
+
+Only |z| matters, so |z| is sampled directly. For the uniform distribution neurons with
+|x| ≥ √3·δ get exactly zero, and when most are such only the active ones are sampled.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+
+from ..errors import SpecError
+from .spikefn import SpikeEstimator, heaviside
+
+Tensor = torch.Tensor
+SQRT3 = math.sqrt(3.0)
+
+
+def _abs_normal(shape, generator, device):
+    return torch.randn(shape, generator=generator, device=device).abs_()
+
+
+def _abs_uniform(shape, generator, device):  # U(−√3, √3) has unit variance
+    return torch.rand(shape, generator=generator, device=device).mul_(SQRT3)
+
+
+def _abs_laplace(shape, generator, device):  # Laplace(0, b = 1/√2) has unit variance
+    u = torch.rand(shape, generator=generator, device=device)
+    return torch.log1p(-u).neg_().mul_(1.0 / math.sqrt(2.0))
+
+
+ABS_SAMPLERS = {"normal": _abs_normal, "uniform": _abs_uniform, "laplace": _abs_laplace}
+
+
+def expected_derivative(x: Tensor, delta: float, dist: str) -> Tensor:
+    """Closed-form E[g(x)] for the given distribution (the surrogate LocalZO implies)."""
+    a = x.abs() / delta
+    if dist == "normal":
+        return torch.exp(-0.5 * a * a) / (math.sqrt(2.0 * math.pi) * delta)
+    if dist == "uniform":
+        return ((3.0 - a * a) / (4.0 * SQRT3 * delta)).clamp_min(0.0)
+    return (a + 1.0 / math.sqrt(2.0)) * torch.exp(-math.sqrt(2.0) * a) / (2.0 * delta)
+
+
+class _LocalZOSpike(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, est):
+        ctx.save_for_backward(x)
+        ctx.est = est
+        return heaviside(x)
+
+    @staticmethod
+    def backward(ctx, grad):
+        (x,) = ctx.saved_tensors
+        return grad * ctx.est.sample_derivative(x), None
+
+
+class LocalZO(SpikeEstimator):
+    """LocalZO spike estimator with m samples, perturbation scale δ and a |z| distribution."""
+
+    name = "localzo"
+
+    def __init__(self, m: int = 1, delta: float = 0.5, dist: str = "normal"):
+        super().__init__()
+        if int(m) != m or m < 1:
+            raise SpecError(f"localzo needs an integer number of samples m >= 1, got {m}")
+        if not float(delta) > 0:
+            raise SpecError(f"localzo needs a perturbation scale delta > 0, got {delta}")
+        if dist not in ABS_SAMPLERS:
+            raise SpecError(f"localzo: unknown distribution {dist!r}; valid: {', '.join(ABS_SAMPLERS)}")
+        self.m, self.delta, self.dist = int(m), float(delta), dist
+        self.generator: torch.Generator | None = None
+        self._nonzero = 0
+        self._total = 0
+
+    def forward(self, x: Tensor) -> Tensor:
+        return _LocalZOSpike.apply(x, self)
+
+    def expectation(self, x: Tensor) -> Tensor:
+        return expected_derivative(x, self.delta, self.dist)
+
+    def _abs_z(self, n: int, like: Tensor) -> Tensor:
+        g = self.generator
+        z = ABS_SAMPLERS[self.dist]((self.m, n), g, g.device if g is not None else like.device)
+        return z.to(like.device, like.dtype)
+
+    def sample_derivative(self, x: Tensor) -> Tensor:
+        """One fresh draw of g(x) for every element of x (same shape as x)."""
+        a = (x.abs() / self.delta).reshape(-1)
+        if self.dist == "uniform":
+            active = (a < SQRT3).nonzero().squeeze(1)
+            if active.numel() < a.numel() // 2:  # sparse: sample only neurons that can be non-zero
+                z = self._abs_z(active.numel(), x)
+                g = torch.zeros_like(a)
+                g[active] = (z * (z > a[active])).mean(0) / (2.0 * self.delta)
+                return self._count(g).reshape(x.shape)
+        z = self._abs_z(a.numel(), x)
+        g = (z * (z > a)).mean(0) / (2.0 * self.delta)
+        return self._count(g).reshape(x.shape)
+
+    def _count(self, g: Tensor) -> Tensor:
+        self._nonzero += int((g != 0).sum())
+        self._total += g.numel()
+        return g
+
+    def gradient_stats(self) -> dict[str, float]:
+        return {"nonzero_grad_fraction": self._nonzero / self._total} if self._total else {}

@@ -1,0 +1,121 @@
+"""The surrogate-gradient family (Neftci, Mostafa & Zenke 2019, Sec. IV; Zenke & Vogels 2021).
+
+Forward is always the exact H(x), x = u − θ; backward multiplies by h'(x), the derivative of a
+smooth primitive h ≈ H. Each surrogate has one width parameter:
+
+    sigmoid       h = σ(k·x)                             h' = k·σ(kx)(1 − σ(kx))       (OTTT/OPZO, k=4)
+    fast_sigmoid  h = (1 + k·x/(1 + k|x|))/k             h' = 1/(1 + k|x|)²            (SuperSpike)
+    triangle      h = piecewise quadratic                h' = max(0, 1 − |x|/w)/w      (Bellec et al. 2018)
+    arctan        h = ½ + arctan(π·α·x/2)/π              h' = (α/2)/(1 + (π·α·x/2)²)   (Fang et al. 2021)
+    rectangular   h = clamp(x/w + ½, 0, 1)               h' = 1{|x| < w/2}/w           (straight-through window)
+    gaussian      h = Φ(x/σ)                             h' = N(x; 0, σ²)
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+
+from ..errors import SpecError
+from .spikefn import SurrogateEstimator
+
+Tensor = torch.Tensor
+
+
+def _positive(name: str, key: str, value: float) -> float:
+    value = float(value)
+    if not value > 0 or not math.isfinite(value):
+        raise SpecError(f"{name} surrogate needs {key} > 0 (a finite width), got {value}")
+    return value
+
+
+class Sigmoid(SurrogateEstimator):
+    name = "sigmoid"
+
+    def __init__(self, k: float = 4.0):
+        super().__init__()
+        self.k = _positive(self.name, "k", k)
+
+    def primitive(self, x):
+        return torch.sigmoid(self.k * x)
+
+    def derivative(self, x):
+        sg = torch.sigmoid(self.k * x)
+        return self.k * sg * (1.0 - sg)
+
+
+class FastSigmoid(SurrogateEstimator):
+    name = "fast_sigmoid"
+
+    def __init__(self, k: float = 4.0):
+        super().__init__()
+        self.k = _positive(self.name, "k", k)
+
+    def primitive(self, x):
+        return (1.0 + self.k * x / (1.0 + self.k * x.abs())) / self.k
+
+    def derivative(self, x):
+        return (1.0 + self.k * x.abs()).pow(-2)
+
+
+class Triangle(SurrogateEstimator):
+    name = "triangle"
+
+    def __init__(self, w: float = 1.0):
+        super().__init__()
+        self.w = _positive(self.name, "w", w)
+
+    def primitive(self, x):
+        w = self.w
+        xc = x.clamp(-w, w)
+        left = (xc + w).pow(2) / (2 * w * w)
+        right = 1.0 - (w - xc).pow(2) / (2 * w * w)
+        return torch.where(xc < 0, left, right)
+
+    def derivative(self, x):
+        return (1.0 - x.abs() / self.w).clamp_min(0.0) / self.w
+
+
+class ArcTan(SurrogateEstimator):
+    name = "arctan"
+
+    def __init__(self, alpha: float = 2.0):
+        super().__init__()
+        self.alpha = _positive(self.name, "alpha", alpha)
+
+    def primitive(self, x):
+        return 0.5 + torch.atan(0.5 * math.pi * self.alpha * x) / math.pi
+
+    def derivative(self, x):
+        return 0.5 * self.alpha / (1.0 + (0.5 * math.pi * self.alpha * x).pow(2))
+
+
+class Rectangular(SurrogateEstimator):
+    name = "rectangular"
+
+    def __init__(self, w: float = 1.0):
+        super().__init__()
+        self.w = _positive(self.name, "w", w)
+
+    def primitive(self, x):
+        return (x / self.w + 0.5).clamp(0.0, 1.0)
+
+    def derivative(self, x):
+        return (x.abs() < 0.5 * self.w).to(x.dtype) / self.w
+
+
+class Gaussian(SurrogateEstimator):
+    name = "gaussian"
+
+    def __init__(self, sigma: float = 0.5):
+        super().__init__()
+        self.sigma = _positive(self.name, "sigma", sigma)
+
+    def primitive(self, x):
+        return 0.5 * (1.0 + torch.erf(x / (self.sigma * math.sqrt(2.0))))
+
+    def derivative(self, x):
+        return torch.exp(-0.5 * (x / self.sigma).pow(2)) / (self.sigma * math.sqrt(2.0 * math.pi))
+
+
+SURROGATES = (Sigmoid, FastSigmoid, Triangle, ArcTan, Rectangular, Gaussian)

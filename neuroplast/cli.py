@@ -62,6 +62,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help=f"data set ({', '.join(dataset_names())}), a task name under tasks/, or a TOML file")
     for flag, (key, typ, text) in _TRAIN_FLAGS.items():
         tr.add_argument(flag, dest=key, type=typ, default=None, help=text)
+    tr.add_argument("--compile", dest="compiled", action="store_true", default=None,
+                    help="fuse the LIF recursion with torch.compile (faster conv nets; needs a C++ compiler)")
     _run_flags(tr)
     _common(tr)
     demo = sub.add_parser("demo", help="train the default SNN on the embedded digits data (< 2 min)")
@@ -87,7 +89,7 @@ def resolve_task(task: str) -> dict:
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
     values = dict(DEMO) if args.command == "demo" else resolve_task(args.task)
     if args.command == "train":
-        values.update({key: getattr(args, key) for key, *_ in _TRAIN_FLAGS.values()
+        values.update({key: getattr(args, key) for key in [k for k, *_ in _TRAIN_FLAGS.values()] + ["compiled"]
                        if getattr(args, key) is not None})
     for key in ("seed", "device", "data_dir"):
         if getattr(args, key) is not None:

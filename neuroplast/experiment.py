@@ -53,7 +53,7 @@ def make_optimizer(cfg: TrainConfig, params) -> torch.optim.Optimizer:
 def make_network(cfg: TrainConfig, data: Dataset, generator: torch.Generator | None = None) -> Network:
     return build_network(cfg.net, input_shape=data.input_shape, num_classes=data.num_classes,
                          lif=LIFParams(leak=cfg.leak, threshold=cfg.threshold, reset=cfg.reset),
-                         estimator=cfg.estimator, generator=generator)
+                         estimator=cfg.estimator, generator=generator, compiled=cfg.compiled)
 
 
 def batches(split: Split, batch_size: int, *, generator: torch.Generator | None = None):

@@ -51,6 +51,7 @@ class TrainConfig:
     val_fraction: float | None = None
     split_seed: int = 0
     trainable: str = "all"            # "all", or "readout" (control: hidden layers frozen at init)
+    compiled: bool = False            # fuse the LIF recursion with torch.compile (needs a C++ compiler)
 
     def resolved(self) -> "TrainConfig":
         """Fill data-set defaults and validate every field; returns a new config."""

@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .lif_sequence import lif_sequence
 from .neurons import LIFParams, lif_step
 from .spikefn import SpikeEstimator
 from .synapse import synapse
@@ -49,10 +50,11 @@ class SpikingLayer(Layer):
 
     records_spikes = True
 
-    def __init__(self, op: nn.Module, *, lif: LIFParams, spike: SpikeEstimator):
+    def __init__(self, op: nn.Module, *, lif: LIFParams, spike: SpikeEstimator, compiled: bool = False):
         super().__init__()
         self.op, self.lif, self.spike = op, lif, spike
         self.trace_decay = lif.leak
+        self.compiled = compiled  # fuse the LIF recursion with torch.compile (lif_sequence)
 
     def extra_repr(self) -> str:
         return f"leak={self.lif.leak}, threshold={self.lif.threshold}, reset={self.lif.reset}"
@@ -65,10 +67,13 @@ class SpikingLayer(Layer):
 
     def forward_seq(self, x_seq):
         current = _seq_apply(self.op, x_seq)
+        derivative = self.spike.pointwise_derivative()
+        if derivative is not None:  # estimator is "H forward, h'(x) backward": fused recursion
+            return lif_sequence(current, self.lif, derivative, compiled=self.compiled)
         u = s = torch.zeros_like(current[0])
         spikes = []
-        for t in range(current.shape[0]):
-            u, s = lif_step(u, s, current[t], self.lif, self.spike)
+        for cur in current.unbind(0):  # unbind: one backward for all steps (select would zero-fill T times)
+            u, s = lif_step(u, s, cur, self.lif, self.spike)
             spikes.append(s)
         return torch.stack(spikes)
 

@@ -88,6 +88,9 @@ class LocalZO(SpikeEstimator):
     def forward(self, x: Tensor) -> Tensor:
         return _LocalZOSpike.apply(x, self)
 
+    def pointwise_derivative(self):
+        return self.sample_derivative
+
     def expectation(self, x: Tensor) -> Tensor:
         return expected_derivative(x, self.delta, self.dist)
 

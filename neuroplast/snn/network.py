@@ -107,15 +107,17 @@ def _init_synapse(op: nn.Module, generator: torch.Generator | None) -> None:
             op.bias.zero_()
 
 
-def _make_layer(spec: LayerSpec, shape: tuple[int, ...], lif: LIFParams, estimator: str) -> Layer:
+def _make_layer(spec: LayerSpec, shape: tuple[int, ...], lif: LIFParams, estimator: str, compiled: bool) -> Layer:
     if spec.kind == "conv":
         if len(shape) != 3:
             raise SpecError(f"layer {spec.index + 1} ({spec.token!r}): conv needs a CxHxW input, got {shape}")
         op = nn.Conv2d(shape[0], spec.size, spec.kernel, stride=spec.stride, padding=spec.kernel // 2)
-        return SpikingLayer(op, lif=lif, spike=make_estimator(estimator))
+        return SpikingLayer(op, lif=lif, spike=make_estimator(estimator), compiled=compiled)
     if spec.kind in ("dense", "readout"):
         op = nn.Linear(math.prod(shape), spec.size)
-        return Readout(op) if spec.kind == "readout" else SpikingLayer(op, lif=lif, spike=make_estimator(estimator))
+        if spec.kind == "readout":
+            return Readout(op)
+        return SpikingLayer(op, lif=lif, spike=make_estimator(estimator), compiled=compiled)
     if spec.kind == "pool":
         return Pool(spec.pool, spec.kernel)
     if spec.kind == "dropout":
@@ -124,8 +126,11 @@ def _make_layer(spec: LayerSpec, shape: tuple[int, ...], lif: LIFParams, estimat
 
 
 def build_network(arch: str, *, input_shape: tuple[int, ...], num_classes: int, lif: LIFParams | None = None,
-                  estimator: str = "sigmoid:k=4", generator: torch.Generator | None = None) -> Network:
-    """Build a network from a string (see ``arch``); shapes are checked layer by layer."""
+                  estimator: str = "sigmoid:k=4", generator: torch.Generator | None = None,
+                  compiled: bool = False) -> Network:
+    """Build a network from a string (see ``arch``); shapes are checked layer by layer.
+
+    ``compiled=True`` fuses each spiking layer's LIF recursion with torch.compile (BPTT path)."""
     lif = lif or LIFParams()
     shape, layers, counts = tuple(input_shape), {}, {}
     for spec in parse_arch(arch, shape, num_classes):
@@ -133,7 +138,7 @@ def build_network(arch: str, *, input_shape: tuple[int, ...], num_classes: int, 
             counts["flatten"] = counts.get("flatten", 0) + 1
             layers[f"flatten{counts['flatten']}"] = Flatten()
             shape = (math.prod(shape),)
-        layer = _make_layer(spec, shape, lif, estimator)
+        layer = _make_layer(spec, shape, lif, estimator, compiled)
         if hasattr(layer, "op"):
             _init_synapse(layer.op, generator)
         if isinstance(layer, Dropout):

@@ -33,6 +33,20 @@ def soft_reset(u: Tensor, s: Tensor, threshold: float) -> Tensor:
 RESETS: dict[str, Callable[[Tensor, Tensor, float], Tensor]] = {"hard": hard_reset, "soft": soft_reset}
 
 
+def hard_reset_grad(u: Tensor, s: Tensor, threshold: float) -> tuple[Tensor | float, Tensor | float]:
+    """(∂reset/∂u, ∂reset/∂s) of u·(1 − s): (1 − s, −u)."""
+    return 1.0 - s, -u
+
+
+def soft_reset_grad(u: Tensor, s: Tensor, threshold: float) -> tuple[Tensor | float, Tensor | float]:
+    """(∂reset/∂u, ∂reset/∂s) of u − θ·s: (1, −θ)."""
+    return 1.0, -threshold
+
+
+#: partial derivatives of each reset, for hand-written backward passes (``lif_sequence``)
+RESET_GRADS = {"hard": hard_reset_grad, "soft": soft_reset_grad}
+
+
 @dataclass(frozen=True)
 class LIFParams:
     """Per-layer LIF constants: leak λ (0 < λ ≤ 1), threshold θ > 0, reset rule name."""

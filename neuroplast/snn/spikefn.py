@@ -30,6 +30,12 @@ class SpikeEstimator(nn.Module):
     def extra_repr(self) -> str:
         return self.describe()
 
+    def pointwise_derivative(self) -> Callable[[Tensor], Tensor] | None:
+        """h'(x) to use in a backward pass when the forward is exactly H(x), else None.
+
+        Estimators that give it can run in the fused LIF recursion (``lif_sequence``)."""
+        return None
+
     def gradient_stats(self) -> dict[str, float]:
         """Statistics of the backward passes so far (e.g. LocalZO's fraction of non-zero gradients)."""
         return {}
@@ -73,5 +79,8 @@ class SurrogateEstimator(SpikeEstimator):
 
     def forward(self, x: Tensor) -> Tensor:
         return _SurrogateSpike.apply(x, self.derivative, self.primitive if self.relaxed else None)
+
+    def pointwise_derivative(self):
+        return None if self.relaxed else self.derivative
 
 

@@ -87,14 +87,12 @@ def evaluate(net: Network, split: Split, cfg: TrainConfig, device: torch.device,
 
 
 def estimator_stats(net: Network) -> dict[str, dict]:
-    """Per spiking layer: its estimator's backward statistics and learnable values (e.g. ASGL's α)."""
+    """Per spiking layer: its estimator's statistics (LocalZO's gradient sparsity, ASGL's α)."""
     out = {}
     for name, layer in net.layers.items():
         est = getattr(layer, "spike", None)
         if isinstance(est, SpikeEstimator):
-            stats = dict(est.gradient_stats())
-            if hasattr(est, "alpha"):
-                stats["alpha"] = est.alpha
+            stats = est.gradient_stats()
             if stats:
                 out[name] = stats
     return out

@@ -42,6 +42,9 @@ class ASGL(SpikeEstimator):
     def alpha(self) -> float:
         return float(self.log_alpha.detach().exp())
 
+    def gradient_stats(self) -> dict[str, float]:
+        return {"alpha": self.alpha}
+
     def _surrogate(self, x: Tensor) -> Tensor:
         a = self.log_alpha.detach().exp()
         sg = torch.sigmoid(x / a)

@@ -155,7 +155,7 @@ def write_report(res: dict, path: Path) -> None:
           for r in res["memory"]), "",
     ]
     if res.get("accuracy"):
-        lines += ["## Accuracy after training", "",
+        lines += ["## Accuracy after training", "", f"Command: `{res['accuracy_command']}`", "",
                   "| method | epochs | test acc | train loss | firing rates | wall s | train samples/s |",
                   "|---|---|---|---|---|---|---|",
                   *(f"| {r['method']} | {r['epochs']} | {100 * r['test_acc']:.2f}% | {r['train_loss']:.4f} | "
@@ -183,9 +183,13 @@ def main() -> None:
     print(json.dumps(res["speed"]), file=sys.stderr)
     res["memory"] = memory()
     print(json.dumps(res["memory"]), file=sys.stderr)
+    out = Path(args.out)
     if not args.skip_train:
         res["accuracy"] = accuracy(args.data_dir, args.epochs, Path("runs"))
-    out = Path(args.out)
+        res["accuracy_command"] = res["command"]
+    elif (out / "mnist_fc.json").is_file():  # keep the accuracy of the last full run
+        old = json.loads((out / "mnist_fc.json").read_text())
+        res["accuracy"], res["accuracy_command"] = old.get("accuracy"), old.get("accuracy_command", old["command"])
     atomic_write_json(out / "mnist_fc.json", res)
     write_report(res, out / "mnist_fc.md")
     print((out / "mnist_fc.md").read_text())

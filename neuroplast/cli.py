@@ -69,6 +69,19 @@ def build_parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="train the default SNN on the embedded digits data (< 2 min)")
     _run_flags(demo)
     _common(demo)
+    pg = sub.add_parser("probe-gradients", help="gradient mean, variance and cosine to a reference, per layer")
+    pg.add_argument("--task", default="digits", help="as for train")
+    for flag in ("--net", "--method", "--encoding", "--time-steps", "--batch-size", "--leak", "--threshold"):
+        key, typ, text = _TRAIN_FLAGS[flag]
+        pg.add_argument(flag, dest=key, type=typ, default=None, help=text)
+    pg.add_argument("--estimators", nargs="+", default=None, metavar="SPEC",
+                    help="estimators to probe (space-separated specs; default: every registered one)")
+    pg.add_argument("--reference", default="bptt|sigmoid:k=4", help="reference gradient as METHOD|ESTIMATOR")
+    pg.add_argument("--batches", type=int, default=None, help="probe the first N batches (default: one epoch)")
+    pg.add_argument("--from-run", default=None, metavar="RUN_DIR", help="probe at the weights of a saved run")
+    pg.add_argument("--out", default=None, metavar="DIR", help="write gradients.md/.json/.png here")
+    pg.add_argument("--data-dir", default=None, help="folder with data sets (or set NEUROPLAST_DATA)")
+    _common(pg)
     return parser
 
 
@@ -87,14 +100,59 @@ def resolve_task(task: str) -> dict:
 
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
-    values = dict(DEMO) if args.command == "demo" else resolve_task(args.task)
-    if args.command == "train":
-        values.update({key: getattr(args, key) for key in [k for k, *_ in _TRAIN_FLAGS.values()] + ["compiled"]
-                       if getattr(args, key) is not None})
-    for key in ("seed", "device", "data_dir"):
-        if getattr(args, key) is not None:
-            values[key] = getattr(args, key)
+    if getattr(args, "from_run", None):
+        values = _run_config(args.from_run)
+    else:
+        values = dict(DEMO) if args.command == "demo" else resolve_task(args.task)
+    flags = [k for k, *_ in _TRAIN_FLAGS.values()] + ["compiled", "seed", "device", "data_dir"]
+    values.update({key: getattr(args, key) for key in flags if getattr(args, key, None) is not None})
     return config_from_dict(values, source="command line")
+
+
+def _run_config(run_dir: str) -> dict:
+    path = Path(run_dir) / "config.json"
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise UserError(f"{path} not found: --from-run needs a run directory written by train --save") from None
+    except json.JSONDecodeError as exc:
+        raise UserError(f"{path} is corrupt ({exc}); re-run the training with --save") from None
+
+
+def _load_weights(run_dir: str) -> dict:
+    import torch
+    path = Path(run_dir) / "weights.pt"
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)["state_dict"]
+    except FileNotFoundError:
+        raise UserError(f"{path} not found: --from-run needs a run directory written by train --save") from None
+    except Exception as exc:  # truncated or foreign file
+        raise UserError(f"{path} is not a neuroplast weights file ({type(exc).__name__}); re-run with --save") from None
+
+
+def _cmd_train(args) -> dict:
+    from .experiment import train  # heavy import (torch) after argument parsing
+    summary = train(config_from_args(args), save=args.save, overwrite=args.overwrite, progress=not args.no_progress)
+    _print_summary(summary)
+    return summary
+
+
+def _cmd_probe(args) -> dict:
+    from .probe import probe_gradients, write_probe_report
+    from .snn import ESTIMATORS
+    cfg = config_from_args(args)
+    weights = _load_weights(args.from_run) if args.from_run else None
+    if args.batches is not None and args.batches < 1:
+        raise UserError(f"--batches must be >= 1, got {args.batches}")
+    result = probe_gradients(cfg, args.estimators or sorted(ESTIMATORS), reference=args.reference,
+                             max_batches=args.batches, weights=weights)
+    for r in result["rows"]:
+        print(f"{r['estimator']:>36} {r['layer']:>8}: mean {r['mean']:.3g}  variance {r['variance']:.3g}  "
+              f"cosine {r['cosine']:.3f}", file=sys.stderr)
+    if args.out:
+        paths = write_probe_report(result, args.out, command="neuroplast " + " ".join(sys.argv[1:]))
+        print("wrote " + ", ".join(map(str, paths)), file=sys.stderr)
+    return result
 
 
 def _print_summary(summary: dict) -> None:
@@ -107,10 +165,9 @@ def _print_summary(summary: dict) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    handler = _cmd_probe if args.command == "probe-gradients" else _cmd_train
     try:
-        from .experiment import train  # heavy import (torch) after argument parsing
-        cfg = config_from_args(args)
-        summary = train(cfg, save=args.save, overwrite=args.overwrite, progress=not args.no_progress)
+        result = handler(args)
     except UserError as exc:
         print(f"neuroplast: error: {exc}", file=sys.stderr)
         return 2
@@ -120,9 +177,8 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("neuroplast: interrupted", file=sys.stderr)
         return 1
-    _print_summary(summary)
     if args.json:
-        print(json.dumps(summary, sort_keys=True))
+        print(json.dumps(result, sort_keys=True))
     return 0
 
 

@@ -6,9 +6,9 @@ from neuroplast.learn import ce_mse_loss, make_rule
 from neuroplast.snn import LIFParams, SurrogateEstimator, build_network
 
 
-def _net(arch="12-9-7-4", reset="hard", seed=0, dtype=torch.float64, shape=(12,), classes=4):
+def _net(arch="12-9-7-4", reset="hard", seed=0, dtype=torch.float64, shape=(12,), classes=4, estimator="sigmoid:k=4"):
     g = torch.Generator().manual_seed(seed)
-    net = build_network(arch, input_shape=shape, num_classes=classes, generator=g,
+    net = build_network(arch, input_shape=shape, num_classes=classes, generator=g, estimator=estimator,
                         lif=LIFParams(leak=0.7, threshold=0.6, reset=reset))
     with torch.no_grad():  # a 3x larger init: every layer spikes on these tiny nets
         for p in net.parameters():
@@ -26,12 +26,16 @@ def _loss(net, x_seq, y):
     return ce_mse_loss(net.simulate(x_seq).logits, y)
 
 
-@pytest.mark.parametrize("reset", ["hard", "soft"])
-def test_bptt_matches_finite_differences_of_smooth_network(reset):
+SMOOTH = ["sigmoid:k=4", "fast_sigmoid:k=4", "triangle:w=1", "arctan:alpha=2", "rectangular:w=1",
+          "gaussian:sigma=0.5"]
+
+
+@pytest.mark.parametrize("reset,estimator", [("soft", "sigmoid:k=4")] + [("hard", e) for e in SMOOTH])
+def test_bptt_matches_finite_differences_of_smooth_network(reset, estimator):
     """BPTT with the hand-written surrogate derivative h' == numerical gradient of the network
     whose H is replaced by the surrogate's primitive h (2 spiking layers, T=5, through resets)."""
     torch.manual_seed(1)
-    net = _net(reset=reset)
+    net = _net(reset=reset, estimator=estimator)
     _relax(net)
     x_seq = torch.randn(5, 3, 12, dtype=torch.float64) * 1.5
     y = torch.tensor([0, 2, 3])

@@ -1,0 +1,128 @@
+"""Gradient-quality probe: how good is an estimator's (or a rule's) gradient at fixed weights?
+
+For every batch n of one epoch (or the first N batches) and every synaptic layer l, the probed
+gradient g_n (a rule + estimator) and a reference gradient r_n (by default BPTT with the sigmoid
+surrogate) are taken on the same batch and the same weights. Reported per layer:
+
+    mean      mean_i |ḡ_i|,               ḡ = (1/N) Σ_n g_n
+    variance  (1/(N·D)) Σ_n ‖g_n − ḡ‖²    (OPZO, Xiao et al. 2024, Appendix C; D = #elements)
+    cosine    (1/N) Σ_n cos(g_n, r_n)      and cos(ḡ, r̄) of the epoch means
+
+so LocalZO, the surrogates and (later) ZO, DFA and OPZO are compared on the same footing.
+"""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import torch
+
+from .data import encode, load_dataset
+from .experiment import batches, make_network, resolve_device
+from .fileio import atomic_write, atomic_write_json, atomic_write_text
+from .learn import ce_mse_loss, make_rule
+from .spec import TrainConfig
+
+
+def _layer_grads(net) -> dict[str, torch.Tensor]:
+    return {name: layer.op.weight.grad.detach().flatten().clone() for name, layer in net.layers.items()
+            if hasattr(layer, "op") and layer.op.weight.grad is not None}
+
+
+def probe_gradients(cfg: TrainConfig, estimators: list[str], *, reference: str = "bptt|sigmoid:k=4",
+                    max_batches: int | None = None, weights: dict | None = None) -> dict:
+    """Probe ``estimators`` (with ``cfg.method``) against ``reference`` ("method|estimator")."""
+    cfg = cfg.resolved()
+    device = resolve_device(cfg.device)
+    data = load_dataset(cfg.dataset, data_dir=cfg.data_dir, val_fraction=cfg.val_fraction,
+                        split_seed=cfg.split_seed, time_steps=cfg.time_steps)
+    ref_method, _, ref_est = reference.partition("|")
+    ref_cfg = TrainConfig(**{**cfg.to_dict(), "method": ref_method, "estimator": ref_est or cfg.estimator})
+    ref_net = make_network(ref_cfg, data, torch.Generator().manual_seed(cfg.seed)).to(device)
+    if weights is not None:
+        ref_net.load_state_dict(weights, strict=False)
+    nets = {}
+    for spec in estimators:
+        net = make_network(TrainConfig(**{**cfg.to_dict(), "estimator": spec}), data).to(device)
+        net.load_state_dict(ref_net.state_dict(), strict=False)  # same weights for everyone
+        for m in net.modules():
+            if hasattr(m, "generator"):
+                m.generator = torch.Generator(device).manual_seed(cfg.seed)
+        nets[spec] = net
+    rules = {spec: make_rule(cfg.method) for spec in estimators}
+    ref_rule = make_rule(ref_method)
+    loss_fn = lambda o, y: ce_mse_loss(o, y, cfg.mse_weight)  # noqa: E731
+    per = {spec: {} for spec in estimators}  # spec -> layer -> list of grads
+    ref_grads: dict[str, list] = {}
+    enc_gen = torch.Generator().manual_seed(cfg.seed)
+    for n, (x, y) in enumerate(batches(data.train, cfg.batch_size, generator=torch.Generator().manual_seed(cfg.seed))):
+        if max_batches is not None and n >= max_batches:
+            break
+        x_seq, y = encode(cfg.encoding, x.to(device), cfg.time_steps, generator=enc_gen), y.to(device)
+        ref_net.zero_grad(set_to_none=True)
+        ref_rule.compute_grads(ref_net, x_seq, y, loss_fn)
+        for k, g in _layer_grads(ref_net).items():
+            ref_grads.setdefault(k, []).append(g)
+        for spec, net in nets.items():
+            net.zero_grad(set_to_none=True)
+            rules[spec].compute_grads(net, x_seq, y, loss_fn)
+            for k, g in _layer_grads(net).items():
+                per[spec].setdefault(k, []).append(g)
+    rows = []
+    for spec in estimators:
+        for layer, gs in per[spec].items():
+            G, R = torch.stack(gs), torch.stack(ref_grads[layer])
+            mean = G.mean(0)
+            cos = torch.nn.functional.cosine_similarity(G, R, dim=1)
+            rows.append({"estimator": spec, "method": cfg.method, "layer": layer, "batches": len(gs),
+                         "mean": float(mean.abs().mean()),
+                         "variance": float((G - mean).pow(2).sum() / G.numel()),
+                         "cosine": float(cos.mean()),
+                         "cosine_of_means": float(torch.nn.functional.cosine_similarity(mean, R.mean(0), dim=0))})
+    return {"task": cfg.task, "net": cfg.net, "method": cfg.method, "reference": reference,
+            "batch_size": cfg.batch_size, "time_steps": cfg.time_steps, "seed": cfg.seed, "rows": rows}
+
+
+def write_probe_report(result: dict, out_dir: str | Path, command: str = "") -> list[Path]:
+    """Write gradients.md (table), gradients.json and gradients.png (variance and cosine per layer)."""
+    out = Path(out_dir)
+    rows = result["rows"]
+    lines = [f"# Gradient quality: {result['task']}, `{result['net']}`", "",
+             (f"Command: `{command}`  \n" if command else "")
+             + f"Method `{result['method']}`, reference `{result['reference']}`, batch {result['batch_size']}, "
+             f"T={result['time_steps']}, seed {result['seed']}, fixed weights (initialisation or loaded run).", "",
+             "| estimator | layer | batches | mean abs | variance | cosine to ref | cosine of means |",
+             "|---|---|---|---|---|---|---|",
+             *(f"| `{r['estimator']}` | {r['layer']} | {r['batches']} | {r['mean']:.3g} | {r['variance']:.3g} | "
+               f"{r['cosine']:.3f} | {r['cosine_of_means']:.3f} |" for r in rows), "",
+             "Variance as in OPZO Appendix C: (1/(N·D)) Σ_n ‖g_n − ḡ‖² over the N batch gradients.",
+             "![variance and cosine](gradients.png)", ""]
+    paths = [atomic_write_text(out / "gradients.md", "\n".join(lines)), atomic_write_json(out / "gradients.json", result)]
+    paths.append(_plot(rows, out / "gradients.png"))
+    return paths
+
+
+def _plot(rows: list[dict], path: Path) -> Path:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    ests = list(dict.fromkeys(r["estimator"] for r in rows))
+    layers = list(dict.fromkeys(r["layer"] for r in rows))
+    fig, axes = plt.subplots(1, 2, figsize=(11, 3.8))
+    width = 0.8 / max(len(ests), 1)
+    for i, est in enumerate(ests):
+        vals = {r["layer"]: r for r in rows if r["estimator"] == est}
+        xs = [j + i * width for j in range(len(layers))]
+        axes[0].bar(xs, [vals[lay]["variance"] if lay in vals else math.nan for lay in layers], width, label=est)
+        axes[1].bar(xs, [vals[lay]["cosine"] if lay in vals else math.nan for lay in layers], width, label=est)
+    for ax, title in zip(axes, ("gradient variance (log)", "cosine to reference")):
+        ax.set_xticks([j + 0.4 - width / 2 for j in range(len(layers))], layers)
+        ax.set_title(title)
+    axes[0].set_yscale("log")
+    axes[1].set_ylim(-0.1, 1.05)
+    axes[1].legend(fontsize=7, loc="lower left")
+    fig.tight_layout()
+    atomic_write(path, lambda fh: fig.savefig(fh, format="png", dpi=110), binary=True)
+    plt.close(fig)
+    return path

@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
+import threading
 from pathlib import Path
 
 from .data import dataset_names
@@ -162,9 +164,15 @@ def _print_summary(summary: dict) -> None:
           f"wall {summary['wall_s']:.1f} s", file=sys.stderr)
 
 
+def _terminate(signum, frame):
+    raise KeyboardInterrupt  # so a killed run cleans up its half-written run directory
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _terminate)
     handler = _cmd_probe if args.command == "probe-gradients" else _cmd_train
     try:
         result = handler(args)

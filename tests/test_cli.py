@@ -118,3 +118,20 @@ def test_nmnist_events_train_end_to_end(capsys):
                         "--json", "--no-progress")
     s = json.loads(out)
     assert code == 0 and s["test_acc"] >= 0.5, s  # 100 test samples; chance is 0.1
+
+
+def test_sigterm_leaves_no_half_written_run_dir(tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+    proc = subprocess.Popen([sys.executable, "-m", "neuroplast", "train", "--net", "64-256-10", "--epochs", "200",
+                             "--save", str(tmp_path / "run"), "--no-progress"], stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 60
+    while time.time() < deadline and not any(tmp_path.iterdir()):
+        time.sleep(0.1)  # wait until training has started (the temporary run folder exists)
+    time.sleep(1.0)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 1 and "interrupted" in err
+    assert list(tmp_path.iterdir()) == []

@@ -164,6 +164,7 @@ def _train(cfg, rule, device, run, progress, on_epoch):
     for m in net.modules():  # dropout masks, LocalZO draws, ASGL spike noise
         if hasattr(m, "generator"):
             m.generator = dev_gen
+    rule.generator = dev_gen  # noise and feedback matrices of rules that draw them
     if cfg.trainable == "readout":  # control: hidden layers frozen at their initialisation
         for name, layer in net.layers.items():
             if name != "readout":
@@ -181,6 +182,7 @@ def _train(cfg, rule, device, run, progress, on_epoch):
         for x, y in bar:
             x, y = x.to(device), y.to(device)
             opt.zero_grad(set_to_none=True)
+            rule.set_progress(step / steps)
             res = rule.compute_grads(net, encode(cfg.encoding, x, cfg.time_steps, generator=dev_gen), y, loss_fn)
             step += 1
             if not math.isfinite(res.loss):

@@ -32,9 +32,14 @@ class Rule:
     """Base class of learning rules."""
 
     name = "?"
+    #: random source of rules that draw noise or feedback matrices (set by the training loop)
+    generator: torch.Generator | None = None
 
     def compute_grads(self, net: Network, x_seq: Tensor, y: Tensor, loss_fn: LossFn) -> StepResult:
         raise NotImplementedError
+
+    def set_progress(self, fraction: float) -> None:
+        """Told before each update how far training is (0 → 1), for schedules such as OPZO's σ."""
 
 
 RULES: dict[str, type[Rule]] = {}

@@ -41,10 +41,12 @@ class SimResult:
 class Network(nn.Module):
     """A spiking network. ``layers`` is an ``nn.ModuleDict`` in execution order."""
 
-    def __init__(self, layers: dict[str, Layer], *, arch: str, input_shape: tuple[int, ...], num_classes: int):
+    def __init__(self, layers: dict[str, Layer], *, arch: str, input_shape: tuple[int, ...], num_classes: int,
+                 shapes: dict[str, tuple[int, ...]] | None = None):
         super().__init__()
         self.layers = nn.ModuleDict(layers)
         self.arch, self.input_shape, self.num_classes = arch, tuple(input_shape), num_classes
+        self.shapes = dict(shapes or {})  # per-sample output shape of every layer
 
     def spiking_layers(self) -> list[str]:
         return [k for k, layer in self.layers.items() if layer.records_spikes]
@@ -68,13 +70,20 @@ class Network(nn.Module):
         """Zero state for ``step``: neuron states, dropout masks and presynaptic traces."""
         return {"layers": {k: None for k in self.layers}, "traces": {k: None for k in self.layers}}
 
-    def step(self, x: Tensor, state: dict, *, traces: bool = False) -> tuple[Tensor, dict, dict[str, Tensor]]:
+    def step(self, x: Tensor, state: dict, *, traces: bool = False, isolate: bool = False,
+             perturb: dict[str, Tensor] | None = None) -> tuple[Tensor, dict, dict[str, Tensor]]:
         """One time step: x [B, *input_shape] -> (o[t] [B, C], new state, spikes of this step).
 
         With ``traces=True`` every synaptic layer keeps x̂[t] = λ·x̂[t−1] + x[t] of its input
-        (λ = the layer's ``trace_decay``, detached) and its weight gradient uses x̂ (OTTT)."""
+        (λ = the layer's ``trace_decay``, detached) and its weight gradient uses x̂ (OTTT).
+        ``isolate=True`` cuts the graph between layers, so a gradient given to a layer's output
+        reaches only that layer's own weights (local, three-factor rules: DFA, OPZO).
+        ``perturb[name]`` is added to that spiking layer's output before the next layer sees it
+        (noise injection after the neuron; the layer's own state keeps its clean spikes)."""
         h, new_layers, new_traces, spikes = x, {}, {}, {}
         for name, layer in self.layers.items():
+            if isolate:
+                h = h.detach()
             w_in = None
             if traces and layer.trace_decay:  # a layer with decay 0 (readout) uses x itself
                 prev = state["traces"][name]
@@ -83,6 +92,8 @@ class Network(nn.Module):
             h, new_layers[name] = layer.step(h, state["layers"][name], w_in)
             if layer.records_spikes:
                 spikes[name] = h.detach()
+            if perturb is not None and name in perturb:
+                h = h + perturb[name]
         return h, {"layers": new_layers, "traces": new_traces}, spikes
 
 
@@ -135,12 +146,12 @@ def build_network(arch: str, *, input_shape: tuple[int, ...], num_classes: int, 
 
     ``compiled=True`` fuses each spiking layer's LIF recursion with torch.compile (BPTT path)."""
     lif = lif or LIFParams()
-    shape, layers, counts = tuple(input_shape), {}, {}
+    shape, layers, counts, shapes = tuple(input_shape), {}, {}, {}
     for spec in parse_arch(arch, shape, num_classes):
         if spec.kind in ("dense", "readout") and len(shape) > 1:
             counts["flatten"] = counts.get("flatten", 0) + 1
-            layers[f"flatten{counts['flatten']}"] = Flatten()
             shape = (math.prod(shape),)
+            layers[f"flatten{counts['flatten']}"], shapes[f"flatten{counts['flatten']}"] = Flatten(), shape
         layer = _make_layer(spec, shape, lif, estimator, compiled)
         if hasattr(layer, "op"):
             _init_synapse(layer.op, generator)
@@ -158,4 +169,5 @@ def build_network(arch: str, *, input_shape: tuple[int, ...], num_classes: int, 
             raise SpecError(f"network {arch!r}, layer {spec.index + 1} ({spec.token!r}) leaves nothing of its "
                             f"input of shape {'x'.join(map(str, shape))}")
         layers[name], shape = layer, tuple(out.shape[1:])
-    return Network(layers, arch=arch, input_shape=input_shape, num_classes=num_classes)
+        shapes[name] = shape
+    return Network(layers, arch=arch, input_shape=input_shape, num_classes=num_classes, shapes=shapes)

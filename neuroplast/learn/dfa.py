@@ -1,0 +1,37 @@
+"""Direct feedback alignment (DFA; Nøkland, NeurIPS 2016), online through time.
+
+A fixed random matrix B_l projects the output error e = ∂L/∂o straight to hidden layer l:
+
+    δ_l = e·B_l,    ΔW_l = −η·(ψ'(u_l) ⊙ δ_l) ⊗ x̂_{l−1}
+
+B_l [C, N_l] is drawn once per network, N(0, 1/C), from the rule's generator, and never learns.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+
+from .base import register
+from .online import ThreeFactorRule
+
+
+@register
+class DFA(ThreeFactorRule):
+    name = "dfa"
+
+    def __init__(self):
+        self.feedback: dict[str, torch.Tensor] = {}
+
+    def prepare(self, net, x_seq):
+        if self.feedback:
+            return
+        C = net.num_classes
+        for name in net.spiking_layers():
+            n = math.prod(net.shapes[name])
+            g = self.generator
+            B = torch.randn(C, n, generator=g, device=g.device if g is not None else x_seq.device) / math.sqrt(C)
+            self.feedback[name] = B.to(x_seq.device, x_seq.dtype)
+
+    def hidden_signal(self, name, e):
+        return e @ self.feedback[name]

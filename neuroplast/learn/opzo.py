@@ -1,0 +1,93 @@
+"""OPZO: online pseudo-zeroth-order training (Xiao et al., "Online Pseudo-Zeroth-Order Training of
+Neuromorphic Spiking Neural Networks", Sec. 4).
+
+One noisy forward pass per step: noise σ·z_l is added to each hidden layer's spikes (Sec. 4.1).
+Momentum feedback connections M_l [C, N_l] track the expected Jacobian ∂o/∂a_l from the one-point
+estimate, decoupled from the loss (Sec. 4.2, Lemma 4.1):
+
+    M_l ← β·M_l + (1 − β)·mean_batch[(o − o_ref) z_lᵀ] / σ^c
+
+and hidden errors are δ_l = e·M_l with e = ∂L/∂o, followed by the three-factor update
+ΔW_l = −η·(ψ'(u_l) ⊙ δ_l) ⊗ x̂_{l−1} (Sec. 4.3). Options: ``noise`` gaussian | rademacher;
+``antithetic`` (z at odd steps = −z of the step before, Sec. 4.4); ``sigma_end`` (σ decays
+linearly from ``sigma`` to it over training, Appendix C); ``beta``; ``scale_by_sigma`` (c = 1
+keeps the 1/σ factor; default c = 0 as in Appendix C, stable while σ → 0: with 1/σ and no
+reference the variance of M grows like 1/σ²). o_ref = 0 (single pass, the paper) — subtracting a
+clean output needs a second pass and is left to a later option.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+
+from ..errors import SpecError
+from .base import register
+from .online import ThreeFactorRule
+
+
+def momentum_feedback_update(M: torch.Tensor, o: torch.Tensor, z: torch.Tensor, *, beta: float,
+                             sigma: float, scale_by_sigma: bool) -> torch.Tensor:
+    """M ← β·M + (1 − β)·(1/B)·Σ_b o_b z_bᵀ (/σ): o [B, C], z [B, N] -> M [C, N]."""
+    est = o.t() @ z / o.shape[0]
+    if scale_by_sigma:
+        est = est / sigma
+    return beta * M + (1.0 - beta) * est
+
+
+@register
+class OPZO(ThreeFactorRule):
+    name = "opzo"
+
+    def __init__(self, sigma: float = 0.5, sigma_end: float = 0.0, beta: float = 0.99, noise: str = "gaussian",
+                 antithetic: bool | int = 1, scale_by_sigma: bool | int = 0):
+        if not sigma > 0:
+            raise SpecError(f"opzo needs a noise scale sigma > 0, got {sigma}")
+        if not 0 <= sigma_end <= sigma:
+            raise SpecError(f"opzo needs 0 <= sigma_end <= sigma, got {sigma_end}")
+        if not 0.0 <= beta < 1.0:
+            raise SpecError(f"opzo needs a momentum beta in [0, 1), got {beta}")
+        if noise not in ("gaussian", "rademacher"):
+            raise SpecError(f"opzo: unknown noise {noise!r}; valid: gaussian, rademacher")
+        self.sigma0, self.sigma_end, self.beta, self.noise_kind = float(sigma), float(sigma_end), float(beta), noise
+        self.antithetic, self.scale_by_sigma = bool(antithetic), bool(scale_by_sigma)
+        self.sigma = self.sigma0
+        self.feedback: dict[str, torch.Tensor] = {}
+        self._z: dict[str, torch.Tensor] = {}
+
+    def set_progress(self, fraction):
+        self.sigma = self.sigma0 + (self.sigma_end - self.sigma0) * min(max(fraction, 0.0), 1.0)
+
+    def prepare(self, net, x_seq):
+        if not self.feedback:
+            for name in net.spiking_layers():
+                self.feedback[name] = torch.zeros(net.num_classes, math.prod(net.shapes[name]),
+                                                  device=x_seq.device, dtype=x_seq.dtype)
+
+    def noise(self, net, t, batch, like):
+        if self.sigma == 0:
+            self._z = {}
+            return None
+        if not (self.antithetic and t % 2 == 1 and self._z):
+            g = self.generator
+            dev = g.device if g is not None else like.device
+            self._z = {}
+            for name in self.feedback:
+                shape = (batch, *net.shapes[name])
+                z = torch.randn(shape, generator=g, device=dev)
+                if self.noise_kind == "rademacher":
+                    z = z.sign()
+                self._z[name] = z.to(like.device, like.dtype)
+        else:
+            self._z = {k: -v for k, v in self._z.items()}
+        return {k: self.sigma * v for k, v in self._z.items()}
+
+    def hidden_signal(self, name, e):
+        return e @ self.feedback[name]
+
+    def observe(self, o, noise):
+        if not self._z:
+            return
+        for name, z in self._z.items():
+            self.feedback[name] = momentum_feedback_update(self.feedback[name], o, z.flatten(1), beta=self.beta,
+                                                           sigma=self.sigma, scale_by_sigma=self.scale_by_sigma)

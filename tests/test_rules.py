@@ -1,0 +1,133 @@
+"""Three-factor rules (DFA, OPZO): feedback estimates, alignment with backprop, stability, errors,
+and training on digits against the readout-only control."""
+import json
+
+import pytest
+import torch
+
+from neuroplast.cli import main
+from neuroplast.errors import SpecError
+from neuroplast.learn import ce_mse_loss, make_rule
+from neuroplast.learn.opzo import momentum_feedback_update
+from neuroplast.snn import build_network
+
+
+@pytest.mark.parametrize("scale_by_sigma", [True, False])
+def test_opzo_feedback_converges_to_expected_jacobian_of_a_linear_layer(scale_by_sigma):
+    """Lemma 4.1: with o = W(a + σz) + b, the momentum estimate of E[o zᵀ] (/σ) tends to ∂o/∂a = W
+    (σ·W without the 1/σ factor); relative error < 5%."""
+    g = torch.Generator().manual_seed(0)
+    W, b = torch.randn(5, 20, generator=g), torch.randn(5, generator=g)
+    M, sigma = torch.zeros(5, 20), 0.3
+    for _ in range(6000):
+        a = torch.rand(64, 20, generator=g)
+        z = torch.randn(64, 20, generator=g)
+        o = (a + sigma * z) @ W.t() + b
+        M = momentum_feedback_update(M, o, z, beta=0.995, sigma=sigma, scale_by_sigma=scale_by_sigma)
+    target = W if scale_by_sigma else sigma * W
+    assert float((M - target).norm() / target.norm()) < 0.05
+
+
+def test_default_feedback_stays_bounded_as_sigma_decays_but_one_over_sigma_blows_up():
+    g = torch.Generator().manual_seed(1)
+    norms = {}
+    for scale in (False, True):
+        M = torch.zeros(3, 10)
+        for i in range(2000):
+            sigma = 0.5 * (1 - i / 2000) + 1e-3
+            z = torch.randn(32, 10, generator=g)
+            o = torch.randn(32, 3, generator=g) + sigma * z[:, :3]  # output dominated by its clean part
+            M = momentum_feedback_update(M, o, z, beta=0.99, sigma=sigma, scale_by_sigma=scale)
+        norms[scale] = float(M.norm())
+    assert norms[False] < 1.0 < 20 * norms[False] < norms[True]
+
+
+def _tiny(seed=0):
+    net = build_network("10-16-3", input_shape=(10,), num_classes=3, generator=torch.Generator().manual_seed(seed))
+    with torch.no_grad():
+        for p in net.parameters():
+            p.mul_(3.0)
+    return net
+
+
+def _hidden_grad(net, rule, x_seq, y):
+    net.zero_grad(set_to_none=True)
+    rule.compute_grads(net, x_seq, y, ce_mse_loss)
+    return net.layers["dense1"].op.weight.grad.flatten().clone()
+
+
+def test_opzo_direction_aligns_with_backprop_once_feedback_has_converged():
+    torch.manual_seed(0)
+    net = _tiny()
+    x_seq, y = torch.rand(4, 64, 10) * 2, torch.randint(0, 3, (64,))
+    opzo = make_rule("opzo:sigma=0.3,beta=0.99")
+    opzo.generator = torch.Generator().manual_seed(2)
+    for _ in range(300):  # weights fixed: only the feedback connections learn
+        _hidden_grad(net, opzo, x_seq, y)
+    g_opzo = _hidden_grad(net, opzo, x_seq, y)
+    g_bp = _hidden_grad(net, make_rule("ottt"), x_seq, y)
+    cos = float(torch.nn.functional.cosine_similarity(g_opzo, g_bp, dim=0))
+    assert cos > 0.8, cos
+    assert float(g_opzo @ g_bp) > 0
+
+
+def test_dfa_uses_fixed_feedback_and_only_local_gradients():
+    net = _tiny()
+    x_seq, y = torch.rand(3, 8, 10) * 2, torch.randint(0, 3, (8,))
+    dfa = make_rule("dfa")
+    dfa.generator = torch.Generator().manual_seed(0)
+    g1 = _hidden_grad(net, dfa, x_seq, y)
+    B = dfa.feedback["dense1"].clone()
+    g2 = _hidden_grad(net, dfa, x_seq, y)
+    assert torch.equal(B, dfa.feedback["dense1"]) and torch.equal(g1, g2) and g1.abs().max() > 0
+
+
+@pytest.mark.parametrize("spec,match", [
+    ("opzo:sigma=0", "sigma > 0"), ("opzo:beta=1", r"beta in \[0, 1\)"), ("opzo:beta=-0.1", r"beta in \[0, 1\)"),
+    ("opzo:noise=cauchy", "valid: gaussian, rademacher"), ("opzo:sigma=0.1,sigma_end=0.5", "sigma_end"),
+])
+def test_bad_rule_options(spec, match):
+    with pytest.raises(SpecError, match=match):
+        make_rule(spec)
+
+
+@pytest.mark.parametrize("method", ["dfa", "opzo"])
+def test_rules_need_a_hidden_layer(method, capsys):
+    assert main(["train", "--method", method, "--net", "64-10", "--epochs", "1", "--no-progress"]) == 2
+    assert "hidden spiking layer" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("method", ["dfa", "opzo"])
+def test_three_factor_rules_train_digits_well_above_readout_only(method, capsys):
+    accs = {}
+    for trainable in ("all", "readout"):
+        runs = []
+        for seed in range(3):
+            assert main(["train", "--method", method, "--net", "64-256-10", "--epochs", "20", "--batch-size", "32",
+                         "--lr", "2e-3", "--trainable", trainable, "--seed", str(seed), "--json",
+                         "--no-progress"]) == 0
+            runs.append(json.loads(capsys.readouterr().out)["test_acc"])
+        accs[trainable] = sum(runs) / 3
+    assert accs["all"] >= 0.95 and accs["all"] >= accs["readout"] + 0.10, accs
+
+
+@pytest.mark.parametrize("arch,shape", [("1x6x6-4C3-AP2-12-FC", (1, 6, 6)), ("36-20-FC", (36,))])
+@pytest.mark.parametrize("method", sorted(__import__("neuroplast.learn", fromlist=["RULES"]).RULES))
+def test_rule_contract(method, arch, shape):
+    """Every registered rule, on FC and conv nets: finite, non-zero gradients for every weight,
+    logits [B, C], spike counts per spiking layer, and no gradient left on frozen parameters."""
+    net = build_network(arch, input_shape=shape, num_classes=3, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        for p in net.parameters():
+            p.mul_(3.0)
+    rule = make_rule(method)
+    rule.generator = torch.Generator().manual_seed(0)
+    x_seq, y = torch.rand(4, 16, *shape) * 2, torch.randint(0, 3, (16,))
+    res = rule.compute_grads(net, x_seq, y, ce_mse_loss)
+    assert res.logits.shape == (16, 3) and torch.isfinite(torch.tensor(res.loss))
+    assert set(res.spike_counts) == set(net.spiking_layers())
+    for name, p in net.named_parameters():
+        if name.endswith("weight"):
+            assert p.grad is not None and torch.isfinite(p.grad).all(), name
+            if method != "opzo" or "readout" in name:  # OPZO's feedback starts at 0: hidden grads come later
+                assert p.grad.abs().max() > 0, name

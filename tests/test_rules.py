@@ -131,3 +131,26 @@ def test_rule_contract(method, arch, shape):
             assert p.grad is not None and torch.isfinite(p.grad).all(), name
             if method != "opzo" or "readout" in name:  # OPZO's feedback starts at 0: hidden grads come later
                 assert p.grad.abs().max() > 0, name
+
+
+def test_feedback_alignment_with_b_equal_w_is_online_backprop_and_differs_otherwise():
+    net = build_network("10-12-8-3", input_shape=(10,), num_classes=3, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        for p in net.parameters():
+            p.mul_(3.0)
+    x_seq, y = torch.rand(3, 16, 10) * 2, torch.randint(0, 3, (16,))
+    g_bp = _grads_all(net, make_rule("ottt"), x_seq, y)
+    fa = make_rule("fa")
+    fa.generator = torch.Generator().manual_seed(1)
+    g_fa = _grads_all(net, fa, x_seq, y)
+    assert torch.equal(g_fa["readout"], g_bp["readout"]) and not torch.allclose(g_fa["dense1"], g_bp["dense1"])
+    fa.feedback = {k: layer.op.weight.detach().clone() for k, layer in net.layers.items() if hasattr(layer, "op")}
+    g_same = _grads_all(net, fa, x_seq, y)
+    for k in g_bp:
+        torch.testing.assert_close(g_same[k], g_bp[k])
+
+
+def _grads_all(net, rule, x_seq, y):
+    net.zero_grad(set_to_none=True)
+    rule.compute_grads(net, x_seq, y, ce_mse_loss)
+    return {k: layer.op.weight.grad.clone() for k, layer in net.layers.items() if hasattr(layer, "op")}

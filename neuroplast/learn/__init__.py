@@ -1,5 +1,5 @@
 """Learning rules (credit assignment). Each computes ``.grad``; optimizers apply it."""
-from . import bptt, dfa, opzo, ottt  # noqa: F401  (register the rules)
+from . import bptt, dfa, fa, opzo, ottt  # noqa: F401  (register the rules)
 from .base import RULES, Rule, StepResult, make_rule
 from .loss import ce_mse_loss
 

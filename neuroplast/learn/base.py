@@ -28,6 +28,22 @@ class StepResult:
     spike_counts: dict[str, Tensor] = field(default_factory=dict)
 
 
+class StepAccumulator:
+    """Sums what an online rule sees over the T steps of a batch into a ``StepResult``."""
+
+    def __init__(self, time_steps: int):
+        self.T, self.loss, self.logits, self.counts = time_steps, 0.0, 0.0, {}
+
+    def add(self, loss: Tensor, output: Tensor, spikes: dict[str, Tensor]) -> None:
+        self.loss += float(loss.detach())
+        self.logits = self.logits + output.detach() / self.T
+        for k, v in spikes.items():
+            self.counts[k] = self.counts[k] + v if k in self.counts else v.clone()
+
+    def result(self) -> StepResult:
+        return StepResult(loss=self.loss, logits=self.logits, spike_counts=self.counts)
+
+
 class Rule:
     """Base class of learning rules."""
 

@@ -16,7 +16,7 @@ import torch
 
 from ..errors import SpecError
 from ..snn import detach_state
-from .base import Rule, StepResult
+from .base import Rule, StepAccumulator
 
 Tensor = torch.Tensor
 
@@ -46,7 +46,7 @@ class ThreeFactorRule(Rule):
                             f"got {net.arch!r}")
         self.prepare(net, x_seq)
         T = x_seq.shape[0]
-        state, total, logits, counts = net.init_state(), 0.0, 0.0, {}
+        state, acc = net.init_state(), StepAccumulator(T)
         for t in range(T):
             noise = self.noise(net, t, x_seq.shape[1], x_seq)
             o, state, s_t = net.step(x_seq[t], state, traces=True, isolate=True, perturb=noise)
@@ -62,8 +62,5 @@ class ThreeFactorRule(Rule):
             torch.autograd.backward(outs, grads)
             self.observe(o.detach(), noise)
             state = detach_state(state)
-            total += float(loss.detach())
-            logits = logits + o.detach() / T
-            for k, v in s_t.items():
-                counts[k] = counts[k] + v if k in counts else v.clone()
-        return StepResult(loss=total, logits=logits, spike_counts=counts)
+            acc.add(loss, o, s_t)
+        return acc.result()

@@ -11,24 +11,26 @@ independent of T. With T = 1 it equals BPTT."""
 from __future__ import annotations
 
 from ..snn import detach_state
-from .base import Rule, StepResult, register
+from .base import Rule, StepAccumulator, register
 
 
 @register
 class OTTT(Rule):
     name = "ottt"
 
+    def step_options(self, net, x_seq) -> dict:
+        """Extra arguments of ``Network.step`` (feedback alignment passes its matrices here)."""
+        return {}
+
     def compute_grads(self, net, x_seq, y, loss_fn):
         net.check_input(x_seq)
         T = x_seq.shape[0]
-        state, total, logits, counts = net.init_state(), 0.0, 0.0, {}
+        options = self.step_options(net, x_seq)
+        state, acc = net.init_state(), StepAccumulator(T)
         for t in range(T):
-            o, state, s_t = net.step(x_seq[t], state, traces=True)
+            o, state, s_t = net.step(x_seq[t], state, traces=True, **options)
             loss = loss_fn(o, y) / T
             loss.backward()
             state = detach_state(state)
-            total += float(loss.detach())
-            logits = logits + o.detach() / T
-            for k, v in s_t.items():
-                counts[k] = counts[k] + v if k in counts else v.clone()
-        return StepResult(loss=total, logits=logits, spike_counts=counts)
+            acc.add(loss, o, s_t)
+        return acc.result()

@@ -38,7 +38,9 @@ class Layer(nn.Module):
     #: decay of the presynaptic trace that online rules keep for this layer's input; None: no synapse
     trace_decay: float | None = None
 
-    def step(self, x: Tensor, state, weight_input: Tensor | None = None):
+    def step(self, x: Tensor, state, weight_input: Tensor | None = None, feedback: Tensor | None = None):
+        """One step. Synaptic layers: ``weight_input`` is the eligibility input of the weight
+        gradient (a trace), ``feedback`` replaces W in the gradient sent back to x."""
         return self.forward(x), None
 
     def forward_seq(self, x_seq: Tensor) -> Tensor:
@@ -59,8 +61,8 @@ class SpikingLayer(Layer):
     def extra_repr(self) -> str:
         return f"leak={self.lif.leak}, threshold={self.lif.threshold}, reset={self.lif.reset}"
 
-    def step(self, x, state, weight_input=None):
-        current = synapse(self.op, x, weight_input)
+    def step(self, x, state, weight_input=None, feedback=None):
+        current = synapse(self.op, x, weight_input, feedback)
         u, s = state if state is not None else (torch.zeros_like(current), torch.zeros_like(current))
         u, s = lif_step(u, s, current, self.lif, self.spike)
         return s, (u, s)
@@ -87,8 +89,8 @@ class Readout(Layer):
         super().__init__()
         self.op = op
 
-    def step(self, x, state, weight_input=None):
-        return synapse(self.op, x, weight_input), None
+    def step(self, x, state, weight_input=None, feedback=None):
+        return synapse(self.op, x, weight_input, feedback), None
 
     def forward_seq(self, x_seq):
         return _seq_apply(self.op, x_seq)
@@ -130,7 +132,7 @@ class Dropout(Layer):
         keep = torch.rand(like.shape, generator=g, device=device) >= self.p
         return keep.to(like.device, like.dtype) / (1.0 - self.p)
 
-    def step(self, x, state, weight_input=None):
+    def step(self, x, state, weight_input=None, feedback=None):
         if not self.training or self.p == 0:
             return x, None
         mask = state if state is not None else self._mask(x)

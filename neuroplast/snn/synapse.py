@@ -5,7 +5,8 @@
 Online rules (OTTT, DFA, OPZO) keep a presynaptic trace x̂[t] = λ·x̂[t−1] + x[t] and want the
 weight gradient ∂L/∂W = δ ⊗ x̂ instead of δ ⊗ x, while the current I and the gradient sent back
 to x stay those of W ⊛ x (OTTT, Xiao et al. 2022, Sec. 4.1). ``synapse(op, x, weight_input=x̂)``
-does exactly that with one forward product.
+does exactly that with one forward product. Feedback alignment (Lillicrap et al. 2016) sends the
+error back through a fixed random B instead of Wᵀ: ``synapse(op, x, feedback=B)`` (B shaped as W).
 """
 from __future__ import annotations
 
@@ -18,43 +19,46 @@ Tensor = torch.Tensor
 
 class _TracedLinear(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x, x_hat, weight, bias):
-        ctx.save_for_backward(x_hat, weight)
+    def forward(ctx, x, x_hat, weight, bias, feedback):
+        ctx.save_for_backward(x_hat, feedback)
         ctx.has_bias = bias is not None
         return F.linear(x, weight, bias)
 
     @staticmethod
     def backward(ctx, g):
-        x_hat, weight = ctx.saved_tensors
+        x_hat, feedback = ctx.saved_tensors
         g2 = g.reshape(-1, g.shape[-1])
         grad_w = g2.t() @ x_hat.reshape(-1, x_hat.shape[-1])
         grad_b = g2.sum(0) if ctx.has_bias else None
-        return g @ weight, None, grad_w, grad_b
+        return g @ feedback, None, grad_w, grad_b, None
 
 
 class _TracedConv2d(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x, x_hat, weight, bias, stride, padding):
-        ctx.save_for_backward(x_hat, weight)
-        ctx.conf = (x.shape, bias is not None, stride, padding)
+    def forward(ctx, x, x_hat, weight, bias, feedback, stride, padding):
+        ctx.save_for_backward(x_hat, feedback)
+        ctx.conf = (x.shape, weight.shape, bias is not None, stride, padding)
         return F.conv2d(x, weight, bias, stride, padding)
 
     @staticmethod
     def backward(ctx, g):
-        x_hat, weight = ctx.saved_tensors
-        x_shape, has_bias, stride, padding = ctx.conf
-        grad_x = torch.nn.grad.conv2d_input(x_shape, weight, g, stride, padding)
-        grad_w = torch.nn.grad.conv2d_weight(x_hat, weight.shape, g, stride, padding)
+        x_hat, feedback = ctx.saved_tensors
+        x_shape, w_shape, has_bias, stride, padding = ctx.conf
+        grad_x = torch.nn.grad.conv2d_input(x_shape, feedback, g, stride, padding)
+        grad_w = torch.nn.grad.conv2d_weight(x_hat, w_shape, g, stride, padding)
         grad_b = g.sum((0, 2, 3)) if has_bias else None
-        return grad_x, None, grad_w, grad_b, None, None
+        return grad_x, None, grad_w, grad_b, None, None, None
 
 
-def synapse(op: nn.Module, x: Tensor, weight_input: Tensor | None = None) -> Tensor:
-    """Apply a ``nn.Linear`` or ``nn.Conv2d``; with ``weight_input`` the weight gradient uses it."""
-    if weight_input is None:
+def synapse(op: nn.Module, x: Tensor, weight_input: Tensor | None = None, feedback: Tensor | None = None) -> Tensor:
+    """Apply a ``nn.Linear`` or ``nn.Conv2d``; with ``weight_input`` the weight gradient uses it,
+    with ``feedback`` the gradient sent back to x uses it in place of W."""
+    if weight_input is None and feedback is None:
         return op(x)
+    x_hat = x.detach() if weight_input is None else weight_input
+    fb = op.weight.detach() if feedback is None else feedback
     if isinstance(op, nn.Linear):
-        return _TracedLinear.apply(x, weight_input, op.weight, op.bias)
+        return _TracedLinear.apply(x, x_hat, op.weight, op.bias, fb)
     if isinstance(op, nn.Conv2d):
-        return _TracedConv2d.apply(x, weight_input, op.weight, op.bias, op.stride, op.padding)
+        return _TracedConv2d.apply(x, x_hat, op.weight, op.bias, fb, op.stride, op.padding)
     raise TypeError(f"synapse: unsupported op {type(op).__name__}")

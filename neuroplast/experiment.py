@@ -20,7 +20,7 @@ from .data import encode, load_dataset
 from .data.datasets import Dataset, Split
 from .errors import TrainingDiverged, UserError
 from .fileio import atomic_write_json
-from .learn import ce_mse_loss, make_rule
+from .learn import CEMSELoss, ce_mse_loss, make_rule
 from .snn import LIFParams, Network, SpikeEstimator, build_network
 from .spec import TrainConfig
 
@@ -172,7 +172,7 @@ def _train(cfg, rule, device, run, progress, on_epoch):
     opt = make_optimizer(cfg, [p for p in net.parameters() if p.requires_grad])
     steps = cfg.epochs * math.ceil(len(data.train) / cfg.batch_size)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=steps) if cfg.schedule == "cosine" else None
-    loss_fn = lambda o, y: ce_mse_loss(o, y, cfg.mse_weight)  # noqa: E731
+    loss_fn = CEMSELoss(cfg.mse_weight)
     step, train_loss = 0, float("nan")
     for epoch in range(1, cfg.epochs + 1):
         net.train()

@@ -20,7 +20,7 @@ import torch
 from .data import encode, load_dataset
 from .experiment import batches, make_network, resolve_device
 from .fileio import atomic_write, atomic_write_json, atomic_write_text
-from .learn import ce_mse_loss, make_rule
+from .learn import CEMSELoss, make_rule
 from .spec import TrainConfig
 
 
@@ -51,7 +51,7 @@ def probe_gradients(cfg: TrainConfig, estimators: list[str], *, reference: str =
         nets[spec] = net
     rules = {spec: make_rule(cfg.method) for spec in estimators}
     ref_rule = make_rule(ref_method)
-    loss_fn = lambda o, y: ce_mse_loss(o, y, cfg.mse_weight)  # noqa: E731
+    loss_fn = CEMSELoss(cfg.mse_weight)
     per = {spec: {} for spec in estimators}  # spec -> layer -> list of grads
     ref_grads: dict[str, list] = {}
     enc_gen = torch.Generator().manual_seed(cfg.seed)

@@ -7,7 +7,7 @@ import torch
 
 from neuroplast.cli import main
 from neuroplast.errors import SpecError
-from neuroplast.learn import ce_mse_loss, make_rule
+from neuroplast.learn import CEMSELoss, ce_mse_loss, make_rule
 from neuroplast.learn.opzo import momentum_feedback_update
 from neuroplast.snn import build_network
 
@@ -91,14 +91,14 @@ def test_bad_rule_options(spec, match):
         make_rule(spec)
 
 
-@pytest.mark.parametrize("method", ["dfa", "opzo"])
+@pytest.mark.parametrize("method", ["dfa", "opzo", "zo"])
 def test_rules_need_a_hidden_layer(method, capsys):
     assert main(["train", "--method", method, "--net", "64-10", "--epochs", "1", "--no-progress"]) == 2
     assert "hidden spiking layer" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("method", ["dfa", "opzo"])
-def test_three_factor_rules_train_digits_well_above_readout_only(method, capsys):
+@pytest.mark.parametrize("method,floor,margin", [("dfa", 0.95, 0.10), ("opzo", 0.95, 0.10), ("zo", 0.85, 0.0)])
+def test_three_factor_rules_train_digits_well_above_readout_only(method, floor, margin, capsys):
     accs = {}
     for trainable in ("all", "readout"):
         runs = []
@@ -108,7 +108,7 @@ def test_three_factor_rules_train_digits_well_above_readout_only(method, capsys)
                          "--no-progress"]) == 0
             runs.append(json.loads(capsys.readouterr().out)["test_acc"])
         accs[trainable] = sum(runs) / 3
-    assert accs["all"] >= 0.95 and accs["all"] >= accs["readout"] + 0.10, accs
+    assert accs["all"] >= floor and accs["all"] >= accs["readout"] + margin, accs
 
 
 @pytest.mark.parametrize("arch,shape", [("1x6x6-4C3-AP2-12-FC", (1, 6, 6)), ("36-20-FC", (36,))])
@@ -123,7 +123,7 @@ def test_rule_contract(method, arch, shape):
     rule = make_rule(method)
     rule.generator = torch.Generator().manual_seed(0)
     x_seq, y = torch.rand(4, 16, *shape) * 2, torch.randint(0, 3, (16,))
-    res = rule.compute_grads(net, x_seq, y, ce_mse_loss)
+    res = rule.compute_grads(net, x_seq, y, CEMSELoss())
     assert res.logits.shape == (16, 3) and torch.isfinite(torch.tensor(res.loss))
     assert set(res.spike_counts) == set(net.spiking_layers())
     for name, p in net.named_parameters():

@@ -13,7 +13,7 @@ import math
 import torch
 
 from .base import register
-from .online import ThreeFactorRule
+from .online import ThreeFactorRule, feedback_shape
 
 
 @register
@@ -26,12 +26,11 @@ class DFA(ThreeFactorRule):
     def prepare(self, net, x_seq):
         if self.feedback:
             return
-        C = net.num_classes
+        g = self.generator
         for name in net.spiking_layers():
-            n = math.prod(net.shapes[name])
-            g = self.generator
+            C, n = feedback_shape(net, name)
             B = torch.randn(C, n, generator=g, device=g.device if g is not None else x_seq.device) / math.sqrt(C)
             self.feedback[name] = B.to(x_seq.device, x_seq.dtype)
 
-    def hidden_signal(self, name, e):
-        return e @ self.feedback[name]
+    def hidden_signals(self, net, info):
+        return {name: info.e @ B for name, B in self.feedback.items()}

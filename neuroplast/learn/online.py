@@ -1,4 +1,4 @@
-"""Online three-factor learning through time: the loop DFA and OPZO share.
+"""Online three-factor learning through time: the loop DFA, OPZO and ZO share.
 
 At every time step t the network advances one step with presynaptic traces and with the graph
 cut between layers (``Network.step(isolate=True)``). The readout learns from the output error
@@ -12,6 +12,10 @@ and the optimizer steps once per batch, as in OTTT. Memory is independent of T.
 """
 from __future__ import annotations
 
+import math
+from dataclasses import dataclass
+from typing import Callable
+
 import torch
 
 from ..errors import SpecError
@@ -19,6 +23,30 @@ from ..snn import detach_state
 from .base import Rule, StepAccumulator
 
 Tensor = torch.Tensor
+NOISE_KINDS = ("gaussian", "rademacher")
+
+
+def draw_noise(net, names, batch: int, kind: str, generator: torch.Generator | None, like: Tensor) -> dict[str, Tensor]:
+    """Unit-variance noise z_l [B, *shape_l] for each named layer: N(0, 1) or Rademacher ±1."""
+    dev = generator.device if generator is not None else like.device
+    out = {}
+    for name in names:
+        z = torch.randn((batch, *net.shapes[name]), generator=generator, device=dev)
+        out[name] = (z.sign() if kind == "rademacher" else z).to(like.device, like.dtype)
+    return out
+
+
+@dataclass
+class StepInfo:
+    """What a rule may use to form its top-down signals at one step."""
+
+    e: Tensor                                           # ∂L[t]/∂o[t], [B, C] (includes 1/(B·T))
+    o: Tensor                                           # output of this (possibly noisy) step, detached
+    y: Tensor
+    time_steps: int
+    loss_fn: Callable
+    rerun: Callable[[dict | None], Tensor]              # output of this step from the previous state,
+                                                        # with another perturbation (no graph)
 
 
 class ThreeFactorRule(Rule):
@@ -31,8 +59,8 @@ class ThreeFactorRule(Rule):
         """Noise added to hidden spiking outputs at step t (None: a clean pass)."""
         return None
 
-    def hidden_signal(self, name: str, e: Tensor) -> Tensor:
-        """δ_l [B, N_l] for hidden layer ``name`` from the output error e [B, C]."""
+    def hidden_signals(self, net, info: StepInfo) -> dict[str, Tensor]:
+        """δ_l [B, N_l] for every hidden spiking layer."""
         raise NotImplementedError
 
     def observe(self, o: Tensor, noise: dict[str, Tensor] | None) -> None:
@@ -49,18 +77,28 @@ class ThreeFactorRule(Rule):
         state, acc = net.init_state(), StepAccumulator(T)
         for t in range(T):
             noise = self.noise(net, t, x_seq.shape[1], x_seq)
-            o, state, s_t = net.step(x_seq[t], state, traces=True, isolate=True, perturb=noise)
+            prev = state
+
+            def rerun(perturb, x=x_seq[t], prev=prev):
+                with torch.no_grad():
+                    return net.step(x, prev, perturb=perturb)[0]
+            o, state, s_t = net.step(x_seq[t], prev, traces=True, isolate=True, perturb=noise)
             loss = loss_fn(o, y) / T
             (e,) = torch.autograd.grad(loss, o, retain_graph=True)
+            signals = self.hidden_signals(net, StepInfo(e, o.detach(), y, T, loss_fn, rerun))
             outs, grads = [o], [e]
             for name in hidden:
                 s = state["layers"][name][1]  # graph-connected spikes of this layer
-                if not s.requires_grad:  # frozen layer (readout-only control)
-                    continue
-                outs.append(s)
-                grads.append(self.hidden_signal(name, e).reshape(s.shape))
+                if s.requires_grad:  # frozen layers (readout-only control) get nothing
+                    outs.append(s)
+                    grads.append(signals[name].reshape(s.shape))
             torch.autograd.backward(outs, grads)
             self.observe(o.detach(), noise)
             state = detach_state(state)
             acc.add(loss, o, s_t)
         return acc.result()
+
+
+def feedback_shape(net, name: str) -> tuple[int, int]:
+    """[C, N_l] of a feedback matrix from the output to hidden layer ``name``."""
+    return net.num_classes, math.prod(net.shapes[name])

@@ -17,13 +17,11 @@ clean output needs a second pass and is left to a later option.
 """
 from __future__ import annotations
 
-import math
-
 import torch
 
 from ..errors import SpecError
 from .base import register
-from .online import ThreeFactorRule
+from .online import NOISE_KINDS, ThreeFactorRule, draw_noise, feedback_shape
 
 
 def momentum_feedback_update(M: torch.Tensor, o: torch.Tensor, z: torch.Tensor, *, beta: float,
@@ -47,8 +45,8 @@ class OPZO(ThreeFactorRule):
             raise SpecError(f"opzo needs 0 <= sigma_end <= sigma, got {sigma_end}")
         if not 0.0 <= beta < 1.0:
             raise SpecError(f"opzo needs a momentum beta in [0, 1), got {beta}")
-        if noise not in ("gaussian", "rademacher"):
-            raise SpecError(f"opzo: unknown noise {noise!r}; valid: gaussian, rademacher")
+        if noise not in NOISE_KINDS:
+            raise SpecError(f"opzo: unknown noise {noise!r}; valid: {', '.join(NOISE_KINDS)}")
         self.sigma0, self.sigma_end, self.beta, self.noise_kind = float(sigma), float(sigma_end), float(beta), noise
         self.antithetic, self.scale_by_sigma = bool(antithetic), bool(scale_by_sigma)
         self.sigma = self.sigma0
@@ -61,29 +59,20 @@ class OPZO(ThreeFactorRule):
     def prepare(self, net, x_seq):
         if not self.feedback:
             for name in net.spiking_layers():
-                self.feedback[name] = torch.zeros(net.num_classes, math.prod(net.shapes[name]),
-                                                  device=x_seq.device, dtype=x_seq.dtype)
+                self.feedback[name] = torch.zeros(feedback_shape(net, name), device=x_seq.device, dtype=x_seq.dtype)
 
     def noise(self, net, t, batch, like):
         if self.sigma == 0:
             self._z = {}
             return None
-        if not (self.antithetic and t % 2 == 1 and self._z):
-            g = self.generator
-            dev = g.device if g is not None else like.device
-            self._z = {}
-            for name in self.feedback:
-                shape = (batch, *net.shapes[name])
-                z = torch.randn(shape, generator=g, device=dev)
-                if self.noise_kind == "rademacher":
-                    z = z.sign()
-                self._z[name] = z.to(like.device, like.dtype)
-        else:
+        if self.antithetic and t % 2 == 1 and self._z:
             self._z = {k: -v for k, v in self._z.items()}
+        else:
+            self._z = draw_noise(net, self.feedback, batch, self.noise_kind, self.generator, like)
         return {k: self.sigma * v for k, v in self._z.items()}
 
-    def hidden_signal(self, name, e):
-        return e @ self.feedback[name]
+    def hidden_signals(self, net, info):
+        return {name: info.e @ M for name, M in self.feedback.items()}
 
     def observe(self, o, noise):
         if not self._z:

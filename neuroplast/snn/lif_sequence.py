@@ -41,7 +41,7 @@ def adjoint_step(grad_s: Tensor, g_u_next: Tensor, u: Tensor, s: Tensor, h: Tens
 def _kernels(compiled: bool):
     if not compiled:
         return forward_step, adjoint_step
-    return torch.compile(forward_step, dynamic=False), torch.compile(adjoint_step, dynamic=False)
+    return torch.compile(forward_step), torch.compile(adjoint_step)  # shapes go dynamic after a recompile
 
 
 class _LIFSequence(torch.autograd.Function):

@@ -21,7 +21,8 @@ DEMO = {"task": "demo", "dataset": "digits", "net": "64-256-10", "method": "bptt
 
 _TRAIN_FLAGS = {  # flag -> (config key, type, help)
     "--net": ("net", str, "network string, e.g. 784-800-800-10 or 32C3-AP2-64C3-AP2-FC"),
-    "--method": ("method", str, "learning rule: bptt | ottt"),
+    "--method": ("method", str, "learning rule: bptt | ottt | fa | dfa | zo | opzo, with options, "
+                 "e.g. opzo:sigma=0.5,beta=0.99"),
     "--estimator": ("estimator", str, "spike-gradient estimator, e.g. sigmoid:k=4, triangle:w=1, "
                     "localzo:m=5,delta=0.5,dist=normal, asgl:alpha=0.25,p=0.5"),
     "--encoding": ("encoding", str, "input encoding: direct | poisson | frames"),

@@ -56,11 +56,12 @@ def _hidden_grad(net, rule, x_seq, y):
     return net.layers["dense1"].op.weight.grad.flatten().clone()
 
 
-def test_opzo_direction_aligns_with_backprop_once_feedback_has_converged():
+@pytest.mark.parametrize("spec", ["opzo:sigma=0.3,beta=0.99", "opzo:sigma=0.3,beta=0.99,subtract_clean=1"])
+def test_opzo_direction_aligns_with_backprop_once_feedback_has_converged(spec):
     torch.manual_seed(0)
     net = _tiny()
     x_seq, y = torch.rand(4, 64, 10) * 2, torch.randint(0, 3, (64,))
-    opzo = make_rule("opzo:sigma=0.3,beta=0.99")
+    opzo = make_rule(spec)
     opzo.generator = torch.Generator().manual_seed(2)
     for _ in range(300):  # weights fixed: only the feedback connections learn
         _hidden_grad(net, opzo, x_seq, y)

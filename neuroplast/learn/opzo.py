@@ -12,8 +12,8 @@ and hidden errors are δ_l = e·M_l with e = ∂L/∂o, followed by the three-fa
 ``antithetic`` (z at odd steps = −z of the step before, Sec. 4.4); ``sigma_end`` (σ decays
 linearly from ``sigma`` to it over training, Appendix C); ``beta``; ``scale_by_sigma`` (c = 1
 keeps the 1/σ factor; default c = 0 as in Appendix C, stable while σ → 0: with 1/σ and no
-reference the variance of M grows like 1/σ²). o_ref = 0 (single pass, the paper) — subtracting a
-clean output needs a second pass and is left to a later option.
+reference the variance of M grows like 1/σ²); ``subtract_clean`` (o_ref = the clean output of the
+same step, one extra forward pass; default o_ref = 0, the paper's single pass).
 """
 from __future__ import annotations
 
@@ -38,7 +38,7 @@ class OPZO(ThreeFactorRule):
     name = "opzo"
 
     def __init__(self, sigma: float = 0.5, sigma_end: float = 0.0, beta: float = 0.99, noise: str = "gaussian",
-                 antithetic: bool | int = 1, scale_by_sigma: bool | int = 0):
+                 antithetic: bool | int = 1, scale_by_sigma: bool | int = 0, subtract_clean: bool | int = 0):
         if not sigma > 0:
             raise SpecError(f"opzo needs a noise scale sigma > 0, got {sigma}")
         if not 0 <= sigma_end <= sigma:
@@ -49,6 +49,8 @@ class OPZO(ThreeFactorRule):
             raise SpecError(f"opzo: unknown noise {noise!r}; valid: {', '.join(NOISE_KINDS)}")
         self.sigma0, self.sigma_end, self.beta, self.noise_kind = float(sigma), float(sigma_end), float(beta), noise
         self.antithetic, self.scale_by_sigma = bool(antithetic), bool(scale_by_sigma)
+        self.subtract_clean = bool(subtract_clean)
+        self._o_ref: torch.Tensor | None = None
         self.sigma = self.sigma0
         self.feedback: dict[str, torch.Tensor] = {}
         self._z: dict[str, torch.Tensor] = {}
@@ -72,11 +74,14 @@ class OPZO(ThreeFactorRule):
         return {k: self.sigma * v for k, v in self._z.items()}
 
     def hidden_signals(self, net, info):
+        self._o_ref = info.rerun(None) if self.subtract_clean and self._z else None
         return {name: info.e @ M for name, M in self.feedback.items()}
 
     def observe(self, o, noise):
         if not self._z:
             return
+        if self._o_ref is not None:
+            o = o - self._o_ref
         for name, z in self._z.items():
             self.feedback[name] = momentum_feedback_update(self.feedback[name], o, z.flatten(1), beta=self.beta,
                                                            sigma=self.sigma, scale_by_sigma=self.scale_by_sigma)

@@ -78,7 +78,10 @@ def build_parser() -> argparse.ArgumentParser:
         key, typ, text = _TRAIN_FLAGS[flag]
         pg.add_argument(flag, dest=key, type=typ, default=None, help=text)
     pg.add_argument("--estimators", nargs="+", default=None, metavar="SPEC",
-                    help="estimators to probe (space-separated specs; default: every registered one)")
+                    help="estimators to probe with --method (space-separated specs)")
+    pg.add_argument("--methods", nargs="+", default=None, metavar="SPEC",
+                    help="learning rules to probe with --estimator, e.g. dfa zo opzo:sigma=0.5")
+    pg.add_argument("--estimator", dest="estimator", default=None, help="estimator used by --methods")
     pg.add_argument("--reference", default="bptt|sigmoid:k=4", help="reference gradient as METHOD|ESTIMATOR")
     pg.add_argument("--batches", type=int, default=None, help="probe the first N batches (default: one epoch)")
     pg.add_argument("--from-run", default=None, metavar="RUN_DIR", help="probe at the weights of a saved run")
@@ -147,10 +150,11 @@ def _cmd_probe(args) -> dict:
     weights = _load_weights(args.from_run) if args.from_run else None
     if args.batches is not None and args.batches < 1:
         raise UserError(f"--batches must be >= 1, got {args.batches}")
-    result = probe_gradients(cfg, args.estimators or sorted(ESTIMATORS), reference=args.reference,
+    estimators = args.estimators if (args.estimators or args.methods) else sorted(ESTIMATORS)
+    result = probe_gradients(cfg, estimators, methods=args.methods, reference=args.reference,
                              max_batches=args.batches, weights=weights)
     for r in result["rows"]:
-        print(f"{r['estimator']:>36} {r['layer']:>8}: mean {r['mean']:.3g}  variance {r['variance']:.3g}  "
+        print(f"{r['method'] + '|' + r['estimator']:>40} {r['layer']:>8}: mean {r['mean']:.3g}  variance {r['variance']:.3g}  "
               f"cosine {r['cosine']:.3f}", file=sys.stderr)
     if args.out:
         paths = write_probe_report(result, args.out, command="neuroplast " + " ".join(sys.argv[1:]))

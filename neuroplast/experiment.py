@@ -39,6 +39,13 @@ def resolve_device(name: str) -> torch.device:
     return dev
 
 
+def noise_generator(seed: int, device: torch.device) -> torch.Generator:
+    """The generator of everything drawn while running (noise, LocalZO samples, dropout masks,
+    feedback matrices): its own stream, so that e.g. a random feedback matrix never repeats the
+    weights drawn by ``build_network`` from the same seed."""
+    return torch.Generator(device).manual_seed(seed + 1_000_003)
+
+
 def make_optimizer(cfg: TrainConfig, params) -> torch.optim.Optimizer:
     opt = cfg.optimizer
     if opt == "sgd":
@@ -159,7 +166,7 @@ def _train(cfg, rule, device, run, progress, on_epoch):
     data = load_dataset(cfg.dataset, data_dir=cfg.data_dir, val_fraction=cfg.val_fraction,
                         split_seed=cfg.split_seed, time_steps=cfg.time_steps)
     gen = torch.Generator().manual_seed(cfg.seed)  # CPU: weight init, shuffling
-    dev_gen = gen if device.type == "cpu" else torch.Generator(device).manual_seed(cfg.seed)  # noise on device
+    dev_gen = noise_generator(cfg.seed, device)
     net = make_network(cfg, data, gen).to(device)
     for m in net.modules():  # dropout masks, LocalZO draws, ASGL spike noise
         if hasattr(m, "generator"):

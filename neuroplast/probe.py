@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 
 from .data import encode, load_dataset
-from .experiment import batches, make_network, resolve_device
+from .experiment import batches, make_network, noise_generator, resolve_device
 from .fileio import atomic_write, atomic_write_json, atomic_write_text
 from .learn import CEMSELoss, make_rule
 from .spec import TrainConfig
@@ -29,30 +29,33 @@ def _layer_grads(net) -> dict[str, torch.Tensor]:
             if hasattr(layer, "op") and layer.op.weight.grad is not None}
 
 
-def probe_gradients(cfg: TrainConfig, estimators: list[str], *, reference: str = "bptt|sigmoid:k=4",
-                    max_batches: int | None = None, weights: dict | None = None) -> dict:
-    """Probe ``estimators`` (with ``cfg.method``) against ``reference`` ("method|estimator")."""
+def probe_gradients(cfg: TrainConfig, estimators: list[str] | None = None, *, methods: list[str] | None = None,
+                    reference: str = "bptt|sigmoid:k=4", max_batches: int | None = None,
+                    weights: dict | None = None) -> dict:
+    """Probe ``estimators`` (each with ``cfg.method``) and ``methods`` (each with ``cfg.estimator``)
+    against ``reference`` ("method|estimator"), all at the same weights and on the same batches."""
     cfg = cfg.resolved()
     device = resolve_device(cfg.device)
     data = load_dataset(cfg.dataset, data_dir=cfg.data_dir, val_fraction=cfg.val_fraction,
                         split_seed=cfg.split_seed, time_steps=cfg.time_steps)
+    variants = [(cfg.method, e) for e in estimators or []] + [(m, cfg.estimator) for m in methods or []]
     ref_method, _, ref_est = reference.partition("|")
     ref_cfg = TrainConfig(**{**cfg.to_dict(), "method": ref_method, "estimator": ref_est or cfg.estimator})
     ref_net = make_network(ref_cfg, data, torch.Generator().manual_seed(cfg.seed)).to(device)
     if weights is not None:
         ref_net.load_state_dict(weights, strict=False)
-    nets = {}
-    for spec in estimators:
-        net = make_network(TrainConfig(**{**cfg.to_dict(), "estimator": spec}), data).to(device)
+    nets, rules = {}, {}
+    for method, est in variants:
+        net = make_network(TrainConfig(**{**cfg.to_dict(), "estimator": est}), data).to(device)
         net.load_state_dict(ref_net.state_dict(), strict=False)  # same weights for everyone
-        for m in net.modules():
+        rule = make_rule(method)
+        for m in [*net.modules(), rule]:
             if hasattr(m, "generator"):
-                m.generator = torch.Generator(device).manual_seed(cfg.seed)
-        nets[spec] = net
-    rules = {spec: make_rule(cfg.method) for spec in estimators}
+                m.generator = noise_generator(cfg.seed, device)
+        nets[method, est], rules[method, est] = net, rule
     ref_rule = make_rule(ref_method)
     loss_fn = CEMSELoss(cfg.mse_weight)
-    per = {spec: {} for spec in estimators}  # spec -> layer -> list of grads
+    per = {v: {} for v in variants}  # variant -> layer -> list of grads
     ref_grads: dict[str, list] = {}
     enc_gen = torch.Generator().manual_seed(cfg.seed)
     for n, (x, y) in enumerate(batches(data.train, cfg.batch_size, generator=torch.Generator().manual_seed(cfg.seed))):
@@ -63,23 +66,23 @@ def probe_gradients(cfg: TrainConfig, estimators: list[str], *, reference: str =
         ref_rule.compute_grads(ref_net, x_seq, y, loss_fn)
         for k, g in _layer_grads(ref_net).items():
             ref_grads.setdefault(k, []).append(g)
-        for spec, net in nets.items():
+        for v, net in nets.items():
             net.zero_grad(set_to_none=True)
-            rules[spec].compute_grads(net, x_seq, y, loss_fn)
+            rules[v].compute_grads(net, x_seq, y, loss_fn)
             for k, g in _layer_grads(net).items():
-                per[spec].setdefault(k, []).append(g)
+                per[v].setdefault(k, []).append(g)
     rows = []
-    for spec in estimators:
-        for layer, gs in per[spec].items():
+    for (method, est), layers in per.items():
+        for layer, gs in layers.items():
             G, R = torch.stack(gs), torch.stack(ref_grads[layer])
             mean = G.mean(0)
             cos = torch.nn.functional.cosine_similarity(G, R, dim=1)
-            rows.append({"estimator": spec, "method": cfg.method, "layer": layer, "batches": len(gs),
+            rows.append({"method": method, "estimator": est, "layer": layer, "batches": len(gs),
                          "mean": float(mean.abs().mean()),
                          "variance": float((G - mean).pow(2).sum() / G.numel()),
                          "cosine": float(cos.mean()),
                          "cosine_of_means": float(torch.nn.functional.cosine_similarity(mean, R.mean(0), dim=0))})
-    return {"task": cfg.task, "net": cfg.net, "method": cfg.method, "reference": reference,
+    return {"task": cfg.task, "net": cfg.net, "reference": reference,
             "batch_size": cfg.batch_size, "time_steps": cfg.time_steps, "seed": cfg.seed, "rows": rows}
 
 
@@ -89,11 +92,11 @@ def write_probe_report(result: dict, out_dir: str | Path, command: str = "") -> 
     rows = result["rows"]
     lines = [f"# Gradient quality: {result['task']}, `{result['net']}`", "",
              (f"Command: `{command}`  \n" if command else "")
-             + f"Method `{result['method']}`, reference `{result['reference']}`, batch {result['batch_size']}, "
+             + f"Reference `{result['reference']}`, batch {result['batch_size']}, "
              f"T={result['time_steps']}, seed {result['seed']}, fixed weights (initialisation or loaded run).", "",
-             "| estimator | layer | batches | mean abs | variance | cosine to ref | cosine of means |",
-             "|---|---|---|---|---|---|---|",
-             *(f"| `{r['estimator']}` | {r['layer']} | {r['batches']} | {r['mean']:.3g} | {r['variance']:.3g} | "
+             "| method | estimator | layer | batches | mean abs | variance | cosine to ref | cosine of means |",
+             "|---|---|---|---|---|---|---|---|",
+             *(f"| `{r['method']}` | `{r['estimator']}` | {r['layer']} | {r['batches']} | {r['mean']:.3g} | {r['variance']:.3g} | "
                f"{r['cosine']:.3f} | {r['cosine_of_means']:.3f} |" for r in rows), "",
              "Variance as in OPZO Appendix C: (1/(N·D)) Σ_n ‖g_n − ḡ‖² over the N batch gradients.",
              "![variance and cosine](gradients.png)", ""]
@@ -107,12 +110,13 @@ def _plot(rows: list[dict], path: Path) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    ests = list(dict.fromkeys(r["estimator"] for r in rows))
+    label = lambda r: r["estimator"] if len({q["method"] for q in rows}) == 1 else f"{r['method']}|{r['estimator']}"  # noqa: E731
+    ests = list(dict.fromkeys(label(r) for r in rows))
     layers = list(dict.fromkeys(r["layer"] for r in rows))
     fig, axes = plt.subplots(1, 2, figsize=(11, 3.8))
     width = 0.8 / max(len(ests), 1)
     for i, est in enumerate(ests):
-        vals = {r["layer"]: r for r in rows if r["estimator"] == est}
+        vals = {r["layer"]: r for r in rows if label(r) == est}
         xs = [j + i * width for j in range(len(layers))]
         axes[0].bar(xs, [vals[lay]["variance"] if lay in vals else math.nan for lay in layers], width, label=est)
         axes[1].bar(xs, [vals[lay]["cosine"] if lay in vals else math.nan for lay in layers], width, label=est)

@@ -88,6 +88,19 @@ def build_parser() -> argparse.ArgumentParser:
     pg.add_argument("--out", default=None, metavar="DIR", help="write gradients.md/.json/.png here")
     pg.add_argument("--data-dir", default=None, help="folder with data sets (or set NEUROPLAST_DATA)")
     _common(pg)
+    cp = sub.add_parser("compare", help="train several methods side by side (with seeds and the readout-only control)")
+    cp.add_argument("--task", default="digits", help="as for train")
+    for flag, (key, typ, text) in _TRAIN_FLAGS.items():
+        if flag not in ("--method", "--trainable"):
+            cp.add_argument(flag, dest=key, type=typ, default=None, help=text)
+    cp.add_argument("--methods", nargs="+", required=True, metavar="SPEC",
+                    help="methods, space- or comma-separated: bptt dfa zo opzo:sigma=0.5")
+    cp.add_argument("--seeds", type=int, default=3, help="seeds 0..N-1 per method (default 3)")
+    cp.add_argument("--probe-batches", type=int, default=20, help="batches for the gradient probe")
+    cp.add_argument("--out", default="reports", metavar="DIR", help="where compare_<task>.md goes")
+    cp.add_argument("--runs-dir", default="runs", metavar="DIR", help="where the run directories go")
+    cp.add_argument("--data-dir", default=None, help="folder with data sets (or set NEUROPLAST_DATA)")
+    _common(cp)
     return parser
 
 
@@ -173,12 +186,38 @@ def _terminate(signum, frame):
     raise KeyboardInterrupt  # so a killed run cleans up its half-written run directory
 
 
+def _split_methods(items: list[str]) -> list[str]:
+    """Space-separated specs; an item without options may also hold a comma-separated list."""
+    out = []
+    for item in items:
+        out += [m for m in item.split(",") if m] if ":" not in item else [item]
+    return out
+
+
+def _cmd_compare(args) -> dict:
+    from .compare import compare, write_compare_report
+    from .learn import make_rule
+    if args.seeds < 1:
+        raise UserError(f"--seeds must be >= 1, got {args.seeds}")
+    methods = _split_methods(args.methods)
+    for m in methods:
+        make_rule(m)  # unknown names fail before any training
+    res = compare(config_from_args(args), methods, seeds=args.seeds, runs_dir=args.runs_dir,
+                  probe_batches=args.probe_batches, progress=not args.no_progress)
+    for r in res["table"]:
+        print(f"{r['method']:>24}: test accuracy {100 * r['test_acc_mean']:.2f} ± {100 * r['test_acc_std']:.2f}% "
+              f"({r['seeds']} seeds, {r['wall_s_mean']:.1f} s each)", file=sys.stderr)
+    paths = write_compare_report(res, args.out, command="neuroplast " + " ".join(sys.argv[1:]))
+    print("wrote " + ", ".join(map(str, paths)), file=sys.stderr)
+    return {k: res[k] for k in ("task", "net", "epochs", "table", "probe")}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, _terminate)
-    handler = _cmd_probe if args.command == "probe-gradients" else _cmd_train
+    handler = {"probe-gradients": _cmd_probe, "compare": _cmd_compare}.get(args.command, _cmd_train)
     try:
         result = handler(args)
     except UserError as exc:

@@ -155,3 +155,19 @@ def _grads_all(net, rule, x_seq, y):
     net.zero_grad(set_to_none=True)
     rule.compute_grads(net, x_seq, y, ce_mse_loss)
     return {k: layer.op.weight.grad.clone() for k, layer in net.layers.items() if hasattr(layer, "op")}
+
+
+def test_compare_writes_report_with_control_and_probe(tmp_path, capsys):
+    code = main(["compare", "--methods", "bptt,dfa", "opzo:sigma=0.5", "--seeds", "2", "--epochs", "1",
+                 "--net", "64-32-10", "--probe-batches", "3", "--out", str(tmp_path), "--runs-dir",
+                 str(tmp_path / "runs"), "--json", "--no-progress"])
+    res = json.loads(capsys.readouterr().out)
+    assert code == 0
+    assert [r["method"] for r in res["table"]] == ["bptt", "dfa", "opzo:sigma=0.5", "readout-only"]
+    assert all(r["seeds"] == 2 and 0 <= r["test_acc_mean"] <= 1 for r in res["table"])
+    assert {r["method"] for r in res["probe"]["rows"]} == {"bptt", "dfa", "opzo:sigma=0.5"}
+    md = (tmp_path / "compare_digits.md").read_text()
+    assert "| `readout-only` | 2 |" in md and "cosine to BP" in md
+    for png in ("compare_digits_curves.png", "compare_digits_gradients.png"):
+        assert (tmp_path / png).read_bytes()[:4] == b"\x89PNG"
+    assert main(["compare", "--methods", "backprop"]) == 2

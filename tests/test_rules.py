@@ -171,3 +171,20 @@ def test_compare_writes_report_with_control_and_probe(tmp_path, capsys):
     for png in ("compare_digits_curves.png", "compare_digits_gradients.png"):
         assert (tmp_path / png).read_bytes()[:4] == b"\x89PNG"
     assert main(["compare", "--methods", "backprop"]) == 2
+
+
+def test_local_learning_adds_a_local_signal():
+    """opzo+ll == opzo:ll=1; with the global feedback still zero (first batch of OPZO), the hidden
+    layer learns from the local readout alone; ll is refused by rules without it."""
+    net = _tiny()
+    x_seq, y = torch.rand(1, 16, 10) * 2, torch.randint(0, 3, (16,))  # one step: M is still 0 when used
+    plain = make_rule("opzo")
+    local = make_rule("opzo+ll:sigma=0.5")
+    assert local.local and local.sigma0 == 0.5 and not plain.local
+    for r in (plain, local):
+        r.generator = torch.Generator().manual_seed(0)
+    assert _hidden_grad(net, plain, x_seq, y).abs().max() == 0
+    assert _hidden_grad(net, local, x_seq, y).abs().max() > 0
+    assert make_rule("dfa+ll").local
+    with pytest.raises(SpecError, match="no option"):
+        make_rule("ottt+ll")

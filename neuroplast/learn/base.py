@@ -70,4 +70,7 @@ def make_rule(spec: str | Rule) -> Rule:
     """Build a rule from ``"name[:key=value,...]"``; unknown names list the valid ones."""
     if isinstance(spec, Rule):
         return spec
+    name, sep, opts = str(spec).partition(":")
+    if name.strip().lower().endswith("+ll"):  # "opzo+ll:sigma=0.5" == "opzo:sigma=0.5,ll=1"
+        spec = name.strip()[:-3] + ":" + ",".join(filter(None, [opts, "ll=1"]))
     return build(spec, RULES, "method")

@@ -20,8 +20,9 @@ from .online import ThreeFactorRule, feedback_shape
 class DFA(ThreeFactorRule):
     name = "dfa"
 
-    def __init__(self):
+    def __init__(self, ll: bool | int = 0, ll_scale: float = 1.0):
         self.feedback: dict[str, torch.Tensor] = {}
+        self.set_local(ll, ll_scale)
 
     def prepare(self, net, x_seq):
         if self.feedback:

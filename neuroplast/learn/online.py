@@ -9,6 +9,10 @@ signal δ_l[t] from the rule, and autograd through that layer alone applies the 
 
 (ψ' the layer's spike-gradient estimator, x̂ the presynaptic trace). Gradients accumulate over t
 and the optimizer steps once per batch, as in OTTT. Memory is independent of T.
+
+Local learning (``ll=1``, or the method name with ``+ll``; OPZO Sec. 4.5): every hidden layer
+also has a fixed random readout R_l [C, N_l] with its own loss L_l = L(s_l·R_lᵀ, y)/T, and
+δ_l += ``ll_scale``·∂L_l/∂s_l — a purely local signal added to the global one.
 """
 from __future__ import annotations
 
@@ -52,6 +56,27 @@ class StepInfo:
 class ThreeFactorRule(Rule):
     """Base of rules whose hidden layers learn from a rule-given top-down signal."""
 
+    local = False          # local learning: fixed random readout per hidden layer
+    local_scale = 1.0
+
+    def set_local(self, ll: bool | int, ll_scale: float) -> None:
+        if not ll_scale > 0:
+            raise SpecError(f"{self.name}: ll_scale must be > 0, got {ll_scale}")
+        self.local, self.local_scale = bool(ll), float(ll_scale)
+        self._local_readouts: dict[str, Tensor] = {}
+
+    def _local_signals(self, net, state, y, loss_fn, T) -> dict[str, Tensor]:
+        out = {}
+        for name in net.spiking_layers():
+            s = state["layers"][name][1].detach().flatten(1).requires_grad_(True)
+            if name not in self._local_readouts:
+                g = self.generator
+                R = torch.randn(feedback_shape(net, name), generator=g, device=g.device if g is not None else s.device)
+                self._local_readouts[name] = (R / math.sqrt(R.shape[1])).to(s.device, s.dtype)
+            loss = loss_fn(s @ self._local_readouts[name].t(), y) / T
+            (out[name],) = torch.autograd.grad(loss * self.local_scale, s)
+        return out
+
     def prepare(self, net, x_seq: Tensor) -> None:
         """Create per-network state (feedback matrices) on first use."""
 
@@ -86,6 +111,9 @@ class ThreeFactorRule(Rule):
             loss = loss_fn(o, y) / T
             (e,) = torch.autograd.grad(loss, o, retain_graph=True)
             signals = self.hidden_signals(net, StepInfo(e, o.detach(), y, T, loss_fn, rerun))
+            if self.local:
+                for name, g in self._local_signals(net, state, y, loss_fn, T).items():
+                    signals[name] = signals[name].reshape(g.shape) + g
             outs, grads = [o], [e]
             for name in hidden:
                 s = state["layers"][name][1]  # graph-connected spikes of this layer

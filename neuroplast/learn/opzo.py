@@ -38,7 +38,8 @@ class OPZO(ThreeFactorRule):
     name = "opzo"
 
     def __init__(self, sigma: float = 0.5, sigma_end: float = 0.0, beta: float = 0.99, noise: str = "gaussian",
-                 antithetic: bool | int = 1, scale_by_sigma: bool | int = 0, subtract_clean: bool | int = 0):
+                 antithetic: bool | int = 1, scale_by_sigma: bool | int = 0, subtract_clean: bool | int = 0,
+                 ll: bool | int = 0, ll_scale: float = 1.0):
         if not sigma > 0:
             raise SpecError(f"opzo needs a noise scale sigma > 0, got {sigma}")
         if not 0 <= sigma_end <= sigma:
@@ -51,6 +52,7 @@ class OPZO(ThreeFactorRule):
         self.antithetic, self.scale_by_sigma = bool(antithetic), bool(scale_by_sigma)
         self.subtract_clean = bool(subtract_clean)
         self._o_ref: torch.Tensor | None = None
+        self.set_local(ll, ll_scale)
         self.sigma = self.sigma0
         self.feedback: dict[str, torch.Tensor] = {}
         self._z: dict[str, torch.Tensor] = {}

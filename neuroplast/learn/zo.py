@@ -26,7 +26,8 @@ BASELINES = ("clean", "running", "antithetic")
 class ZO(ThreeFactorRule):
     name = "zo"
 
-    def __init__(self, sigma: float = 0.5, noise: str = "gaussian", baseline: str = "clean", momentum: float = 0.9):
+    def __init__(self, sigma: float = 0.5, noise: str = "gaussian", baseline: str = "clean", momentum: float = 0.9,
+                 ll: bool | int = 0, ll_scale: float = 1.0):
         if not sigma > 0:
             raise SpecError(f"zo needs a noise scale sigma > 0, got {sigma}")
         if noise not in NOISE_KINDS:
@@ -38,6 +39,7 @@ class ZO(ThreeFactorRule):
         self.sigma, self.noise_kind, self.baseline, self.momentum = float(sigma), noise, baseline, float(momentum)
         self._z: dict[str, torch.Tensor] = {}
         self._running: float | None = None
+        self.set_local(ll, ll_scale)
 
     def noise(self, net, t, batch, like):
         self._z = draw_noise(net, net.spiking_layers(), batch, self.noise_kind, self.generator, like)

@@ -33,7 +33,7 @@ class PlainSNN(nn.Module):
         us = [None] * (len(self.fcs) - 1)
         ss = [None] * (len(self.fcs) - 1)
         out = 0
-        for t in range(T):
+        for _ in range(T):
             h = x
             for i, fc in enumerate(self.fcs[:-1]):
                 cur = fc(h)

@@ -53,7 +53,7 @@ class TrainConfig:
     trainable: str = "all"            # "all", or "readout" (control: hidden layers frozen at init)
     compiled: bool = False            # fuse the LIF recursion with torch.compile (needs a C++ compiler)
 
-    def resolved(self) -> "TrainConfig":
+    def resolved(self) -> TrainConfig:
         """Fill data-set defaults and validate every field; returns a new config."""
         defaults = DATASET_DEFAULTS.get(self.dataset, {})
         cfg = dataclasses.replace(self, **{k: v for k, v in defaults.items() if getattr(self, k) is None})

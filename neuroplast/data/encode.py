@@ -1,7 +1,7 @@
 """Input encodings: turn a batch into a [T, B, *input_shape] tensor of per-step inputs."""
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 

@@ -7,7 +7,7 @@ precision. Rules are registered by name in ``RULES`` (``make_rule("ottt")``)."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 

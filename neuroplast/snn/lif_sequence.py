@@ -15,7 +15,7 @@ once per shape). ``tests/test_lif_sequence.py`` checks both against autograd of 
 from __future__ import annotations
 
 import functools
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 
@@ -37,7 +37,7 @@ def adjoint_step(grad_s: Tensor, g_u_next: Tensor, u: Tensor, s: Tensor, h: Tens
     return (grad_s + g_leak * dr_ds) * h + g_leak * dr_du
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _kernels(compiled: bool):
     if not compiled:
         return forward_step, adjoint_step

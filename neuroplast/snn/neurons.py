@@ -11,7 +11,7 @@ estimator (``neuroplast.snn.spikefn``). This is the discrete LIF of the OTTT/OPZ
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 

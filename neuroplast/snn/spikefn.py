@@ -8,7 +8,7 @@ mechanism (exact H forward, hand-written h'(x) backward); the estimators themsel
 from __future__ import annotations
 
 import inspect
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from torch import nn

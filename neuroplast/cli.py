@@ -213,6 +213,14 @@ def _cmd_compare(args) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
+    try:
+        return _main(argv)
+    except KeyboardInterrupt:  # also when it lands while an error is being handled
+        print("neuroplast: interrupted", file=sys.stderr)
+        return 1
+
+
+def _main(argv: list[str] | None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if threading.current_thread() is threading.main_thread():
@@ -225,9 +233,6 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except NeuroplastError as exc:
         print(f"neuroplast: failed: {exc}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("neuroplast: interrupted", file=sys.stderr)
         return 1
     if args.json:
         print(json.dumps(result, sort_keys=True))

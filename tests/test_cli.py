@@ -1,5 +1,6 @@
 """Command line: the demo's accuracy, JSON output, run directories, exit codes, bad input."""
 import json
+import re
 
 import pytest
 
@@ -52,7 +53,7 @@ def test_seed_makes_runs_repeatable(capsys):
 
 
 @pytest.mark.parametrize("argv,match", [
-    (["train", "--method", "backprop"], "valid methods: bptt, ottt"),
+    (["train", "--method", "backprop"], "valid methods: bptt, dfa, fa, opzo, ottt, zo"),
     (["train", "--estimator", "magic"], "valid estimators"),
     (["train", "--task", "cifar"], "valid: data sets digits"),
     (["train", "--net", "64-10x-10"], r"layer 2 \('10x'\)"),
@@ -64,7 +65,7 @@ def test_seed_makes_runs_repeatable(capsys):
 def test_bad_input_exits_2_with_a_message(capsys, argv, match):
     code, out, err = _run(capsys, *argv, "--epochs", "1", "--no-progress")
     assert code == 2 and out == ""
-    assert pytest.importorskip("re").search(match, err), err
+    assert re.search(match, err), err
 
 
 def test_task_file_and_flags_override(tmp_path, capsys):

@@ -181,6 +181,7 @@ def _train(cfg, rule, device, run, progress, on_epoch):
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=steps) if cfg.schedule == "cosine" else None
     loss_fn = CEMSELoss(cfg.mse_weight)
     step, train_loss = 0, float("nan")
+    activity = {"updates": 0, "noise_draws": 0, "train_spikes": {}}  # what the cost model counts
     for epoch in range(1, cfg.epochs + 1):
         net.train()
         loss_sum = correct = seen = 0
@@ -196,6 +197,10 @@ def _train(cfg, rule, device, run, progress, on_epoch):
                 raise TrainingDiverged(f"loss became {res.loss} at epoch {epoch}, step {step} "
                                        f"(learning rate {opt.param_groups[0]['lr']:.3g}); lower --lr or check the data")
             opt.step()
+            activity["updates"] += 1
+            activity["noise_draws"] += res.noise_draws
+            for k, v in res.spike_counts.items():
+                activity["train_spikes"][k] = activity["train_spikes"].get(k, 0) + int(v.sum())
             if sched is not None:
                 sched.step()
             loss_sum += res.loss * len(y)
@@ -219,5 +224,6 @@ def _train(cfg, rule, device, run, progress, on_epoch):
                "seed": cfg.seed, "device": str(device), "test_acc": test["acc"], "test_loss": test["loss"],
                "train_loss": train_loss, "firing_rates": test["firing_rates"],
                "params": sum(p.numel() for p in net.parameters()), "trainable": cfg.trainable,
-               "estimator_stats": estimator_stats(net), "wall_s": time.perf_counter() - t0}
+               "estimator_stats": estimator_stats(net), "activity": {**activity, "feedback_entries": rule.feedback_sizes()},
+               "wall_s": time.perf_counter() - t0}
     return summary, net

@@ -188,3 +188,14 @@ def test_local_learning_adds_a_local_signal():
     assert make_rule("dfa+ll").local
     with pytest.raises(SpecError, match="no option"):
         make_rule("ottt+ll")
+
+
+def test_summary_records_what_the_cost_model_needs(capsys):
+    """Updates, noise draws (antithetic OPZO draws every other step), feedback sizes, spikes."""
+    assert main(["train", "--method", "opzo", "--net", "64-16-10", "--epochs", "1", "--batch-size", "100",
+                 "--time-steps", "4", "--json", "--no-progress"]) == 0
+    act = json.loads(capsys.readouterr().out)["activity"]
+    n_train = 1797 - 360 - 180
+    assert act["updates"] == -(-n_train // 100)
+    assert act["noise_draws"] == n_train * 16 * 2  # 4 steps, fresh noise at steps 0 and 2
+    assert act["feedback_entries"] == {"dense1": 10 * 16} and act["train_spikes"]["dense1"] > 0

@@ -26,13 +26,14 @@ class StepResult:
     loss: float
     logits: Tensor
     spike_counts: dict[str, Tensor] = field(default_factory=dict)
+    noise_draws: int = 0      # random numbers the rule drew for noise injection (cost model)
 
 
 class StepAccumulator:
     """Sums what an online rule sees over the T steps of a batch into a ``StepResult``."""
 
     def __init__(self, time_steps: int):
-        self.T, self.loss, self.logits, self.counts = time_steps, 0.0, 0.0, {}
+        self.T, self.loss, self.logits, self.counts, self.noise_draws = time_steps, 0.0, 0.0, {}, 0
 
     def add(self, loss: Tensor, output: Tensor, spikes: dict[str, Tensor]) -> None:
         self.loss += float(loss.detach())
@@ -41,7 +42,7 @@ class StepAccumulator:
             self.counts[k] = self.counts[k] + v if k in self.counts else v.clone()
 
     def result(self) -> StepResult:
-        return StepResult(loss=self.loss, logits=self.logits, spike_counts=self.counts)
+        return StepResult(loss=self.loss, logits=self.logits, spike_counts=self.counts, noise_draws=self.noise_draws)
 
 
 class Rule:
@@ -53,6 +54,10 @@ class Rule:
 
     def compute_grads(self, net: Network, x_seq: Tensor, y: Tensor, loss_fn: LossFn) -> StepResult:
         raise NotImplementedError
+
+    def feedback_sizes(self) -> dict[str, int]:
+        """Entries of the feedback matrices the rule keeps, per layer (cost model: memory)."""
+        return {k: int(v.numel()) for k, v in getattr(self, "feedback", {}).items()}
 
     def set_progress(self, fraction: float) -> None:
         """Told before each update how far training is (0 → 1), for schedules such as OPZO's σ."""

@@ -30,7 +30,8 @@ Tensor = torch.Tensor
 NOISE_KINDS = ("gaussian", "rademacher")
 
 
-def draw_noise(net, names, batch: int, kind: str, generator: torch.Generator | None, like: Tensor) -> dict[str, Tensor]:
+def draw_noise(net, names, batch: int, kind: str, generator: torch.Generator | None,
+               like: Tensor) -> dict[str, Tensor]:
     """Unit-variance noise z_l [B, *shape_l] for each named layer: N(0, 1) or Rademacher ±1."""
     dev = generator.device if generator is not None else like.device
     out = {}
@@ -58,6 +59,7 @@ class ThreeFactorRule(Rule):
 
     local = False          # local learning: fixed random readout per hidden layer
     local_scale = 1.0
+    last_draws = 0         # fresh random numbers drawn by the last ``noise`` call (cost model)
 
     def set_local(self, ll: bool | int, ll_scale: float) -> None:
         if not ll_scale > 0:
@@ -124,6 +126,7 @@ class ThreeFactorRule(Rule):
             self.observe(o.detach(), noise)
             state = detach_state(state)
             acc.add(loss, o, s_t)
+            acc.noise_draws += self.last_draws
         return acc.result()
 
 

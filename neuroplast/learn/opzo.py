@@ -66,6 +66,7 @@ class OPZO(ThreeFactorRule):
                 self.feedback[name] = torch.zeros(feedback_shape(net, name), device=x_seq.device, dtype=x_seq.dtype)
 
     def noise(self, net, t, batch, like):
+        self.last_draws = 0
         if self.sigma == 0:
             self._z = {}
             return None
@@ -73,6 +74,7 @@ class OPZO(ThreeFactorRule):
             self._z = {k: -v for k, v in self._z.items()}
         else:
             self._z = draw_noise(net, self.feedback, batch, self.noise_kind, self.generator, like)
+            self.last_draws = sum(int(z.numel()) for z in self._z.values())
         return {k: self.sigma * v for k, v in self._z.items()}
 
     def hidden_signals(self, net, info):

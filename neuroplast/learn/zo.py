@@ -43,6 +43,7 @@ class ZO(ThreeFactorRule):
 
     def noise(self, net, t, batch, like):
         self._z = draw_noise(net, net.spiking_layers(), batch, self.noise_kind, self.generator, like)
+        self.last_draws = sum(int(z.numel()) for z in self._z.values())
         return {k: self.sigma * v for k, v in self._z.items()}
 
     def hidden_signals(self, net, info):

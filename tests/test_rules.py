@@ -86,6 +86,8 @@ def test_dfa_uses_fixed_feedback_and_only_local_gradients():
 @pytest.mark.parametrize("spec,match", [
     ("opzo:sigma=0", "sigma > 0"), ("opzo:beta=1", r"beta in \[0, 1\)"), ("opzo:beta=-0.1", r"beta in \[0, 1\)"),
     ("opzo:noise=cauchy", "valid: gaussian, rademacher"), ("opzo:sigma=0.1,sigma_end=0.5", "sigma_end"),
+    ("opzo:site=middle", "valid: after, before"), ("zo:baseline=none", "valid: clean, running, antithetic"),
+    ("zo:sigma=-1", "sigma > 0"), ("dfa:ll_scale=0", "ll_scale must be > 0"),
 ])
 def test_bad_rule_options(spec, match):
     with pytest.raises(SpecError, match=match):
@@ -199,3 +201,15 @@ def test_summary_records_what_the_cost_model_needs(capsys):
     assert act["updates"] == -(-n_train // 100)
     assert act["noise_draws"] == n_train * 16 * 2  # 4 steps, fresh noise at steps 0 and 2
     assert act["feedback_entries"] == {"dense1": 10 * 16} and act["train_spikes"]["dense1"] > 0
+
+
+@pytest.mark.parametrize("spec", ["opzo:site=before", "zo:site=before"])
+def test_noise_before_the_neuron_trains_the_hidden_layer(spec):
+    """Noise in the input current: the signal lands on the membrane (no ψ'), weights still learn."""
+    net = _tiny()
+    x_seq, y = torch.rand(4, 32, 10) * 2, torch.randint(0, 3, (32,))
+    rule = make_rule(spec)
+    rule.generator = torch.Generator().manual_seed(0)
+    for _ in range(3):
+        g = _hidden_grad(net, rule, x_seq, y)
+    assert torch.isfinite(g).all() and g.abs().max() > 0

@@ -30,6 +30,9 @@ Tensor = torch.Tensor
 NOISE_KINDS = ("gaussian", "rademacher")
 
 
+SITES = ("after", "before")
+
+
 def draw_noise(net, names, batch: int, kind: str, generator: torch.Generator | None,
                like: Tensor) -> dict[str, Tensor]:
     """Unit-variance noise z_l [B, *shape_l] for each named layer: N(0, 1) or Rademacher ±1."""
@@ -55,7 +58,13 @@ class StepInfo:
 
 
 class ThreeFactorRule(Rule):
-    """Base of rules whose hidden layers learn from a rule-given top-down signal."""
+    """Base of rules whose hidden layers learn from a rule-given top-down signal.
+
+    With noise injected before the neuron (``site = "before"``) the signal estimates the gradient
+    with respect to the membrane input, so it is applied to u[t] (∂u/∂I = 1: no ψ' factor);
+    otherwise to the spikes s[t], through the layer's estimator ψ'."""
+
+    site = "after"
 
     local = False          # local learning: fixed random readout per hidden layer
     local_scale = 1.0
@@ -108,8 +117,8 @@ class ThreeFactorRule(Rule):
 
             def rerun(perturb, x=x_seq[t], prev=prev):
                 with torch.no_grad():
-                    return net.step(x, prev, perturb=perturb)[0]
-            o, state, s_t = net.step(x_seq[t], prev, traces=True, isolate=True, perturb=noise)
+                    return net.step(x, prev, perturb=perturb, perturb_site=self.site)[0]
+            o, state, s_t = net.step(x_seq[t], prev, traces=True, isolate=True, perturb=noise, perturb_site=self.site)
             loss = loss_fn(o, y) / T
             (e,) = torch.autograd.grad(loss, o, retain_graph=True)
             signals = self.hidden_signals(net, StepInfo(e, o.detach(), y, T, loss_fn, rerun))
@@ -118,10 +127,11 @@ class ThreeFactorRule(Rule):
                     signals[name] = signals[name].reshape(g.shape) + g
             outs, grads = [o], [e]
             for name in hidden:
-                s = state["layers"][name][1]  # graph-connected spikes of this layer
-                if s.requires_grad:  # frozen layers (readout-only control) get nothing
-                    outs.append(s)
-                    grads.append(signals[name].reshape(s.shape))
+                u, s = state["layers"][name]  # graph-connected state of this layer
+                target = u if self.site == "before" else s
+                if target.requires_grad:  # frozen layers (readout-only control) get nothing
+                    outs.append(target)
+                    grads.append(signals[name].reshape(target.shape))
             torch.autograd.backward(outs, grads)
             self.observe(o.detach(), noise)
             state = detach_state(state)

@@ -21,7 +21,7 @@ import torch
 
 from ..errors import SpecError
 from .base import register
-from .online import NOISE_KINDS, ThreeFactorRule, draw_noise, feedback_shape
+from .online import NOISE_KINDS, SITES, ThreeFactorRule, draw_noise, feedback_shape
 
 
 def momentum_feedback_update(M: torch.Tensor, o: torch.Tensor, z: torch.Tensor, *, beta: float,
@@ -39,7 +39,7 @@ class OPZO(ThreeFactorRule):
 
     def __init__(self, sigma: float = 0.5, sigma_end: float = 0.0, beta: float = 0.99, noise: str = "gaussian",
                  antithetic: bool | int = 1, scale_by_sigma: bool | int = 0, subtract_clean: bool | int = 0,
-                 ll: bool | int = 0, ll_scale: float = 1.0):
+                 ll: bool | int = 0, ll_scale: float = 1.0, site: str = "after"):
         if not sigma > 0:
             raise SpecError(f"opzo needs a noise scale sigma > 0, got {sigma}")
         if not 0 <= sigma_end <= sigma:
@@ -53,6 +53,9 @@ class OPZO(ThreeFactorRule):
         self.subtract_clean = bool(subtract_clean)
         self._o_ref: torch.Tensor | None = None
         self.set_local(ll, ll_scale)
+        if site not in SITES:
+            raise SpecError(f"opzo: unknown noise site {site!r}; valid: {', '.join(SITES)} (the neuron)")
+        self.site = site
         self.sigma = self.sigma0
         self.feedback: dict[str, torch.Tensor] = {}
         self._z: dict[str, torch.Tensor] = {}

@@ -17,7 +17,7 @@ import torch
 
 from ..errors import SpecError
 from .base import register
-from .online import NOISE_KINDS, ThreeFactorRule, draw_noise
+from .online import NOISE_KINDS, SITES, ThreeFactorRule, draw_noise
 
 BASELINES = ("clean", "running", "antithetic")
 
@@ -27,7 +27,7 @@ class ZO(ThreeFactorRule):
     name = "zo"
 
     def __init__(self, sigma: float = 0.5, noise: str = "gaussian", baseline: str = "clean", momentum: float = 0.9,
-                 ll: bool | int = 0, ll_scale: float = 1.0):
+                 ll: bool | int = 0, ll_scale: float = 1.0, site: str = "after"):
         if not sigma > 0:
             raise SpecError(f"zo needs a noise scale sigma > 0, got {sigma}")
         if noise not in NOISE_KINDS:
@@ -40,6 +40,9 @@ class ZO(ThreeFactorRule):
         self._z: dict[str, torch.Tensor] = {}
         self._running: float | None = None
         self.set_local(ll, ll_scale)
+        if site not in SITES:
+            raise SpecError(f"zo: unknown noise site {site!r}; valid: {', '.join(SITES)} (the neuron)")
+        self.site = site
 
     def noise(self, net, t, batch, like):
         self._z = draw_noise(net, net.spiking_layers(), batch, self.noise_kind, self.generator, like)

@@ -38,9 +38,11 @@ class Layer(nn.Module):
     #: decay of the presynaptic trace that online rules keep for this layer's input; None: no synapse
     trace_decay: float | None = None
 
-    def step(self, x: Tensor, state, weight_input: Tensor | None = None, feedback: Tensor | None = None):
+    def step(self, x: Tensor, state, weight_input: Tensor | None = None, feedback: Tensor | None = None,
+             current_noise: Tensor | None = None):
         """One step. Synaptic layers: ``weight_input`` is the eligibility input of the weight
-        gradient (a trace), ``feedback`` replaces W in the gradient sent back to x."""
+        gradient (a trace), ``feedback`` replaces W in the gradient sent back to x; spiking layers
+        add ``current_noise`` to their input current (noise injected before the neuron)."""
         return self.forward(x), None
 
     def forward_seq(self, x_seq: Tensor) -> Tensor:
@@ -61,8 +63,10 @@ class SpikingLayer(Layer):
     def extra_repr(self) -> str:
         return f"leak={self.lif.leak}, threshold={self.lif.threshold}, reset={self.lif.reset}"
 
-    def step(self, x, state, weight_input=None, feedback=None):
+    def step(self, x, state, weight_input=None, feedback=None, current_noise=None):
         current = synapse(self.op, x, weight_input, feedback)
+        if current_noise is not None:
+            current = current + current_noise
         u, s = state if state is not None else (torch.zeros_like(current), torch.zeros_like(current))
         u, s = lif_step(u, s, current, self.lif, self.spike)
         return s, (u, s)
@@ -89,7 +93,7 @@ class Readout(Layer):
         super().__init__()
         self.op = op
 
-    def step(self, x, state, weight_input=None, feedback=None):
+    def step(self, x, state, weight_input=None, feedback=None, current_noise=None):
         return synapse(self.op, x, weight_input, feedback), None
 
     def forward_seq(self, x_seq):
@@ -132,7 +136,7 @@ class Dropout(Layer):
         keep = torch.rand(like.shape, generator=g, device=device) >= self.p
         return keep.to(like.device, like.dtype) / (1.0 - self.p)
 
-    def step(self, x, state, weight_input=None, feedback=None):
+    def step(self, x, state, weight_input=None, feedback=None, current_noise=None):
         if not self.training or self.p == 0:
             return x, None
         mask = state if state is not None else self._mask(x)

@@ -71,7 +71,7 @@ class Network(nn.Module):
         return {"layers": {k: None for k in self.layers}, "traces": {k: None for k in self.layers}}
 
     def step(self, x: Tensor, state: dict, *, traces: bool = False, isolate: bool = False,
-             perturb: dict[str, Tensor] | None = None,
+             perturb: dict[str, Tensor] | None = None, perturb_site: str = "after",
              feedback: dict[str, Tensor] | None = None) -> tuple[Tensor, dict, dict[str, Tensor]]:
         """One time step: x [B, *input_shape] -> (o[t] [B, C], new state, spikes of this step).
 
@@ -80,7 +80,8 @@ class Network(nn.Module):
         ``isolate=True`` cuts the graph between layers, so a gradient given to a layer's output
         reaches only that layer's own weights (local, three-factor rules: DFA, OPZO).
         ``perturb[name]`` is added to that spiking layer's output before the next layer sees it
-        (noise injection after the neuron; the layer's own state keeps its clean spikes).
+        (``perturb_site="after"`` the neuron; the layer's own state keeps its clean spikes), or to
+        its input current (``"before"`` the neuron, so it reaches the membrane and the spikes).
         ``feedback[name]`` replaces that layer's W in the gradient sent to its input (FA)."""
         h, new_layers, new_traces, spikes = x, {}, {}, {}
         for name, layer in self.layers.items():
@@ -92,11 +93,13 @@ class Network(nn.Module):
                 w_in = h.detach() if prev is None else layer.trace_decay * prev + h.detach()
                 new_traces[name] = w_in
             fb = feedback.get(name) if feedback else None
-            h, new_layers[name] = layer.step(h, state["layers"][name], w_in, fb)
+            noise = perturb.get(name) if perturb else None
+            before = noise if perturb_site == "before" else None
+            h, new_layers[name] = layer.step(h, state["layers"][name], w_in, fb, before)
             if layer.records_spikes:
                 spikes[name] = h.detach()
-            if perturb is not None and name in perturb:
-                h = h + perturb[name]
+            if noise is not None and perturb_site == "after":
+                h = h + noise
         return h, {"layers": new_layers, "traces": new_traces}, spikes
 
 

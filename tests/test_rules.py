@@ -52,7 +52,7 @@ def _tiny(seed=0):
 
 def _hidden_grad(net, rule, x_seq, y):
     net.zero_grad(set_to_none=True)
-    rule.compute_grads(net, x_seq, y, ce_mse_loss)
+    rule.compute_grads(net, x_seq, y, CEMSELoss())
     return net.layers["dense1"].op.weight.grad.flatten().clone()
 
 
@@ -155,7 +155,7 @@ def test_feedback_alignment_with_b_equal_w_is_online_backprop_and_differs_otherw
 
 def _grads_all(net, rule, x_seq, y):
     net.zero_grad(set_to_none=True)
-    rule.compute_grads(net, x_seq, y, ce_mse_loss)
+    rule.compute_grads(net, x_seq, y, CEMSELoss())
     return {k: layer.op.weight.grad.clone() for k, layer in net.layers.items() if hasattr(layer, "op")}
 
 

@@ -7,7 +7,7 @@ import torch
 
 from neuroplast.cli import main
 from neuroplast.errors import SpecError
-from neuroplast.learn import CEMSELoss, ce_mse_loss, make_rule
+from neuroplast.learn import CEMSELoss, make_rule
 from neuroplast.learn.opzo import momentum_feedback_update
 from neuroplast.snn import build_network
 

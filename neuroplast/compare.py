@@ -67,10 +67,11 @@ def write_compare_report(res: dict, out_dir: str | Path, command: str = "") -> l
                      f"{r['wall_s_mean']:.1f} | {rates} |")
     lines += ["", f"## Gradient quality at initialisation (reference `{res['probe']['reference']}`, "
               f"{res['probe']['rows'][0]['batches'] if res['probe']['rows'] else 0} batches)", "",
-              "| method | layer | variance | cosine to BP |", "|---|---|---|---|",
-              *(f"| `{r['method']}` | {r['layer']} | {r['variance']:.3g} | {r['cosine']:.3f} |" for r in res["probe"]["rows"]),
+              "| method | layer | variance | rel. variance | cosine to BP |", "|---|---|---|---|---|",
+              *(f"| `{r['method']}` | {r['layer']} | {r['variance']:.3g} | {r['rel_variance']:.3g} | {r['cosine']:.3f} |"
+                for r in res["probe"]["rows"]),
               "", "Variance as in OPZO Appendix C, (1/(N·D)) Σ_n ‖g_n − ḡ‖²; it depends on each rule's gradient "
-              "scale (OPZO's is ∝ σ), so read it with the cosine.", "",
+              "scale (OPZO's is ∝ σ); the relative variance (1/N) Σ_n ‖g_n − ḡ‖² / ‖ḡ‖² does not.", "",
               f"![training curves]({stem}_curves.png)", f"![gradient quality]({stem}_gradients.png)", ""]
     paths = [atomic_write_text(out / f"{stem}.md", "\n".join(lines)), atomic_write_json(out / f"{stem}.json", res)]
     paths.append(_curves(res["curves"], out / f"{stem}_curves.png"))

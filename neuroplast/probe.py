@@ -6,6 +6,8 @@ surrogate) are taken on the same batch and the same weights. Reported per layer:
 
     mean      mean_i |ḡ_i|,               ḡ = (1/N) Σ_n g_n
     variance  (1/(N·D)) Σ_n ‖g_n − ḡ‖²    (OPZO, Xiao et al. 2024, Appendix C; D = #elements)
+    rel. var  (1/N) Σ_n ‖g_n − ḡ‖² / ‖ḡ‖²  (scale-free: rules whose gradients differ in scale, e.g.
+                                          OPZO's ∝ σ, compare on noise-to-signal)
     cosine    (1/N) Σ_n cos(g_n, r_n)      and cos(ḡ, r̄) of the epoch means
 
 so LocalZO, the surrogates and (later) ZO, DFA and OPZO are compared on the same footing.
@@ -80,6 +82,7 @@ def probe_gradients(cfg: TrainConfig, estimators: list[str] | None = None, *, me
             rows.append({"method": method, "estimator": est, "layer": layer, "batches": len(gs),
                          "mean": float(mean.abs().mean()),
                          "variance": float((G - mean).pow(2).sum() / G.numel()),
+                         "rel_variance": float((G - mean).pow(2).sum() / G.shape[0] / mean.pow(2).sum().clamp_min(1e-30)),
                          "cosine": float(cos.mean()),
                          "cosine_of_means": float(torch.nn.functional.cosine_similarity(mean, R.mean(0), dim=0))})
     return {"task": cfg.task, "net": cfg.net, "reference": reference,
@@ -94,9 +97,9 @@ def write_probe_report(result: dict, out_dir: str | Path, command: str = "") -> 
              (f"Command: `{command}`  \n" if command else "")
              + f"Reference `{result['reference']}`, batch {result['batch_size']}, "
              f"T={result['time_steps']}, seed {result['seed']}, fixed weights (initialisation or loaded run).", "",
-             "| method | estimator | layer | batches | mean abs | variance | cosine to ref | cosine of means |",
-             "|---|---|---|---|---|---|---|---|",
-             *(f"| `{r['method']}` | `{r['estimator']}` | {r['layer']} | {r['batches']} | {r['mean']:.3g} | {r['variance']:.3g} | "
+             "| method | estimator | layer | batches | mean abs | variance | rel. variance | cosine to ref | cosine of means |",
+             "|---|---|---|---|---|---|---|---|---|",
+             *(f"| `{r['method']}` | `{r['estimator']}` | {r['layer']} | {r['batches']} | {r['mean']:.3g} | {r['variance']:.3g} | {r['rel_variance']:.3g} | "
                f"{r['cosine']:.3f} | {r['cosine_of_means']:.3f} |" for r in rows), "",
              "Variance as in OPZO Appendix C: (1/(N·D)) Σ_n ‖g_n − ḡ‖² over the N batch gradients.",
              "![variance and cosine](gradients.png)", ""]

@@ -213,3 +213,16 @@ def test_noise_before_the_neuron_trains_the_hidden_layer(spec):
     for _ in range(3):
         g = _hidden_grad(net, rule, x_seq, y)
     assert torch.isfinite(g).all() and g.abs().max() > 0
+
+
+def test_gradient_variance_ordering_zo_much_above_opzo_close_to_bp():
+    """OPZO Fig. 2 on digits: (scale-free) variance of ZO ≫ OPZO ≈ BP on the hidden layer; OPZO's
+    direction is the closest to BP among the zeroth-order / random-feedback rules."""
+    from neuroplast.probe import probe_gradients
+    from neuroplast.spec import TrainConfig
+    res = probe_gradients(TrainConfig(net="64-256-10", batch_size=64), methods=["bptt", "dfa", "zo", "opzo"],
+                          max_batches=20)
+    hid = {r["method"]: r for r in res["rows"] if r["layer"] == "dense1"}
+    assert hid["zo"]["rel_variance"] > 5 * hid["opzo"]["rel_variance"]
+    assert hid["opzo"]["rel_variance"] < 3 * hid["bptt"]["rel_variance"]
+    assert hid["opzo"]["cosine"] > max(hid["zo"]["cosine"], hid["dfa"]["cosine"]) + 0.3

@@ -8,7 +8,6 @@ import json
 import math
 import shutil
 import sys
-import tempfile
 import time
 from pathlib import Path
 from collections.abc import Callable
@@ -19,7 +18,7 @@ from tqdm.auto import tqdm
 from .data import encode, load_dataset
 from .data.datasets import Dataset, Split
 from .errors import TrainingDiverged, UserError
-from .fileio import atomic_write_json
+from .fileio import atomic_write_json, make_temp_dir
 from .learn import CEMSELoss, ce_mse_loss, make_rule
 from .snn import LIFParams, Network, SpikeEstimator, build_network
 from .spec import TrainConfig
@@ -115,7 +114,7 @@ class RunDir:
             if self.path.exists() and not overwrite:
                 raise UserError(f"run directory {self.path} exists; pass --overwrite to replace it or choose another")
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            self.tmp = Path(tempfile.mkdtemp(prefix=f".{self.path.name}.", dir=self.path.parent))
+            self.tmp = make_temp_dir(self.path.parent, f".{self.path.name}.")
 
     def append_metrics(self, row: dict) -> None:
         if self.tmp is not None:

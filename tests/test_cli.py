@@ -136,3 +136,14 @@ def test_sigterm_leaves_no_half_written_run_dir(tmp_path):
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 1 and "interrupted" in err
     assert list(tmp_path.iterdir()) == []
+
+
+def test_written_files_have_normal_permissions(tmp_path, capsys):
+    import os
+    import stat
+    run = tmp_path / "run"
+    assert main(["train", "--net", "64-16-10", "--epochs", "1", "--save", str(run), "--no-progress"]) == 0
+    mask = os.umask(0)
+    os.umask(mask)
+    assert stat.S_IMODE(run.stat().st_mode) == 0o777 & ~mask
+    assert stat.S_IMODE((run / "config.json").stat().st_mode) == 0o666 & ~mask

@@ -5,8 +5,8 @@ and in task files; this is the one parser and builder they share."""
 from __future__ import annotations
 
 import inspect
-from typing import Any
 from collections.abc import Mapping
+from typing import Any
 
 from .errors import SpecError
 

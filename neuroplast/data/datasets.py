@@ -6,10 +6,10 @@ import gzip
 import io
 import math
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from collections.abc import Callable
 
 import numpy as np
 import torch

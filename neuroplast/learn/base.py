@@ -6,13 +6,13 @@ so that any rule can be driven by any optimizer (torch.optim or a learned one) a
 precision. Rules are registered by name in ``RULES`` (``make_rule("ottt")``)."""
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from collections.abc import Callable
+from dataclasses import dataclass, field
 
 import torch
 
-from ..snn import Network
 from ..registry import build
+from ..snn import Network
 
 Tensor = torch.Tensor
 LossFn = Callable[[Tensor, Tensor], Tensor]

@@ -17,8 +17,8 @@ also has a fixed random readout R_l [C, N_l] with its own loss L_l = L(s_lÂ·R_lá
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 
@@ -28,9 +28,7 @@ from .base import Rule, StepAccumulator
 
 Tensor = torch.Tensor
 NOISE_KINDS = ("gaussian", "rademacher")
-
-
-SITES = ("after", "before")
+SITES = ("after", "before")  # noise injected after the neuron (on spikes) or before (on the current)
 
 
 def draw_noise(net, names, batch: int, kind: str, generator: torch.Generator | None,

@@ -15,9 +15,9 @@ from torch import nn
 
 from ..errors import SpecError
 from .arch import LayerSpec, parse_arch
+from .estimators import make_estimator
 from .layers import Dropout, Flatten, Layer, Pool, Readout, SpikingLayer
 from .neurons import LIFParams
-from .estimators import make_estimator
 
 Tensor = torch.Tensor
 

@@ -10,8 +10,8 @@ estimator (``neuroplast.snn.spikefn``). This is the discrete LIF of the OTTT/OPZ
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 

@@ -13,7 +13,6 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-
 Tensor = torch.Tensor
 
 

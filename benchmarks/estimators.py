@@ -23,7 +23,8 @@ from neuroplast.fileio import atomic_write_json, atomic_write_text
 from neuroplast.spec import TrainConfig, load_task_file
 
 ESTIMATORS = ["localzo:m=1,delta=0.5,dist=normal", "sigmoid:k=4", "fast_sigmoid:k=4", "triangle:w=1",
-              "arctan:alpha=2", "rectangular:w=1", "gaussian:sigma=0.5", "asgl:alpha=0.25,p=0.5"]
+              "arctan:alpha=2", "rectangular:w=1", "rectangular:w=2", "gaussian:sigma=0.5",
+              "asgl:alpha=0.25,p=0.5"]
 
 
 def write_report(res: dict, out: Path) -> None:
@@ -45,7 +46,10 @@ def write_report(res: dict, out: Path) -> None:
               "others show one short run each, so compare them with each other, not with LocalZO. "
               "Wall times are on a shared 2-core machine with other work running alongside.",
               "For LocalZO, `nonzero_grad_fraction` is the fraction of neuron-steps whose sampled H' was "
-              "non-zero over the whole run (its gradient sparsity)."]
+              "non-zero over the whole run (its gradient sparsity).",
+              "`rectangular:w=1` failed: its window |u − θ| < 0.5 gives no gradient to neurons whose membrane "
+              "starts far below threshold, so conv2 and the dense layer never fired (firing rate 0) and the "
+              "network stayed at chance. The default window is now w = 2 (row `rectangular:w=2`)."]
     atomic_write_text(out / "estimators.md", "\n".join(lines) + "\n")
     atomic_write_json(out / "estimators.json", res)
 
@@ -55,15 +59,20 @@ def main() -> None:
     ap.add_argument("--data-dir", default="../shared/data")
     ap.add_argument("--epochs-localzo", type=int, default=5)
     ap.add_argument("--epochs-others", type=int, default=1)
-    ap.add_argument("--only", nargs="*", help="estimator names to run (default: all)")
+    ap.add_argument("--only", nargs="*", help="estimator specs to (re)run, merged into the existing report")
     ap.add_argument("--out", default="reports")
     args = ap.parse_args()
     base = load_task_file(Path(__file__).resolve().parents[1] / "tasks" / "mnist_conv.toml")
     res = {"command": "python " + " ".join(sys.argv), "machine": f"{platform.machine()}, "
            f"{torch.get_num_threads()} CPU threads", "torch": torch.__version__,
            "date": time.strftime("%Y-%m-%d %H:%M"), "net": base["net"], "runs": []}
+    if args.only and (Path(args.out) / "estimators.json").is_file():  # add to / replace rows of the last run
+        old = json.loads((Path(args.out) / "estimators.json").read_text())
+        res["runs"] = [r for r in old["runs"] if r["estimator"] not in args.only]
+        res["params"], res["date"] = old.get("params"), old["date"]
+        res["command"] = old["command"] + "; then " + res["command"]
     for spec in ESTIMATORS:
-        if args.only and spec.split(":")[0] not in args.only:
+        if args.only and spec not in args.only:
             continue
         epochs = args.epochs_localzo if spec.startswith("localzo") else args.epochs_others
         cfg = TrainConfig(**{**base, "estimator": spec, "epochs": epochs, "data_dir": args.data_dir,
@@ -71,6 +80,7 @@ def main() -> None:
         summary = train(cfg, save=Path("runs") / f"mnist_conv_{spec.split(':')[0]}", overwrite=True, progress=False)
         res["params"] = summary["params"]
         res["runs"].append(summary)
+        res["runs"].sort(key=lambda r: ESTIMATORS.index(r["estimator"]) if r["estimator"] in ESTIMATORS else 99)
         print(json.dumps({k: summary[k] for k in ("estimator", "epochs", "test_acc", "wall_s")}), file=sys.stderr)
         write_report(res, Path(args.out))
 

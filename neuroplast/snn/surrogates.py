@@ -8,6 +8,10 @@ smooth primitive h ≈ H. Each surrogate has one width parameter:
     triangle      h = piecewise quadratic                h' = max(0, 1 − |x|/w)/w      (Bellec et al. 2018)
     arctan        h = ½ + arctan(π·α·x/2)/π              h' = (α/2)/(1 + (π·α·x/2)²)   (Fang et al. 2021)
     rectangular   h = clamp(x/w + ½, 0, 1)               h' = 1{|x| < w/2}/w           (straight-through window)
+
+Rectangular's default window is w = 2 (|u − θ| < θ for θ = 1): with w = 1 a layer whose membranes
+start far below threshold gets no gradient at all and stays silent (MNIST conv SNN, 11% accuracy
+in reports/estimators.md).
     gaussian      h = Φ(x/σ)                             h' = N(x; 0, σ²)
 """
 from __future__ import annotations
@@ -93,7 +97,7 @@ class ArcTan(SurrogateEstimator):
 class Rectangular(SurrogateEstimator):
     name = "rectangular"
 
-    def __init__(self, w: float = 1.0):
+    def __init__(self, w: float = 2.0):
         super().__init__()
         self.w = _positive(self.name, "w", w)
 

@@ -12,7 +12,7 @@ import threading
 from pathlib import Path
 
 from .data import dataset_names
-from .errors import NeuroplastError, UserError
+from .errors import Interrupted, NeuroplastError, UserError
 from .spec import TrainConfig, config_from_dict, load_task_file
 
 #: the demo: digits, 64-256-10 SNN, BPTT, reaches >= 95% test accuracy in well under 2 min on 2 cores
@@ -183,7 +183,7 @@ def _print_summary(summary: dict) -> None:
 
 
 def _terminate(signum, frame):
-    raise KeyboardInterrupt  # so a killed run cleans up its half-written run directory
+    raise Interrupted("interrupted")  # so a killed run cleans up its half-written run directory
 
 
 def _split_methods(items: list[str]) -> list[str]:
@@ -231,6 +231,9 @@ def _main(argv: list[str] | None) -> int:
     except UserError as exc:
         print(f"neuroplast: error: {exc}", file=sys.stderr)
         return 2
+    except Interrupted:
+        print("neuroplast: interrupted", file=sys.stderr)
+        return 1
     except NeuroplastError as exc:
         print(f"neuroplast: failed: {exc}", file=sys.stderr)
         return 1

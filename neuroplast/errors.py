@@ -20,3 +20,7 @@ class SpecError(UserError):
 
 class TrainingDiverged(NeuroplastError, RuntimeError):
     """Training produced a non-finite loss (exit code 1)."""
+
+
+class Interrupted(NeuroplastError):
+    """The run was stopped by a signal (SIGTERM); raised so that cleanup code runs (exit code 1)."""

@@ -134,7 +134,7 @@ def test_sigterm_leaves_no_half_written_run_dir(tmp_path):
     time.sleep(1.0)
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=60)
-    assert proc.returncode == 1 and "interrupted" in err
+    assert proc.returncode == 1 and "interrupted" in err, (proc.returncode, err[-2000:])
     assert list(tmp_path.iterdir()) == []
 
 

@@ -22,7 +22,7 @@ import math
 import torch
 
 from ..errors import SpecError
-from .spikefn import SpikeEstimator, heaviside
+from .spikefn import SpikeEstimator, _SurrogateSpike
 
 Tensor = torch.Tensor
 SQRT3 = math.sqrt(3.0)
@@ -54,19 +54,6 @@ def expected_derivative(x: Tensor, delta: float, dist: str) -> Tensor:
     return (a + 1.0 / math.sqrt(2.0)) * torch.exp(-math.sqrt(2.0) * a) / (2.0 * delta)
 
 
-class _LocalZOSpike(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, x, est):
-        ctx.save_for_backward(x)
-        ctx.est = est
-        return heaviside(x)
-
-    @staticmethod
-    def backward(ctx, grad):
-        (x,) = ctx.saved_tensors
-        return grad * ctx.est.sample_derivative(x), None
-
-
 class LocalZO(SpikeEstimator):
     """LocalZO spike estimator with m samples, perturbation scale δ and a |z| distribution."""
 
@@ -86,7 +73,7 @@ class LocalZO(SpikeEstimator):
         self._total = 0
 
     def forward(self, x: Tensor) -> Tensor:
-        return _LocalZOSpike.apply(x, self)
+        return _SurrogateSpike.apply(x, self.sample_derivative, None)  # H forward, a fresh draw backward
 
     def pointwise_derivative(self):
         return self.sample_derivative

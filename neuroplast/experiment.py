@@ -175,7 +175,8 @@ def _train(cfg, rule, device, run, progress, on_epoch):
         for name, layer in net.layers.items():
             if name != "readout":
                 layer.requires_grad_(False)
-    opt = make_optimizer(cfg, [p for p in net.parameters() if p.requires_grad])
+    rule.setup(net)  # feedback/readouts the rule trains itself join the optimizer
+    opt = make_optimizer(cfg, [p for p in net.parameters() if p.requires_grad] + rule.parameters())
     steps = cfg.epochs * math.ceil(len(data.train) / cfg.batch_size)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=steps) if cfg.schedule == "cosine" else None
     loss_fn = CEMSELoss(cfg.mse_weight)
@@ -223,6 +224,7 @@ def _train(cfg, rule, device, run, progress, on_epoch):
                "seed": cfg.seed, "device": str(device), "test_acc": test["acc"], "test_loss": test["loss"],
                "train_loss": train_loss, "firing_rates": test["firing_rates"],
                "params": sum(p.numel() for p in net.parameters()), "trainable": cfg.trainable,
-               "estimator_stats": estimator_stats(net), "activity": {**activity, "feedback_entries": rule.feedback_sizes()},
+               "estimator_stats": estimator_stats(net), "activity": {**activity, "feedback_entries": rule.feedback_sizes(),
+                                                                   "readout_entries": rule.readout_sizes()},
                "wall_s": time.perf_counter() - t0}
     return summary, net

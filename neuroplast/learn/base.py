@@ -59,6 +59,17 @@ class Rule:
         """Entries of the feedback matrices the rule keeps, per layer (cost model: memory)."""
         return {k: int(v.numel()) for k, v in getattr(self, "feedback", {}).items()}
 
+    def setup(self, net: Network) -> None:
+        """Create what the rule needs for ``net`` before training (called before the optimizer is built)."""
+
+    def parameters(self) -> list[torch.nn.Parameter]:
+        """The rule's own trained parameters (e.g. local readouts); the optimizer steps them too."""
+        return []
+
+    def readout_sizes(self) -> dict[str, int]:
+        """Entries of auxiliary readouts (local learning, IGL), per readout (cost model: memory)."""
+        return {}
+
     def set_progress(self, fraction: float) -> None:
         """Told before each update how far training is (0 → 1), for schedules such as OPZO's σ."""
 
@@ -75,7 +86,8 @@ def make_rule(spec: str | Rule) -> Rule:
     """Build a rule from ``"name[:key=value,...]"``; unknown names list the valid ones."""
     if isinstance(spec, Rule):
         return spec
-    name, sep, opts = str(spec).partition(":")
+    name, _, opts = str(spec).partition(":")
     if name.strip().lower().endswith("+ll"):  # "opzo+ll:sigma=0.5" == "opzo:sigma=0.5,ll=1"
-        spec = name.strip()[:-3] + ":" + ",".join(filter(None, [opts, "ll=1"]))
+        has_ll = any(p.split("=")[0].strip() == "ll" for p in opts.split(","))
+        spec = name.strip()[:-3] + ":" + ",".join(filter(None, [opts, None if has_ll else "ll=1"]))
     return build(spec, RULES, "method")

@@ -4,6 +4,7 @@ A fixed random matrix B_l projects the output error e = ∂L/∂o straight to hi
 
     δ_l = e·B_l,    ΔW_l = −η·(ψ'(u_l) ⊙ δ_l) ⊗ x̂_{l−1}
 
+With IGL, e is the error of the middle layer's readout for the layers before it.
 B_l [C, N_l] is drawn once per network, N(0, 1/C), from the rule's generator, and never learns.
 """
 from __future__ import annotations
@@ -20,9 +21,9 @@ from .online import ThreeFactorRule, feedback_shape
 class DFA(ThreeFactorRule):
     name = "dfa"
 
-    def __init__(self, ll: bool | int = 0, ll_scale: float = 1.0):
+    def __init__(self, ll: int | str = 0, ll_scale: float = 1.0, igl: int | str = 0):
         self.feedback: dict[str, torch.Tensor] = {}
-        self.set_local(ll, ll_scale)
+        self.set_local(ll, ll_scale, igl)
 
     def prepare(self, net, x_seq):
         if self.feedback:
@@ -34,4 +35,4 @@ class DFA(ThreeFactorRule):
             self.feedback[name] = B.to(x_seq.device, x_seq.dtype)
 
     def hidden_signals(self, net, info):
-        return {name: info.e @ B for name, B in self.feedback.items()}
+        return {name: info.e @ self.feedback[name] for name in info.layers}

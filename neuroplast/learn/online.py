@@ -10,21 +10,23 @@ signal δ_l[t] from the rule, and autograd through that layer alone applies the 
 (ψ' the layer's spike-gradient estimator, x̂ the presynaptic trace). Gradients accumulate over t
 and the optimizer steps once per batch, as in OTTT. Memory is independent of T.
 
-Local learning (``ll=1``, or the method name with ``+ll``; OPZO Sec. 4.5): every hidden layer
-also has a fixed random readout R_l [C, N_l] with its own loss L_l = L(s_l·R_lᵀ, y)/T, and
-δ_l += ``ll_scale``·∂L_l/∂s_l — a purely local signal added to the global one.
+Local learning (``ll=1|fixed|trained``, or the method name with ``+ll``) adds a readout per hidden
+layer with its own loss; ``igl=k`` makes the k-th hidden layer's trained readout the source of the
+top-down signal for the layers before it (intermediate global learning). See ``local``.
 """
 from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
+from torch import nn
 
 from ..errors import SpecError
 from ..snn import detach_state
 from .base import Rule, StepAccumulator
+from .local import AuxReadout, local_kind
 
 Tensor = torch.Tensor
 NOISE_KINDS = ("gaussian", "rademacher")
@@ -44,15 +46,20 @@ def draw_noise(net, names, batch: int, kind: str, generator: torch.Generator | N
 
 @dataclass
 class StepInfo:
-    """What a rule may use to form its top-down signals at one step."""
+    """What a rule may use to form the top-down signals of one group of layers at one step.
+
+    The group's "output" o is the network's readout, or with IGL a middle layer's readout."""
 
     e: Tensor                                           # ∂L[t]/∂o[t], [B, C] (includes 1/(B·T))
     o: Tensor                                           # output of this (possibly noisy) step, detached
     y: Tensor
     time_steps: int
     loss_fn: Callable
-    rerun: Callable[[dict | None], Tensor]              # output of this step from the previous state,
+    rerun: Callable[[dict | None], Tensor]              # this group's output from the previous state,
                                                         # with another perturbation (no graph)
+    layers: list[str] = field(default_factory=list)    # the hidden layers this output's error reaches
+    head: str | None = None                             # None: the network's readout; else the IGL layer
+    ref: Tensor | None = None                           # a rule's reference output (OPZO subtract_clean)
 
 
 class ThreeFactorRule(Rule):
@@ -63,28 +70,51 @@ class ThreeFactorRule(Rule):
     otherwise to the spikes s[t], through the layer's estimator ψ'."""
 
     site = "after"
-
-    local = False          # local learning: fixed random readout per hidden layer
-    local_scale = 1.0
     last_draws = 0         # fresh random numbers drawn by the last ``noise`` call (cost model)
 
-    def set_local(self, ll: bool | int, ll_scale: float) -> None:
+    def set_local(self, ll, ll_scale: float, igl=0) -> None:
+        """Local learning (``ll``: 0, 1/fixed, trained; δ_l += ll_scale·∂L_l/∂a_l) and IGL (``igl``:
+        0, or the hidden layer, 1-based index or name, whose readout serves the layers before it)."""
         if not ll_scale > 0:
             raise SpecError(f"{self.name}: ll_scale must be > 0, got {ll_scale}")
-        self.local, self.local_scale = bool(ll), float(ll_scale)
-        self._local_readouts: dict[str, Tensor] = {}
+        self.local, self.local_scale, self.igl = local_kind(ll), float(ll_scale), igl
+        if not isinstance(igl, (int, str)) or (isinstance(igl, int) and igl < 0):
+            raise SpecError(f"{self.name}: igl must be 0 (off), a hidden-layer number >= 2 or a layer name, got {igl!r}")
+        self.readouts = nn.ModuleDict()   # "ll_<layer>" / "igl_<layer>": AuxReadout
+        self._groups: list[tuple[str | None, list[str]]] | None = None
 
-    def _local_signals(self, net, state, y, loss_fn, T) -> dict[str, Tensor]:
-        out = {}
-        for name in net.spiking_layers():
-            s = state["layers"][name][1].detach().flatten(1).requires_grad_(True)
-            if name not in self._local_readouts:
-                g = self.generator
-                R = torch.randn(feedback_shape(net, name), generator=g, device=g.device if g is not None else s.device)
-                self._local_readouts[name] = (R / math.sqrt(R.shape[1])).to(s.device, s.dtype)
-            loss = loss_fn(s @ self._local_readouts[name].t(), y) / T
-            (out[name],) = torch.autograd.grad(loss * self.local_scale, s)
-        return out
+    def setup(self, net) -> None:
+        if self._groups is not None:
+            return
+        hidden = net.spiking_layers()
+        if not hidden:
+            raise SpecError(f"method {self.name!r} needs a network with at least one hidden spiking layer, "
+                            f"got {net.arch!r}")
+        ref = next(net.parameters())
+        dev, dt = ref.device, ref.dtype
+
+        def readout(name, trained):
+            return AuxReadout(math.prod(net.shapes[name]), net.num_classes, trained=trained,
+                              generator=self.generator, device=dev, dtype=dt)
+        groups: list[tuple[str | None, list[str]]] = [(None, hidden)]
+        if self.igl:
+            m = self.igl if isinstance(self.igl, str) else (hidden[self.igl - 1] if self.igl <= len(hidden) else None)
+            if m not in hidden or hidden.index(m) == 0:
+                raise SpecError(f"{self.name}: igl={self.igl!r} must name a hidden spiking layer after the first "
+                                f"(1-based index 2..{len(hidden)} or one of {hidden[1:]}) of {net.arch!r}")
+            k = hidden.index(m)
+            groups = [(m, hidden[:k]), (None, hidden[k:])]
+            self.readouts[f"igl_{m}"] = readout(m, True)
+        if self.local:
+            for name in hidden:
+                self.readouts[f"ll_{name}"] = readout(name, self.local == "trained")
+        self._groups = groups
+
+    def parameters(self) -> list[nn.Parameter]:
+        return [p for p in self.readouts.parameters() if p.requires_grad]
+
+    def readout_sizes(self) -> dict[str, int]:
+        return {k: int(r.weight.numel() + r.bias.numel()) for k, r in self.readouts.items()}
 
     def prepare(self, net, x_seq: Tensor) -> None:
         """Create per-network state (feedback matrices) on first use."""
@@ -94,18 +124,16 @@ class ThreeFactorRule(Rule):
         return None
 
     def hidden_signals(self, net, info: StepInfo) -> dict[str, Tensor]:
-        """δ_l [B, N_l] for every hidden spiking layer."""
+        """δ_l [B, N_l] for every hidden spiking layer in ``info.layers``."""
         raise NotImplementedError
 
-    def observe(self, o: Tensor, noise: dict[str, Tensor] | None) -> None:
-        """See the step's output after the signals were used (OPZO updates its feedback here)."""
+    def observe(self, info: StepInfo, noise: dict[str, Tensor] | None) -> None:
+        """See a group's output after the signals were used (OPZO updates its feedback here)."""
 
     def compute_grads(self, net, x_seq, y, loss_fn):
         net.check_input(x_seq)
+        self.setup(net)
         hidden = net.spiking_layers()
-        if not hidden:
-            raise SpecError(f"method {self.name!r} needs a network with at least one hidden spiking layer, "
-                            f"got {net.arch!r}")
         self.prepare(net, x_seq)
         T = x_seq.shape[0]
         state, acc = net.init_state(), StepAccumulator(T)
@@ -113,15 +141,33 @@ class ThreeFactorRule(Rule):
             noise = self.noise(net, t, x_seq.shape[1], x_seq)
             prev = state
 
-            def rerun(perturb, x=x_seq[t], prev=prev):
+            def sent(spikes, perturb, name):  # what layer ``name`` passes on (with its noise after the neuron)
+                a = spikes[name]
+                if perturb and self.site == "after" and name in perturb:
+                    a = a + perturb[name]
+                return a
+
+            def rerun(perturb, head=None, x=x_seq[t], prev=prev):
                 with torch.no_grad():
-                    return net.step(x, prev, perturb=perturb, perturb_site=self.site)[0]
+                    o, _, spikes = net.step(x, prev, perturb=perturb, perturb_site=self.site)
+                return o if head is None else self.readouts[f"igl_{head}"](sent(spikes, perturb, head))
             o, state, s_t = net.step(x_seq[t], prev, traces=True, isolate=True, perturb=noise, perturb_site=self.site)
             loss = loss_fn(o, y) / T
             (e,) = torch.autograd.grad(loss, o, retain_graph=True)
-            signals = self.hidden_signals(net, StepInfo(e, o.detach(), y, T, loss_fn, rerun))
+            signals, infos = {}, []
+            for head, layers in self._groups:
+                if head is None:
+                    info = StepInfo(e, o.detach(), y, T, loss_fn, rerun, layers)
+                else:
+                    o_m, e_m = self.readouts[f"igl_{head}"].error(sent(s_t, noise, head), y, loss_fn, T)
+                    info = StepInfo(e_m, o_m, y, T, loss_fn, lambda p, h=head: rerun(p, h), layers, head)
+                signals.update(self.hidden_signals(net, info))
+                infos.append(info)
             if self.local:
-                for name, g in self._local_signals(net, state, y, loss_fn, T).items():
+                for name in hidden:
+                    r = self.readouts[f"ll_{name}"]
+                    _, e_l = r.error(sent(s_t, noise, name), y, loss_fn, T)
+                    g = self.local_scale * r.signal(e_l)
                     signals[name] = signals[name].reshape(g.shape) + g
             outs, grads = [o], [e]
             for name in hidden:
@@ -131,7 +177,8 @@ class ThreeFactorRule(Rule):
                     outs.append(target)
                     grads.append(signals[name].reshape(target.shape))
             torch.autograd.backward(outs, grads)
-            self.observe(o.detach(), noise)
+            for info in infos:
+                self.observe(info, noise)
             state = detach_state(state)
             acc.add(loss, o, s_t)
             acc.noise_draws += self.last_draws

@@ -13,7 +13,9 @@ and hidden errors are δ_l = e·M_l with e = ∂L/∂o, followed by the three-fa
 linearly from ``sigma`` to it over training, Appendix C); ``beta``; ``scale_by_sigma`` (c = 1
 keeps the 1/σ factor; default c = 0 as in Appendix C, stable while σ → 0: with 1/σ and no
 reference the variance of M grows like 1/σ²); ``subtract_clean`` (o_ref = the clean output of the
-same step, one extra forward pass; default o_ref = 0, the paper's single pass).
+same step, one extra forward pass; default o_ref = 0, the paper's single pass). With IGL
+(``igl=k``) the layers before hidden layer k estimate the Jacobian of that layer's readout
+instead, and take its error (Appendix C.1); ``ll`` adds local readouts (Sec. 4.4).
 """
 from __future__ import annotations
 
@@ -39,7 +41,7 @@ class OPZO(ThreeFactorRule):
 
     def __init__(self, sigma: float = 0.5, sigma_end: float = 0.0, beta: float = 0.99, noise: str = "gaussian",
                  antithetic: bool | int = 1, scale_by_sigma: bool | int = 0, subtract_clean: bool | int = 0,
-                 ll: bool | int = 0, ll_scale: float = 1.0, site: str = "after"):
+                 ll: int | str = 0, ll_scale: float = 1.0, igl: int | str = 0, site: str = "after"):
         if not sigma > 0:
             raise SpecError(f"opzo needs a noise scale sigma > 0, got {sigma}")
         if not 0 <= sigma_end <= sigma:
@@ -51,8 +53,7 @@ class OPZO(ThreeFactorRule):
         self.sigma0, self.sigma_end, self.beta, self.noise_kind = float(sigma), float(sigma_end), float(beta), noise
         self.antithetic, self.scale_by_sigma = bool(antithetic), bool(scale_by_sigma)
         self.subtract_clean = bool(subtract_clean)
-        self._o_ref: torch.Tensor | None = None
-        self.set_local(ll, ll_scale)
+        self.set_local(ll, ll_scale, igl)
         if site not in SITES:
             raise SpecError(f"opzo: unknown noise site {site!r}; valid: {', '.join(SITES)} (the neuron)")
         self.site = site
@@ -81,14 +82,14 @@ class OPZO(ThreeFactorRule):
         return {k: self.sigma * v for k, v in self._z.items()}
 
     def hidden_signals(self, net, info):
-        self._o_ref = info.rerun(None) if self.subtract_clean and self._z else None
-        return {name: info.e @ M for name, M in self.feedback.items()}
+        info.ref = info.rerun(None) if self.subtract_clean and self._z else None
+        return {name: info.e @ self.feedback[name] for name in info.layers}
 
-    def observe(self, o, noise):
+    def observe(self, info, noise):
         if not self._z:
             return
-        if self._o_ref is not None:
-            o = o - self._o_ref
-        for name, z in self._z.items():
+        o = info.o if info.ref is None else info.o - info.ref
+        for name in info.layers:
+            z = self._z[name]
             self.feedback[name] = momentum_feedback_update(self.feedback[name], o, z.flatten(1), beta=self.beta,
                                                            sigma=self.sigma, scale_by_sigma=self.scale_by_sigma)

@@ -27,7 +27,7 @@ class ZO(ThreeFactorRule):
     name = "zo"
 
     def __init__(self, sigma: float = 0.5, noise: str = "gaussian", baseline: str = "clean", momentum: float = 0.9,
-                 ll: bool | int = 0, ll_scale: float = 1.0, site: str = "after"):
+                 ll: int | str = 0, ll_scale: float = 1.0, igl: int | str = 0, site: str = "after"):
         if not sigma > 0:
             raise SpecError(f"zo needs a noise scale sigma > 0, got {sigma}")
         if noise not in NOISE_KINDS:
@@ -38,8 +38,8 @@ class ZO(ThreeFactorRule):
             raise SpecError(f"zo needs a baseline momentum in [0, 1), got {momentum}")
         self.sigma, self.noise_kind, self.baseline, self.momentum = float(sigma), noise, baseline, float(momentum)
         self._z: dict[str, torch.Tensor] = {}
-        self._running: float | None = None
-        self.set_local(ll, ll_scale)
+        self._running: dict[str | None, float] = {}   # per output (network readout, IGL readout)
+        self.set_local(ll, ll_scale, igl)
         if site not in SITES:
             raise SpecError(f"zo: unknown noise site {site!r}; valid: {', '.join(SITES)} (the neuron)")
         self.site = site
@@ -61,8 +61,8 @@ class ZO(ThreeFactorRule):
             diff = (noisy - per(minus, info.y)) / (2 * self.sigma)
         else:
             mean = float(noisy.mean())
-            ref = mean if self._running is None else self._running
-            self._running = mean if self._running is None else self.momentum * self._running + (1 - self.momentum) * mean
+            ref = self._running.get(info.head, mean)
+            self._running[info.head] = self.momentum * ref + (1 - self.momentum) * mean if info.head in self._running else mean
             diff = (noisy - ref) / self.sigma
         scale = diff / (len(info.y) * info.time_steps)
-        return {name: scale.view(-1, *([1] * (z.dim() - 1))) * z for name, z in self._z.items()}
+        return {name: scale.view(-1, *([1] * (self._z[name].dim() - 1))) * self._z[name] for name in info.layers}

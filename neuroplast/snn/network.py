@@ -66,6 +66,10 @@ class Network(nn.Module):
                 spikes[name] = h.detach()
         return SimResult(outputs=h, spikes=spikes)
 
+    def forward(self, x_seq: Tensor) -> Tensor:
+        """Logits (1/T)·Σ_t o[t] [B, C] (what ``torch.func.functional_call`` runs)."""
+        return self.simulate(x_seq, record=False).logits
+
     def init_state(self) -> dict:
         """Zero state for ``step``: neuron states, dropout masks and presynaptic traces."""
         return {"layers": {k: None for k in self.layers}, "traces": {k: None for k in self.layers}}

@@ -1,0 +1,8 @@
+"""Learned optimizers: a coordinate-wise LSTM (``lstm``), its torch.optim wrapper and checkpoints
+(``learned``), optimizee problems (``problems``) and meta-training (``meta``)."""
+from .learned import LearnedOptimizer, load_checkpoint, save_checkpoint
+from .lstm import CoordinateLSTM
+from .meta import MetaConfig, meta_train, run_trajectory
+
+__all__ = ["CoordinateLSTM", "LearnedOptimizer", "MetaConfig", "load_checkpoint", "meta_train", "run_trajectory",
+           "save_checkpoint"]

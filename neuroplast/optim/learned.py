@@ -1,0 +1,92 @@
+"""``LearnedOptimizer``: a meta-trained ``CoordinateLSTM`` used like any torch.optim optimizer.
+
+    opt = LearnedOptimizer.load("meta/best.pt", net.parameters())
+    rule.compute_grads(net, x_seq, y, loss_fn)      # any estimate of the gradient in .grad
+    opt.step()
+
+Each parameter tensor keeps its own per-coordinate LSTM state; the LSTM itself is frozen.
+Checkpoints (``save_checkpoint``) carry a format tag, a version and the LSTM's configuration, so
+a file from another version or a corrupt file fails with a message that says what to do.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from ..errors import DataError
+from ..fileio import atomic_write
+from .lstm import CoordinateLSTM
+
+FORMAT = "neuroplast.learned_optimizer"
+VERSION = 1
+
+
+def save_checkpoint(path: str | Path, model: CoordinateLSTM, meta: dict | None = None, **extra) -> Path:
+    """Write the LSTM (and optional training state in ``extra``) atomically."""
+    blob = {"format": FORMAT, "version": VERSION, "config": model.config(),
+            "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()}, "meta": meta or {}, **extra}
+
+    def write(f):
+        torch.save(blob, f)
+    return atomic_write(path, write, binary=True)
+
+
+def load_checkpoint(path: str | Path, map_location="cpu") -> tuple[CoordinateLSTM, dict]:
+    """Read a checkpoint -> (model, whole blob). Clear errors for missing, corrupt or foreign files."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"learned-optimizer checkpoint {path} not found; train one with `neuroplast meta-train`")
+    try:
+        blob = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as exc:  # truncated or not a torch file: torch raises several types
+        raise DataError(f"{path} is not a readable learned-optimizer checkpoint ({type(exc).__name__}: {exc}); "
+                        "it may be truncated — re-run `neuroplast meta-train`") from None
+    if not isinstance(blob, dict) or blob.get("format") != FORMAT:
+        raise DataError(f"{path} is not a neuroplast learned-optimizer checkpoint (no {FORMAT!r} tag)")
+    if blob.get("version") != VERSION:
+        raise DataError(f"{path} was written by learned-optimizer format version {blob.get('version')}, this "
+                        f"neuroplast reads version {VERSION}; meta-train it again with this version")
+    try:
+        model = CoordinateLSTM(**blob["config"])
+        model.load_state_dict(blob["state_dict"])
+    except (TypeError, ValueError, RuntimeError, KeyError) as exc:
+        raise DataError(f"{path}: its LSTM does not match this neuroplast's architecture ({exc}); "
+                        "meta-train it again with this version") from None
+    return model, blob
+
+
+class LearnedOptimizer(torch.optim.Optimizer):
+    """torch.optim interface around a (frozen) ``CoordinateLSTM``; ``lr_scale`` multiplies every step."""
+
+    def __init__(self, params, model: CoordinateLSTM, lr_scale: float = 1.0):
+        if not lr_scale > 0:
+            raise ValueError(f"lr_scale must be > 0, got {lr_scale}")
+        super().__init__(params, {"lr_scale": float(lr_scale)})
+        self.model = model.requires_grad_(False)
+
+    @classmethod
+    def load(cls, path: str | Path, params, lr_scale: float = 1.0) -> LearnedOptimizer:
+        model, _ = load_checkpoint(path)
+        return cls(params, model, lr_scale)
+
+    def save(self, path: str | Path) -> Path:
+        return save_checkpoint(path, self.model)
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for group in self.param_groups:
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                st = self.state[p]
+                if "lstm" not in st:
+                    self.model.to(p.device)
+                    st["lstm"] = self.model.init_state(p.numel(), p.device, p.dtype)
+                update, st["lstm"] = self.model.step(p.grad.reshape(-1), st["lstm"])
+                p.add_(update.view_as(p), alpha=group["lr_scale"])
+        return loss

@@ -1,0 +1,288 @@
+"""Meta-training a ``CoordinateLSTM`` on unrolled optimizee trajectories (Andrychowicz et al. 2016).
+
+For a sampled optimizee (fresh initialisation, width and init scale drawn from the config) the
+learned optimizer runs up to ``horizon`` steps in segments of K = ``unroll`` steps. Per segment
+
+    meta-loss = (1/K) Σ_{k=1..K} w_t · ℓ(L(θ_t)),      θ_{t+1} = θ_t + Δθ(φ; g_t),
+
+with g_t the optimizee's gradient estimate (detached: second derivatives dropped), and truncated
+BPTT through the segment into the LSTM weights φ; Adam on φ (the learnable log step size gets its
+own, larger learning rate) with the meta-gradient's norm clipped. ``weights`` chooses w·ℓ:
+
+    sum: L_t          normalized: L_t / L_0          late: (t/H)·L_t / L_0          log: log L_t
+
+(L_0 the optimizee's initial loss, H the horizon; a plain sum is dominated by the early high-loss
+phase). The horizon grows linearly from ``horizon_start`` to ``horizon`` over the first half of
+training (curriculum). A non-finite optimizee is dropped and a new one sampled; a non-finite
+meta-loss or meta-gradient restores the last good LSTM and is reported. Every ``eval_every``
+iterations the optimizer runs on held-out problem seeds; the checkpoint with the lowest mean
+log-loss over ``eval_horizons`` is kept as ``best.pt``; ``last.pt`` makes training resumable.
+"""
+from __future__ import annotations
+
+import copy
+import json
+import math
+import sys
+import time
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm import tqdm
+
+from ..errors import SpecError, UserError
+from ..fileio import atomic_write_json, atomic_write_text
+from .learned import load_checkpoint, save_checkpoint
+from .lstm import VARIANTS, CoordinateLSTM, detach_state
+from .problems import NoisyQuadratic, SNNProblem
+
+WEIGHTS = ("sum", "normalized", "late", "log")
+EVAL_SEED0 = 1_000_000  # held-out problem seeds start here; training seeds count up from cfg.seed
+
+
+@dataclass
+class MetaConfig:
+    """What to meta-train on and how (TOML table ``[meta]`` of a task file, or CLI flags)."""
+
+    problem: str = "snn"                       # snn | quadratic
+    dataset: str = "digits"
+    data_dir: str | None = None
+    split: str = "train"                       # train | val (experiment "V": meta-train on validation only)
+    val_fraction: float = 0.0
+    nets: list[str] = field(default_factory=lambda: ["64-64-10"])
+    init_gains: list[float] = field(default_factory=lambda: [1.0])
+    estimator: str = "localzo:m=2"
+    method: str = "bptt"                       # how g is estimated: bptt (via the estimator) | opzo | zo | dfa
+    batch_size: int = 128
+    time_steps: int = 4
+    encoding: str = "direct"
+    dim: int = 10                              # quadratic problems
+    noise: float = 1.0
+    variant: str = "adam"
+    hidden: int = 20
+    step_input: bool = True
+    init_lr: float = 1e-3
+    unroll: int = 20
+    horizon: int = 200
+    horizon_start: int = 0                     # 0: no curriculum
+    meta_iters: int = 500
+    meta_lr: float = 1e-3
+    scale_lr: float = 1e-2
+    clip: float = 1.0
+    weights: str = "log"
+    eval_every: int = 50
+    eval_seeds: int = 4
+    eval_horizons: list[int] = field(default_factory=list)   # default: [horizon]
+    seed: int = 0
+
+    def validate(self) -> MetaConfig:
+        if self.problem not in ("snn", "quadratic"):
+            raise SpecError(f"meta problem must be snn or quadratic, got {self.problem!r}")
+        if self.variant not in VARIANTS:
+            raise SpecError(f"unknown learned-optimizer variant {self.variant!r}; valid: {', '.join(VARIANTS)}")
+        if self.weights not in WEIGHTS:
+            raise SpecError(f"unknown meta-loss weights {self.weights!r}; valid: {', '.join(WEIGHTS)}")
+        if self.split not in ("train", "val"):
+            raise SpecError(f"meta split must be train or val, got {self.split!r}")
+        if self.split == "val" and not self.val_fraction > 0:
+            raise SpecError("meta-training on the validation split needs val_fraction > 0 (e.g. 0.1)")
+        for name in ("unroll", "horizon", "meta_iters", "eval_every", "eval_seeds", "batch_size", "time_steps"):
+            if int(getattr(self, name)) < 1:
+                raise SpecError(f"meta {name} must be >= 1, got {getattr(self, name)}")
+        if not (self.meta_lr > 0 and self.scale_lr > 0 and self.clip > 0 and self.init_lr > 0):
+            raise SpecError("meta_lr, scale_lr, clip and init_lr must be > 0")
+        if not self.nets or not self.init_gains:
+            raise SpecError("meta nets and init_gains must be non-empty lists")
+        if not self.eval_horizons:
+            self.eval_horizons = [self.horizon]
+        return self
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> MetaConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise SpecError(f"unknown meta option(s) {unknown}; valid: {sorted(known)}")
+        return cls(**values).validate()
+
+
+class ProblemSampler:
+    """Makes optimizees from a config: seed -> problem (net and init gain drawn from the seed)."""
+
+    def __init__(self, cfg: MetaConfig):
+        self.cfg, self.data = cfg, None
+        if cfg.problem == "snn":
+            from ..data import load_dataset
+            self.data = load_dataset(cfg.dataset, data_dir=cfg.data_dir, val_fraction=cfg.val_fraction,
+                                     time_steps=cfg.time_steps)
+
+    def __call__(self, seed: int):
+        cfg = self.cfg
+        if cfg.problem == "quadratic":
+            return NoisyQuadratic(cfg.dim, cfg.noise, seed)
+        pick = torch.Generator().manual_seed(seed)
+        net = cfg.nets[int(torch.randint(len(cfg.nets), (1,), generator=pick))]
+        gain = cfg.init_gains[int(torch.randint(len(cfg.init_gains), (1,), generator=pick))]
+        return SNNProblem(self.data, net, split=cfg.split, seed=seed, estimator=cfg.estimator, method=cfg.method,
+                          batch_size=cfg.batch_size, time_steps=cfg.time_steps, encoding=cfg.encoding,
+                          init_gain=gain)
+
+
+def run_trajectory(problem, step_fn, steps: int, record: list[int] | None = None) -> dict[int, float]:
+    """Optimise ``problem`` for ``steps`` steps with ``step_fn(theta, g) -> theta`` (no meta-graph);
+    returns eval losses at the steps in ``record`` (and at ``steps``); inf once θ is non-finite."""
+    theta, out = problem.init(), {}
+    marks = set(record or []) | {steps}
+    for t in range(steps):
+        theta = theta.detach().requires_grad_(True)
+        loss = problem.loss(theta, t)
+        g = problem.grad(theta, loss, t)
+        with torch.no_grad():
+            theta = step_fn(theta.detach(), g)
+        if not torch.isfinite(theta).all():
+            return {m: math.inf for m in marks}
+        if t + 1 in marks:
+            out[t + 1] = problem.eval_loss(theta)
+    return out
+
+
+def learned_stepper(model: CoordinateLSTM, n: int):
+    state = model.init_state(n)
+
+    def step(theta, g):
+        nonlocal state
+        upd, state = model.step(g, state)
+        return theta + upd
+    return step
+
+
+def torch_stepper(make_opt, n: int):
+    """``make_opt([param]) -> torch.optim.Optimizer`` as a ``step_fn`` (for baselines)."""
+    p = torch.nn.Parameter(torch.zeros(n))
+    opt = make_opt([p])
+
+    def step(theta, g):
+        p.data.copy_(theta)
+        p.grad = g.clone()
+        opt.step()
+        return p.data.clone()
+    return step
+
+
+def evaluate(model: CoordinateLSTM, sampler: ProblemSampler, cfg: MetaConfig) -> dict:
+    """Mean eval loss at each horizon over the held-out seeds, and the score (mean log-loss)."""
+    hs = sorted(cfg.eval_horizons)
+    losses = {h: [] for h in hs}
+    with torch.no_grad():
+        model_eval = copy.deepcopy(model).requires_grad_(False)
+    for i in range(cfg.eval_seeds):
+        problem = sampler(EVAL_SEED0 + i)
+        res = run_trajectory(problem, learned_stepper(model_eval, problem.n), hs[-1], hs)
+        for h in hs:
+            losses[h].append(res[h])
+    mean = {h: sum(v) / len(v) for h, v in losses.items()}
+    logs = [math.log(max(x, 1e-30)) if math.isfinite(x) else math.inf for v in losses.values() for x in v]
+    return {"loss_at": {str(h): mean[h] for h in hs}, "score": sum(logs) / len(logs)}
+
+
+def _meta_loss_term(kind: str, loss, l0: float, t: int, horizon: int):
+    if kind == "sum":
+        return loss
+    if kind == "normalized":
+        return loss / l0
+    if kind == "late":
+        return (t / horizon) * loss / l0
+    return loss.clamp_min(1e-30).log()
+
+
+def meta_train(cfg: MetaConfig, out: str | Path, *, resume: bool = False, overwrite: bool = False,
+               progress: bool = True) -> dict:
+    """Meta-train; writes ``out``/{config.json, history.jsonl, last.pt, best.pt, summary.json}."""
+    cfg.validate()
+    out = Path(out)
+    last = out / "last.pt"
+    if last.exists() and not (resume or overwrite):
+        raise UserError(f"{out} already holds a meta-training run; pass --resume to continue it or --overwrite")
+    torch.manual_seed(cfg.seed)
+    sampler = ProblemSampler(cfg)
+    model = CoordinateLSTM(cfg.variant, hidden=cfg.hidden, step_input=cfg.step_input, init_lr=cfg.init_lr)
+    groups = [{"params": [p for n, p in model.named_parameters() if n != "log_scale"], "lr": cfg.meta_lr}]
+    if isinstance(model.log_scale, torch.nn.Parameter):
+        groups.append({"params": [model.log_scale], "lr": cfg.scale_lr})
+    opt = torch.optim.Adam(groups)
+    it, best_score, history, restores, next_seed = 0, math.inf, [], 0, cfg.seed * 100_003
+    if resume and last.exists():
+        model, blob = load_checkpoint(last)
+        groups[0]["params"] = [p for n, p in model.named_parameters() if n != "log_scale"]
+        if len(groups) > 1:
+            groups[1]["params"] = [model.log_scale]
+        opt = torch.optim.Adam(groups)
+        opt.load_state_dict(blob["opt"])
+        it, best_score, restores, next_seed = blob["iteration"], blob["best_score"], blob["restores"], blob["next_seed"]
+        history = blob["history"]
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(out / "config.json", asdict(cfg))
+    good = (copy.deepcopy(model.state_dict()), copy.deepcopy(opt.state_dict()))
+    problem, t0 = None, time.perf_counter()
+    bar = tqdm(total=cfg.meta_iters, initial=it, desc="meta-train", disable=None if progress else True,
+               file=sys.stderr)
+
+    def checkpoint(path):
+        save_checkpoint(path, model, meta={"iteration": it, "config": asdict(cfg)}, opt=opt.state_dict(), iteration=it,
+                        best_score=best_score, restores=restores, next_seed=next_seed, history=history)
+    while it < cfg.meta_iters:
+        frac = min(1.0, it / max(1, cfg.meta_iters // 2))
+        horizon = cfg.horizon if not cfg.horizon_start else int(cfg.horizon_start + frac * (cfg.horizon - cfg.horizon_start))
+        if problem is None or t >= horizon:
+            problem, next_seed = sampler(next_seed), next_seed + 1
+            theta, state, t, l0 = problem.init(), model.init_state(problem.n), 0, None
+        theta = theta.detach().requires_grad_(True)
+        state = detach_state(state)
+        meta_loss = 0.0
+        for _ in range(cfg.unroll):
+            loss = problem.loss(theta, t)
+            if l0 is None:
+                l0 = max(float(loss.detach()), 1e-12)
+            g = problem.grad(theta, loss, t)
+            if t > 0:
+                meta_loss = meta_loss + _meta_loss_term(cfg.weights, loss, l0, t, horizon)
+            upd, state = model.step(g, state)
+            theta, t = theta + upd, t + 1
+        meta_loss = (meta_loss + _meta_loss_term(cfg.weights, problem.loss(theta, t), l0, t, horizon)) / cfg.unroll
+        opt.zero_grad(set_to_none=True)
+        finite = torch.isfinite(meta_loss).item() and torch.isfinite(theta).all().item()
+        if finite:
+            meta_loss.backward()
+            norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip)
+            finite = math.isfinite(float(norm))
+        if not finite:  # restore the last good LSTM, drop the optimizee
+            restores += 1
+            model.load_state_dict(good[0])
+            opt.load_state_dict(good[1])
+            tqdm.write(f"meta-train: non-finite meta-loss at iteration {it}; restored the last good LSTM "
+                       f"({restores} restore(s) so far) and sampled a new optimizee", file=sys.stderr)
+            problem = None
+            continue
+        opt.step()
+        it += 1
+        bar.update(1)
+        bar.set_postfix(meta_loss=f"{float(meta_loss.detach()):.4g}", lr=f"{float(model.log_scale.detach().exp()):.3g}")
+        if it % cfg.eval_every == 0 or it == cfg.meta_iters:
+            ev = evaluate(model, sampler, cfg)
+            row = {"iteration": it, **ev, "step_size": float(model.log_scale.detach().exp()), "wall_s": time.perf_counter() - t0}
+            history.append(row)
+            atomic_write_text(out / "history.jsonl", "".join(json.dumps(r) + "\n" for r in history))
+            if ev["score"] < best_score:
+                best_score = ev["score"]
+                checkpoint(out / "best.pt")
+            good = (copy.deepcopy(model.state_dict()), copy.deepcopy(opt.state_dict()))
+            checkpoint(last)
+    bar.close()
+    if not (out / "best.pt").exists():
+        checkpoint(out / "best.pt")
+    summary = {"out": str(out), "iterations": it, "best_score": best_score, "restores": restores,
+               "history": history, "wall_s": time.perf_counter() - t0, "config": asdict(cfg)}
+    atomic_write_json(out / "summary.json", summary)
+    return summary

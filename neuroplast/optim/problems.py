@@ -1,0 +1,120 @@
+"""Optimizees for meta-training: a loss over a flat parameter vector θ [N] and a gradient estimate.
+
+    θ0 = problem.init()
+    L  = problem.loss(θ, t)          differentiable in θ (the meta-loss flows through it)
+    g  = problem.grad(θ, L, t)       the estimate the optimizer sees (detached: second derivatives
+                                     dropped, Andrychowicz et al. 2016 Sec. 2)
+
+``NoisyQuadratic``: L = ½ Σ_i a_i (θ_i − c_i)², g = ∇L + σ·ξ — the classic learned-optimizer test.
+``SNNProblem``: an SNN (any network string) on a data split, one random mini-batch per step; the
+estimate is autograd through the network's spike estimator (``method="bptt"``, e.g. LocalZO) or a
+learning rule's ``.grad`` (``"opzo"``, ``"zo"``, ...), computed on a worker copy at θ.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+from torch.func import functional_call
+
+from ..data import Dataset, encode
+from ..learn import CEMSELoss, make_rule
+from ..snn import build_network
+from ..snn.neurons import LIFParams
+
+Tensor = torch.Tensor
+
+
+class NoisyQuadratic:
+    """L(θ) = ½ Σ a_i (θ_i − c_i)², a_i log-uniform in [a_min, a_max]; gradients carry N(0, σ²) noise."""
+
+    def __init__(self, dim: int = 10, noise: float = 1.0, seed: int = 0, a_range=(0.1, 10.0)):
+        self.g = torch.Generator().manual_seed(seed)
+        lo, hi = math.log(a_range[0]), math.log(a_range[1])
+        self.a = (torch.rand(dim, generator=self.g) * (hi - lo) + lo).exp()
+        self.c = torch.randn(dim, generator=self.g)
+        self.theta0 = self.c + 2 * torch.randn(dim, generator=self.g)
+        self.noise, self.n = float(noise), dim
+
+    def init(self) -> Tensor:
+        return self.theta0.clone()
+
+    def loss(self, theta: Tensor, t: int) -> Tensor:
+        return 0.5 * (self.a * (theta - self.c) ** 2).sum()
+
+    def grad(self, theta: Tensor, loss: Tensor, t: int) -> Tensor:
+        exact = self.a * (theta.detach() - self.c)
+        return exact + self.noise * torch.randn(self.n, generator=self.g)
+
+    def eval_loss(self, theta: Tensor) -> float:
+        return float(self.loss(theta.detach(), 0))
+
+
+class SNNProblem:
+    """An SNN of network string ``arch`` on ``split`` of ``data``; initial weights × ``init_gain``."""
+
+    def __init__(self, data: Dataset, arch: str, *, split: str = "train", seed: int = 0, estimator: str = "localzo:m=2",
+                 method: str = "bptt", batch_size: int = 128, time_steps: int = 4, encoding: str = "direct",
+                 init_gain: float = 1.0, lif: LIFParams | None = None, eval_samples: int = 1024):
+        self.g = torch.Generator().manual_seed(seed)
+        self.net = build_network(arch, input_shape=data.input_shape, num_classes=data.num_classes, lif=lif,
+                                 estimator=estimator, generator=self.g)
+        for m in self.net.modules():
+            if hasattr(m, "generator"):
+                m.generator = self.g
+        self.names = [k for k, _ in self.net.named_parameters()]
+        self.shapes = [p.shape for _, p in self.net.named_parameters()]
+        self.theta0 = torch.cat([p.detach().reshape(-1) for p in self.net.parameters()]) * init_gain
+        self.n = self.theta0.numel()
+        self.split = getattr(data, split)
+        if len(self.split) == 0:
+            raise ValueError(f"the {split} split of {data.name!r} is empty; give it a val_fraction > 0")
+        self.method, self.batch_size, self.T, self.encoding = method, batch_size, time_steps, encoding
+        self.rule = None if method == "bptt" else make_rule(method)
+        if self.rule is not None:
+            self.rule.generator = self.g
+        self.loss_fn = CEMSELoss()
+        self.eval_idx = torch.randperm(len(self.split), generator=self.g)[:eval_samples]
+        self._batch: tuple[int, Tensor, Tensor] | None = None
+
+    def init(self) -> Tensor:
+        return self.theta0.clone()
+
+    def params(self, theta: Tensor) -> dict[str, Tensor]:
+        out, i = {}, 0
+        for name, shape in zip(self.names, self.shapes):
+            k = math.prod(shape)
+            out[name] = theta[i:i + k].view(shape)
+            i += k
+        return out
+
+    def batch(self, t: int) -> tuple[Tensor, Tensor]:
+        if self._batch is None or self._batch[0] != t:
+            idx = torch.randint(0, len(self.split), (self.batch_size,), generator=self.g)
+            x, y = self.split.x[idx], self.split.y[idx]
+            self._batch = (t, encode(self.encoding, x, self.T, generator=self.g), y)
+        return self._batch[1], self._batch[2]
+
+    def _loss_at(self, theta: Tensor, x_seq: Tensor, y: Tensor) -> Tensor:
+        return self.loss_fn(functional_call(self.net, self.params(theta), (x_seq,)), y)
+
+    def loss(self, theta: Tensor, t: int) -> Tensor:
+        return self._loss_at(theta, *self.batch(t))
+
+    def grad(self, theta: Tensor, loss: Tensor, t: int) -> Tensor:
+        if self.rule is None:  # autograd through the network's own spike estimator
+            (g,) = torch.autograd.grad(loss, theta, retain_graph=True)
+            return g.detach()
+        with torch.no_grad():
+            for p, v in zip(self.net.parameters(), self.params(theta.detach()).values()):
+                p.copy_(v)
+        self.net.zero_grad(set_to_none=True)
+        self.rule.compute_grads(self.net, *self.batch(t), self.loss_fn)
+        return torch.cat([(p.grad if p.grad is not None else torch.zeros_like(p)).reshape(-1)
+                          for p in self.net.parameters()])
+
+    @torch.no_grad()
+    def eval_loss(self, theta: Tensor) -> float:
+        x = self.split.x[self.eval_idx]
+        return float(self._loss_at(theta.detach(), encode(self.encoding, x, self.T, generator=self.g),
+                                   self.split.y[self.eval_idx]))

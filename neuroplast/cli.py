@@ -11,6 +11,7 @@ import sys
 import threading
 from pathlib import Path
 
+from . import cli_meta
 from .data import dataset_names
 from .errors import Interrupted, NeuroplastError, UserError
 from .spec import TrainConfig, config_from_dict, load_task_file
@@ -29,7 +30,7 @@ _TRAIN_FLAGS = {  # flag -> (config key, type, help)
     "--time-steps": ("time_steps", int, "number of time steps T"),
     "--epochs": ("epochs", int, "training epochs"),
     "--batch-size": ("batch_size", int, "mini-batch size"),
-    "--optimizer": ("optimizer", str, "sgd | adam | adamw | rmsprop"),
+    "--optimizer": ("optimizer", str, "sgd | adam | adamw | rmsprop | adagrad | learned:PATH (a meta-train checkpoint)"),
     "--lr": ("lr", float, "learning rate"),
     "--weight-decay": ("weight_decay", float, "weight decay"),
     "--schedule": ("schedule", str, "learning-rate schedule: cosine | none"),
@@ -101,6 +102,7 @@ def build_parser() -> argparse.ArgumentParser:
     cp.add_argument("--runs-dir", default="runs", metavar="DIR", help="where the run directories go")
     cp.add_argument("--data-dir", default=None, help="folder with data sets (or set NEUROPLAST_DATA)")
     _common(cp)
+    cli_meta.add_parsers(sub, _common)
     return parser
 
 
@@ -225,7 +227,7 @@ def _main(argv: list[str] | None) -> int:
     args = parser.parse_args(argv)
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, _terminate)
-    handler = {"probe-gradients": _cmd_probe, "compare": _cmd_compare}.get(args.command, _cmd_train)
+    handler = {"probe-gradients": _cmd_probe, "compare": _cmd_compare, **cli_meta.HANDLERS}.get(args.command, _cmd_train)
     try:
         result = handler(args)
     except UserError as exc:

@@ -53,6 +53,11 @@ def make_optimizer(cfg: TrainConfig, params) -> torch.optim.Optimizer:
         return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     if opt == "adamw":
         return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    if opt == "adagrad":
+        return torch.optim.Adagrad(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    if opt.startswith("learned:"):  # a meta-trained LSTM: its step size is learned, --lr is not used
+        from .optim import LearnedOptimizer
+        return LearnedOptimizer.load(opt.partition(":")[2], params)
     return torch.optim.RMSprop(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
 
 

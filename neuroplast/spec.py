@@ -19,7 +19,7 @@ DATASET_DEFAULTS: dict[str, dict[str, Any]] = {
     "fashion-mnist": {"net": "784-800-800-10", "time_steps": 6, "encoding": "direct"},
     "nmnist": {"net": "2x34x34-800-800-10", "time_steps": 30, "encoding": "frames"},
 }
-OPTIMIZERS = ("sgd", "adam", "adamw", "rmsprop")
+OPTIMIZERS = ("sgd", "adam", "adamw", "rmsprop", "adagrad", "learned:PATH")
 SCHEDULES = ("cosine", "none")
 
 
@@ -68,7 +68,9 @@ class TrainConfig:
                 raise SpecError(f"{name} must be >= 1, got {getattr(self, name)}")
         if not self.lr > 0:
             raise SpecError(f"lr must be > 0, got {self.lr}")
-        if self.optimizer not in OPTIMIZERS:
+        if self.optimizer.startswith("learned:") and not self.optimizer.partition(":")[2]:
+            raise SpecError("optimizer learned:PATH needs the path of a checkpoint from `neuroplast meta-train`")
+        if self.optimizer not in OPTIMIZERS and not self.optimizer.startswith("learned:"):
             raise SpecError(f"unknown optimizer {self.optimizer!r}; valid optimizers: {', '.join(OPTIMIZERS)}")
         if self.schedule not in SCHEDULES:
             raise SpecError(f"unknown schedule {self.schedule!r}; valid schedules: {', '.join(SCHEDULES)}")

@@ -131,3 +131,23 @@ def test_meta_training_resumes(tmp_path):
     cfg.meta_iters = 6
     summary = meta_train(cfg, tmp_path / "m", resume=True, progress=False)
     assert summary["iterations"] == 6 and [h["iteration"] for h in summary["history"]] == [2, 4, 6]
+
+
+def test_meta_train_cli_and_a_learned_optimizer_drives_opzo_training(tmp_path, capsys):
+    """meta-train (OPZO gradient estimates on a tiny digits SNN) -> checkpoint -> train --optimizer
+    learned:PATH with OPZO: the ZO-type estimate in .grad is what the LSTM turns into steps."""
+    import json
+
+    from neuroplast.cli import main
+    out = tmp_path / "meta"
+    assert main(["meta-train", "--nets", "64-16-10", "--method", "opzo", "--meta-iters", "4", "--eval-every", "2",
+                 "--eval-seeds", "1", "--horizon", "20", "--out", str(out), "--json", "--no-progress"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["iterations"] == 4 and len(summary["history"]) == 2 and (out / "best.pt").is_file()
+    assert main(["meta-train", "--nets", "64-16-10", "--out", str(out), "--no-progress"]) == 2
+    assert "--resume" in capsys.readouterr().err
+    assert main(["train", "--net", "64-16-10", "--method", "opzo", "--optimizer", f"learned:{out / 'best.pt'}",
+                 "--epochs", "3", "--batch-size", "32", "--json", "--no-progress"]) == 0
+    assert json.loads(capsys.readouterr().out)["test_acc"] > 0.4  # chance: 0.1
+    assert main(["meta-train", "--weights", "cubic", "--out", str(tmp_path / "x")]) == 2
+    assert "unknown meta-loss weights" in capsys.readouterr().err

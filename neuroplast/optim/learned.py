@@ -57,12 +57,13 @@ def load_checkpoint(path: str | Path, map_location="cpu") -> tuple[CoordinateLST
 
 
 class LearnedOptimizer(torch.optim.Optimizer):
-    """torch.optim interface around a (frozen) ``CoordinateLSTM``; ``lr_scale`` multiplies every step."""
+    """torch.optim interface around a (frozen) ``CoordinateLSTM``. Its param groups' ``lr`` (default
+    1.0) multiplies the learned step, so LR schedulers act on it as a factor."""
 
     def __init__(self, params, model: CoordinateLSTM, lr_scale: float = 1.0):
         if not lr_scale > 0:
             raise ValueError(f"lr_scale must be > 0, got {lr_scale}")
-        super().__init__(params, {"lr_scale": float(lr_scale)})
+        super().__init__(params, {"lr": float(lr_scale)})
         self.model = model.requires_grad_(False)
 
     @classmethod
@@ -88,5 +89,5 @@ class LearnedOptimizer(torch.optim.Optimizer):
                     self.model.to(p.device)
                     st["lstm"] = self.model.init_state(p.numel(), p.device, p.dtype)
                 update, st["lstm"] = self.model.step(p.grad.reshape(-1), st["lstm"])
-                p.add_(update.view_as(p), alpha=group["lr_scale"])
+                p.add_(update.view_as(p), alpha=group["lr"])
         return loss

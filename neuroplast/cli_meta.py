@@ -1,0 +1,86 @@
+"""CLI commands of the learned optimizers: ``meta-train`` and ``meta-bench`` (thin wrappers)."""
+from __future__ import annotations
+
+import sys
+import tomllib
+from pathlib import Path
+
+from .errors import SpecError, UserError
+
+#: flag -> (MetaConfig key, type, help)
+_META_FLAGS = {
+    "--problem": ("problem", str, "snn (default) or quadratic"),
+    "--dataset": ("dataset", str, "data set of the optimizee SNNs (default digits)"),
+    "--split": ("split", str, "train (default) or val: meta-train on the validation split only"),
+    "--val-fraction": ("val_fraction", float, "fraction of training data held out as validation"),
+    "--estimator": ("estimator", str, "spike-gradient estimator of the optimizees (default localzo:m=2)"),
+    "--method": ("method", str, "gradient estimate: bptt (through the estimator), opzo, zo, dfa"),
+    "--variant": ("variant", str, "adam (default: Adam features, multiplier + log-scale out) or l2l"),
+    "--unroll": ("unroll", int, "K, optimizee steps per truncated-BPTT segment (default 20)"),
+    "--horizon": ("horizon", int, "optimizee steps per problem before a new one is sampled"),
+    "--horizon-start": ("horizon_start", int, "curriculum: horizon grows from this over the first half"),
+    "--meta-iters": ("meta_iters", int, "meta-gradient steps"),
+    "--meta-lr": ("meta_lr", float, "Adam learning rate of the LSTM"),
+    "--scale-lr": ("scale_lr", float, "Adam learning rate of the learnable log step size"),
+    "--weights": ("weights", str, "meta-loss weights: log (default) | late | normalized | sum"),
+    "--eval-every": ("eval_every", int, "evaluate on held-out problem seeds every N iterations"),
+    "--eval-seeds": ("eval_seeds", int, "held-out problem seeds per evaluation"),
+    "--batch-size": ("batch_size", int, "optimizee mini-batch size"),
+    "--time-steps": ("time_steps", int, "SNN time steps T"),
+}
+
+
+def load_task(path: str | Path) -> dict:
+    """A TOML file with a ``[meta]`` table (MetaConfig keys) and optionally ``[bench]``."""
+    path = Path(path)
+    if not path.is_file() and (Path("tasks") / f"{path}.toml").is_file():
+        path = Path("tasks") / f"{path}.toml"
+    try:
+        with open(path, "rb") as fh:
+            data = tomllib.load(fh)
+    except FileNotFoundError:
+        raise SpecError(f"task file {path} does not exist") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise SpecError(f"task file {path} is not valid TOML: {exc}") from None
+    extra = sorted(set(data) - {"meta", "bench", "title"})
+    if extra:
+        raise SpecError(f"{path}: unknown table(s) {extra}; a meta task file has [meta] and [bench]")
+    return {"name": path.stem, "meta": data.get("meta", {}), "bench": data.get("bench", {})}
+
+
+def add_parsers(sub, common) -> None:
+    mt = sub.add_parser("meta-train", help="meta-train a learned (LSTM) optimizer on unrolled SNN trainings")
+    mt.add_argument("--task", default=None, help="TOML file (or name under tasks/) with a [meta] table")
+    for flag, (key, typ, text) in _META_FLAGS.items():
+        mt.add_argument(flag, dest=key, type=typ, default=None, help=text)
+    mt.add_argument("--nets", nargs="+", default=None, help="optimizee network strings (one drawn per problem)")
+    mt.add_argument("--out", required=True, metavar="DIR", help="writes best.pt, last.pt, history.jsonl here")
+    mt.add_argument("--resume", action="store_true", help="continue from DIR/last.pt")
+    mt.add_argument("--overwrite", action="store_true", help="start over in a DIR that holds a run")
+    mt.add_argument("--data-dir", default=None, help="folder with data sets (or set NEUROPLAST_DATA)")
+    common(mt)
+
+
+def _check_device(device: str | None) -> None:
+    if device not in (None, "cpu"):
+        raise UserError(f"meta-training runs on the CPU for now (--device cpu); got {device!r}")
+
+
+def cmd_meta_train(args) -> dict:
+    from .optim import MetaConfig, meta_train
+    _check_device(args.device)
+    values = dict(load_task(args.task)["meta"]) if args.task else {}
+    values.update({k: getattr(args, k) for k, *_ in _META_FLAGS.values() if getattr(args, k) is not None})
+    for key in ("nets", "data_dir", "seed"):
+        if getattr(args, key) is not None:
+            values[key] = getattr(args, key)
+    cfg = MetaConfig.from_dict(values)
+    summary = meta_train(cfg, args.out, resume=args.resume, overwrite=args.overwrite, progress=not args.no_progress)
+    last = summary["history"][-1] if summary["history"] else {}
+    print(f"meta-train: {summary['iterations']} iterations, best held-out score {summary['best_score']:.4g} "
+          f"(mean log-loss), last eval loss {last.get('loss_at')}, step size {last.get('step_size', float('nan')):.3g}, "
+          f"{summary['restores']} restore(s), {summary['wall_s']:.0f} s -> {args.out}/best.pt", file=sys.stderr)
+    return summary
+
+
+HANDLERS = {"meta-train": cmd_meta_train}

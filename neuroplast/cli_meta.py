@@ -59,6 +59,13 @@ def add_parsers(sub, common) -> None:
     mt.add_argument("--overwrite", action="store_true", help="start over in a DIR that holds a run")
     mt.add_argument("--data-dir", default=None, help="folder with data sets (or set NEUROPLAST_DATA)")
     common(mt)
+    mb = sub.add_parser("meta-bench", help="learned optimizer vs tuned SGD/momentum/Adam/AdaGrad/RMSprop on a target "
+                        "SNN; meta-trains first when the task's checkpoint is missing")
+    mb.add_argument("--task", required=True, help="TOML file (or name under tasks/) with [bench] (and [meta])")
+    mb.add_argument("--seeds", type=int, default=None, help="evaluation seeds (default from the task)")
+    mb.add_argument("--out", default="reports", metavar="DIR", help="where meta_<task>.md/.json/.png go")
+    mb.add_argument("--data-dir", default=None, help="folder with data sets (or set NEUROPLAST_DATA)")
+    common(mb)
 
 
 def _check_device(device: str | None) -> None:
@@ -83,4 +90,44 @@ def cmd_meta_train(args) -> dict:
     return summary
 
 
-HANDLERS = {"meta-train": cmd_meta_train}
+def cmd_meta_bench(args) -> dict:
+    import time
+
+    from .optim import MetaConfig, meta_train
+    from .optim.bench import BenchConfig, run_bench, write_bench_report
+    _check_device(args.device)
+    task = load_task(args.task)
+    bench = dict(task["bench"])
+    if args.seeds is not None:
+        bench["seeds"] = args.seeds
+    if args.data_dir is not None:
+        bench["data_dir"] = args.data_dir
+    cfg = BenchConfig.from_dict(bench)
+    t0 = time.perf_counter()
+    for label, path in cfg.learned.items():
+        if Path(path).is_file():
+            continue
+        if not task["meta"]:
+            raise UserError(f"learned optimizer {label!r}: {path} does not exist and the task has no [meta] table "
+                            "to train it; run `neuroplast meta-train` first")
+        values = dict(task["meta"])
+        if args.data_dir is not None:
+            values["data_dir"] = args.data_dir
+        if args.seed is not None:
+            values["seed"] = args.seed
+        out = Path(path).parent
+        print(f"meta-bench: {path} missing; meta-training it in {out}", file=sys.stderr)
+        meta_train(MetaConfig.from_dict(values), out, resume=(out / "last.pt").exists(), progress=not args.no_progress)
+    res = run_bench(cfg, progress=not args.no_progress)
+    paths = write_bench_report(res, args.out, task["name"], "neuroplast " + " ".join(sys.argv[1:]),
+                               time.perf_counter() - t0)
+    H, L = res["horizon"], res["long_horizon"]
+    for r in res["table"]:
+        loss_h, loss_l = r[f"loss@{H}"], r[f"loss@{L}"]
+        print(f"{r['optimizer']:>18}: train loss @{H} {loss_h[0] if loss_h else float('nan'):.4f}, "
+              f"@{L} {loss_l[0] if loss_l else float('nan'):.4f}", file=sys.stderr)
+    print("wrote " + ", ".join(map(str, paths)), file=sys.stderr)
+    return {k: res[k] for k in ("horizon", "long_horizon", "tuned_lr", "table")}
+
+
+HANDLERS = {"meta-train": cmd_meta_train, "meta-bench": cmd_meta_bench}

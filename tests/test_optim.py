@@ -151,3 +151,44 @@ def test_meta_train_cli_and_a_learned_optimizer_drives_opzo_training(tmp_path, c
     assert json.loads(capsys.readouterr().out)["test_acc"] > 0.4  # chance: 0.1
     assert main(["meta-train", "--weights", "cubic", "--out", str(tmp_path / "x")]) == 2
     assert "unknown meta-loss weights" in capsys.readouterr().err
+
+
+def test_meta_bench_meta_trains_when_needed_and_writes_a_report(tmp_path, capsys):
+    import json
+
+    from neuroplast.cli import main
+    task = tmp_path / "tiny.toml"
+    task.write_text(f"""
+[meta]
+dataset = "digits"
+nets = ["64-16-10"]
+meta_iters = 2
+eval_every = 2
+eval_seeds = 1
+horizon = 10
+
+[bench]
+dataset = "digits"
+net = "64-16-10"
+horizon = 6
+long = 2
+seeds = 2
+test_samples = 100
+eval_points = 2
+learned = {{ learned = "{tmp_path / 'run' / 'best.pt'}" }}
+[bench.sweep]
+sgd = [0.1, 1.0]
+adam_cosine = [0.01]
+""")
+    assert main(["meta-bench", "--task", str(task), "--out", str(tmp_path / "rep"), "--json", "--no-progress"]) == 0
+    res = json.loads(capsys.readouterr().out)
+    assert (tmp_path / "run" / "best.pt").is_file()
+    assert [r["optimizer"] for r in res["table"]] == ["sgd", "adam_cosine@6", "adam_cosine@12", "learned"]
+    assert res["tuned_lr"]["sgd"] in (0.1, 1.0)
+    learned = res["table"][-1]
+    assert learned["loss@6"][0] > 0 and len(learned["acc@12"]) == 2
+    md = (tmp_path / "rep" / "meta_tiny.md").read_text()
+    assert "| `learned` |" in md and (tmp_path / "rep" / "meta_tiny.png").stat().st_size > 1000
+    task.write_text('[bench]\nnet = "64-16-10"\nlearned = { x = "/nonexistent/best.pt" }\n')
+    assert main(["meta-bench", "--task", str(task), "--no-progress"]) == 2
+    assert "no [meta] table" in capsys.readouterr().err

@@ -66,7 +66,7 @@ class SNNProblem:
         self.shapes = [p.shape for _, p in self.net.named_parameters()]
         self.theta0 = torch.cat([p.detach().reshape(-1) for p in self.net.parameters()]) * init_gain
         self.n = self.theta0.numel()
-        self.split = getattr(data, split)
+        self.data, self.split = data, getattr(data, split)
         if len(self.split) == 0:
             raise ValueError(f"the {split} split of {data.name!r} is empty; give it a val_fraction > 0")
         self.method, self.batch_size, self.T, self.encoding = method, batch_size, time_steps, encoding
@@ -118,3 +118,15 @@ class SNNProblem:
         x = self.split.x[self.eval_idx]
         return float(self._loss_at(theta.detach(), encode(self.encoding, x, self.T, generator=self.g),
                                    self.split.y[self.eval_idx]))
+
+    @torch.no_grad()
+    def accuracy(self, theta: Tensor, split: str = "test", limit: int | None = None, batch: int = 500) -> float:
+        """Classification accuracy of θ on (the first ``limit`` samples of) a split."""
+        data = getattr(self.data, split)
+        n = len(data) if limit is None else min(limit, len(data))
+        params, correct = self.params(theta.detach()), 0
+        for i in range(0, n, batch):
+            x, y = data.x[i:min(i + batch, n)], data.y[i:min(i + batch, n)]
+            logits = functional_call(self.net, params, (encode(self.encoding, x, self.T, generator=self.g),))
+            correct += int((logits.argmax(1) == y).sum())
+        return correct / max(n, 1)

@@ -1,0 +1,238 @@
+"""Learned optimizer against tuned hand-designed ones on one target SNN (the founding project's
+experiments: conv SNN trained with LocalZO gradients; transfer from MLPs, "linear"; meta-trained
+on the validation split only, "V").
+
+1. Sweep: every baseline (SGD, SGD+momentum 0.9, Adam, AdaGrad, RMSprop, Adam with a cosine
+   schedule to 0) runs each learning rate of its grid for H steps on ``sweep_seeds`` problem
+   seeds; the lowest smoothed training loss at H picks its learning rate.
+2. Evaluation: each tuned baseline and each learned optimizer trains ``seeds`` fresh problems
+   (seeds unseen by sweep and meta-training) for ``long``·H steps, recording the mini-batch loss
+   at every step and test accuracy at ``eval_points`` points. Adam+cosine runs twice, annealed
+   over H and over long·H, so that each horizon is compared against a schedule tuned to it.
+3. Report: train loss (mean of the last 10% of steps before the mark) and test accuracy at H
+   and long·H, mean ± std over seeds, plus curves.
+"""
+from __future__ import annotations
+
+import math
+import statistics
+import sys
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from ..errors import SpecError
+from ..fileio import atomic_write, atomic_write_json, atomic_write_text
+from .learned import load_checkpoint
+from .meta import learned_stepper
+from .problems import SNNProblem
+
+BASELINES = {
+    "sgd": lambda ps, lr: torch.optim.SGD(ps, lr=lr),
+    "momentum": lambda ps, lr: torch.optim.SGD(ps, lr=lr, momentum=0.9),
+    "adam": lambda ps, lr: torch.optim.Adam(ps, lr=lr),
+    "adagrad": lambda ps, lr: torch.optim.Adagrad(ps, lr=lr),
+    "rmsprop": lambda ps, lr: torch.optim.RMSprop(ps, lr=lr),
+    "adam_cosine": lambda ps, lr: torch.optim.Adam(ps, lr=lr),
+}
+SWEEP_SEED0, EVAL_SEED0 = 3_000_000, 2_000_000
+
+
+@dataclass
+class BenchConfig:
+    dataset: str = "mnist"
+    data_dir: str | None = None
+    net: str = "1x28x28-32C3-AP2-64C3-AP2-100-FC"
+    estimator: str = "localzo:m=2"
+    method: str = "bptt"
+    batch_size: int = 64
+    time_steps: int = 4
+    encoding: str = "direct"
+    horizon: int = 200
+    long: int = 5
+    seeds: int = 5
+    sweep_seeds: int = 1
+    test_samples: int = 2000
+    eval_points: int = 5
+    sweep: dict[str, list[float]] = field(default_factory=lambda: {
+        k: [1e-4 * 3 ** i for i in range(7)] for k in BASELINES})
+    learned: dict[str, str] = field(default_factory=dict)   # label -> checkpoint
+
+    @classmethod
+    def from_dict(cls, values: dict) -> BenchConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise SpecError(f"unknown bench option(s) {unknown}; valid: {sorted(known)}")
+        cfg = cls(**values)
+        bad = sorted(set(cfg.sweep) - set(BASELINES))
+        if bad:
+            raise SpecError(f"unknown baseline(s) {bad} in [bench.sweep]; valid: {', '.join(BASELINES)}")
+        if cfg.horizon < 1 or cfg.long < 1 or cfg.seeds < 1 or cfg.sweep_seeds < 1:
+            raise SpecError("bench horizon, long, seeds and sweep_seeds must be >= 1")
+        return cfg
+
+
+def _curve(problem: SNNProblem, step_fn, steps: int, acc_at: list[int], test_samples: int) -> dict:
+    theta, losses, acc = problem.init(), [], {}
+    for t in range(steps):
+        theta = theta.detach().requires_grad_(True)
+        loss = problem.loss(theta, t)
+        g = problem.grad(theta, loss, t)
+        losses.append(float(loss.detach()))
+        with torch.no_grad():
+            theta = step_fn(theta.detach(), g)
+        if not (math.isfinite(losses[-1]) and torch.isfinite(theta).all()):
+            losses += [math.inf] * (steps - t - 1)
+            break
+        if t + 1 in acc_at:
+            acc[t + 1] = problem.accuracy(theta, "test", test_samples)
+    return {"loss": losses, "test_acc": {str(k): v for k, v in acc.items()}}
+
+
+def _baseline_stepper(name: str, lr: float, n: int, steps: int):
+    p = torch.nn.Parameter(torch.zeros(n))
+    opt = BASELINES[name]([p], lr)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=steps) if name == "adam_cosine" else None
+
+    def step(theta, g):
+        p.data.copy_(theta)
+        p.grad = g
+        opt.step()
+        if sched is not None:
+            sched.step()
+        return p.data.clone()
+    return step
+
+
+def smoothed(losses: list[float], at: int) -> float:
+    """Mean mini-batch loss over the last 10% of the steps up to ``at``."""
+    w = max(1, at // 10)
+    window = losses[at - w:at]
+    return sum(window) / len(window) if window else math.inf
+
+
+def run_bench(cfg: BenchConfig, *, progress: bool = True) -> dict:
+    from ..data import load_dataset
+    data = load_dataset(cfg.dataset, data_dir=cfg.data_dir, time_steps=cfg.time_steps)
+
+    def problem(seed):
+        return SNNProblem(data, cfg.net, seed=seed, estimator=cfg.estimator, method=cfg.method,
+                          batch_size=cfg.batch_size, time_steps=cfg.time_steps, encoding=cfg.encoding)
+    H, long_h = cfg.horizon, cfg.horizon * cfg.long
+    n_runs = sum(len(v) for v in cfg.sweep.values()) * cfg.sweep_seeds
+    n_runs += (len(cfg.sweep) + int("adam_cosine" in cfg.sweep) + len(cfg.learned)) * cfg.seeds
+    bar = tqdm(total=n_runs, desc="meta-bench runs", disable=None if progress else True, file=sys.stderr)
+    sweep, tuned = {}, {}
+    for name, lrs in cfg.sweep.items():
+        sweep[name] = {}
+        for lr in lrs:
+            vals = []
+            for s in range(cfg.sweep_seeds):
+                pb = problem(SWEEP_SEED0 + s)
+                vals.append(smoothed(_curve(pb, _baseline_stepper(name, lr, pb.n, H), H, [], 0)["loss"], H))
+                bar.update(1)
+            sweep[name][str(lr)] = sum(vals) / len(vals)
+        tuned[name] = min(lrs, key=lambda lr: sweep[name][str(lr)])
+    marks = sorted({round(long_h * (i + 1) / cfg.eval_points) for i in range(cfg.eval_points)} | {H, long_h})
+    runs: dict[str, dict] = {}
+
+    def evaluate(label, make_step, steps):
+        runs[label] = {"seeds": []}
+        for s in range(cfg.seeds):
+            pb = problem(EVAL_SEED0 + s)
+            runs[label]["seeds"].append(_curve(pb, make_step(pb.n), steps, [m for m in marks if m <= steps],
+                                               cfg.test_samples))
+            bar.update(1)
+    for name, lr in tuned.items():
+        if name == "adam_cosine":
+            evaluate(f"adam_cosine@{H}", lambda n, lr=lr: _baseline_stepper(name, lr, n, H), H)
+        evaluate(name if name != "adam_cosine" else f"adam_cosine@{long_h}",
+                 lambda n, name=name, lr=lr: _baseline_stepper(name, lr, n, long_h), long_h)
+    for label, path in cfg.learned.items():
+        model, _ = load_checkpoint(path)
+        model.requires_grad_(False)
+        evaluate(label, lambda n, model=model: learned_stepper(model, n), long_h)
+    bar.close()
+    table = []
+    for label, r in runs.items():
+        row = {"optimizer": label, "lr": tuned.get(label.split("@")[0])}
+        for mark in (H, long_h):
+            losses = [smoothed(c["loss"], mark) for c in r["seeds"] if len(c["loss"]) >= mark]
+            accs = [c["test_acc"][str(mark)] for c in r["seeds"] if str(mark) in c["test_acc"]]
+            row[f"loss@{mark}"] = _mean_std(losses)
+            row[f"acc@{mark}"] = _mean_std(accs)
+        table.append(row)
+    return {"config": asdict(cfg), "horizon": H, "long_horizon": long_h, "sweep": sweep, "tuned_lr": tuned,
+            "table": table, "runs": runs, "marks": marks}
+
+
+def _mean_std(xs: list[float]) -> list[float] | None:
+    if not xs:
+        return None
+    return [statistics.fmean(xs), statistics.stdev(xs) if len(xs) > 1 else 0.0]
+
+
+def write_bench_report(res: dict, out_dir: str | Path, name: str, command: str, wall_s: float) -> list[Path]:
+    out = Path(out_dir)
+    H, L = res["horizon"], res["long_horizon"]
+    cfg = res["config"]
+
+    def fmt(ms, pct=False):
+        if ms is None:
+            return "–"
+        return f"{100 * ms[0]:.2f} ± {100 * ms[1]:.2f}%" if pct else f"{ms[0]:.4f} ± {ms[1]:.4f}"
+    lines = [f"# Learned optimizer vs tuned optimizers: `{name}`", "",
+             f"Command: `{command}`  ", f"Target: {cfg['dataset']} `{cfg['net']}`, gradient estimate "
+             f"`{cfg['method']}` with `{cfg['estimator']}`, batch {cfg['batch_size']}, T={cfg['time_steps']}; "
+             f"meta-training horizon H = {H}, long horizon {L}; {cfg['seeds']} evaluation seeds; learning rates "
+             f"tuned on {cfg['sweep_seeds']} other seed(s) at H; wall time {wall_s / 60:.1f} min.", "",
+             f"| optimizer | lr | train loss @{H} | test acc @{H} | train loss @{L} | test acc @{L} |",
+             "|---|---|---|---|---|---|"]
+    for r in res["table"]:
+        lines.append(f"| `{r['optimizer']}` | {r['lr'] if r['lr'] is not None else 'learned'} | "
+                     f"{fmt(r[f'loss@{H}'])} | {fmt(r[f'acc@{H}'], True)} | {fmt(r[f'loss@{L}'])} | "
+                     f"{fmt(r[f'acc@{L}'], True)} |")
+    lines += ["", "Train loss: mean mini-batch loss over the last 10% of steps before the mark. "
+              "`adam_cosine@N`: Adam with its learning rate annealed to 0 over N steps.", "",
+              "Learning-rate sweep (smoothed train loss at H):", ""]
+    for name_, d in res["sweep"].items():
+        lines.append(f"- `{name_}`: " + ", ".join(f"{lr}: {v:.4f}" for lr, v in d.items())
+                     + f" → {res['tuned_lr'][name_]}")
+    stem = f"meta_{name}"
+    lines += ["", f"![curves]({stem}.png)", ""]
+    paths = [atomic_write_text(out / f"{stem}.md", "\n".join(lines)),
+             atomic_write_json(out / f"{stem}.json", res), _plot(res, out / f"{stem}.png")]
+    return paths
+
+
+def _plot(res: dict, path: Path) -> Path:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(11, 4))
+    for label, r in res["runs"].items():
+        n = max(len(c["loss"]) for c in r["seeds"])
+        w = max(1, n // 50)
+        curves = torch.tensor([c["loss"] for c in r["seeds"] if len(c["loss"]) == n])
+        smooth = torch.nn.functional.avg_pool1d(curves.clamp(max=10).unsqueeze(1), w, w).squeeze(1)
+        x = (torch.arange(smooth.shape[1]) + 1) * w
+        a1.plot(x, smooth.mean(0), label=label, lw=2.2 if r is not None and label in res["config"]["learned"] else 1.2)
+        marks = sorted({int(k) for c in r["seeds"] for k in c["test_acc"]})
+        accs = [statistics.fmean(c["test_acc"][str(m)] for c in r["seeds"] if str(m) in c["test_acc"]) for m in marks]
+        a2.plot(marks, accs, marker="o", label=label)
+    for ax, title in ((a1, "train loss (mini-batch, smoothed)"), (a2, "test accuracy")):
+        ax.axvline(res["horizon"], color="grey", ls=":", lw=1)
+        ax.set_xlabel("optimizer step")
+        ax.set_title(title)
+    a1.set_yscale("log")
+    a2.legend(fontsize=7)
+    fig.tight_layout()
+
+    def write(fh):
+        fig.savefig(fh, format="png", dpi=110)
+    atomic_write(path, write, binary=True)
+    plt.close(fig)
+    return path

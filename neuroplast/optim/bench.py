@@ -148,7 +148,7 @@ def run_bench(cfg: BenchConfig, *, progress: bool = True) -> dict:
             bar.update(1)
     for name, lr in tuned.items():
         if name == "adam_cosine":
-            evaluate(f"adam_cosine@{H}", lambda n, lr=lr: _baseline_stepper(name, lr, n, H), H)
+            evaluate(f"adam_cosine@{H}", lambda n, lr=lr: _baseline_stepper("adam_cosine", lr, n, H), H)
         evaluate(name if name != "adam_cosine" else f"adam_cosine@{long_h}",
                  lambda n, name=name, lr=lr: _baseline_stepper(name, lr, n, long_h), long_h)
     for label, path in cfg.learned.items():

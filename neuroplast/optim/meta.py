@@ -225,7 +225,7 @@ def meta_train(cfg: MetaConfig, out: str | Path, *, resume: bool = False, overwr
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_json(out / "config.json", asdict(cfg))
     good = (copy.deepcopy(model.state_dict()), copy.deepcopy(opt.state_dict()))
-    problem, t0 = None, time.perf_counter()
+    problem, t, t0 = None, 0, time.perf_counter()
     bar = tqdm(total=cfg.meta_iters, initial=it, desc="meta-train", disable=None if progress else True,
                file=sys.stderr)
 

@@ -44,6 +44,7 @@ SWEEP_SEED0, EVAL_SEED0 = 3_000_000, 2_000_000
 class BenchConfig:
     dataset: str = "mnist"
     data_dir: str | None = None
+    val_fraction: float = 0.0    # held out of the training split (experiment "V" meta-trains on it)
     net: str = "1x28x28-32C3-AP2-64C3-AP2-100-FC"
     estimator: str = "localzo:m=2"
     method: str = "bptt"
@@ -116,7 +117,7 @@ def smoothed(losses: list[float], at: int) -> float:
 
 def run_bench(cfg: BenchConfig, *, progress: bool = True) -> dict:
     from ..data import load_dataset
-    data = load_dataset(cfg.dataset, data_dir=cfg.data_dir, time_steps=cfg.time_steps)
+    data = load_dataset(cfg.dataset, data_dir=cfg.data_dir, val_fraction=cfg.val_fraction, time_steps=cfg.time_steps)
 
     def problem(seed):
         return SNNProblem(data, cfg.net, seed=seed, estimator=cfg.estimator, method=cfg.method,

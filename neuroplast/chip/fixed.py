@@ -1,0 +1,97 @@
+"""Loihi fixed-point execution: integer CUBA LIF and Dense, bit-exact with Lava's bit-accurate
+models (lava-nc 0.10.0: lava/proc/lif/models.py ``PyLifModelBitAcc``, lava/proc/dense/models.py
+``PyDenseModelBitAcc``), vectorised over batch and neurons with int64 tensors.
+
+Dense (one time step of delay in Lava; ``timing="lava"``):
+    w   = 2·m, m the signed 8-bit mantissa (Lava clips to [−256, 255], then drops the LSB of a
+          mixed-sign matrix, so only even values survive)
+    a   = (Σ_j w_ij·x_j) << weight_exp        (>> −weight_exp when negative; x binary spikes or
+                                                graded integer payloads)
+CUBA LIF, per step:
+    u ← sign(p)·(|p| >> 12),  p = u·(4096 − (du + 1));   u ← u + (a << 6), wrapped once by ±2^24
+        where it leaves (−2^23, 2^23]
+    v ← clip(sign(q)·(|q| >> 12) + u + (bias_mant << bias_exp), −2^23 + 1, 2^23 − 1),
+        q = v·(4096 − dv)
+    s = v > (vth << 6);  v ← 0 where s  (u is not reset)
+Lava computes in int32 numpy arrays; ``_i32`` reproduces its wrap-around where a value can leave
+that range. Checked against traces recorded from Lava itself (tests/data/lava_lif_reference.npz).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+Tensor = torch.Tensor
+
+DECAY_SHIFT = 12                 # decays du, dv are 12-bit fractions of 4096
+DECAY_UNITY = 1 << DECAY_SHIFT
+ACT_SHIFT = 6                    # synaptic input is MSB-aligned by 6 bits before it enters u
+VTH_SHIFT = 6                    # threshold mantissa is MSB-aligned by 6 bits
+UV_BITS = 24                     # u and v are 24-bit signed registers
+UV_MAX = 1 << (UV_BITS - 1)
+VTH_MAX = (1 << 17) - 1          # vth: unsigned 17-bit
+BIAS_MANT_MAX = (1 << 12) - 1    # bias_mant: signed 13-bit
+BIAS_EXP_MAX = 7                 # bias_exp: unsigned 3-bit (0..7)
+DECAY_MAX = DECAY_UNITY - 1      # du, dv: unsigned 12-bit
+W_MANT_MAX = 127                 # weight mantissa m: signed 8-bit; Lava weight = 2·m
+
+
+def _i32(x: Tensor) -> Tensor:
+    """Wrap int64 values to int32 two's complement (what Lava's int32 numpy arithmetic does)."""
+    return ((x + (1 << 31)) % (1 << 32)) - (1 << 31)
+
+
+def _decay(x: Tensor, factor: int | Tensor) -> Tensor:
+    """sign(x·f)·(|x·f| >> 12): multiply by a 12-bit decay factor, truncate toward zero."""
+    p = x * factor
+    return _i32(torch.sign(p) * (p.abs() >> DECAY_SHIFT))
+
+
+@dataclass(frozen=True)
+class IntLIFParams:
+    """Integer CUBA LIF constants of one layer (per-neuron bias as tensors [N] or scalars)."""
+
+    du: int
+    dv: int
+    vth: int
+    bias_mant: Tensor | int = 0
+    bias_exp: Tensor | int = 0
+
+    def __post_init__(self):
+        for name, val, hi in (("du", self.du, DECAY_MAX), ("dv", self.dv, DECAY_MAX), ("vth", self.vth, VTH_MAX)):
+            if not 0 <= int(val) <= hi:
+                raise ValueError(f"{name} = {val} outside the chip's range [0, {hi}]")
+
+    def effective_bias(self) -> Tensor | int:
+        m, e = torch.as_tensor(self.bias_mant, dtype=torch.int64), torch.as_tensor(self.bias_exp, dtype=torch.int64)
+        return torch.where(e >= 0, m << e.clamp_min(0), m >> (-e).clamp_min(0))
+
+
+def int_lif_step(u: Tensor, v: Tensor, a: Tensor, p: IntLIFParams) -> tuple[Tensor, Tensor, Tensor]:
+    """One integer CUBA LIF step: (u, v, a) int64 [..., N] -> (u, v, spikes bool)."""
+    u = _i32(_decay(u, DECAY_UNITY - (p.du + 1)) + _i32(a << ACT_SHIFT))
+    wrapped = torch.where(u > UV_MAX, u - 2 * UV_MAX, u)
+    u = torch.where(wrapped <= -UV_MAX, u + 2 * UV_MAX, wrapped)   # wraps once, as Lava does
+    v = _i32(_decay(v, DECAY_UNITY - p.dv) + u + p.effective_bias())
+    v = v.clamp(-UV_MAX + 1, UV_MAX - 1)
+    s = v > (p.vth << VTH_SHIFT)
+    return u, torch.where(s, torch.zeros_like(v), v), s
+
+
+def lava_weights(m: Tensor) -> Tensor:
+    """The integer matrix Lava stores for mantissas m: 2·m (even values in [−256, 254])."""
+    return 2 * m.to(torch.int64)
+
+
+def int_dense(m: Tensor, x: Tensor, weight_exp: int) -> Tensor:
+    """a = (x·(2m)ᵀ) << weight_exp for x [..., N_in] int (spikes or graded payloads), m [N_out, N_in].
+
+    Sums are exact in float64 while |a| < 2^53 (an 8-bit weight times a 24-bit payload over
+    2^20 inputs), so a BLAS product is used; graded products wrap to int32 as Lava's dot does."""
+    acc = (x.to(torch.float64) @ lava_weights(m).to(torch.float64).t()).to(torch.int64)
+    return _shift(_i32(acc), weight_exp)
+
+
+def _shift(acc: Tensor, weight_exp: int) -> Tensor:
+    return acc << weight_exp if weight_exp > 0 else acc >> (-weight_exp)

@@ -11,7 +11,7 @@ import sys
 import threading
 from pathlib import Path
 
-from . import cli_meta
+from . import cli_chip, cli_meta
 from .data import dataset_names
 from .errors import Interrupted, NeuroplastError, UserError
 from .spec import TrainConfig, config_from_dict, load_task_file
@@ -103,6 +103,7 @@ def build_parser() -> argparse.ArgumentParser:
     cp.add_argument("--data-dir", default=None, help="folder with data sets (or set NEUROPLAST_DATA)")
     _common(cp)
     cli_meta.add_parsers(sub, _common)
+    cli_chip.add_parsers(sub, _common)
     return parser
 
 
@@ -227,7 +228,7 @@ def _main(argv: list[str] | None) -> int:
     args = parser.parse_args(argv)
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, _terminate)
-    handler = {"probe-gradients": _cmd_probe, "compare": _cmd_compare, **cli_meta.HANDLERS}.get(args.command, _cmd_train)
+    handler = {"probe-gradients": _cmd_probe, "compare": _cmd_compare, **cli_meta.HANDLERS, **cli_chip.HANDLERS}.get(args.command, _cmd_train)
     try:
         result = handler(args)
     except UserError as exc:

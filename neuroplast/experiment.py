@@ -149,6 +149,38 @@ class RunDir:
             self.tmp = None
 
 
+def load_run(run_dir: str | Path, data_dir: str | None = None) -> tuple[TrainConfig, Network, Dataset]:
+    """(config, network with the trained weights, data set) of a run directory written by train --save."""
+    from .spec import config_from_dict
+    run_dir = Path(run_dir)
+    try:
+        values = json.loads((run_dir / "config.json").read_text())
+    except FileNotFoundError:
+        raise UserError(f"{run_dir / 'config.json'} not found: give a run directory written by `neuroplast train --save`") from None
+    except json.JSONDecodeError as exc:
+        raise UserError(f"{run_dir / 'config.json'} is corrupt ({exc}); re-run the training with --save") from None
+    if data_dir is not None:
+        values["data_dir"] = data_dir
+    cfg = config_from_dict(values, source=str(run_dir / "config.json")).resolved()
+    try:
+        blob = torch.load(run_dir / "weights.pt", map_location="cpu", weights_only=True)
+        state = blob["state_dict"]
+    except FileNotFoundError:
+        raise UserError(f"{run_dir / 'weights.pt'} not found; re-run the training with --save") from None
+    except Exception as exc:  # truncated or foreign file: torch raises several types
+        raise UserError(f"{run_dir / 'weights.pt'} is not a neuroplast weights file ({type(exc).__name__}); "
+                        "re-run the training with --save") from None
+    data = load_dataset(cfg.dataset, data_dir=cfg.data_dir, val_fraction=cfg.val_fraction,
+                        split_seed=cfg.split_seed, time_steps=cfg.time_steps)
+    net = make_network(cfg, data)
+    try:
+        net.load_state_dict(state)
+    except RuntimeError as exc:
+        raise UserError(f"{run_dir / 'weights.pt'} does not fit the network {cfg.net!r} of its config ({exc})") from None
+    net.eval()
+    return cfg, net, data
+
+
 def train(cfg: TrainConfig, *, save: str | Path | None = None, overwrite: bool = False, progress: bool = True,
           on_epoch: Callable[[dict], None] | None = None) -> dict:
     """Train a network as ``cfg`` says; return the summary (and write a run directory if ``save``)."""

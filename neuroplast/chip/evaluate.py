@@ -1,0 +1,53 @@
+"""Float vs fixed-point accuracy of a trained run on a chip (``neuroplast chip eval``)."""
+from __future__ import annotations
+
+import time
+
+import torch
+
+from ..data import encode
+from ..experiment import batches, load_run
+from .hardware import load_chip
+from .quantize import quantize
+
+
+def chip_eval(run_dir, hw: str = "loihi2", *, timing: str = "sync", stochastic: bool = False, seed: int = 0,
+              limit: int | None = None, data_dir: str | None = None, batch_size: int = 500) -> dict:
+    """Test accuracy of the float network and of its quantised integer version, on the same inputs."""
+    t0 = time.perf_counter()
+    cfg, net, data = load_run(run_dir, data_dir)
+    chip = load_chip(hw)
+    gen = torch.Generator().manual_seed(seed)
+    fixed = quantize(net, chip, encoding=cfg.encoding, time_steps=cfg.time_steps, stochastic=stochastic,
+                     generator=gen, timing=timing)
+    test = data.test
+    n = len(test) if limit is None else min(limit, len(test))
+    correct_f = correct_q = agree = 0
+    rates: dict[str, float] = {}
+    for i, (x, y) in enumerate(batches(test, batch_size)):
+        if i * batch_size >= n:
+            break
+        x, y = x[: n - i * batch_size], y[: n - i * batch_size]
+        x_seq = encode(cfg.encoding, x, cfg.time_steps, generator=gen)
+        with torch.no_grad():
+            pf = net.simulate(x_seq, record=False).logits.argmax(1)
+        out = fixed.simulate(x_seq)
+        pq = out["v_out"].argmax(1)
+        correct_f += int((pf == y).sum())
+        correct_q += int((pq == y).sum())
+        agree += int((pf == pq).sum())
+        for k, c in out["spikes"].items():
+            rates[k] = rates.get(k, 0.0) + float(c.sum()) / (c[0].numel() * x_seq.shape[0])
+    layers = []
+    for layer in fixed.layers:
+        if layer.synapse is None:
+            continue
+        w = net.layers[layer.name].op.weight.detach().to(torch.float64)
+        err = (w - layer.synapse.dequantized()).abs().max()
+        layers.append({"layer": layer.name, "weight_exp": layer.synapse.weight_exp, "vth": layer.lif.vth,
+                       "dv": layer.lif.dv, "du": layer.lif.du, "lsb": layer.synapse.lsb(),
+                       "max_weight_error": float(err), "input_scale": layer.synapse.x_scale})
+    return {"run": str(run_dir), "hw": chip.name, "timing": timing, "stochastic_rounding": stochastic,
+            "samples": n, "float_acc": correct_f / n, "fixed_acc": correct_q / n, "gap": (correct_f - correct_q) / n,
+            "agreement": agree / n, "firing_rates_fixed": {k: v / n for k, v in rates.items()},
+            "layers": layers, "wall_s": time.perf_counter() - t0}

@@ -1,0 +1,213 @@
+"""Quantise a trained float network to the chip's integers, and run it (``FixedNetwork``).
+
+Float LIF v ← λ·v·(1 − s) + W·x + b, spike v > θ, maps to the integer CUBA LIF of ``fixed`` with
+no current memory (du = 4095: u = a << 6 each step), dv = round(4096·(1 − λ)), reset to 0, and a
+per-layer voltage scale S (v_int = S·v). A synapse fed by inputs with payload scale X (x_int = X·x:
+X = 1 for spikes, 255 for 8-bit graded input, k² after a k×k average pool) stores mantissas
+
+    m = round(W·S / (X·2^(weight_exp + 7)))  ∈ [−128, 127]   (Lava weight 2m; a = Σ 2m·x_int << exp)
+
+Per spiking layer S = vth·64/θ, with vth = 127·θ·X·2^(exp+1)/max|W| and the largest weight exponent
+keeping vth ≤ 2^14 (m uses the whole 8 bits; v keeps ±8θ of range before its 24-bit saturation). The readout
+integrates (dv = 0) with S chosen so that T steps of worst-case input cannot saturate v. Biases:
+b·S = bias_mant·2^bias_exp, the smallest exponent with a 13-bit mantissa.
+``timing="sync"`` runs every layer on this step's input (the float engine's timing); ``"lava"``
+adds Lava's one-step Dense delay per synapse and runs depth − 1 extra steps.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from ..errors import SpecError
+from ..snn.layers import Dropout, Flatten, Pool, Readout, SpikingLayer
+from .fixed import (BIAS_EXP_MAX, BIAS_MANT_MAX, DECAY_MAX, DECAY_UNITY, VTH_MAX, VTH_SHIFT, W_MANT_MAX,
+                    IntLIFParams, _i32, _shift, int_dense, int_lif_step, lava_weights)
+from .hardware import Chip
+
+Tensor = torch.Tensor
+GRADED_INPUT = 255          # direct (real-valued) input in [0, 1] is sent as 8-bit graded payloads
+V_HEADROOM = 8              # v must reach ±8θ before it saturates (a larger vth would clip negative v)
+VTH_CAP = min(VTH_MAX, (1 << 23) // ((1 << VTH_SHIFT) * V_HEADROOM))
+READOUT_VMAX = (VTH_MAX << VTH_SHIFT) - 1   # an integrating readout must stay below its own threshold
+
+
+@dataclass
+class FixedSynapse:
+    m: Tensor                 # int64 mantissas [out, in] or [out, in, k, k]
+    weight_exp: int
+    x_scale: int              # payload scale X of the input
+    v_scale: float            # S of the layer it feeds
+    conv: dict | None = None  # stride, padding for conv layers
+
+    def current(self, x: Tensor) -> Tensor:
+        if self.conv is None:
+            return int_dense(self.m, x, self.weight_exp)
+        acc = F.conv2d(x.to(torch.float64), lava_weights(self.m).to(torch.float64), **self.conv)
+        return _shift(_i32(acc.to(torch.int64)), self.weight_exp)
+
+    def lsb(self) -> float:
+        """Float weight of one mantissa step: X·2^(exp+7)/S."""
+        return self.x_scale * 2.0 ** (self.weight_exp + 7) / self.v_scale
+
+    def dequantized(self) -> Tensor:
+        return self.m.to(torch.float64) * self.lsb()
+
+
+@dataclass
+class FixedLayer:
+    name: str
+    kind: str                            # spiking | readout | pool | flatten
+    synapse: FixedSynapse | None = None
+    lif: IntLIFParams | None = None
+    pool: tuple[str, int] | None = None
+
+
+def _round(y: Tensor, stochastic: bool, generator) -> Tensor:
+    if stochastic:
+        return torch.floor(y + torch.rand(y.shape, generator=generator, dtype=y.dtype))
+    return torch.round(y)
+
+
+def _mantissas(w: Tensor, s: float, x_scale: int, exp: int, stochastic: bool, generator) -> Tensor:
+    y = w.detach().to(torch.float64) * s / (x_scale * 2.0 ** (exp + 7))
+    return _round(y, stochastic, generator).clamp(-W_MANT_MAX - 1, W_MANT_MAX).to(torch.int64)
+
+
+def _bias(b: Tensor | None, s: float, n: int) -> tuple[Tensor, Tensor]:
+    if b is None:
+        return torch.zeros(n, dtype=torch.int64), torch.zeros(n, dtype=torch.int64)
+    b_int = torch.round(b.detach().to(torch.float64) * s)
+    exp = torch.zeros_like(b_int)
+    while bool(((b_int.abs() / 2 ** exp) > BIAS_MANT_MAX).any()) and int(exp.max()) < BIAS_EXP_MAX:
+        exp = torch.where((b_int.abs() / 2 ** exp) > BIAS_MANT_MAX, exp + 1, exp)
+    mant = torch.round(b_int / 2 ** exp).clamp(-BIAS_MANT_MAX - 1, BIAS_MANT_MAX)
+    return mant.to(torch.int64), exp.to(torch.int64)
+
+
+def quantize(net, chip: Chip, *, encoding: str = "direct", time_steps: int, stochastic: bool = False,
+             generator: torch.Generator | None = None, timing: str = "sync") -> FixedNetwork:
+    """Integer version of ``net`` for ``chip`` (see the module docstring)."""
+    if not chip.fixed:
+        raise SpecError(f"chip {chip.name!r} has float precision; there is nothing to quantise")
+    lo, hi = chip.numerics["weight_exp_min"], chip.numerics["weight_exp_max"]
+    graded = chip.numerics["graded_spike_bits"]
+    x_scale = GRADED_INPUT if encoding == "direct" else 1
+    if x_scale > 1 and graded < 8:
+        raise SpecError(f"{chip.name} has binary spikes only; a network with real-valued (direct) input needs graded "
+                        "spikes: train it with --encoding poisson, or use a chip with graded spikes (loihi2)")
+    layers, n_syn = [], sum(isinstance(m, (SpikingLayer, Readout)) for m in net.layers.values())
+    steps = time_steps + (n_syn - 1 if timing == "lava" else 0)
+    for name, layer in net.layers.items():
+        if isinstance(layer, SpikingLayer):
+            if layer.lif.reset != "hard":
+                raise SpecError(f"layer {name}: Loihi's LIF resets to 0 (hard reset); {layer.lif.reset!r} cannot run")
+            w, theta = layer.op.weight, layer.lif.threshold
+            wmax = float(w.detach().abs().max()) or 1e-12
+            exp = next((e for e in range(hi, lo - 1, -1)
+                        if 1 <= math.floor(127 * theta * x_scale * 2.0 ** (e + 1) / wmax) <= VTH_CAP), lo)
+            vth = int(min(max(math.floor(127 * theta * x_scale * 2.0 ** (exp + 1) / wmax), 1), VTH_CAP))
+            s = vth * 2.0 ** VTH_SHIFT / theta
+            conv = None if w.dim() == 2 else {"stride": layer.op.stride, "padding": layer.op.padding}
+            syn = FixedSynapse(_mantissas(w, s, x_scale, exp, stochastic, generator), exp, x_scale, s, conv)
+            mant, bexp = _bias(layer.op.bias, s, w.shape[0])
+            if conv is not None:  # per-channel bias -> per-neuron [C, H, W]
+                shape = net.shapes[name]
+                mant, bexp = (t.view(-1, 1, 1).expand(shape).reshape(-1) for t in (mant, bexp))
+            dv = int(min(max(round(DECAY_UNITY * (1 - layer.lif.leak)), 0), DECAY_MAX))
+            layers.append(FixedLayer(name, "spiking", syn, IntLIFParams(DECAY_MAX, dv, vth, mant, bexp)))
+            x_scale = 1
+        elif isinstance(layer, Readout):
+            w, b = layer.op.weight.detach(), layer.op.bias
+            reach = float((w.abs().sum(1) + (b.detach().abs() if b is not None else 0)).max()) or 1e-12
+            s = READOUT_VMAX / (steps * reach)
+            wmax = float(w.abs().max()) or 1e-12
+            exp = next((e for e in range(lo, hi + 1) if wmax * s / (x_scale * 2.0 ** (e + 7)) <= W_MANT_MAX + 0.5), hi)
+            syn = FixedSynapse(_mantissas(w, s, x_scale, exp, stochastic, generator), exp, x_scale, s)
+            mant, bexp = _bias(b, s, w.shape[0])
+            layers.append(FixedLayer(name, "readout", syn, IntLIFParams(DECAY_MAX, 0, VTH_MAX, mant, bexp)))
+        elif isinstance(layer, Pool):
+            if layer.kind == "avg" and graded < 8:
+                raise SpecError(f"{chip.name} has binary spikes only; average pooling sends spike counts "
+                                "(use max pooling, MP2, or a chip with graded spikes)")
+            layers.append(FixedLayer(name, "pool", pool=(layer.kind, layer.k)))
+            if layer.kind == "avg":
+                x_scale *= layer.k ** 2
+        elif isinstance(layer, Flatten):
+            layers.append(FixedLayer(name, "flatten"))
+        elif not isinstance(layer, Dropout):
+            raise SpecError(f"layer {name} ({type(layer).__name__}) has no fixed-point form")
+    return FixedNetwork(layers, net.input_shape, net.num_classes, encoding, timing)
+
+
+class FixedNetwork:
+    """An integer network; ``simulate`` returns the readout voltages and spikes per layer."""
+
+    def __init__(self, layers: list[FixedLayer], input_shape, num_classes: int, encoding: str, timing: str):
+        if timing not in ("sync", "lava"):
+            raise SpecError(f"timing must be sync or lava, got {timing!r}")
+        self.layers, self.input_shape, self.num_classes = layers, tuple(input_shape), num_classes
+        self.encoding, self.timing = encoding, timing
+
+    def encode_input(self, x_seq: Tensor) -> Tensor:
+        """Float input steps [T, B, ...] -> integer payloads (8-bit graded for direct input)."""
+        if self.encoding == "direct":
+            return torch.round(x_seq.clamp(0, 1) * GRADED_INPUT).to(torch.int64)
+        if not torch.equal(x_seq, x_seq.round()):
+            raise SpecError("spike inputs must be integers (counts) for the chip")
+        return x_seq.to(torch.int64)
+
+    @torch.no_grad()
+    def simulate(self, x_seq: Tensor) -> dict:
+        """x_seq float [T, B, *input_shape] -> {"v_out": [B, C] int, "spikes": {layer: [B, ...] counts}}."""
+        x_int = self.encode_input(x_seq)
+        T, B = x_int.shape[:2]
+        n_syn = sum(layer.synapse is not None for layer in self.layers)
+        steps = T + (n_syn - 1 if self.timing == "lava" else 0)
+        state: dict[str, list] = {}
+        counts: dict[str, Tensor] = {}
+        v_out = None
+        for t in range(steps):
+            h = x_int[t] if t < T else torch.zeros_like(x_int[0])
+            for layer in self.layers:
+                if layer.kind == "pool":
+                    kind, k = layer.pool
+                    hf = h.to(torch.float64)
+                    h = (F.avg_pool2d(hf, k) * k * k if kind == "avg" else F.max_pool2d(hf, k)).round().to(torch.int64)
+                elif layer.kind == "flatten":
+                    h = h.flatten(1)
+                else:
+                    flat = layer.kind == "readout" or layer.synapse.conv is None
+                    a = layer.synapse.current(h.flatten(1) if flat and h.dim() > 2 else h)
+                    shape = a.shape
+                    a = a.flatten(1)
+                    if layer.name not in state:
+                        z = torch.zeros_like(a)
+                        state[layer.name] = [z, z.clone(), z.clone()]  # u, v, Dense buffer
+                    u, v, buf = state[layer.name]
+                    if self.timing == "lava":
+                        a, state[layer.name][2] = buf, a
+                    u, v, s = int_lif_step(u, v, a, layer.lif)
+                    state[layer.name][:2] = [u, v]
+                    if layer.kind == "readout":
+                        v_out = v
+                    else:
+                        h = s.to(torch.int64).view(shape)
+                        counts[layer.name] = counts.get(layer.name, 0) + h
+        return {"v_out": v_out, "spikes": counts}
+
+    def classify(self, x_seq: Tensor) -> Tensor:
+        return self.simulate(x_seq)["v_out"].argmax(1)
+
+    def synapses(self) -> dict[str, FixedSynapse]:
+        return {layer.name: layer.synapse for layer in self.layers if layer.synapse is not None}
+
+
+def weight_memory_bits(fixed: FixedNetwork, chip: Chip) -> int:
+    """Bits of synaptic weight storage at the chip's mantissa width."""
+    return sum(int(s.m.numel()) for s in fixed.synapses().values()) * chip.numerics["weight_mantissa_bits"]
+
+

@@ -1,0 +1,39 @@
+"""CLI commands of the chip model: ``chip eval`` (thin wrapper)."""
+from __future__ import annotations
+
+import sys
+
+
+def add_parsers(sub, common) -> None:
+    ch = sub.add_parser("chip", help="Loihi-style fixed-point execution of a trained run")
+    chs = ch.add_subparsers(dest="chip_command", required=True)
+    ev = chs.add_parser("eval", help="float vs fixed-point test accuracy of a run directory on a chip")
+    ev.add_argument("run_dir", help="a run directory written by `neuroplast train --save`")
+    ev.add_argument("--hw", default="loihi2", help="chip name (hardware_models/) or a chip .toml file")
+    ev.add_argument("--timing", default="sync", choices=("sync", "lava"),
+                    help="sync: the float engine's timing; lava: one step of Dense delay per layer, as in Lava")
+    ev.add_argument("--stochastic-rounding", action="store_true", help="round weights stochastically")
+    ev.add_argument("--limit", type=int, default=None, help="evaluate the first N test samples")
+    ev.add_argument("--data-dir", default=None, help="folder with data sets (or set NEUROPLAST_DATA)")
+    common(ev)
+
+
+def cmd_chip(args) -> dict:
+    from .chip.evaluate import chip_eval
+    from .errors import UserError
+    if args.device not in (None, "cpu"):
+        raise UserError(f"the fixed-point engine runs on the CPU (--device cpu); got {args.device!r}")
+    if args.limit is not None and args.limit < 1:
+        raise UserError(f"--limit must be >= 1, got {args.limit}")
+    res = chip_eval(args.run_dir, args.hw, timing=args.timing, stochastic=args.stochastic_rounding,
+                    seed=args.seed or 0, limit=args.limit, data_dir=args.data_dir)
+    print(f"{res['hw']} ({res['timing']} timing): float {100 * res['float_acc']:.2f}% -> fixed "
+          f"{100 * res['fixed_acc']:.2f}% (gap {100 * res['gap']:+.2f} points, predictions agree on "
+          f"{100 * res['agreement']:.1f}% of {res['samples']} test samples)", file=sys.stderr)
+    for layer in res["layers"]:
+        print(f"  {layer['layer']}: weight_exp {layer['weight_exp']}, vth {layer['vth']}, dv {layer['dv']}, "
+              f"max |w - w_q| {layer['max_weight_error']:.3g} (LSB {layer['lsb']:.3g})", file=sys.stderr)
+    return res
+
+
+HANDLERS = {"chip": cmd_chip}

@@ -16,6 +16,7 @@ def add_parsers(sub, common) -> None:
     ev.add_argument("--limit", type=int, default=None, help="evaluate the first N test samples")
     ev.add_argument("--data-dir", default=None, help="folder with data sets (or set NEUROPLAST_DATA)")
     common(ev)
+    add_cost_parser(sub, common)
 
 
 def cmd_chip(args) -> dict:
@@ -36,4 +37,34 @@ def cmd_chip(args) -> dict:
     return res
 
 
-HANDLERS = {"chip": cmd_chip}
+
+
+def add_cost_parser(sub, common) -> None:
+    co = sub.add_parser("cost", help="training cost of a run on a chip: SynOps, memory, energy, time, core mapping")
+    co.add_argument("run_dirs", nargs="+", help="run directories written by `neuroplast train --save`")
+    co.add_argument("--hw", default="loihi1", help="chip name (hardware_models/) or a chip .toml file")
+    co.add_argument("--data-dir", default=None, help="folder with data sets (or set NEUROPLAST_DATA)")
+    common(co)
+
+
+def cmd_cost(args) -> dict:
+    from .chip.cost import run_cost
+    rows = [run_cost(r, args.hw, args.data_dir) for r in args.run_dirs]
+    print(f"{'method':>14} {'acc':>7} {'SynOps/sample':>14} {'feedback ops':>13} {'learn mem':>10} "
+          f"{'energy uJ/sample':>17} {'cores':>6}", file=sys.stderr)
+    for r in rows:
+        p = r["per_sample"]
+        acc = f"{100 * r['test_acc']:.2f}%" if r.get("test_acc") is not None else "-"
+        print(f"{r['method']:>14} {acc:>7} {p['synops_forward']:>14.4g} {p['feedback_ops']:>13.4g} "
+              f"{r['memory_entries']['learning_state']:>10} {r['energy_uj_per_sample_total']:>17.4g} "
+              f"{r['mapping']['cores']:>6}", file=sys.stderr)
+        if not r["mapping"]["fits_one_chip"]:
+            print(f"  {r['method']}: needs {r['mapping']['cores']} cores, {r['mapping']['over_by_cores']} more than one "
+                  f"{r['chip']} chip has ({r['mapping']['chips']} chips)", file=sys.stderr)
+    if rows and rows[0]["estimated_figures"]:
+        print(f"  note: {rows[0]['chip']} figures {rows[0]['estimated_figures']} are estimates (see the chip file)",
+              file=sys.stderr)
+    return {"runs": rows}
+
+
+HANDLERS = {"chip": cmd_chip, "cost": cmd_cost}

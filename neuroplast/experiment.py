@@ -218,7 +218,7 @@ def _train(cfg, rule, device, run, progress, on_epoch):
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=steps) if cfg.schedule == "cosine" else None
     loss_fn = CEMSELoss(cfg.mse_weight)
     step, train_loss = 0, float("nan")
-    activity = {"updates": 0, "noise_draws": 0, "train_spikes": {}}  # what the cost model counts
+    activity = {"updates": 0, "noise_draws": 0, "samples": 0, "train_spikes": {}, "train_synops": {}}  # cost model
     for epoch in range(1, cfg.epochs + 1):
         net.train()
         loss_sum = correct = seen = 0
@@ -228,7 +228,8 @@ def _train(cfg, rule, device, run, progress, on_epoch):
             x, y = x.to(device), y.to(device)
             opt.zero_grad(set_to_none=True)
             rule.set_progress(step / steps)
-            res = rule.compute_grads(net, encode(cfg.encoding, x, cfg.time_steps, generator=dev_gen), y, loss_fn)
+            x_seq = encode(cfg.encoding, x, cfg.time_steps, generator=dev_gen)
+            res = rule.compute_grads(net, x_seq, y, loss_fn)
             step += 1
             if not math.isfinite(res.loss):
                 raise TrainingDiverged(f"loss became {res.loss} at epoch {epoch}, step {step} "
@@ -238,6 +239,9 @@ def _train(cfg, rule, device, run, progress, on_epoch):
             activity["noise_draws"] += res.noise_draws
             for k, v in res.spike_counts.items():
                 activity["train_spikes"][k] = activity["train_spikes"].get(k, 0) + int(v.sum())
+            for k, v in net.count_synops(x_seq, res.spike_counts).items():
+                activity["train_synops"][k] = activity["train_synops"].get(k, 0.0) + v
+            activity["samples"] += len(y)
             if sched is not None:
                 sched.step()
             loss_sum += res.loss * len(y)

@@ -11,6 +11,7 @@ import math
 from dataclasses import dataclass, field
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from ..errors import SpecError
@@ -47,6 +48,7 @@ class Network(nn.Module):
         self.layers = nn.ModuleDict(layers)
         self.arch, self.input_shape, self.num_classes = arch, tuple(input_shape), num_classes
         self.shapes = dict(shapes or {})  # per-sample output shape of every layer
+        self._fan_out: dict[str, Tensor] | None = None
 
     def spiking_layers(self) -> list[str]:
         return [k for k, layer in self.layers.items() if layer.records_spikes]
@@ -69,6 +71,43 @@ class Network(nn.Module):
     def forward(self, x_seq: Tensor) -> Tensor:
         """Logits (1/T)·Σ_t o[t] [B, C] (what ``torch.func.functional_call`` runs)."""
         return self.simulate(x_seq, record=False).logits
+
+    def fan_out(self, name: str) -> Tensor:
+        """Synapses leaving each neuron of layer ``name`` ("input" for the input), per-sample shape:
+        how many neurons of the next synaptic layer it reaches, through pooling and flattening (a
+        pooled cell passes every input on: sum pooling). Zero for the last layer."""
+        names = list(self.layers)
+        start = 0 if name == "input" else names.index(name) + 1
+        shape = self.input_shape if name == "input" else self.shapes[name]
+        x = torch.zeros((1, *shape), dtype=torch.float64, requires_grad=True)
+        h = x
+        for nxt in names[start:]:
+            layer = self.layers[nxt]
+            op = getattr(layer, "op", None)
+            if isinstance(op, nn.Linear):
+                h = h.flatten(1) @ torch.ones_like(op.weight, dtype=torch.float64).t()
+                break
+            if isinstance(op, nn.Conv2d):
+                h = F.conv2d(h, torch.ones_like(op.weight, dtype=torch.float64), stride=op.stride, padding=op.padding)
+                break
+            if isinstance(layer, Pool):
+                h = F.avg_pool2d(h, layer.k) * layer.k ** 2
+            elif isinstance(layer, Flatten):
+                h = h.flatten(1)
+        else:
+            return torch.zeros(shape)
+        (grad,) = torch.autograd.grad(h.sum(), x)
+        return grad[0].float()
+
+    def count_synops(self, x_seq: Tensor, spike_counts: dict[str, Tensor]) -> dict[str, float]:
+        """Synaptic events of one batch: Σ_j count_j·fanout_j per spiking layer (counts [B, *shape]
+        summed over T), and for the input its non-zero entries (spikes or graded payloads)."""
+        if getattr(self, "_fan_out", None) is None:
+            self._fan_out = {k: self.fan_out(k) for k in ["input", *self.spiking_layers()]}
+        out = {k: float((v.sum(0) * self._fan_out[k].to(v.device)).sum()) for k, v in spike_counts.items()}
+        events = (x_seq != 0).sum((0, 1))
+        out["input"] = float((events * self._fan_out["input"].to(events.device)).sum())
+        return out
 
     def init_state(self) -> dict:
         """Zero state for ``step``: neuron states, dropout masks and presynaptic traces."""

@@ -1,0 +1,147 @@
+"""Training cost on a neuromorphic chip, counted from a run's recorded activity (``neuroplast cost``).
+
+Per training sample (T time steps), layers l = 1..L−1 hidden with N_l neurons, C outputs, N_0 inputs,
+S_l = Σ_j s_j·fanout_j the counted synaptic events leaving layer l (spike-driven accumulates):
+
+  forward (all methods)  SynOps = Σ_l S_l (+ input events);  neuron updates = T·Σ_{l≥1} N_l
+  BP  (OPZO Table 5, "if possible"): backward error through Wᵀ every step, T·Σ_{l≥2} N_l·N_{l−1}
+      dense ops; memory: a transposed copy of every W plus T steps of activations (s and u per
+      neuron) kept for the backward pass
+  DFA: feedback e·B_l, T·C·Σ_{l<L} N_l ops; memory C·Σ N_l
+  ZO:  one scalar broadcast per neuron, T·Σ N_l ops; T·Σ N_l noise draws; memory Σ N_l (the noise)
+  OPZO: feedback e·M_l plus the momentum update of M_l, 2·T·C·Σ N_l ops; T·Σ N_l noise draws
+      (T/2·Σ N_l with antithetic pairs; the counted figure is reported); memory C·Σ N_l
+  + local learning: a readout per hidden layer, T·C·Σ N_l forward and T·C·Σ N_l feedback ops,
+      memory C·Σ N_l
+  weight updates: every synapse once per optimizer step; presynaptic traces Σ_l N_{l−1} (online rules)
+
+Energy = SynOps·E_synop + feedback ops·E_synop + neuron updates·E_neuron(active) + weight updates·
+E_update + spikes·E_spike (within tile), from the chip file; time likewise, spread over the cores in
+use. The ANN-equivalent MAC count (Σ N_l·N_{l−1} per pass) is given for contrast. Core mapping: a
+layer needs max(⌈N/neurons per core⌉, ⌈fan-in synapse bits/synaptic memory per core⌉) cores.
+"""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+from ..errors import UserError
+from .hardware import Chip
+
+METHOD_FAMILY = {"bptt": "bp", "ottt": "bp", "fa": "bp", "dfa": "dfa", "zo": "zo", "opzo": "opzo"}
+
+
+def _family(method: str) -> tuple[str, bool]:
+    name, _, opts = method.partition(":")
+    ll = name.endswith("+ll") or any(o.startswith("ll=") and o.split("=", 1)[1] not in ("0", "off")
+                                     for o in opts.split(","))
+    base = name.removesuffix("+ll").strip().lower()
+    if base not in METHOD_FAMILY:
+        raise UserError(f"no cost model for method {base!r}; known: {', '.join(METHOD_FAMILY)}")
+    return METHOD_FAMILY[base], ll
+
+
+def layer_table(net) -> list[dict]:
+    """Synaptic layers of a network: neurons, fan-in synapses, and the spiking layer feeding each."""
+    rows, prev = [], "input"
+    for name, layer in net.layers.items():
+        op = getattr(layer, "op", None)
+        if op is None:
+            continue
+        n = math.prod(net.shapes[name])
+        synapses = int(net.fan_out(prev).sum())
+        rows.append({"layer": name, "neurons": n, "synapses": synapses, "pre": prev,
+                     "pre_neurons": math.prod(net.input_shape if prev == "input" else net.shapes[prev]),
+                     "weights": int(op.weight.numel()), "spiking": layer.records_spikes})
+        prev = name
+    return rows
+
+
+def cost_model(summary: dict, net, chip: Chip, *, time_steps: int, method: str) -> dict:
+    """Per-training-sample counts, memory, energy and time of ``method`` on ``chip``."""
+    act = summary.get("activity") or {}
+    samples = act.get("samples") or 0
+    if not samples or "train_synops" not in act:
+        raise UserError("this run has no recorded training activity (samples, train_synops); re-run it with this "
+                        "version of neuroplast (`neuroplast train ... --save`)")
+    fam, ll = _family(method)
+    T, C = time_steps, net.num_classes
+    rows = layer_table(net)
+    hidden = [r for r in rows if r["spiking"]]
+    sum_hidden = sum(r["neurons"] for r in hidden)
+    per = {}
+    for r in rows:
+        spikes = act["train_spikes"].get(r["layer"], 0) / samples
+        synops_in = act["train_synops"].get(r["pre"], 0.0) / samples
+        per[r["layer"]] = {"neurons": r["neurons"], "synapses": r["synapses"],
+                           "spikes": spikes, "firing_rate": spikes / (T * r["neurons"]) if r["spiking"] else None,
+                           "synops_in": synops_in, "neuron_updates": T * r["neurons"],
+                           "ann_macs": r["synapses"]}
+    fwd_synops = sum(p["synops_in"] for p in per.values())
+    neuron_updates = sum(p["neuron_updates"] for p in per.values())
+    spikes = sum(p["spikes"] for p in per.values())
+    synapses = sum(r["synapses"] for r in rows)
+    weights = sum(r["weights"] for r in rows)
+    if fam == "bp":
+        feedback_ops = T * sum(r["synapses"] for r in rows[1:])
+        learn_mem = synapses + 2 * T * sum(r["neurons"] for r in rows)   # Wᵀ copy + stored s and u
+    elif fam == "dfa":
+        feedback_ops, learn_mem = T * C * sum_hidden, C * sum_hidden
+    elif fam == "zo":
+        feedback_ops, learn_mem = T * sum_hidden, sum_hidden
+    else:
+        feedback_ops, learn_mem = 2 * T * C * sum_hidden, C * sum_hidden
+    if ll:
+        feedback_ops += 2 * T * C * sum_hidden
+        learn_mem += C * sum_hidden
+    noise = act.get("noise_draws", 0) / samples           # counted: T·Σ N_l, or T/2·Σ N_l with antithetic pairs
+    updates = act.get("updates", 0) * synapses / samples           # weight updates per sample
+    traces = sum(r["pre_neurons"] for r in rows) if fam != "bp" or method.startswith("ottt") else 0
+    e = chip.energy_pj
+    energy = {"forward_synops": fwd_synops * e["synaptic_op"], "feedback": feedback_ops * e["synaptic_op"],
+              "neuron_updates": neuron_updates * e["neuron_update_active"],
+              "weight_updates": updates * e["synaptic_update"], "spikes": spikes * e["spike_within_tile"]}
+    tn = chip.time_ns
+    busy = (fwd_synops + feedback_ops) * tn["synaptic_op"] + neuron_updates * tn["neuron_update_active"] + \
+        updates * tn["synaptic_update"] + spikes * tn["spike_within_tile"]
+    mapping = core_mapping(rows, chip, learn_entries=learn_mem if fam != "bp" else 0, hidden=hidden)
+    return {"method": method, "family": fam, "local_learning": ll, "chip": chip.name, "time_steps": T,
+            "samples": samples, "per_layer": per,
+            "per_sample": {"synops_forward": fwd_synops, "feedback_ops": feedback_ops, "neuron_updates": neuron_updates,
+                           "spikes": spikes, "weight_updates": updates, "noise_draws": noise,
+                           "ann_macs_forward": synapses, "ann_macs_training": 3 * synapses},
+            "memory_entries": {"synapses": synapses, "parameters": weights, "learning_state": learn_mem,
+                               "traces": traces},
+            "energy_uj_per_sample": {k: v * 1e-6 for k, v in energy.items()},
+            "energy_uj_per_sample_total": sum(energy.values()) * 1e-6,
+            "time_us_per_sample": busy * 1e-3 / max(1, mapping["cores"]),
+            "mapping": mapping, "estimated_figures": [k for k in ("energy.synaptic_op", "time.synaptic_op")
+                                                      if chip.is_estimated(k)]}
+
+
+def core_mapping(rows: list[dict], chip: Chip, *, learn_entries: int = 0, hidden=()) -> dict:
+    """Cores per layer (neuron count or fan-in synaptic memory, whichever needs more) and chips."""
+    per_core_n, mem = chip.capacity["neurons_per_core"], chip.capacity["synaptic_memory_bits_per_core"]
+    bits = chip.numerics["weight_mantissa_bits"]
+    layers = {}
+    for r in rows:
+        extra = learn_entries * r["neurons"] / max(1, sum(h["neurons"] for h in hidden)) if r in hidden else 0
+        layers[r["layer"]] = max(math.ceil(r["neurons"] / per_core_n), math.ceil((r["synapses"] + extra) * bits / mem))
+    cores = sum(layers.values())
+    return {"cores_per_layer": layers, "cores": cores, "chips": math.ceil(cores / chip.capacity["cores_per_chip"]),
+            "fits_one_chip": cores <= chip.capacity["cores_per_chip"],
+            "over_by_cores": max(0, cores - chip.capacity["cores_per_chip"])}
+
+
+def run_cost(run_dir, hw: str, data_dir: str | None = None) -> dict:
+    from ..experiment import load_run
+    from .hardware import load_chip
+    cfg, net, _ = load_run(run_dir, data_dir)
+    try:
+        summary = json.loads((Path(run_dir) / "summary.json").read_text())
+    except (FileNotFoundError, json.JSONDecodeError) as exc:
+        raise UserError(f"{Path(run_dir) / 'summary.json'} is missing or corrupt ({type(exc).__name__})") from None
+    res = cost_model(summary, net, load_chip(hw), time_steps=cfg.time_steps, method=cfg.method)
+    res.update(run=str(run_dir), net=cfg.net, dataset=cfg.dataset, test_acc=summary.get("test_acc"))
+    return res

@@ -1,0 +1,97 @@
+"""Cost model: fan-out and SynOps counted on hand-built networks, Table-5 formulas against counted
+figures, BP's stored activations growing with T, core mapping."""
+import json
+
+import pytest
+import torch
+
+from neuroplast.chip.cost import cost_model, run_cost
+from neuroplast.chip.hardware import load_chip
+from neuroplast.cli import main
+from neuroplast.snn import build_network
+
+
+def test_fan_out_and_synops_on_a_hand_built_conv_net():
+    """1x4x4 input -> 2C3 (padding 1) -> AP2 -> FC(3): an input corner pixel reaches 4 positions x 2
+    channels, an edge pixel 6 x 2, an interior one 9 x 2; every conv neuron reaches 3 outputs."""
+    net = build_network("1x4x4-2C3-AP2-FC3", input_shape=(1, 4, 4), num_classes=3)
+    fin = net.fan_out("input")[0]
+    assert fin[0, 0] == 8 and fin[0, 1] == 12 and fin[1, 1] == 18
+    assert float(fin.sum()) == sum(1 for c in range(2) for i in range(4) for j in range(4)
+                                   for di in (-1, 0, 1) for dj in (-1, 0, 1) if 0 <= i + di < 4 and 0 <= j + dj < 4)
+    assert torch.equal(net.fan_out("conv1"), torch.full((2, 4, 4), 3.0))
+    counts = torch.zeros(2, 2, 4, 4)          # [B, C, H, W] spikes summed over T
+    counts[0, 0, 0, 0], counts[1, 1, 2, 3] = 5, 2
+    x_seq = torch.zeros(3, 2, 1, 4, 4)
+    x_seq[:, 0, 0, 0, 0] = 0.5                # a corner pixel on for 3 steps in sample 0
+    x_seq[1, 1, 0, 1, 1] = 1.0                # an interior pixel once in sample 1
+    syn = net.count_synops(x_seq, {"conv1": counts})
+    assert syn == {"conv1": (5 + 2) * 3.0, "input": 3 * 8.0 + 1 * 18.0}
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    root, out = tmp_path_factory.mktemp("cost"), {}
+    for method, T in (("bptt", 2), ("bptt", 4), ("dfa", 4), ("opzo", 4), ("opzo+ll", 4), ("zo", 4)):
+        path = root / f"{method}_{T}"
+        assert main(["train", "--method", method, "--net", "64-32-16-10", "--time-steps", str(T), "--epochs", "1",
+                     "--save", str(path), "--no-progress"]) == 0
+        out[(method, T)] = path
+    return out
+
+
+def _summary(path):
+    return json.loads((path / "summary.json").read_text())
+
+
+def test_counted_figures_match_the_table5_formulas(runs):
+    C, T, hidden = 10, 4, 32 + 16
+    for method in ("dfa", "opzo", "opzo+ll", "zo"):
+        res, s = run_cost(runs[(method, T)], "loihi1"), _summary(runs[(method, T)])
+        act = s["activity"]
+        fb = sum(act["feedback_entries"].values())
+        if method in ("dfa", "opzo"):
+            assert res["memory_entries"]["learning_state"] == fb == C * hidden
+        if method == "opzo+ll":
+            readout_weights = sum(n - C for n in act["readout_entries"].values())
+            assert res["memory_entries"]["learning_state"] == fb + readout_weights == 2 * C * hidden
+        per = res["per_sample"]
+        assert per["feedback_ops"] == {"dfa": T * C * hidden, "opzo": 2 * T * C * hidden,
+                                       "opzo+ll": 4 * T * C * hidden, "zo": T * hidden}[method]
+        if method == "zo":
+            assert per["noise_draws"] == T * hidden
+        if method.startswith("opzo"):
+            assert per["noise_draws"] == T * hidden / 2  # antithetic pairs: fresh noise every other step
+        # forward SynOps: Σ spikes x fan-out; FC fan-out is the next layer's width
+        spikes = {k: v / act["samples"] for k, v in act["train_spikes"].items()}
+        assert res["per_layer"]["dense2"]["synops_in"] == pytest.approx(spikes["dense1"] * 16)
+        assert res["per_layer"]["readout"]["synops_in"] == pytest.approx(spikes["dense2"] * 10)
+        assert 0 < res["per_layer"]["dense1"]["firing_rate"] < 1
+
+
+def test_bp_memory_grows_with_time_steps_and_online_rules_do_not(runs):
+    bp2, bp4 = run_cost(runs[("bptt", 2)], "loihi1"), run_cost(runs[("bptt", 4)], "loihi1")
+    neurons = 32 + 16 + 10
+    assert bp4["memory_entries"]["learning_state"] - bp2["memory_entries"]["learning_state"] == 2 * 2 * neurons
+    dfa = run_cost(runs[("dfa", 4)], "loihi1")
+    assert dfa["memory_entries"]["learning_state"] < bp4["memory_entries"]["learning_state"]
+    assert bp4["energy_uj_per_sample_total"] > 0 and bp4["per_sample"]["ann_macs_forward"] == 64 * 32 + 32 * 16 + 16 * 10
+
+
+def test_core_mapping_says_by_how_much_a_network_does_not_fit(runs, tmp_path, capsys):
+    tiny = tmp_path / "tiny.toml"
+    tiny.write_text(open(load_chip("loihi1").path).read().replace("cores_per_chip = 128", "cores_per_chip = 2")
+                    .replace("neurons_per_core = 1024", "neurons_per_core = 16"))
+    assert main(["cost", str(runs[("dfa", 4)]), "--hw", str(tiny), "--json"]) == 0
+    captured = capsys.readouterr()
+    res = json.loads(captured.out)["runs"][0]
+    assert res["mapping"]["cores_per_layer"]["dense1"] == 2 and res["mapping"]["over_by_cores"] == res["mapping"]["cores"] - 2
+    assert f"needs {res['mapping']['cores']} cores, {res['mapping']['over_by_cores']} more than one" in captured.err
+
+
+def test_cost_needs_recorded_activity(runs, tmp_path):
+    s = _summary(runs[("dfa", 4)])
+    s["activity"].pop("train_synops")
+    net = build_network("64-32-16-10", input_shape=(64,), num_classes=10)
+    with pytest.raises(Exception, match="no recorded training activity"):
+        cost_model(s, net, load_chip("loihi1"), time_steps=4, method="dfa")

@@ -40,6 +40,8 @@ _TRAIN_FLAGS = {  # flag -> (config key, type, help)
     "--reset": ("reset", str, "hard | soft"),
     "--val-fraction": ("val_fraction", float, "fraction of training data held out for validation"),
     "--split-seed": ("split_seed", int, "seed of the train/validation/test split"),
+    "--precision": ("precision", str, "float (default) or a chip (loihi2, a chip .toml): on-chip integer "
+                    "learning with dfa, opzo or zo"),
     "--trainable": ("trainable", str, "all (default) or readout (control: hidden layers frozen at init)"),
 }
 

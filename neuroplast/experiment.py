@@ -189,7 +189,12 @@ def train(cfg: TrainConfig, *, save: str | Path | None = None, overwrite: bool =
     device = resolve_device(cfg.device)
     run = RunDir(save, overwrite)
     try:
-        summary, net = _train(cfg, rule, device, run, progress, on_epoch)
+        if cfg.precision != "float":
+            from .chip.onchip_train import train_onchip
+            summary, net = train_onchip(cfg, run, progress=progress, on_epoch=on_epoch, make_network=make_network,
+                                        batches=batches, log=log)
+        else:
+            summary, net = _train(cfg, rule, device, run, progress, on_epoch)
         run.commit(cfg, summary, net)
     except BaseException:
         run.abort()

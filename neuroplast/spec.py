@@ -37,7 +37,7 @@ class TrainConfig:
     epochs: int = 10
     batch_size: int = 128
     optimizer: str = "adam"
-    lr: float = 1e-3
+    lr: float | None = None           # None: 1e-3 (float optimizers), 0.3 (on-chip SGD steps)
     weight_decay: float = 0.0
     momentum: float = 0.9             # SGD / RMSprop momentum
     schedule: str = "cosine"
@@ -52,11 +52,14 @@ class TrainConfig:
     split_seed: int = 0
     trainable: str = "all"            # "all", or "readout" (control: hidden layers frozen at init)
     compiled: bool = False            # fuse the LIF recursion with torch.compile (needs a C++ compiler)
+    precision: str = "float"          # float, or a chip (loihi2, a chip file): on-chip integer learning
 
     def resolved(self) -> TrainConfig:
         """Fill data-set defaults and validate every field; returns a new config."""
         defaults = DATASET_DEFAULTS.get(self.dataset, {})
         cfg = dataclasses.replace(self, **{k: v for k, v in defaults.items() if getattr(self, k) is None})
+        if cfg.lr is None:
+            cfg = dataclasses.replace(cfg, lr=1e-3 if cfg.precision == "float" else 0.3)
         cfg.validate()
         return cfg
 

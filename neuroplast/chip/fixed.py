@@ -68,15 +68,26 @@ class IntLIFParams:
         return torch.where(e >= 0, m << e.clamp_min(0), m >> (-e).clamp_min(0))
 
 
-def int_lif_step(u: Tensor, v: Tensor, a: Tensor, p: IntLIFParams) -> tuple[Tensor, Tensor, Tensor]:
-    """One integer CUBA LIF step: (u, v, a) int64 [..., N] -> (u, v, spikes bool)."""
+def int_lif_integrate(u: Tensor, v: Tensor, a: Tensor, p: IntLIFParams) -> tuple[Tensor, Tensor]:
+    """Sub-threshold part of a step: (u, v, a) -> (u, v before the spike check)."""
     u = _i32(_decay(u, DECAY_UNITY - (p.du + 1)) + _i32(a << ACT_SHIFT))
     wrapped = torch.where(u > UV_MAX, u - 2 * UV_MAX, u)
     u = torch.where(wrapped <= -UV_MAX, u + 2 * UV_MAX, wrapped)   # wraps once, as Lava does
     v = _i32(_decay(v, DECAY_UNITY - p.dv) + u + p.effective_bias())
-    v = v.clamp(-UV_MAX + 1, UV_MAX - 1)
+    return u, v.clamp(-UV_MAX + 1, UV_MAX - 1)
+
+
+def int_lif_fire(v: Tensor, p: IntLIFParams) -> tuple[Tensor, Tensor]:
+    """Spike where v > vth << 6 and reset v to 0 there: v -> (v, spikes bool)."""
     s = v > (p.vth << VTH_SHIFT)
-    return u, torch.where(s, torch.zeros_like(v), v), s
+    return torch.where(s, torch.zeros_like(v), v), s
+
+
+def int_lif_step(u: Tensor, v: Tensor, a: Tensor, p: IntLIFParams) -> tuple[Tensor, Tensor, Tensor]:
+    """One integer CUBA LIF step: (u, v, a) int64 [..., N] -> (u, v, spikes bool)."""
+    u, v = int_lif_integrate(u, v, a, p)
+    v, s = int_lif_fire(v, p)
+    return u, v, s
 
 
 def lava_weights(m: Tensor) -> Tensor:

@@ -1,0 +1,220 @@
+"""On-chip three-factor learning in Loihi integers: DFA, OPZO and ZO (``train --precision loihi2``).
+
+Everything the chip holds is an integer at the chip's width; the equations are those of the float
+rules (learn/dfa.py, opzo.py, zo.py), each quantity on its own fixed scale:
+
+  forward     integer CUBA LIF (``fixed``); weights 8-bit mantissas m (w = m·LSB_l), no biases
+  traces      x̂ ← x̂·(4096 − d)>>12 + SR(impulse·x/X), unsigned ``trace_bits`` (presynaptic, clean input)
+  ψ'          boxcar on the membrane before the spike check: 1 where |v − θ| ≤ θ/2
+  noise       Rademacher ±1 from per-neuron xorshift32 units (an LFSR-style generator); sent as graded
+              spikes s·Q + σQ·z (OPZO, ZO), antithetic across step pairs (OPZO)
+  error       e = ∂L[t]/∂o[t] per sample (computed off-core), sent as an 8-bit payload e_int = SR(E·e)
+  feedback    DFA: δ_l = e_int·B_l, B_l 8-bit random; OPZO: δ_l = e_int·M_l with the momentum
+              feedback M_l ← M_l + (mean_b(o8 zᵀ)·2^f − M_l)>>k in a 16-bit accumulator
+              (β = 1 − 2^−k, f fractional bits); ZO: δ_l = SR(D·(ℓ_noisy − ℓ_clean)/σ)·z
+  update      G_l = Σ_t (ψ'_l ⊙ δ_l)ᵀ x̂_{l−1} (integer); per batch m_l ← clip(m_l − SR(G_l·2^−k_l)), with
+              the learning rate realised as a power-of-two shift k_l, stochastic rounding (SR)
+
+Fully connected networks (dense hidden layers and a readout) with direct (graded) input.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+
+from ..errors import SpecError
+from ..learn import CEMSELoss
+from ..snn.layers import Dropout, Flatten, Readout, SpikingLayer
+from .fixed import DECAY_MAX, DECAY_UNITY, VTH_SHIFT, W_MANT_MAX, IntLIFParams, _decay, int_dense, int_lif_fire, \
+    int_lif_integrate
+from .hardware import Chip
+from .quantize import GRADED_INPUT, VTH_CAP
+
+Tensor = torch.Tensor
+METHODS = ("dfa", "opzo", "zo")
+Q = 16              # payload of a spike when noise is added (graded spikes)
+E_PER_T = 64        # error payload scale: e_int = SR(E·e), E = 64·T (|e| ≲ 2/T per sample)
+B_SCALE = 32        # DFA feedback: B_int = round(32·√C·B), B ~ N(0, 1/C)
+M_FRAC = 8          # OPZO feedback: 8 fractional bits in a 16-bit accumulator
+O_SCALE = 8         # OPZO: readout output sent as an 8-bit payload o8 = SR(8·o)
+IMPULSE = 16        # trace impulse per unit input
+HEADROOM = 8        # initial max |w| maps to mantissa 128/HEADROOM: room for the weights to grow
+
+
+class NoiseUnits:
+    """Per-lane xorshift32 generators (vectorised), giving Rademacher ±1 draws."""
+
+    def __init__(self, seed: int):
+        self.seed, self.state = seed, None
+
+    def rademacher(self, shape) -> Tensor:
+        n = math.prod(shape)
+        if self.state is None or self.state.numel() != n:
+            g = torch.Generator().manual_seed(self.seed)
+            self.state = torch.randint(1, 2 ** 31, (n,), generator=g, dtype=torch.int64)
+        x = self.state
+        mask = (1 << 32) - 1
+        x = x ^ ((x << 13) & mask)
+        x = x ^ (x >> 17)
+        x = x ^ ((x << 5) & mask)
+        self.state = x
+        return ((x & 1) * 2 - 1).view(shape)
+
+
+def _sr(x: Tensor, gen: torch.Generator) -> Tensor:
+    """Stochastic rounding to integers."""
+    return torch.floor(x + torch.rand(x.shape, generator=gen, dtype=x.dtype)).to(torch.int64)
+
+
+class OnChipLearner:
+    """Integer network + integer three-factor learning, built from a float network's initialisation."""
+
+    def __init__(self, net, chip: Chip, method: str, *, lr: float, time_steps: int, sigma: float = 0.5,
+                 beta_shift: int = 7, seed: int = 0, trace_decay: float | None = None):
+        if method not in METHODS:
+            raise SpecError(f"on-chip learning supports {', '.join(METHODS)}; got {method!r}")
+        if not chip.fixed:
+            raise SpecError(f"chip {chip.name!r} has float precision; on-chip learning needs a fixed-point chip")
+        if method in ("opzo", "zo") and chip.numerics["graded_spike_bits"] < 8:
+            raise SpecError(f"{method} injects noise into the spikes a layer sends, which needs graded spikes; "
+                            f"{chip.name} has binary spikes only (use dfa, or loihi2)")
+        if chip.numerics["graded_spike_bits"] < 8:
+            raise SpecError(f"direct (real-valued) input needs graded spikes; {chip.name} has binary spikes only")
+        layers = [x for x in net.layers.values() if not isinstance(x, (Flatten, Dropout))]
+        if not (all(isinstance(x, SpikingLayer) and x.op.weight.dim() == 2 for x in layers[:-1])
+                and isinstance(layers[-1], Readout) and len(layers) >= 2):
+            raise SpecError(f"on-chip learning runs fully connected networks (e.g. 64-256-10); got {net.arch!r}")
+        self.method, self.chip, self.T, self.lr = method, chip, time_steps, float(lr)
+        self.gen = torch.Generator().manual_seed(seed)
+        self.noise = NoiseUnits(seed + 17)
+        self.trace_max = (1 << chip.numerics["trace_bits"]) - 1
+        self.sigma_int = max(1, round(sigma * Q)) if method != "dfa" else 0
+        self.sigma = self.sigma_int / Q
+        self.beta_shift = beta_shift
+        self.loss = CEMSELoss()
+        q_hidden = Q if method != "dfa" else 1
+        self.layers = []
+        x_scale = GRADED_INPUT
+        lo, hi = chip.numerics["weight_exp_min"], chip.numerics["weight_exp_max"]
+        for layer in layers:
+            w = layer.op.weight.detach().to(torch.float64)
+            lsb = float(w.abs().max()) * HEADROOM / (W_MANT_MAX + 1)
+            theta = layer.lif.threshold if isinstance(layer, SpikingLayer) else 1.0
+            exp = next((e for e in range(hi, lo - 1, -1) if theta * x_scale * 2.0 ** (e + 1) / lsb <= VTH_CAP), lo)
+            vth = max(1, math.floor(theta * x_scale * 2.0 ** (exp + 1) / lsb))
+            lsb = theta * x_scale * 2.0 ** (exp + 1) / vth          # exact for the integer vth
+            m = _sr(w / lsb, self.gen).clamp(-W_MANT_MAX - 1, W_MANT_MAX)
+            dv = 0 if isinstance(layer, Readout) else min(max(round(DECAY_UNITY * (1 - layer.lif.leak)), 0), DECAY_MAX)
+            # presynaptic trace decay: the float rules' λ of the layer (0 for the readout: x̂ = x)
+            lam = layer.trace_decay if trace_decay is None or isinstance(layer, Readout) else trace_decay
+            self.layers.append({"m": m, "exp": exp, "lsb": lsb, "x_scale": x_scale, "v_scale": vth * 64 / theta,
+                                "lif": IntLIFParams(DECAY_MAX, dv, vth), "trace_d": round(DECAY_UNITY * (1 - lam))})
+            x_scale = q_hidden
+        C = net.num_classes
+        self.hidden = self.layers[:-1]
+        for h in self.hidden:
+            n = h["m"].shape[0]
+            if method == "dfa":
+                b = torch.randn(C, n, generator=self.gen, dtype=torch.float64) / math.sqrt(C)
+                h["fb"] = torch.round(b * B_SCALE * math.sqrt(C)).clamp(-127, 127).to(torch.int64)
+                h["fb_scale"] = B_SCALE * math.sqrt(C)
+            elif method == "opzo":
+                h["fb"] = torch.zeros(C, n, dtype=torch.int64)
+                h["fb_scale"] = float(1 << M_FRAC) * O_SCALE   # M ≈ σ·∂o/∂a (no 1/σ, OPZO App. C)
+
+    def saturation(self) -> dict[str, float]:
+        """Fraction of weight mantissas at the 8-bit limits, per layer (a sign that the scale is too tight)."""
+        return {f"layer{k + 1}": float((ly["m"].abs() >= W_MANT_MAX).double().mean()) for k, ly in enumerate(self.layers)}
+
+    def weights_float(self) -> list[Tensor]:
+        return [ly["m"].to(torch.float64) * ly["lsb"] for ly in self.layers]
+
+    def _forward_step(self, x: Tensor, state: list, noise: list | None):
+        """One integer step from ``state`` (list of (u, v)); returns (o float [B, C], new state, per-layer
+        (v_pre, spikes, clean input payload))."""
+        h, new, seen = x, [], []
+        for k, ly in enumerate(self.layers):
+            a = int_dense(ly["m"], h, ly["exp"])
+            u, v = state[k]
+            u, v_pre = int_lif_integrate(u, v, a, ly["lif"])
+            if k == len(self.layers) - 1:
+                new.append((u, v_pre))
+                seen.append((v_pre, None, h))
+                return (a << 6).to(torch.float64) / ly["v_scale"], new, seen
+            v, s = int_lif_fire(v_pre, ly["lif"])
+            new.append((u, v))
+            seen.append((v_pre, s, h))
+            s = s.to(torch.int64)
+            h = s * Q + self.sigma_int * noise[k] if noise is not None else (s * Q if self.method != "dfa" else s)
+        raise AssertionError("unreachable")
+
+    def train_batch(self, x_seq: Tensor, y: Tensor) -> tuple[float, Tensor]:
+        """One batch of online learning (float input [T, B, N0] in [0, 1]); returns (mean loss, logits)."""
+        x_int = torch.round(x_seq.clamp(0, 1) * GRADED_INPUT).to(torch.int64).flatten(2)
+        T, B = x_int.shape[:2]
+        E = E_PER_T * T
+        state = [(torch.zeros(B, ly["m"].shape[0], dtype=torch.int64),) * 2 for ly in self.layers]
+        traces = [torch.zeros(B, ly["m"].shape[1], dtype=torch.int64) for ly in self.layers]
+        grads = [torch.zeros_like(ly["m"]) for ly in self.layers]
+        loss_sum, logits, z_prev = 0.0, 0.0, None
+        for t in range(T):
+            z = None
+            if self.method != "dfa":
+                if self.method == "opzo" and t % 2 == 1 and z_prev is not None:
+                    z = [-zz for zz in z_prev]
+                else:
+                    z = [self.noise.rademacher((B, ly["m"].shape[0])) for ly in self.hidden]
+            o, new_state, seen = self._forward_step(x_int[t], state, z)
+            o_req = o.detach().requires_grad_(True)
+            per = self.loss.per_sample(o_req, y)
+            (e,) = torch.autograd.grad(per.sum() / T, o_req)
+            e_int = _sr(e * E, self.gen).clamp(-127, 127)
+            loss_sum += float(per.detach().mean()) / T
+            logits = logits + o / T
+            for k, ly in enumerate(self.layers):  # presynaptic traces of the clean input each layer receives
+                _, s_prev, h_in = seen[k]
+                clean = h_in if k == 0 else (seen[k - 1][1].to(torch.int64))
+                scale = ly["x_scale"] if k == 0 else 1
+                traces[k] = (_decay(traces[k], DECAY_UNITY - ly["trace_d"]) +
+                             _sr(clean.to(torch.float64) * IMPULSE / scale, self.gen)).clamp(0, self.trace_max)
+            if self.method == "zo":
+                o_clean, _, _ = self._forward_step(x_int[t], state, None)
+                diff = (per.detach() - self.loss.per_sample(o_clean, y)) / self.sigma
+                d_int = _sr(diff * E / T, self.gen).clamp(-127, 127)
+            for k, ly in enumerate(self.hidden):
+                v_pre = seen[k][0]
+                th = ly["lif"].vth << VTH_SHIFT
+                psi = (2 * (v_pre - th).abs() <= th).to(torch.int64)
+                if self.method == "zo":
+                    delta = d_int.view(-1, 1) * z[k]
+                else:
+                    delta = e_int @ ly["fb"]
+                grads[k] += (psi * delta).t() @ traces[k]
+            grads[-1] += e_int.t() @ traces[-1]
+            if self.method == "opzo":
+                o8 = _sr(o * O_SCALE, self.gen).clamp(-127, 127)
+                for k, ly in enumerate(self.hidden):
+                    est = (o8.t() @ z[k]).to(torch.float64) * (1 << M_FRAC) / B
+                    step = _sr((est - ly["fb"]) / (1 << self.beta_shift), self.gen)
+                    ly["fb"] = (ly["fb"] + step).clamp(-(1 << 15), (1 << 15) - 1)
+            state, z_prev = new_state, z
+        for k, ly in enumerate(self.layers):
+            # δ_float = δ_int/(E·fb_scale) (readout and ZO: fb_scale 1); x̂_float = x̂_int/IMPULSE;
+            # float step Δw = −lr·mean_b Σ_t δ x̂, in mantissa units of this layer (/lsb)
+            fb_scale = ly.get("fb_scale", 1.0)
+            c = self.lr / (E * fb_scale * IMPULSE * B * ly["lsb"])
+            shift = 2.0 ** round(math.log2(c)) if c > 0 else 0.0
+            ly["m"] = (ly["m"] - _sr(grads[k].to(torch.float64) * shift, self.gen)).clamp(-W_MANT_MAX - 1, W_MANT_MAX)
+        return loss_sum, logits
+
+    @torch.no_grad()
+    def classify(self, x_seq: Tensor) -> Tensor:
+        x_int = torch.round(x_seq.clamp(0, 1) * GRADED_INPUT).to(torch.int64).flatten(2)
+        B = x_int.shape[1]
+        state = [(torch.zeros(B, ly["m"].shape[0], dtype=torch.int64),) * 2 for ly in self.layers]
+        total = 0.0
+        for t in range(x_int.shape[0]):
+            o, state, _ = self._forward_step(x_int[t], state, None)
+            total = total + o
+        return total.argmax(1)

@@ -1,0 +1,88 @@
+"""Training loop of on-chip integer learning (``neuroplast train --method opzo --precision loihi2``)."""
+from __future__ import annotations
+
+import math
+import sys
+import time
+
+import torch
+from tqdm.auto import tqdm
+
+from ..data import encode, load_dataset
+from ..errors import SpecError, TrainingDiverged
+from ..registry import parse_options
+from .hardware import load_chip
+from .onchip import METHODS, OnChipLearner
+
+
+def train_onchip(cfg, run, *, progress: bool, on_epoch=None, make_network, batches, log):
+    """Same contract as the float loop: returns (summary, float network holding the chip's weights)."""
+    t0 = time.perf_counter()
+    chip = load_chip(cfg.precision)
+    name, opts = parse_options(cfg.method)
+    if name not in METHODS:
+        raise SpecError(f"--precision {cfg.precision} runs on-chip learning with {', '.join(METHODS)}; got method "
+                        f"{name!r} (backprop has no on-chip form)")
+    unknown = sorted(set(opts) - {"sigma", "beta"})
+    if unknown:
+        raise SpecError(f"on-chip {name} takes the options sigma and beta; got {unknown}")
+    beta = float(opts.get("beta", 0.99))
+    if not 0.0 <= beta < 1.0:
+        raise SpecError(f"opzo needs a momentum beta in [0, 1), got {beta}")
+    if cfg.encoding != "direct":
+        raise SpecError("on-chip learning takes direct (graded) input for now; use --encoding direct")
+    data = load_dataset(cfg.dataset, data_dir=cfg.data_dir, val_fraction=cfg.val_fraction,
+                        split_seed=cfg.split_seed, time_steps=cfg.time_steps)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    net = make_network(cfg, data, gen)
+    learner = OnChipLearner(net, chip, name, lr=cfg.lr, time_steps=cfg.time_steps, sigma=float(opts.get("sigma", 0.5)),
+                            beta_shift=max(1, round(-math.log2(1 - beta))) if beta > 0 else 1, seed=cfg.seed)
+    steps, step = cfg.epochs * math.ceil(len(data.train) / cfg.batch_size), 0
+    base_lr, train_loss = learner.lr, float("nan")
+    for epoch in range(1, cfg.epochs + 1):
+        loss_sum = correct = seen = 0
+        bar = tqdm(batches(data.train, cfg.batch_size, generator=gen), total=math.ceil(len(data.train) / cfg.batch_size),
+                   desc=f"epoch {epoch}/{cfg.epochs} ({chip.name})", disable=None if progress else True, leave=False,
+                   file=sys.stderr)
+        for x, y in bar:
+            if cfg.schedule == "cosine":
+                learner.lr = base_lr * 0.5 * (1 + math.cos(math.pi * step / steps))
+            loss, logits = learner.train_batch(encode(cfg.encoding, x, cfg.time_steps, generator=gen), y)
+            step += 1
+            if not math.isfinite(loss):
+                raise TrainingDiverged(f"on-chip loss became {loss} at epoch {epoch}; lower --lr")
+            loss_sum += loss * len(y)
+            correct += int((logits.argmax(1) == y).sum())
+            seen += len(y)
+            bar.set_postfix(loss=f"{loss_sum / seen:.4f}", acc=f"{correct / seen:.3f}")
+        train_loss = loss_sum / seen
+        row = {"epoch": epoch, "train_loss": train_loss, "train_acc": correct / seen, "lr": learner.lr,
+               "wall_s": time.perf_counter() - t0}
+        if len(data.val):
+            row["val_acc"] = _accuracy(learner, data.val, cfg)
+        run.append_metrics(row)
+        if on_epoch:
+            on_epoch(row)
+        log(f"epoch {epoch}/{cfg.epochs} ({chip.name}): loss {train_loss:.4f}, train acc {row['train_acc']:.4f}"
+            + (f", val acc {row['val_acc']:.4f}" if "val_acc" in row else "") + f" ({row['wall_s']:.1f} s)")
+    with torch.no_grad():  # the float network carries the chip's weights (dequantised; no biases on chip)
+        for layer, w in zip([x for x in net.layers.values() if hasattr(x, "op")], learner.weights_float()):
+            layer.op.weight.copy_(w.to(layer.op.weight.dtype))
+            if layer.op.bias is not None:
+                layer.op.bias.zero_()
+    summary = {"task": cfg.task, "dataset": cfg.dataset, "net": cfg.net, "method": cfg.method,
+               "precision": chip.name, "estimator": "boxcar (on-chip)", "epochs": cfg.epochs,
+               "time_steps": cfg.time_steps, "seed": cfg.seed, "device": "cpu",
+               "test_acc": _accuracy(learner, data.test, cfg), "train_loss": train_loss,
+               "firing_rates": {}, "params": sum(int(ly["m"].numel()) for ly in learner.layers),
+               "trainable": "all", "weight_mantissa_saturation": learner.saturation(),
+               "wall_s": time.perf_counter() - t0}
+    return summary, net
+
+
+def _accuracy(learner, split, cfg, batch: int = 500) -> float:
+    correct = 0
+    for i in range(0, len(split), batch):
+        x, y = split.x[i:i + batch], split.y[i:i + batch]
+        correct += int((learner.classify(encode(cfg.encoding, x, cfg.time_steps)) == y).sum())
+    return correct / max(1, len(split))

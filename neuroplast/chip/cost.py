@@ -137,11 +137,37 @@ def core_mapping(rows: list[dict], chip: Chip, *, learn_entries: int = 0, hidden
 def run_cost(run_dir, hw: str, data_dir: str | None = None) -> dict:
     from ..experiment import load_run
     from .hardware import load_chip
-    cfg, net, _ = load_run(run_dir, data_dir)
+    cfg, net, data = load_run(run_dir, data_dir)
     try:
         summary = json.loads((Path(run_dir) / "summary.json").read_text())
     except (FileNotFoundError, json.JSONDecodeError) as exc:
         raise UserError(f"{Path(run_dir) / 'summary.json'} is missing or corrupt ({type(exc).__name__})") from None
+    source = "recorded"
+    act = summary.get("activity") or {}
+    if "train_synops" not in act or not act.get("samples"):  # runs from before SynOps were recorded
+        summary = {**summary, "activity": reconstruct_activity(act, net, data, cfg)}
+        source = "reconstructed from spike totals (uniform fan-out)"
     res = cost_model(summary, net, load_chip(hw), time_steps=cfg.time_steps, method=cfg.method)
-    res.update(run=str(run_dir), net=cfg.net, dataset=cfg.dataset, test_acc=summary.get("test_acc"))
+    res.update(run=str(run_dir), net=cfg.net, dataset=cfg.dataset, test_acc=summary.get("test_acc"),
+               activity_source=source)
     return res
+
+
+def reconstruct_activity(act: dict, net, data, cfg) -> dict:
+    """SynOps of an older run from its per-layer spike totals: exact when every neuron of a layer has
+    the same fan-out (fully connected) and the input is direct (the same values every step)."""
+    if not act.get("train_spikes") or cfg.encoding != "direct":
+        raise UserError("this run has no recorded training activity (samples, train_synops); re-run it with this "
+                        "version of neuroplast (`neuroplast train ... --save`)")
+    synops = {}
+    for name in ["input", *net.spiking_layers()]:
+        f = net.fan_out(name)
+        if float(f.min()) != float(f.max()):
+            raise UserError(f"layer {name} has a non-uniform fan-out (conv); its SynOps cannot be reconstructed "
+                            "from spike totals: re-run the training with this version of neuroplast")
+        if name == "input":
+            nnz = float((data.train.x != 0).sum()) * cfg.time_steps * cfg.epochs
+            synops[name] = nnz * float(f.max())
+        else:
+            synops[name] = act["train_spikes"][name] * float(f.max())
+    return {**act, "samples": cfg.epochs * len(data.train), "train_synops": synops}

@@ -161,9 +161,12 @@ class FixedNetwork:
         return x_seq.to(torch.int64)
 
     @torch.no_grad()
-    def simulate(self, x_seq: Tensor) -> dict:
-        """x_seq float [T, B, *input_shape] -> {"v_out": [B, C] int, "spikes": {layer: [B, ...] counts}}."""
-        x_int = self.encode_input(x_seq)
+    def simulate(self, x_seq: Tensor, *, record: bool = False, integer_input: bool = False) -> dict:
+        """x_seq float [T, B, *input_shape] -> {"v_out": [B, C] int, "spikes": {layer: [B, ...] counts}};
+        ``record=True`` adds "steps": {layer: {"u", "v", "s": [steps, B, N]}} (state after each step);
+        ``integer_input=True`` takes x_seq as integer payloads already."""
+        x_int = x_seq.to(torch.int64) if integer_input else self.encode_input(x_seq)
+        trace: dict[str, dict[str, list]] = {}
         T, B = x_int.shape[:2]
         n_syn = sum(layer.synapse is not None for layer in self.layers)
         steps = T + (n_syn - 1 if self.timing == "lava" else 0)
@@ -192,12 +195,20 @@ class FixedNetwork:
                         a, state[layer.name][2] = buf, a
                     u, v, s = int_lif_step(u, v, a, layer.lif)
                     state[layer.name][:2] = [u, v]
+                    if record:
+                        rec = trace.setdefault(layer.name, {"u": [], "v": [], "s": []})
+                        rec["u"].append(u)
+                        rec["v"].append(v)
+                        rec["s"].append(s.to(torch.int64))
                     if layer.kind == "readout":
                         v_out = v
                     else:
                         h = s.to(torch.int64).view(shape)
                         counts[layer.name] = counts.get(layer.name, 0) + h
-        return {"v_out": v_out, "spikes": counts}
+        out = {"v_out": v_out, "spikes": counts}
+        if record:
+            out["steps"] = {k: {q: torch.stack(v) for q, v in d.items()} for k, d in trace.items()}
+        return out
 
     def classify(self, x_seq: Tensor) -> Tensor:
         return self.simulate(x_seq)["v_out"].argmax(1)

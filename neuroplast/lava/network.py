@@ -1,0 +1,117 @@
+"""A quantised neuroplast network as a Lava process graph, run on Lava's CPU backend (fixed_pt).
+
+FixedNetwork (chip.quantize, ``timing="lava"``) -> RingBuffer (graded 8-bit input) -> per synaptic
+layer a Lava ``Dense`` (weights 2m, ``weight_exp``, graded messages for the input layer) feeding
+a Lava ``LIF`` (du, dv, vth, bias_mant, bias_exp); the readout is a non-spiking integrating LIF
+(dv = 0). Lava's own bit-accurate process models (PyDenseModelBitAcc, PyLifModelBitAcc) run it,
+selected with the ``fixed_pt`` tag. Monitors record u, v and spikes of every LIF at every step, so
+that ``equivalence`` can compare them with the fast engine.
+"""
+from __future__ import annotations
+
+import signal
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import numpy as np
+
+from . import compat
+
+compat.install()
+from lava.magma.core.run_conditions import RunSteps  # noqa: E402
+from lava.magma.core.run_configs import Loihi2SimCfg  # noqa: E402
+from lava.proc.dense.process import Dense  # noqa: E402
+from lava.proc.io.source import RingBuffer  # noqa: E402
+from lava.proc.lif.process import LIF  # noqa: E402
+from lava.proc.monitor.process import Monitor  # noqa: E402
+
+from ..chip.fixed import lava_weights  # noqa: E402
+from ..errors import NeuroplastError, SpecError  # noqa: E402
+
+
+class LavaTimeout(NeuroplastError):
+    """A Lava run did not finish in time (the runtime was stopped)."""
+
+
+@dataclass
+class LavaGraph:
+    source: RingBuffer
+    layers: list[tuple[str, Dense, LIF]]
+    steps: int
+
+
+def _np(x) -> np.ndarray:
+    return x.detach().cpu().numpy() if hasattr(x, "detach") else np.asarray(x)
+
+
+def build_graph(fixed, x_int: np.ndarray) -> LavaGraph:
+    """Processes for one sample: ``x_int`` [T, N_in] integer payloads. Fully connected networks only."""
+    kinds = [layer.kind for layer in fixed.layers]
+    for layer in fixed.layers:
+        if layer.kind == "pool" or (layer.synapse is not None and layer.synapse.conv is not None):
+            what = f"{layer.pool[0]} pooling" if layer.kind == "pool" else "a convolution"
+            raise SpecError(f"layer {layer.name} ({what}) has no Lava process here yet: the Lava graph takes fully "
+                            "connected networks (e.g. 784-128-10); fold pooling into the next layer's weights or "
+                            "use the fast engine (`neuroplast chip eval`)")
+    if fixed.timing != "lava":
+        raise SpecError("build the Lava graph from a FixedNetwork quantised with timing='lava'")
+    n_syn = sum(k in ("spiking", "readout") for k in kinds)
+    T = x_int.shape[0]
+    steps = T + n_syn - 1
+    data = np.zeros((x_int.shape[1], steps), dtype=np.int32)
+    data[:, :T] = x_int.T
+    source = RingBuffer(data=data)
+    port, graded, layers = source.s_out, True, []
+    for layer in fixed.layers:
+        if layer.synapse is None:
+            continue
+        syn, p = layer.synapse, layer.lif
+        dense = Dense(weights=_np(lava_weights(syn.m)).astype(np.int32), weight_exp=int(syn.weight_exp),
+                      num_message_bits=8 if graded else 0, sign_mode=None)
+        n = syn.m.shape[0]
+        lif = LIF(shape=(n,), du=int(p.du), dv=int(p.dv), vth=int(p.vth),
+                  bias_mant=np.broadcast_to(_np(p.bias_mant), (n,)).astype(np.int32),
+                  bias_exp=np.broadcast_to(_np(p.bias_exp), (n,)).astype(np.int32))
+        port.connect(dense.s_in)
+        dense.a_out.connect(lif.a_in)
+        port, graded = lif.s_out, False
+        layers.append((layer.name, dense, lif))
+    return LavaGraph(source, layers, steps)
+
+
+@contextmanager
+def _deadline(seconds: float):
+    """Raise LavaTimeout if the body runs longer than ``seconds`` (main thread only)."""
+    def fire(signum, frame):
+        raise LavaTimeout(f"the Lava run did not finish within {seconds:.0f} s; it was stopped")
+    old = signal.signal(signal.SIGALRM, fire)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, old)
+
+
+def run_graph(graph: LavaGraph, *, timeout: float = 120.0) -> dict[str, dict[str, np.ndarray]]:
+    """Run on Lava's CPU backend with fixed_pt models; per layer u, v [steps, N] and spikes [steps, N].
+    The runtime is always stopped, also on errors and time-outs."""
+    monitors = []
+    for name, _, lif in graph.layers:
+        for what, target in (("u", lif.u), ("v", lif.v), ("s", lif.s_out)):
+            mon = Monitor()
+            mon.probe(target, graph.steps)
+            monitors.append((name, what, mon, target))
+    anchor = graph.layers[-1][2]
+    try:
+        with _deadline(timeout):
+            anchor.run(condition=RunSteps(num_steps=graph.steps), run_cfg=Loihi2SimCfg(select_tag="fixed_pt"))
+            out: dict[str, dict[str, np.ndarray]] = {}
+            for name, what, mon, target in monitors:
+                data = mon.get_data()
+                proc_name = target.process.name
+                key = next(iter(data[proc_name]))
+                out.setdefault(name, {})[what] = np.asarray(data[proc_name][key]).astype(np.int64)
+    finally:
+        anchor.stop()
+    return out

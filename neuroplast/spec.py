@@ -121,5 +121,8 @@ def load_task_file(path: str | Path) -> dict[str, Any]:
         raise SpecError(f"task file {path} does not exist") from None
     except tomllib.TOMLDecodeError as exc:
         raise SpecError(f"task file {path} is not valid TOML: {exc}") from None
+    if "meta" in data or "bench" in data:
+        raise SpecError(f"{path} is a learned-optimizer task ([meta]/[bench] tables); run it with "
+                        f"`neuroplast meta-bench --task {path}` or `neuroplast meta-train --task {path}`")
     config_from_dict(data, source=str(path))  # validates the keys
     return {"task": path.stem, **flatten_tables(data)}

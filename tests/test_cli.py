@@ -5,7 +5,7 @@ import re
 import pytest
 
 from neuroplast.cli import main
-from neuroplast.errors import TrainingDiverged
+from neuroplast.errors import SpecError, TrainingDiverged
 from neuroplast.experiment import train
 from neuroplast.spec import TrainConfig
 
@@ -80,10 +80,19 @@ def test_task_file_and_flags_override(tmp_path, capsys):
 
 
 def test_shipped_task_files_parse(capsys):
+    from neuroplast.cli_meta import load_task
+    from neuroplast.optim import MetaConfig
+    from neuroplast.optim.bench import BenchConfig
     from neuroplast.spec import load_task_file
     for path in (ROOT / "tasks").glob("*.toml"):
-        values = load_task_file(path)
-        TrainConfig(**values).resolved()
+        if path.stem.startswith("meta_"):
+            task = load_task(path)
+            MetaConfig.from_dict(task["meta"])
+            BenchConfig.from_dict(task["bench"])
+            with pytest.raises(SpecError, match="meta-bench"):
+                load_task_file(path)
+        else:
+            TrainConfig(**load_task_file(path)).resolved()
 
 
 def test_nan_loss_stops_with_epoch_step_and_lr(tmp_path):

@@ -11,7 +11,7 @@ import sys
 import threading
 from pathlib import Path
 
-from . import cli_chip, cli_lava, cli_meta
+from . import cli_chip, cli_export, cli_lava, cli_meta
 from .data import dataset_names
 from .errors import Interrupted, NeuroplastError, UserError
 from .spec import TrainConfig, config_from_dict, load_task_file
@@ -107,6 +107,7 @@ def build_parser() -> argparse.ArgumentParser:
     cli_meta.add_parsers(sub, _common)
     cli_chip.add_parsers(sub, _common)
     cli_lava.add_parsers(sub, _common)
+    cli_export.add_parsers(sub, _common)
     return parser
 
 
@@ -231,7 +232,7 @@ def _main(argv: list[str] | None) -> int:
     args = parser.parse_args(argv)
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, _terminate)
-    handler = {"probe-gradients": _cmd_probe, "compare": _cmd_compare, **cli_meta.HANDLERS, **cli_chip.HANDLERS, **cli_lava.HANDLERS}.get(args.command, _cmd_train)
+    handler = {"probe-gradients": _cmd_probe, "compare": _cmd_compare, **cli_meta.HANDLERS, **cli_chip.HANDLERS, **cli_lava.HANDLERS, **cli_export.HANDLERS}.get(args.command, _cmd_train)
     try:
         result = handler(args)
     except UserError as exc:

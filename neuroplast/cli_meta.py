@@ -65,6 +65,8 @@ def add_parsers(sub, common) -> None:
     mb.add_argument("--seeds", type=int, default=None, help="evaluation seeds (default from the task)")
     mb.add_argument("--out", default="reports", metavar="DIR", help="where meta_<task>.md/.json/.png go")
     mb.add_argument("--data-dir", default=None, help="folder with data sets (or set NEUROPLAST_DATA)")
+    mb.add_argument("--cache", default="runs/meta_bench_cache", metavar="DIR",
+                    help="reuse baseline curves computed for the same target (default runs/meta_bench_cache; '' off)")
     common(mb)
 
 
@@ -103,6 +105,7 @@ def cmd_meta_bench(args) -> dict:
     if args.data_dir is not None:
         bench["data_dir"] = args.data_dir
     cfg = BenchConfig.from_dict(bench)
+    args.cache = args.cache or None
     t0 = time.perf_counter()
     for label, path in cfg.learned.items():
         if Path(path).is_file():
@@ -118,7 +121,7 @@ def cmd_meta_bench(args) -> dict:
         out = Path(path).parent
         print(f"meta-bench: {path} missing; meta-training it in {out}", file=sys.stderr)
         meta_train(MetaConfig.from_dict(values), out, resume=(out / "last.pt").exists(), progress=not args.no_progress)
-    res = run_bench(cfg, progress=not args.no_progress)
+    res = run_bench(cfg, progress=not args.no_progress, cache_dir=args.cache)
     paths = write_bench_report(res, args.out, task["name"], "neuroplast " + " ".join(sys.argv[1:]),
                                time.perf_counter() - t0)
     H, L = res["horizon"], res["long_horizon"]

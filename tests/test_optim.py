@@ -180,7 +180,8 @@ learned = {{ learned = "{tmp_path / 'run' / 'best.pt'}" }}
 sgd = [0.1, 1.0]
 adam_cosine = [0.01]
 """)
-    assert main(["meta-bench", "--task", str(task), "--out", str(tmp_path / "rep"), "--json", "--no-progress"]) == 0
+    assert main(["meta-bench", "--task", str(task), "--out", str(tmp_path / "rep"), "--cache", str(tmp_path / "cache"),
+                 "--json", "--no-progress"]) == 0
     res = json.loads(capsys.readouterr().out)
     assert (tmp_path / "run" / "best.pt").is_file()
     assert [r["optimizer"] for r in res["table"]] == ["sgd", "adam_cosine@6", "adam_cosine@12", "learned"]
@@ -190,5 +191,5 @@ adam_cosine = [0.01]
     md = (tmp_path / "rep" / "meta_tiny.md").read_text()
     assert "| `learned` |" in md and (tmp_path / "rep" / "meta_tiny.png").stat().st_size > 1000
     task.write_text('[bench]\nnet = "64-16-10"\nlearned = { x = "/nonexistent/best.pt" }\n')
-    assert main(["meta-bench", "--task", str(task), "--no-progress"]) == 2
+    assert main(["meta-bench", "--task", str(task), "--cache", "", "--no-progress"]) == 2
     assert "no [meta] table" in capsys.readouterr().err

@@ -108,6 +108,23 @@ def _baseline_stepper(name: str, lr: float, n: int, steps: int):
     return step
 
 
+def _cached(cache_dir: Path | None, key: dict, run):
+    """Curves of baselines are the same for every task on the same target: keep them on disk."""
+    if cache_dir is None:
+        return run()
+    import hashlib
+    import json
+    path = cache_dir / (hashlib.sha1(json.dumps(key, sort_keys=True).encode()).hexdigest()[:20] + ".json")
+    if path.is_file():
+        try:
+            return json.loads(path.read_text())["curve"]
+        except (ValueError, KeyError):
+            pass  # a broken cache entry is recomputed
+    curve = run()
+    atomic_write_json(path, {"key": key, "curve": curve})
+    return curve
+
+
 def smoothed(losses: list[float], at: int) -> float:
     """Mean mini-batch loss over the last 10% of the steps up to ``at``."""
     w = max(1, at // 10)
@@ -115,7 +132,7 @@ def smoothed(losses: list[float], at: int) -> float:
     return sum(window) / len(window) if window else math.inf
 
 
-def run_bench(cfg: BenchConfig, *, progress: bool = True) -> dict:
+def run_bench(cfg: BenchConfig, *, progress: bool = True, cache_dir: str | Path | None = None) -> dict:
     from ..data import load_dataset
     data = load_dataset(cfg.dataset, data_dir=cfg.data_dir, val_fraction=cfg.val_fraction, time_steps=cfg.time_steps)
 
@@ -123,6 +140,8 @@ def run_bench(cfg: BenchConfig, *, progress: bool = True) -> dict:
         return SNNProblem(data, cfg.net, seed=seed, estimator=cfg.estimator, method=cfg.method,
                           batch_size=cfg.batch_size, time_steps=cfg.time_steps, encoding=cfg.encoding)
     H, long_h = cfg.horizon, cfg.horizon * cfg.long
+    cache = Path(cache_dir) if cache_dir is not None else None
+    target = {k: v for k, v in asdict(cfg).items() if k not in ("learned", "sweep", "seeds", "sweep_seeds", "data_dir")}
     n_runs = sum(len(v) for v in cfg.sweep.values()) * cfg.sweep_seeds
     n_runs += (len(cfg.sweep) + int("adam_cosine" in cfg.sweep) + len(cfg.learned)) * cfg.seeds
     bar = tqdm(total=n_runs, desc="meta-bench runs", disable=None if progress else True, file=sys.stderr)
@@ -132,26 +151,32 @@ def run_bench(cfg: BenchConfig, *, progress: bool = True) -> dict:
         for lr in lrs:
             vals = []
             for s in range(cfg.sweep_seeds):
-                pb = problem(SWEEP_SEED0 + s)
-                vals.append(smoothed(_curve(pb, _baseline_stepper(name, lr, pb.n, H), H, [], 0)["loss"], H))
+                curve = _cached(cache, {**target, "opt": name, "lr": lr, "seed": SWEEP_SEED0 + s, "steps": H, "sweep": 1},
+                                lambda s=s, name=name, lr=lr: _curve((pb := problem(SWEEP_SEED0 + s)),
+                                                                     _baseline_stepper(name, lr, pb.n, H), H, [], 0))
+                vals.append(smoothed(curve["loss"], H))
                 bar.update(1)
             sweep[name][str(lr)] = sum(vals) / len(vals)
         tuned[name] = min(lrs, key=lambda lr: sweep[name][str(lr)])
     marks = sorted({round(long_h * (i + 1) / cfg.eval_points) for i in range(cfg.eval_points)} | {H, long_h})
     runs: dict[str, dict] = {}
 
-    def evaluate(label, make_step, steps):
+    def evaluate(label, make_step, steps, key=None):
         runs[label] = {"seeds": []}
         for s in range(cfg.seeds):
-            pb = problem(EVAL_SEED0 + s)
-            runs[label]["seeds"].append(_curve(pb, make_step(pb.n), steps, [m for m in marks if m <= steps],
-                                               cfg.test_samples))
+            def run(s=s):
+                pb = problem(EVAL_SEED0 + s)
+                return _curve(pb, make_step(pb.n), steps, [m for m in marks if m <= steps], cfg.test_samples)
+            runs[label]["seeds"].append(_cached(cache if key else None,
+                                                {**target, **(key or {}), "seed": EVAL_SEED0 + s, "marks": marks}, run))
             bar.update(1)
     for name, lr in tuned.items():
         if name == "adam_cosine":
-            evaluate(f"adam_cosine@{H}", lambda n, lr=lr: _baseline_stepper("adam_cosine", lr, n, H), H)
+            evaluate(f"adam_cosine@{H}", lambda n, lr=lr: _baseline_stepper("adam_cosine", lr, n, H), H,
+                     {"opt": name, "lr": lr, "steps": H})
         evaluate(name if name != "adam_cosine" else f"adam_cosine@{long_h}",
-                 lambda n, name=name, lr=lr: _baseline_stepper(name, lr, n, long_h), long_h)
+                 lambda n, name=name, lr=lr: _baseline_stepper(name, lr, n, long_h), long_h,
+                 {"opt": name, "lr": lr, "steps": long_h})
     for label, path in cfg.learned.items():
         model, _ = load_checkpoint(path)
         model.requires_grad_(False)
@@ -202,7 +227,7 @@ def write_bench_report(res: dict, out_dir: str | Path, name: str, command: str, 
     for name_, d in res["sweep"].items():
         lines.append(f"- `{name_}`: " + ", ".join(f"{lr}: {v:.4f}" for lr, v in d.items())
                      + f" → {res['tuned_lr'][name_]}")
-    stem = f"meta_{name}"
+    stem = name if name.startswith("meta_") else f"meta_{name}"
     lines += ["", f"![curves]({stem}.png)", ""]
     paths = [atomic_write_text(out / f"{stem}.md", "\n".join(lines)),
              atomic_write_json(out / f"{stem}.json", res), _plot(res, out / f"{stem}.png")]

@@ -2,10 +2,10 @@
 from __future__ import annotations
 
 import sys
-import tomllib
 from pathlib import Path
 
 from .errors import SpecError, UserError
+from .spec import read_toml
 
 #: flag -> (MetaConfig key, type, help)
 _META_FLAGS = {
@@ -35,13 +35,7 @@ def load_task(path: str | Path) -> dict:
     path = Path(path)
     if not path.is_file() and (Path("tasks") / f"{path}.toml").is_file():
         path = Path("tasks") / f"{path}.toml"
-    try:
-        with open(path, "rb") as fh:
-            data = tomllib.load(fh)
-    except FileNotFoundError:
-        raise SpecError(f"task file {path} does not exist") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise SpecError(f"task file {path} is not valid TOML: {exc}") from None
+    data = read_toml(path)
     extra = sorted(set(data) - {"meta", "bench", "title"})
     if extra:
         raise SpecError(f"{path}: unknown table(s) {extra}; a meta task file has [meta] and [bench]")

@@ -111,16 +111,21 @@ def config_from_dict(values: dict[str, Any], *, source: str = "config") -> Train
     return TrainConfig(**flat)
 
 
-def load_task_file(path: str | Path) -> dict[str, Any]:
-    """Read a TOML task file into a flat dict of the keys it sets (task name = file stem by default)."""
-    path = Path(path)
+def read_toml(path: str | Path) -> dict[str, Any]:
+    """A TOML task file as a dict; a missing or malformed file is a SpecError naming it."""
     try:
         with open(path, "rb") as fh:
-            data = tomllib.load(fh)
+            return tomllib.load(fh)
     except FileNotFoundError:
         raise SpecError(f"task file {path} does not exist") from None
     except tomllib.TOMLDecodeError as exc:
         raise SpecError(f"task file {path} is not valid TOML: {exc}") from None
+
+
+def load_task_file(path: str | Path) -> dict[str, Any]:
+    """Read a TOML task file into a flat dict of the keys it sets (task name = file stem by default)."""
+    path = Path(path)
+    data = read_toml(path)
     if "meta" in data or "bench" in data:
         raise SpecError(f"{path} is a learned-optimizer task ([meta]/[bench] tables); run it with "
                         f"`neuroplast meta-bench --task {path}` or `neuroplast meta-train --task {path}`")

@@ -21,7 +21,7 @@ def add_parsers(sub, common) -> None:
 
 
 def cmd_export(args) -> dict:
-    from .experiment import load_run
+    from .runs import load_run
     from .export.nir_graph import export_nir
     _, net, _ = load_run(args.run_dir, args.data_dir)
     path = export_nir(net, args.out, dt=args.dt)

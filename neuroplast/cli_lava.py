@@ -30,7 +30,7 @@ def _setup(args):
         raise UserError("--samples and --steps must be >= 1")
     from .chip.hardware import load_chip
     from .chip.quantize import quantize
-    from .experiment import load_run
+    from .runs import load_run
     cfg, net, data = load_run(args.run_dir, args.data_dir)
     steps = args.steps or cfg.time_steps
     fixed = quantize(net, load_chip(args.hw), encoding=cfg.encoding, time_steps=steps, timing="lava")

@@ -4,9 +4,7 @@
 """
 from __future__ import annotations
 
-import json
 import math
-import shutil
 import sys
 import time
 from collections.abc import Callable
@@ -16,16 +14,12 @@ import torch
 from tqdm.auto import tqdm
 
 from .data import encode, load_dataset
-from .data.datasets import Dataset, Split
+from .data.datasets import Split
 from .errors import TrainingDiverged, UserError
-from .fileio import atomic_write_json, make_temp_dir
 from .learn import CEMSELoss, ce_mse_loss, make_rule
-from .snn import LIFParams, Network, SpikeEstimator, build_network
+from .runs import RunDir, batches, load_run, log, make_network  # noqa: F401  (re-exported)
+from .snn import Network, SpikeEstimator
 from .spec import TrainConfig
-
-
-def log(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
 
 
 def resolve_device(name: str) -> torch.device:
@@ -61,21 +55,6 @@ def make_optimizer(cfg: TrainConfig, params) -> torch.optim.Optimizer:
     return torch.optim.RMSprop(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
 
 
-def make_network(cfg: TrainConfig, data: Dataset, generator: torch.Generator | None = None) -> Network:
-    return build_network(cfg.net, input_shape=data.input_shape, num_classes=data.num_classes,
-                         lif=LIFParams(leak=cfg.leak, threshold=cfg.threshold, reset=cfg.reset),
-                         estimator=cfg.estimator, generator=generator, compiled=cfg.compiled)
-
-
-def batches(split: Split, batch_size: int, *, generator: torch.Generator | None = None):
-    """Yield (x, y) mini-batches; shuffled when a generator is given."""
-    n = len(split)
-    order = torch.randperm(n, generator=generator) if generator is not None else torch.arange(n)
-    for i in range(0, n, batch_size):
-        idx = order[i:i + batch_size]
-        yield split.x[idx], split.y[idx]
-
-
 @torch.no_grad()
 def evaluate(net: Network, split: Split, cfg: TrainConfig, device: torch.device,
              generator: torch.Generator | None = None) -> dict:
@@ -109,78 +88,6 @@ def estimator_stats(net: Network) -> dict[str, dict]:
     return out
 
 
-class RunDir:
-    """A run directory written atomically: built in a hidden temp folder, renamed at the end."""
-
-    def __init__(self, path: str | Path | None, overwrite: bool = False):
-        self.path = Path(path) if path else None
-        self.tmp: Path | None = None
-        if self.path is not None:
-            if self.path.exists() and not overwrite:
-                raise UserError(f"run directory {self.path} exists; pass --overwrite to replace it or choose another")
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self.tmp = make_temp_dir(self.path.parent, f".{self.path.name}.")
-
-    def append_metrics(self, row: dict) -> None:
-        if self.tmp is not None:
-            with open(self.tmp / "metrics.jsonl", "a", encoding="utf-8") as fh:
-                fh.write(json.dumps(row, sort_keys=True) + "\n")
-
-    def commit(self, cfg: TrainConfig, summary: dict, net: Network) -> None:
-        if self.tmp is None:
-            return
-        atomic_write_json(self.tmp / "config.json", cfg.to_dict())
-        atomic_write_json(self.tmp / "summary.json", summary)
-        torch.save({"arch": net.arch, "input_shape": list(net.input_shape), "num_classes": net.num_classes,
-                    "state_dict": net.state_dict()}, self.tmp / "weights.pt")
-        if self.path.exists():
-            old = self.path.with_name(f".{self.path.name}.old")
-            shutil.rmtree(old, ignore_errors=True)
-            self.path.rename(old)
-            self.tmp.rename(self.path)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            self.tmp.rename(self.path)
-        self.tmp = None
-
-    def abort(self) -> None:
-        if self.tmp is not None:
-            shutil.rmtree(self.tmp, ignore_errors=True)
-            self.tmp = None
-
-
-def load_run(run_dir: str | Path, data_dir: str | None = None) -> tuple[TrainConfig, Network, Dataset]:
-    """(config, network with the trained weights, data set) of a run directory written by train --save."""
-    from .spec import config_from_dict
-    run_dir = Path(run_dir)
-    try:
-        values = json.loads((run_dir / "config.json").read_text())
-    except FileNotFoundError:
-        raise UserError(f"{run_dir / 'config.json'} not found: give a run directory written by `neuroplast train --save`") from None
-    except json.JSONDecodeError as exc:
-        raise UserError(f"{run_dir / 'config.json'} is corrupt ({exc}); re-run the training with --save") from None
-    if data_dir is not None:
-        values["data_dir"] = data_dir
-    cfg = config_from_dict(values, source=str(run_dir / "config.json")).resolved()
-    try:
-        blob = torch.load(run_dir / "weights.pt", map_location="cpu", weights_only=True)
-        state = blob["state_dict"]
-    except FileNotFoundError:
-        raise UserError(f"{run_dir / 'weights.pt'} not found; re-run the training with --save") from None
-    except Exception as exc:  # truncated or foreign file: torch raises several types
-        raise UserError(f"{run_dir / 'weights.pt'} is not a neuroplast weights file ({type(exc).__name__}); "
-                        "re-run the training with --save") from None
-    data = load_dataset(cfg.dataset, data_dir=cfg.data_dir, val_fraction=cfg.val_fraction,
-                        split_seed=cfg.split_seed, time_steps=cfg.time_steps)
-    net = make_network(cfg, data)
-    try:
-        net.load_state_dict(state)
-    except RuntimeError as exc:
-        raise UserError(f"{run_dir / 'weights.pt'} does not fit the network {cfg.net!r} of its config ({exc})") from None
-    net.eval()
-    return cfg, net, data
-
-
 def train(cfg: TrainConfig, *, save: str | Path | None = None, overwrite: bool = False, progress: bool = True,
           on_epoch: Callable[[dict], None] | None = None) -> dict:
     """Train a network as ``cfg`` says; return the summary (and write a run directory if ``save``)."""
@@ -191,8 +98,7 @@ def train(cfg: TrainConfig, *, save: str | Path | None = None, overwrite: bool =
     try:
         if cfg.precision != "float":
             from .chip.onchip_train import train_onchip
-            summary, net = train_onchip(cfg, run, progress=progress, on_epoch=on_epoch, make_network=make_network,
-                                        batches=batches, log=log)
+            summary, net = train_onchip(cfg, run, progress=progress, on_epoch=on_epoch)
         else:
             summary, net = _train(cfg, rule, device, run, progress, on_epoch)
         run.commit(cfg, summary, net)

@@ -135,7 +135,7 @@ def core_mapping(rows: list[dict], chip: Chip, *, learn_entries: int = 0, hidden
 
 
 def run_cost(run_dir, hw: str, data_dir: str | None = None) -> dict:
-    from ..experiment import load_run
+    from ..runs import load_run
     from .hardware import load_chip
     cfg, net, data = load_run(run_dir, data_dir)
     try:

@@ -6,7 +6,7 @@ import time
 import torch
 
 from ..data import encode
-from ..experiment import batches, load_run
+from ..runs import batches, load_run
 from .hardware import load_chip
 from .quantize import quantize
 

@@ -11,11 +11,12 @@ from tqdm.auto import tqdm
 from ..data import encode, load_dataset
 from ..errors import SpecError, TrainingDiverged
 from ..registry import parse_options
+from ..runs import batches, log, make_network
 from .hardware import load_chip
 from .onchip import METHODS, OnChipLearner
 
 
-def train_onchip(cfg, run, *, progress: bool, on_epoch=None, make_network, batches, log):
+def train_onchip(cfg, run, *, progress: bool, on_epoch=None):
     """Same contract as the float loop: returns (summary, float network holding the chip's weights)."""
     t0 = time.perf_counter()
     chip = load_chip(cfg.precision)

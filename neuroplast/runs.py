@@ -1,0 +1,109 @@
+"""Run directories and what every command needs to rebuild a run: the network of a config, mini-batches
+of a split, and the run directory itself (config.json, metrics.jsonl, summary.json, weights.pt,
+written atomically; ``load_run`` reads one back)."""
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+from pathlib import Path
+
+import torch
+
+from .data import load_dataset
+from .data.datasets import Dataset, Split
+from .errors import UserError
+from .fileio import atomic_write_json, make_temp_dir
+from .snn import LIFParams, Network, build_network
+from .spec import TrainConfig
+
+
+def log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def make_network(cfg: TrainConfig, data: Dataset, generator: torch.Generator | None = None) -> Network:
+    return build_network(cfg.net, input_shape=data.input_shape, num_classes=data.num_classes,
+                         lif=LIFParams(leak=cfg.leak, threshold=cfg.threshold, reset=cfg.reset),
+                         estimator=cfg.estimator, generator=generator, compiled=cfg.compiled)
+
+
+def batches(split: Split, batch_size: int, *, generator: torch.Generator | None = None):
+    """Yield (x, y) mini-batches; shuffled when a generator is given."""
+    n = len(split)
+    order = torch.randperm(n, generator=generator) if generator is not None else torch.arange(n)
+    for i in range(0, n, batch_size):
+        idx = order[i:i + batch_size]
+        yield split.x[idx], split.y[idx]
+
+
+class RunDir:
+    """A run directory written atomically: built in a hidden temp folder, renamed at the end."""
+
+    def __init__(self, path: str | Path | None, overwrite: bool = False):
+        self.path = Path(path) if path else None
+        self.tmp: Path | None = None
+        if self.path is not None:
+            if self.path.exists() and not overwrite:
+                raise UserError(f"run directory {self.path} exists; pass --overwrite to replace it or choose another")
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.tmp = make_temp_dir(self.path.parent, f".{self.path.name}.")
+
+    def append_metrics(self, row: dict) -> None:
+        if self.tmp is not None:
+            with open(self.tmp / "metrics.jsonl", "a", encoding="utf-8") as fh:
+                fh.write(json.dumps(row, sort_keys=True) + "\n")
+
+    def commit(self, cfg: TrainConfig, summary: dict, net: Network) -> None:
+        if self.tmp is None:
+            return
+        atomic_write_json(self.tmp / "config.json", cfg.to_dict())
+        atomic_write_json(self.tmp / "summary.json", summary)
+        torch.save({"arch": net.arch, "input_shape": list(net.input_shape), "num_classes": net.num_classes,
+                    "state_dict": net.state_dict()}, self.tmp / "weights.pt")
+        if self.path.exists():
+            old = self.path.with_name(f".{self.path.name}.old")
+            shutil.rmtree(old, ignore_errors=True)
+            self.path.rename(old)
+            self.tmp.rename(self.path)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            self.tmp.rename(self.path)
+        self.tmp = None
+
+    def abort(self) -> None:
+        if self.tmp is not None:
+            shutil.rmtree(self.tmp, ignore_errors=True)
+            self.tmp = None
+
+
+def load_run(run_dir: str | Path, data_dir: str | None = None) -> tuple[TrainConfig, Network, Dataset]:
+    """(config, network with the trained weights, data set) of a run directory written by train --save."""
+    from .spec import config_from_dict
+    run_dir = Path(run_dir)
+    try:
+        values = json.loads((run_dir / "config.json").read_text())
+    except FileNotFoundError:
+        raise UserError(f"{run_dir / 'config.json'} not found: give a run directory written by `neuroplast train --save`") from None
+    except json.JSONDecodeError as exc:
+        raise UserError(f"{run_dir / 'config.json'} is corrupt ({exc}); re-run the training with --save") from None
+    if data_dir is not None:
+        values["data_dir"] = data_dir
+    cfg = config_from_dict(values, source=str(run_dir / "config.json")).resolved()
+    try:
+        blob = torch.load(run_dir / "weights.pt", map_location="cpu", weights_only=True)
+        state = blob["state_dict"]
+    except FileNotFoundError:
+        raise UserError(f"{run_dir / 'weights.pt'} not found; re-run the training with --save") from None
+    except Exception as exc:  # truncated or foreign file: torch raises several types
+        raise UserError(f"{run_dir / 'weights.pt'} is not a neuroplast weights file ({type(exc).__name__}); "
+                        "re-run the training with --save") from None
+    data = load_dataset(cfg.dataset, data_dir=cfg.data_dir, val_fraction=cfg.val_fraction,
+                        split_seed=cfg.split_seed, time_steps=cfg.time_steps)
+    net = make_network(cfg, data)
+    try:
+        net.load_state_dict(state)
+    except RuntimeError as exc:
+        raise UserError(f"{run_dir / 'weights.pt'} does not fit the network {cfg.net!r} of its config ({exc})") from None
+    net.eval()
+    return cfg, net, data

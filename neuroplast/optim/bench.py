@@ -238,23 +238,28 @@ def _plot(res: dict, path: Path) -> Path:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    fig, (a1, a2) = plt.subplots(1, 2, figsize=(11, 4))
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(12, 4.5))
+    learned = set(res["config"]["learned"])
     for label, r in res["runs"].items():
         n = max(len(c["loss"]) for c in r["seeds"])
         w = max(1, n // 50)
         curves = torch.tensor([c["loss"] for c in r["seeds"] if len(c["loss"]) == n])
         smooth = torch.nn.functional.avg_pool1d(curves.clamp(max=10).unsqueeze(1), w, w).squeeze(1)
         x = (torch.arange(smooth.shape[1]) + 1) * w
-        a1.plot(x, smooth.mean(0), label=label, lw=2.2 if r is not None and label in res["config"]["learned"] else 1.2)
+        style = {"color": "black", "lw": 2.4, "ls": "--", "zorder": 5} if label in learned else {"lw": 1.2}
+        a1.plot(x, smooth.mean(0), label=label, **style)
         marks = sorted({int(k) for c in r["seeds"] for k in c["test_acc"]})
-        accs = [statistics.fmean(c["test_acc"][str(m)] for c in r["seeds"] if str(m) in c["test_acc"]) for m in marks]
-        a2.plot(marks, accs, marker="o", label=label)
-    for ax, title in ((a1, "train loss (mini-batch, smoothed)"), (a2, "test accuracy")):
+        accs = [100 * statistics.fmean(c["test_acc"][str(m)] for c in r["seeds"] if str(m) in c["test_acc"])
+                for m in marks]
+        a2.plot(marks, accs, marker="o", label=label, **style)
+    for ax, title, ylabel in ((a1, "training loss (mini-batch, smoothed; mean over seeds)", "loss"),
+                              (a2, "test accuracy (mean over seeds)", "test accuracy (%)")):
         ax.axvline(res["horizon"], color="grey", ls=":", lw=1)
         ax.set_xlabel("optimizer step")
-        ax.set_title(title)
+        ax.set_ylabel(ylabel)
+        ax.set_title(title, fontsize=10)
     a1.set_yscale("log")
-    a2.legend(fontsize=7)
+    a2.legend(fontsize=7, loc="lower right")
     fig.tight_layout()
 
     def write(fh):

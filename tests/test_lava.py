@@ -8,7 +8,7 @@ import torch
 from neuroplast.chip.hardware import load_chip
 from neuroplast.chip.quantize import quantize
 from neuroplast.errors import SpecError
-from neuroplast.lava.compat import patch_source
+from neuroplast.lava.compat import patch_source, patch_start_method
 from neuroplast.snn import build_network
 
 VAR_MODEL = '''from __future__ import annotations
@@ -26,6 +26,8 @@ def test_compat_rewrites_only_the_mutable_defaults_and_keeps_line_numbers():
     assert out.splitlines()[0] == "from __future__ import annotations"
     assert len(out.splitlines()) == len(VAR_MODEL.splitlines())
     compile(out, "var_model.py", "exec")
+    assert patch_start_method("if x:\n    mp.set_start_method('fork')\n") == \
+        "if x:\n    mp.set_start_method('fork', force=True)\n"
 
 
 def _net(arch, n_in, seed, gain):

@@ -9,8 +9,10 @@ that ``equivalence`` can compare them with the fast engine.
 """
 from __future__ import annotations
 
+import contextlib
+import multiprocessing
+import os
 import signal
-from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
@@ -79,39 +81,58 @@ def build_graph(fixed, x_int: np.ndarray) -> LavaGraph:
     return LavaGraph(source, layers, steps)
 
 
-@contextmanager
-def _deadline(seconds: float):
-    """Raise LavaTimeout if the body runs longer than ``seconds`` (main thread only)."""
-    def fire(signum, frame):
-        raise LavaTimeout(f"the Lava run did not finish within {seconds:.0f} s; it was stopped")
-    old = signal.signal(signal.SIGALRM, fire)
-    signal.setitimer(signal.ITIMER_REAL, seconds)
+def _run_in_child(graph: LavaGraph, monitors, conn) -> None:
+    """Child process: run the graph, send the monitors' records (or the error) to the parent."""
+    os.setsid()  # own process group: the parent can stop Lava's workers with the child
+    anchor = graph.layers[-1][2]
     try:
-        yield
+        anchor.run(condition=RunSteps(num_steps=graph.steps), run_cfg=Loihi2SimCfg(select_tag="fixed_pt"))
+        out: dict[str, dict[str, np.ndarray]] = {}
+        for name, what, mon, target in monitors:
+            data = mon.get_data()[target.process.name]
+            out.setdefault(name, {})[what] = np.asarray(data[next(iter(data))]).astype(np.int64)
+        conn.send(("ok", out))
+    except BaseException as exc:  # reported to the parent, which raises it
+        conn.send(("error", f"{type(exc).__name__}: {exc}"))
     finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, old)
+        try:
+            anchor.stop()
+        finally:
+            conn.close()
+            os._exit(0)
 
 
 def run_graph(graph: LavaGraph, *, timeout: float = 120.0) -> dict[str, dict[str, np.ndarray]]:
     """Run on Lava's CPU backend with fixed_pt models; per layer u, v [steps, N] and spikes [steps, N].
-    The runtime is always stopped, also on errors and time-outs."""
+
+    Lava runs in a forked child process with its own process group, so that a run past ``timeout``
+    seconds is killed with all of Lava's workers, and nothing of Lava's runtime outlives the call."""
     monitors = []
     for name, _, lif in graph.layers:
         for what, target in (("u", lif.u), ("v", lif.v), ("s", lif.s_out)):
             mon = Monitor()
             mon.probe(target, graph.steps)
             monitors.append((name, what, mon, target))
-    anchor = graph.layers[-1][2]
+    ctx = multiprocessing.get_context("fork")
+    parent, child = ctx.Pipe(duplex=False)
+    proc = ctx.Process(target=_run_in_child, args=(graph, monitors, child), daemon=False)
+    proc.start()
+    child.close()
+    status, payload = "timeout", None
     try:
-        with _deadline(timeout):
-            anchor.run(condition=RunSteps(num_steps=graph.steps), run_cfg=Loihi2SimCfg(select_tag="fixed_pt"))
-            out: dict[str, dict[str, np.ndarray]] = {}
-            for name, what, mon, target in monitors:
-                data = mon.get_data()
-                proc_name = target.process.name
-                key = next(iter(data[proc_name]))
-                out.setdefault(name, {})[what] = np.asarray(data[proc_name][key]).astype(np.int64)
+        if parent.poll(timeout):
+            status, payload = parent.recv()
+    except EOFError:
+        status, payload = "error", "its process died without a result"
     finally:
-        anchor.stop()
-    return out
+        proc.join(10.0 if status != "timeout" else 0.0)   # a finished run stops its runtime itself
+        if proc.is_alive():                                 # a hung one is killed with Lava's workers
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.join()
+        parent.close()
+    if status == "timeout":
+        raise LavaTimeout(f"the Lava run did not finish within {timeout:.0f} s; it was stopped")
+    if status != "ok":
+        raise NeuroplastError(f"the Lava run failed: {payload}")
+    return payload

@@ -1,4 +1,4 @@
-"""CLI commands ``export`` and ``import`` (thin wrappers)."""
+"""CLI commands ``export``, ``import`` and ``report`` (thin wrappers)."""
 from __future__ import annotations
 
 import sys
@@ -18,6 +18,12 @@ def add_parsers(sub, common) -> None:
     im.add_argument("--time-steps", type=int, default=4, help="time steps T for the evaluation")
     im.add_argument("--data-dir", default=None, help="folder with data sets (or set NEUROPLAST_DATA)")
     common(im)
+    rp = sub.add_parser("report", help="markdown report with PNG figures from run directories (grouped by method)")
+    rp.add_argument("run_dirs", nargs="+", help="run directories written by `neuroplast train --save`")
+    rp.add_argument("--out", default="reports", metavar="DIR", help="where NAME.md and its figures go")
+    rp.add_argument("--name", default="report", help="file name stem (default report)")
+    rp.add_argument("--hw", default="loihi1", help="chip for the cost table ('' for none)")
+    common(rp)
 
 
 def cmd_export(args) -> dict:
@@ -46,4 +52,15 @@ def cmd_import(args) -> dict:
     return res
 
 
-HANDLERS = {"export": cmd_export, "import": cmd_import}
+def cmd_report(args) -> dict:
+    from .report import build_report, write_report
+    res = build_report(args.run_dirs, hw=args.hw or None)
+    paths = write_report(res, args.out, name=args.name, command="neuroplast " + " ".join(sys.argv[1:]))
+    for t in res["table"]:
+        print(f"{t['method']:>20}: {100 * t['test_acc_mean']:.2f} ± {100 * t['test_acc_std']:.2f}% ({t['runs']} runs)",
+              file=sys.stderr)
+    print("wrote " + ", ".join(map(str, paths)), file=sys.stderr)
+    return {"table": res["table"], "costs": res["costs"], "files": [str(p) for p in paths]}
+
+
+HANDLERS = {"export": cmd_export, "import": cmd_import, "report": cmd_report}

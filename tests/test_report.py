@@ -1,0 +1,32 @@
+"""neuroplast report: a markdown report with valid PNG figures from tiny digits runs."""
+import json
+
+import matplotlib.image as mpimg
+
+from neuroplast.cli import main
+
+
+def test_report_from_tiny_digits_runs(tmp_path, capsys):
+    runs = []
+    for method, seed in (("bptt", 0), ("bptt", 1), ("dfa", 0)):
+        path = tmp_path / f"{method}_{seed}"
+        assert main(["train", "--net", "64-32-10", "--method", method, "--epochs", "2", "--seed", str(seed),
+                     "--save", str(path), "--no-progress"]) == 0
+        runs.append(str(path))
+    capsys.readouterr()
+    assert main(["report", *runs, "--out", str(tmp_path / "rep"), "--name", "tiny", "--json"]) == 0
+    res = json.loads(capsys.readouterr().out)
+    table = {t["method"]: t for t in res["table"]}
+    assert table["bptt"]["runs"] == 2 and table["dfa"]["runs"] == 1
+    summaries = [json.loads((tmp_path / f"bptt_{s}" / "summary.json").read_text())["test_acc"] for s in (0, 1)]
+    assert abs(table["bptt"]["test_acc_mean"] - sum(summaries) / 2) < 1e-12
+    assert set(res["costs"]) == {"bptt", "dfa"} and res["costs"]["dfa"]["learning_memory"] == 10 * 32
+    md = (tmp_path / "rep" / "tiny.md").read_text()
+    assert "| `bptt` | 2 |" in md and "tiny_curves.png" in md
+    for png in ("tiny_curves.png", "tiny_rates.png"):
+        data = (tmp_path / "rep" / png).read_bytes()
+        assert data[:8] == b"\x89PNG\r\n\x1a\n"
+        img = mpimg.imread(tmp_path / "rep" / png)
+        assert img.shape[0] > 100 and img.shape[1] > 100
+    assert main(["report", str(tmp_path / "nothing")]) == 2
+    assert "not a run directory" in capsys.readouterr().err

@@ -27,8 +27,8 @@ def add_parsers(sub, common) -> None:
 
 
 def cmd_export(args) -> dict:
-    from .runs import load_run
     from .export.nir_graph import export_nir
+    from .runs import load_run
     _, net, _ = load_run(args.run_dir, args.data_dir)
     path = export_nir(net, args.out, dt=args.dt)
     print(f"wrote {path} (NIR graph of {net.arch})", file=sys.stderr)

@@ -73,3 +73,21 @@ def test_a_hanging_run_is_stopped_and_the_runtime_shut_down():
     with pytest.raises(LavaTimeout):
         run_graph(build_graph(fixed, x_int.numpy()), timeout=0.5)
     assert not multiprocessing.active_children()
+
+
+def test_lava_build_and_run_commands_on_a_trained_run(tmp_path, capsys):
+    pytest.importorskip("neuroplast.lava.network", reason="lava-nc is not installed")
+    import json
+
+    from neuroplast.cli import main
+    run = tmp_path / "run"
+    assert main(["train", "--net", "64-24-10", "--epochs", "3", "--save", str(run), "--no-progress"]) == 0
+    capsys.readouterr()
+    assert main(["lava", "build", str(run), "--json"]) == 0
+    built = json.loads(capsys.readouterr().out)
+    assert [layer["dense"] for layer in built["layers"]] == [[24, 64], [10, 24]] and built["steps_per_sample"] == 5
+    assert main(["lava", "run", str(run), "--samples", "2", "--json"]) == 0
+    res = json.loads(capsys.readouterr().out)
+    assert res["bit_exact"] and len(res["samples"]) == 2
+    assert all(s["first_mismatch"] is None for s in res["samples"])
+    assert not multiprocessing.active_children()

@@ -42,18 +42,27 @@ def test_default_feedback_stays_bounded_as_sigma_decays_but_one_over_sigma_blows
     assert norms[False] < 1.0 < 20 * norms[False] < norms[True]
 
 
-def _tiny(seed=0):
-    net = build_network("10-16-3", input_shape=(10,), num_classes=3, generator=torch.Generator().manual_seed(seed))
+def _scaled(arch, n_in, seed=0):
+    """A 3-class FC net with weights 3x the default init (so that the hidden layers spike)."""
+    net = build_network(arch, input_shape=(n_in,), num_classes=3, generator=torch.Generator().manual_seed(seed))
     with torch.no_grad():
         for p in net.parameters():
             p.mul_(3.0)
     return net
 
 
-def _hidden_grad(net, rule, x_seq, y):
+def _tiny(seed=0):
+    return _scaled("10-16-3", 10, seed)
+
+
+def _grads(net, rule, x_seq, y):
     net.zero_grad(set_to_none=True)
     rule.compute_grads(net, x_seq, y, CEMSELoss())
-    return net.layers["dense1"].op.weight.grad.flatten().clone()
+    return {k: net.layers[k].op.weight.grad.clone() for k in net.spiking_layers()}
+
+
+def _hidden_grad(net, rule, x_seq, y):
+    return _grads(net, rule, x_seq, y)["dense1"].flatten()
 
 
 @pytest.mark.parametrize("spec", ["opzo:sigma=0.3,beta=0.99", "opzo:sigma=0.3,beta=0.99,subtract_clean=1"])
@@ -229,17 +238,7 @@ def test_gradient_variance_ordering_zo_much_above_opzo_close_to_bp():
 
 
 def _deep(seed=0):
-    net = build_network("12-16-16-16-3", input_shape=(12,), num_classes=3, generator=torch.Generator().manual_seed(seed))
-    with torch.no_grad():
-        for p in net.parameters():
-            p.mul_(3.0)
-    return net
-
-
-def _grads(net, rule, x_seq, y):
-    net.zero_grad(set_to_none=True)
-    rule.compute_grads(net, x_seq, y, CEMSELoss())
-    return {k: net.layers[k].op.weight.grad.clone() for k in net.spiking_layers()}
+    return _scaled("12-16-16-16-3", 12, seed)
 
 
 @pytest.mark.parametrize("igl", [0, 2])

@@ -33,13 +33,12 @@ METHOD_FAMILY = {"bptt": "bp", "ottt": "bp", "fa": "bp", "dfa": "dfa", "zo": "zo
 
 
 def _family(method: str) -> tuple[str, bool]:
-    name, _, opts = method.partition(":")
-    ll = name.endswith("+ll") or any(o.startswith("ll=") and o.split("=", 1)[1] not in ("0", "off")
-                                     for o in opts.split(","))
-    base = name.removesuffix("+ll").strip().lower()
-    if base not in METHOD_FAMILY:
-        raise UserError(f"no cost model for method {base!r}; known: {', '.join(METHOD_FAMILY)}")
-    return METHOD_FAMILY[base], ll
+    """(cost family, local learning on?) of a method spec, as ``make_rule`` reads it."""
+    from ..learn import make_rule
+    rule = make_rule(method)
+    if rule.name not in METHOD_FAMILY:
+        raise UserError(f"no cost model for method {rule.name!r}; known: {', '.join(METHOD_FAMILY)}")
+    return METHOD_FAMILY[rule.name], bool(getattr(rule, "local", None))
 
 
 def layer_table(net) -> list[dict]:

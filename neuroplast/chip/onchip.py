@@ -26,10 +26,19 @@ import torch
 from ..errors import SpecError
 from ..learn import CEMSELoss
 from ..snn.layers import Dropout, Flatten, Readout, SpikingLayer
-from .fixed import DECAY_MAX, DECAY_UNITY, VTH_SHIFT, W_MANT_MAX, IntLIFParams, _decay, int_dense, int_lif_fire, \
-    int_lif_integrate
+from .fixed import (
+    DECAY_MAX,
+    DECAY_UNITY,
+    VTH_SHIFT,
+    W_MANT_MAX,
+    IntLIFParams,
+    _decay,
+    int_dense,
+    int_lif_fire,
+    int_lif_integrate,
+)
 from .hardware import Chip
-from .quantize import GRADED_INPUT, VTH_CAP
+from .quantize import GRADED_INPUT, threshold_scale
 
 Tensor = torch.Tensor
 METHODS = ("dfa", "opzo", "zo")
@@ -101,8 +110,7 @@ class OnChipLearner:
             w = layer.op.weight.detach().to(torch.float64)
             lsb = float(w.abs().max()) * HEADROOM / (W_MANT_MAX + 1)
             theta = layer.lif.threshold if isinstance(layer, SpikingLayer) else 1.0
-            exp = next((e for e in range(hi, lo - 1, -1) if theta * x_scale * 2.0 ** (e + 1) / lsb <= VTH_CAP), lo)
-            vth = max(1, math.floor(theta * x_scale * 2.0 ** (exp + 1) / lsb))
+            exp, vth = threshold_scale(theta, x_scale, lsb, lo, hi)
             lsb = theta * x_scale * 2.0 ** (exp + 1) / vth          # exact for the integer vth
             m = _sr(w / lsb, self.gen).clamp(-W_MANT_MAX - 1, W_MANT_MAX)
             dv = 0 if isinstance(layer, Readout) else min(max(round(DECAY_UNITY * (1 - layer.lif.leak)), 0), DECAY_MAX)

@@ -24,8 +24,21 @@ import torch.nn.functional as F
 
 from ..errors import SpecError
 from ..snn.layers import Dropout, Flatten, Pool, Readout, SpikingLayer
-from .fixed import (BIAS_EXP_MAX, BIAS_MANT_MAX, DECAY_MAX, DECAY_UNITY, VTH_MAX, VTH_SHIFT, W_MANT_MAX,
-                    IntLIFParams, _i32, _shift, int_dense, int_lif_step, lava_weights)
+from .fixed import (
+    BIAS_EXP_MAX,
+    BIAS_MANT_MAX,
+    DECAY_MAX,
+    DECAY_UNITY,
+    VTH_MAX,
+    VTH_SHIFT,
+    W_MANT_MAX,
+    IntLIFParams,
+    _i32,
+    _shift,
+    int_dense,
+    int_lif_step,
+    lava_weights,
+)
 from .hardware import Chip
 
 Tensor = torch.Tensor
@@ -64,6 +77,16 @@ class FixedLayer:
     synapse: FixedSynapse | None = None
     lif: IntLIFParams | None = None
     pool: tuple[str, int] | None = None
+
+
+def threshold_scale(theta: float, x_scale: int, lsb: float, lo: int, hi: int) -> tuple[int, int]:
+    """(weight_exp, vth) for a layer whose weights should step by ``lsb`` (float units): the largest
+    exponent in [lo, hi] with 1 ≤ vth ≤ VTH_CAP, vth = ⌊θ·X·2^(exp+1)/lsb⌋ (from m·2^(exp+7) = W·S/X,
+    S = vth·64/θ); clipped to [1, VTH_CAP] when no exponent fits."""
+    def vth_of(e):
+        return math.floor(theta * x_scale * 2.0 ** (e + 1) / lsb)
+    exp = next((e for e in range(hi, lo - 1, -1) if 1 <= vth_of(e) <= VTH_CAP), lo)
+    return exp, int(min(max(vth_of(exp), 1), VTH_CAP))
 
 
 def _round(y: Tensor, stochastic: bool, generator) -> Tensor:
@@ -107,9 +130,7 @@ def quantize(net, chip: Chip, *, encoding: str = "direct", time_steps: int, stoc
                 raise SpecError(f"layer {name}: Loihi's LIF resets to 0 (hard reset); {layer.lif.reset!r} cannot run")
             w, theta = layer.op.weight, layer.lif.threshold
             wmax = float(w.detach().abs().max()) or 1e-12
-            exp = next((e for e in range(hi, lo - 1, -1)
-                        if 1 <= math.floor(127 * theta * x_scale * 2.0 ** (e + 1) / wmax) <= VTH_CAP), lo)
-            vth = int(min(max(math.floor(127 * theta * x_scale * 2.0 ** (exp + 1) / wmax), 1), VTH_CAP))
+            exp, vth = threshold_scale(theta, x_scale, wmax / W_MANT_MAX, lo, hi)
             s = vth * 2.0 ** VTH_SHIFT / theta
             conv = None if w.dim() == 2 else {"stride": layer.op.stride, "padding": layer.op.padding}
             syn = FixedSynapse(_mantissas(w, s, x_scale, exp, stochastic, generator), exp, x_scale, s, conv)

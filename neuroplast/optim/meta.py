@@ -197,6 +197,14 @@ def _meta_loss_term(kind: str, loss, l0: float, t: int, horizon: int):
     return loss.clamp_min(1e-30).log()
 
 
+def _meta_optimizer(model: CoordinateLSTM, cfg: MetaConfig) -> torch.optim.Adam:
+    """Adam on the LSTM; the learnable log step size (adam variant) gets its own, larger rate."""
+    groups = [{"params": [p for n, p in model.named_parameters() if n != "log_scale"], "lr": cfg.meta_lr}]
+    if isinstance(model.log_scale, torch.nn.Parameter):
+        groups.append({"params": [model.log_scale], "lr": cfg.scale_lr})
+    return torch.optim.Adam(groups)
+
+
 def meta_train(cfg: MetaConfig, out: str | Path, *, resume: bool = False, overwrite: bool = False,
                progress: bool = True) -> dict:
     """Meta-train; writes ``out``/{config.json, history.jsonl, last.pt, best.pt, summary.json}."""
@@ -208,17 +216,11 @@ def meta_train(cfg: MetaConfig, out: str | Path, *, resume: bool = False, overwr
     torch.manual_seed(cfg.seed)
     sampler = ProblemSampler(cfg)
     model = CoordinateLSTM(cfg.variant, hidden=cfg.hidden, step_input=cfg.step_input, init_lr=cfg.init_lr)
-    groups = [{"params": [p for n, p in model.named_parameters() if n != "log_scale"], "lr": cfg.meta_lr}]
-    if isinstance(model.log_scale, torch.nn.Parameter):
-        groups.append({"params": [model.log_scale], "lr": cfg.scale_lr})
-    opt = torch.optim.Adam(groups)
+    opt = _meta_optimizer(model, cfg)
     it, best_score, history, restores, next_seed = 0, math.inf, [], 0, cfg.seed * 100_003
     if resume and last.exists():
         model, blob = load_checkpoint(last)
-        groups[0]["params"] = [p for n, p in model.named_parameters() if n != "log_scale"]
-        if len(groups) > 1:
-            groups[1]["params"] = [model.log_scale]
-        opt = torch.optim.Adam(groups)
+        opt = _meta_optimizer(model, cfg)
         opt.load_state_dict(blob["opt"])
         it, best_score, restores, next_seed = blob["iteration"], blob["best_score"], blob["restores"], blob["next_seed"]
         history = blob["history"]

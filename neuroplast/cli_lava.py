@@ -14,9 +14,16 @@ def add_parsers(sub, common) -> None:
         p.add_argument("run_dir", help="a run directory written by `neuroplast train --save`")
         p.add_argument("--hw", default="loihi2", help="chip whose numerics quantise the network (default loihi2)")
         p.add_argument("--steps", type=int, default=None, help="time steps per sample (default: the run's T)")
-        p.add_argument("--samples", type=int, default=3, help="test samples to run (run only)")
+        p.add_argument("--samples", type=int, default=None,
+                       help="samples to run (run only; default 3 test samples, 20 training samples with --learn)")
         p.add_argument("--timeout", type=float, default=300.0, help="seconds before a Lava run is stopped")
         p.add_argument("--data-dir", default=None, help="folder with data sets (or set NEUROPLAST_DATA)")
+        if name == "run":
+            p.add_argument("--learn", action="store_true",
+                           help="run on-chip learning in Lava (one weight update per training sample) and check "
+                                "spikes, voltages, weights and feedback against the engine")
+            p.add_argument("--method", default="opzo", help="on-chip rule with --learn: opzo (default) or dfa")
+            p.add_argument("--lr", type=float, default=0.3, help="learning rate with --learn (a power-of-two shift)")
         common(p)
 
 
@@ -26,6 +33,10 @@ def _setup(args):
     require_lava()
     if args.device not in (None, "cpu"):
         raise UserError(f"Lava runs on its CPU backend here (--device cpu); got {args.device!r}")
+    if getattr(args, "learn", False):
+        args.samples = 20 if args.samples is None else args.samples
+    elif args.samples is None:
+        args.samples = 3
     if args.samples < 1 or (args.steps is not None and args.steps < 1):
         raise UserError("--samples and --steps must be >= 1")
     from .chip.hardware import load_chip
@@ -42,6 +53,8 @@ def cmd_lava(args) -> dict:
 
     from .data import encode
     cfg, net, data, steps, fixed = _setup(args)
+    if getattr(args, "learn", False):
+        return _learn(args, cfg, net, data, steps)
     x = encode(cfg.encoding, data.test.x[:args.samples], steps)
     if args.lava_command == "build":
         from .lava.network import build_graph
@@ -68,6 +81,48 @@ def cmd_lava(args) -> dict:
     wall = time.perf_counter() - t0
     return {"samples": results, "bit_exact": all(r["bit_exact"] for r in results), "wall_s": wall,
             "ms_per_step": 1000 * wall / (args.samples * (steps + len(fixed.synapses()) - 1))}
+
+
+def _learn(args, cfg, net, data, steps) -> dict:
+    import numpy as np
+
+    from .chip.hardware import load_chip
+    from .chip.onchip import OnChipLearner
+    from .data import encode
+    from .errors import UserError
+    from .lava.learning import (
+        build_learning_graph,
+        engine_learning,
+        first_mismatch,
+        run_learning,
+    )
+    if args.method not in ("opzo", "dfa"):
+        raise UserError(f"--learn runs opzo or dfa in Lava; got --method {args.method!r}")
+    if cfg.encoding != "direct":
+        raise UserError("--learn takes runs with direct (graded) input encoding")
+    learner = OnChipLearner(net, load_chip(args.hw), args.method, lr=args.lr, time_steps=steps, seed=args.seed or 0)
+    x, y = encode("direct", data.train.x[:args.samples], steps), data.train.y[:args.samples]
+    t0 = time.perf_counter()
+    engine, _ = engine_learning(learner, x, y)
+    t1 = time.perf_counter()
+    lava = run_learning(build_learning_graph(learner, learner.encode(x), y), timeout=args.timeout)
+    t2 = time.perf_counter()
+    mismatch = first_mismatch(engine, lava)
+    layers = []
+    for k, (mine, theirs) in enumerate(zip(engine["m"], lava["m"])):
+        start = learner.layers[k]["m"].numpy()
+        d_eng, d_lava = np.sign(mine[-1] - start), np.sign(theirs[-1] - start)
+        moved = d_eng != 0
+        layers.append({"layer": k + 1, "changed": int(moved.sum()), "weights": int(moved.size),
+                       "same_direction": float((d_eng[moved] == d_lava[moved]).mean()) if moved.any() else 1.0})
+        print(f"  layer {k + 1}: {layers[-1]['changed']}/{moved.size} weights changed, "
+              f"{100 * layers[-1]['same_direction']:.1f}% in the engine's direction", file=sys.stderr)
+    print(f"on-chip {args.method} in Lava, {args.samples} samples x {steps} steps: "
+          + ("bit-exact with the engine (spikes, voltages, weights, feedback)" if mismatch is None
+             else f"MISMATCH: {mismatch}") + f"; Lava {t2 - t1:.1f} s, engine {t1 - t0:.2f} s", file=sys.stderr)
+    return {"method": args.method, "samples": args.samples, "bit_exact": mismatch is None,
+            "first_mismatch": None if mismatch is None else str(mismatch), "layers": layers,
+            "loss_per_sample": [float(v) for v in lava["loss"]], "lava_s": t2 - t1, "engine_s": t1 - t0}
 
 
 HANDLERS = {"lava": cmd_lava}

@@ -91,3 +91,96 @@ def test_lava_build_and_run_commands_on_a_trained_run(tmp_path, capsys):
     assert res["bit_exact"] and len(res["samples"]) == 2
     assert all(s["first_mismatch"] is None for s in res["samples"])
     assert not multiprocessing.active_children()
+
+
+def _learner(method, arch, seed=1):
+    from neuroplast.chip.onchip import OnChipLearner
+    net = build_network(arch, input_shape=(64,), num_classes=10, generator=torch.Generator().manual_seed(0))
+    return OnChipLearner(net, load_chip("loihi2"), method, lr=0.3, time_steps=4, seed=seed)
+
+
+def _digits(k):
+    from neuroplast.data import encode, load_dataset
+    data = load_dataset("digits", time_steps=4)
+    return encode("direct", data.train.x[:k], 4), data.train.y[:k]
+
+
+def test_lava_opzo_learning_on_20_digits_samples_matches_the_engine_step_by_step():
+    """The issue's check: a Lava OPZO run of 20 digits samples moves the weights as the engine does.
+    Our learning ProcessModels run the engine's integer arithmetic with counter-based random bits, so
+    the match is exact: spikes, u, v at every step, weights and feedback after every sample."""
+    pytest.importorskip("neuroplast.lava.network", reason="lava-nc is not installed")
+    import numpy as np
+
+    from neuroplast.lava.learning import (
+        build_learning_graph,
+        engine_learning,
+        first_mismatch,
+        run_learning,
+    )
+    learner = _learner("opzo", "64-64-10")
+    x, y = _digits(20)
+    engine, _ = engine_learning(learner, x, y)
+    lava = run_learning(build_learning_graph(learner, learner.encode(x), y))
+    assert first_mismatch(engine, lava) is None, str(first_mismatch(engine, lava))
+    for k, ly in enumerate(learner.layers):
+        start = ly["m"].numpy()
+        moved = engine["m"][k][-1] != start
+        assert moved.sum() > 50   # learning happened in every layer
+        assert np.array_equal(np.sign(lava["m"][k][-1] - start), np.sign(engine["m"][k][-1] - start))
+    assert np.abs(lava["fb"][0][-1]).sum() > 0 and int(lava["steps"]["hidden1"]["s"].sum()) > 0
+    np.testing.assert_array_equal(lava["loss"], engine["loss"])
+    assert not multiprocessing.active_children()
+
+
+def test_lava_dfa_learning_matches_the_engine_with_two_hidden_layers():
+    pytest.importorskip("neuroplast.lava.network", reason="lava-nc is not installed")
+    from neuroplast.lava.learning import (
+        build_learning_graph,
+        engine_learning,
+        first_mismatch,
+        run_learning,
+    )
+    learner = _learner("dfa", "64-32-24-10", seed=4)
+    x, y = _digits(6)
+    engine, trained = engine_learning(learner, x, y)
+    lava = run_learning(build_learning_graph(learner, learner.encode(x), y))
+    assert first_mismatch(engine, lava) is None, str(first_mismatch(engine, lava))
+    assert all((engine["m"][k][-1] != ly["m"].numpy()).any() for k, ly in enumerate(learner.layers))
+    # the engine's trained copy continues where the Lava run ended
+    assert trained.samples_seen == 6 and all(torch.equal(torch.from_numpy(lava["m"][k][-1]), ly["m"])
+                                             for k, ly in enumerate(trained.layers))
+
+
+def test_first_mismatch_names_layer_step_neuron_and_both_values():
+    import numpy as np
+
+    from neuroplast.lava.learning import first_mismatch
+    rec = {"steps": {"hidden1": {q: np.zeros((8, 5), dtype=np.int64) for q in "usv"}},
+           "m": [np.zeros((2, 3, 4), dtype=np.int64)], "fb": []}
+    other = {"steps": {"hidden1": {q: a.copy() for q, a in rec["steps"]["hidden1"].items()}},
+             "m": [rec["m"][0].copy()], "fb": []}
+    assert first_mismatch(rec, other) is None
+    other["m"][0][1, 2, 3] = 7
+    mm = first_mismatch(rec, other)
+    assert (mm.sample, mm.layer, mm.neuron, mm.engine, mm.lava) == (1, "layer1", 11, 0, 7)
+    other["steps"]["hidden1"]["v"][6, 2] = -3
+    mm = first_mismatch(rec, other)
+    assert (mm.layer, mm.quantity, mm.step, mm.neuron, mm.engine, mm.lava) == ("hidden1", "v", 6, 2, 0, -3)
+
+
+def test_lava_run_learn_command(tmp_path, capsys):
+    pytest.importorskip("neuroplast.lava.network", reason="lava-nc is not installed")
+    import json
+
+    from neuroplast.cli import main
+    run = tmp_path / "run"
+    assert main(["train", "--net", "64-32-10", "--epochs", "1", "--save", str(run), "--no-progress"]) == 0
+    capsys.readouterr()
+    assert main(["lava", "run", str(run), "--learn", "--samples", "5", "--json"]) == 0
+    res = json.loads(capsys.readouterr().out)
+    assert res["bit_exact"] and res["samples"] == 5 and len(res["loss_per_sample"]) == 5
+    assert all(layer["same_direction"] == 1.0 for layer in res["layers"])
+    assert main(["lava", "run", str(run), "--learn", "--method", "zo"]) == 2
+    assert "opzo or dfa" in capsys.readouterr().err
+    assert not multiprocessing.active_children()

@@ -44,13 +44,36 @@ def test_state_stays_integer_and_within_chip_widths():
     assert fb.dtype == torch.int64 and fb.abs().max() < 2 ** 15 and fb.abs().sum() > 0
 
 
-def test_noise_units_are_seeded_balanced_rademacher():
-    a, b = NoiseUnits(3).rademacher((64, 100)), NoiseUnits(3).rademacher((64, 100))
+def test_noise_units_are_seeded_balanced_rademacher_and_independent_of_batching():
+    samples = torch.arange(64)
+    a, b = NoiseUnits(3).rademacher(samples, 0, 100), NoiseUnits(3).rademacher(samples, 0, 100)
     assert torch.equal(a, b) and set(a.unique().tolist()) == {-1, 1}
     assert abs(float(a.double().mean())) < 0.03
     units = NoiseUnits(3)
-    first, second = units.rademacher((64, 100)), units.rademacher((64, 100))
+    first, second = units.rademacher(samples, 0, 100), units.rademacher(samples, 1, 100)
     assert not torch.equal(first, second) and abs(float((first * second).double().mean())) < 0.03
+    # one sample at a time (as the Lava noise units draw) gives the same bits as the batch
+    assert torch.equal(torch.cat([units.rademacher(torch.tensor([i]), 1, 100) for i in range(64)]), second)
+    anti = NoiseUnits(3, antithetic=True)
+    assert torch.equal(anti.rademacher(samples, 1, 100), -anti.rademacher(samples, 0, 100))
+    assert torch.equal(NoiseUnits(3, layer=1).rademacher(samples, 0, 100).ne(a).any().view(1), torch.tensor([True]))
+
+
+def test_counter_hash_matches_reference_and_rounds_without_bias():
+    from neuroplast.chip.rng import Stream, hash32
+
+    def lowbias32(x):  # the published reference, in Python integers
+        x &= 0xFFFFFFFF
+        x ^= x >> 16
+        x = (x * 0x7FEB352D) & 0xFFFFFFFF
+        x ^= x >> 15
+        x = (x * 0x846CA68B) & 0xFFFFFFFF
+        return x ^ (x >> 16)
+    xs = [0, 1, 2, 12345, 2 ** 31, 2 ** 32 - 1]
+    assert hash32(torch.tensor(xs)).tolist() == [lowbias32(x) for x in xs]
+    x = torch.full((1, 20000), 0.3, dtype=torch.float64)
+    r = Stream(0, 5).round(x, 7, 0)
+    assert set(r.unique().tolist()) == {0, 1} and abs(float(r.double().mean()) - 0.3) < 0.02
 
 
 @pytest.mark.parametrize("args,message", [

@@ -6,12 +6,14 @@ rules (learn/dfa.py, opzo.py, zo.py), each quantity on its own fixed scale:
   forward     integer CUBA LIF (``fixed``); weights 8-bit mantissas m (w = m·LSB_l), no biases
   traces      x̂ ← x̂·(4096 − d)>>12 + SR(impulse·x/X), unsigned ``trace_bits`` (presynaptic, clean input)
   ψ'          boxcar on the membrane before the spike check: 1 where |v − θ| ≤ θ/2
-  noise       Rademacher ±1 from per-neuron xorshift32 units (an LFSR-style generator); sent as graded
+  noise       Rademacher ±1 from per-neuron noise units (counter-based hash, ``chip.rng``); sent as graded
               spikes s·Q + σQ·z (OPZO, ZO), antithetic across step pairs (OPZO)
   error       e = ∂L[t]/∂o[t] per sample (computed off-core), sent as an 8-bit payload e_int = SR(E·e)
   feedback    DFA: δ_l = e_int·B_l, B_l 8-bit random; OPZO: δ_l = e_int·M_l with the momentum
               feedback M_l ← M_l + (mean_b(o8 zᵀ)·2^f − M_l)>>k in a 16-bit accumulator
               (β = 1 − 2^−k, f fractional bits); ZO: δ_l = SR(D·(ℓ_noisy − ℓ_clean)/σ)·z
+  randomness  every draw (noise, SR) is a hash of (seed, unit, sample number, step, lane): batching and
+              process order do not change it, so the Lava processes reproduce the engine bit for bit
   update      G_l = Σ_t (ψ'_l ⊙ δ_l)ᵀ x̂_{l−1} (integer); per batch m_l ← clip(m_l − SR(G_l·2^−k_l)), with
               the learning rate realised as a power-of-two shift k_l, stochastic rounding (SR)
 
@@ -39,6 +41,7 @@ from .fixed import (
 )
 from .hardware import Chip
 from .quantize import GRADED_INPUT, threshold_scale
+from .rng import Stream
 
 Tensor = torch.Tensor
 METHODS = ("dfa", "opzo", "zo")
@@ -51,28 +54,73 @@ IMPULSE = 16        # trace impulse per unit input
 HEADROOM = 8        # initial max |w| maps to mantissa 128/HEADROOM: room for the weights to grow
 
 
+STREAM_ERROR, STREAM_OUT8, STREAM_ZO = 1, 2, 3          # counter-based streams (chip.rng), one per unit
+STREAM_TRACE, STREAM_UPDATE, STREAM_NOISE, STREAM_FEEDBACK = 100, 200, 300, 400   # + layer index
+
+
 class NoiseUnits:
-    """Per-lane xorshift32 generators (vectorised), giving Rademacher ±1 draws."""
+    """Per-neuron noise units: Rademacher ±1 from the counter-based hash (``chip.rng``), so a neuron's
+    draw depends only on (seed, layer, sample number, step, neuron). OPZO pairs steps antithetically:
+    z[t] = −z[t−1] at odd t."""
 
-    def __init__(self, seed: int):
-        self.seed, self.state = seed, None
+    def __init__(self, seed: int, layer: int = 0, antithetic: bool = False):
+        self.stream, self.antithetic = Stream(seed, STREAM_NOISE + layer), antithetic
 
-    def rademacher(self, shape) -> Tensor:
-        n = math.prod(shape)
-        if self.state is None or self.state.numel() != n:
-            g = torch.Generator().manual_seed(self.seed)
-            self.state = torch.randint(1, 2 ** 31, (n,), generator=g, dtype=torch.int64)
-        x = self.state
-        mask = (1 << 32) - 1
-        x = x ^ ((x << 13) & mask)
-        x = x ^ (x >> 17)
-        x = x ^ ((x << 5) & mask)
-        self.state = x
-        return ((x & 1) * 2 - 1).view(shape)
+    def rademacher(self, samples, t: int, n: int) -> Tensor:
+        if self.antithetic and t % 2 == 1:
+            return -self.stream.rademacher(samples, t - 1, (n,))
+        return self.stream.rademacher(samples, t, (n,))
+
+
+def error_payload(loss, o: Tensor, y: Tensor, T: int, stream: Stream, samples, t: int) -> tuple[Tensor, Tensor]:
+    """Error unit: per-sample loss and e_int = SR(E·∂L[t]/∂o[t]) (8-bit), L[t] = loss/T, E = 64·T."""
+    o_req = o.detach().requires_grad_(True)
+    per = loss.per_sample(o_req, y)
+    (e,) = torch.autograd.grad(per.sum() / T, o_req)
+    return per.detach(), stream.round(e * (E_PER_T * T), samples, t).clamp(-127, 127)
+
+
+def trace_step(trace: Tensor, clean: Tensor, scale: int, trace_d: int, trace_max: int, stream: Stream, samples,
+               t: int) -> Tensor:
+    """Presynaptic trace x̂ ← x̂·(4096 − d)>>12 + SR(IMPULSE·x/scale), saturating at trace_max."""
+    return (_decay(trace, DECAY_UNITY - trace_d)
+            + stream.round(clean.to(torch.float64) * IMPULSE / scale, samples, t)).clamp(0, trace_max)
+
+
+def surrogate_gate(v_pre: Tensor, vth: int) -> Tensor:
+    """ψ' as a boxcar on the membrane before the spike check: 1 where |v − θ| ≤ θ/2 (θ = vth << 6)."""
+    th = vth << VTH_SHIFT
+    return (2 * (v_pre - th).abs() <= th).to(torch.int64)
+
+
+def feedback_update(fb: Tensor, o8: Tensor, z: Tensor, beta_shift: int, stream: Stream, sample: int,
+                    t: int) -> Tensor:
+    """OPZO momentum feedback M ← M + SR((mean_b(o8 zᵀ)·2^f − M)·2^−k), 16-bit (β = 1 − 2^−k)."""
+    est = (o8.t() @ z).to(torch.float64) * (1 << M_FRAC) / o8.shape[0]
+    step = stream.round(((est - fb) / (1 << beta_shift)).unsqueeze(0), sample, t)[0]
+    return (fb + step).clamp(-(1 << 15), (1 << 15) - 1)
+
+
+def update_factor(lr: float, T: int, fb_scale: float, batch: int, lsb: float) -> float:
+    """The power of two 2^−k that turns an integer gradient sum into mantissa steps for learning rate lr:
+    δ_float = δ_int/(E·fb_scale), x̂_float = x̂_int/IMPULSE, Δw = −lr·mean_b Σ_t δ x̂ in units of lsb."""
+    c = lr / (E_PER_T * T * fb_scale * IMPULSE * batch * lsb)
+    return 2.0 ** round(math.log2(c)) if c > 0 else 0.0
+
+
+def weight_update(m: Tensor, grad: Tensor, factor: float, stream: Stream, batch: int) -> Tensor:
+    """m ← clip(m − SR(G·2^−k)) into the signed 8-bit mantissa range."""
+    step = stream.round((grad.to(torch.float64) * factor).unsqueeze(0), batch, 0)[0]
+    return (m - step).clamp(-W_MANT_MAX - 1, W_MANT_MAX)
+
+
+def readout_value(a: Tensor, v_scale: float) -> Tensor:
+    """The readout's output o[t] in float units: its synaptic input a[t] (<< 6), over the voltage scale."""
+    return (a << 6).to(torch.float64) / v_scale
 
 
 def _sr(x: Tensor, gen: torch.Generator) -> Tensor:
-    """Stochastic rounding to integers."""
+    """Stochastic rounding to integers (initial weights)."""
     return torch.floor(x + torch.rand(x.shape, generator=gen, dtype=x.dtype)).to(torch.int64)
 
 
@@ -95,8 +143,8 @@ class OnChipLearner:
                 and isinstance(layers[-1], Readout) and len(layers) >= 2):
             raise SpecError(f"on-chip learning runs fully connected networks (e.g. 64-256-10); got {net.arch!r}")
         self.method, self.chip, self.T, self.lr = method, chip, time_steps, float(lr)
-        self.gen = torch.Generator().manual_seed(seed)
-        self.noise = NoiseUnits(seed + 17)
+        self.gen = torch.Generator().manual_seed(seed)   # initial weights only; learning draws from chip.rng
+        self.seed, self.samples_seen, self.batches_seen = seed, 0, 0
         self.trace_max = (1 << chip.numerics["trace_bits"]) - 1
         self.sigma_int = max(1, round(sigma * Q)) if method != "dfa" else 0
         self.sigma = self.sigma_int / Q
@@ -117,12 +165,17 @@ class OnChipLearner:
             # presynaptic trace decay: the float rules' λ of the layer (0 for the readout: x̂ = x)
             lam = layer.trace_decay if trace_decay is None or isinstance(layer, Readout) else trace_decay
             self.layers.append({"m": m, "exp": exp, "lsb": lsb, "x_scale": x_scale, "v_scale": vth * 64 / theta,
-                                "lif": IntLIFParams(DECAY_MAX, dv, vth), "trace_d": round(DECAY_UNITY * (1 - lam))})
+                                "lif": IntLIFParams(DECAY_MAX, dv, vth), "trace_d": round(DECAY_UNITY * (1 - lam)),
+                                "trace_rng": Stream(seed, STREAM_TRACE + len(self.layers)),
+                                "update_rng": Stream(seed, STREAM_UPDATE + len(self.layers))})
             x_scale = q_hidden
         C = net.num_classes
         self.hidden = self.layers[:-1]
-        for h in self.hidden:
+        self.error_rng, self.out8_rng, self.zo_rng = (Stream(seed, k) for k in (STREAM_ERROR, STREAM_OUT8, STREAM_ZO))
+        for k, h in enumerate(self.hidden):
             n = h["m"].shape[0]
+            h["noise"] = NoiseUnits(seed, k, antithetic=method == "opzo")
+            h["fb_rng"] = Stream(seed, STREAM_FEEDBACK + k)
             if method == "dfa":
                 b = torch.randn(C, n, generator=self.gen, dtype=torch.float64) / math.sqrt(C)
                 h["fb"] = torch.round(b * B_SCALE * math.sqrt(C)).clamp(-127, 127).to(torch.int64)
@@ -153,72 +206,72 @@ class OnChipLearner:
             v, s = int_lif_fire(v_pre, ly["lif"])
             new.append((u, v))
             seen.append((v_pre, s, h))
-            s = s.to(torch.int64)
-            h = s * Q + self.sigma_int * noise[k] if noise is not None else (s * Q if self.method != "dfa" else s)
+            h = self.payload(s, noise[k] if noise is not None else None)
         raise AssertionError("unreachable")
 
-    def train_batch(self, x_seq: Tensor, y: Tensor) -> tuple[float, Tensor]:
-        """One batch of online learning (float input [T, B, N0] in [0, 1]); returns (mean loss, logits)."""
-        x_int = torch.round(x_seq.clamp(0, 1) * GRADED_INPUT).to(torch.int64).flatten(2)
+    def payload(self, s: Tensor, z: Tensor | None) -> Tensor:
+        """What a hidden neuron sends: graded s·Q + σQ·z with noise (OPZO, ZO), s·Q without, s for DFA."""
+        s = s.to(torch.int64)
+        return s * Q + self.sigma_int * z if z is not None else (s * Q if self.method != "dfa" else s)
+
+    @staticmethod
+    def encode(x_seq: Tensor) -> Tensor:
+        """Float input [T, B, ...] in [0, 1] -> graded integer payloads [T, B, N0]."""
+        return torch.round(x_seq.clamp(0, 1) * GRADED_INPUT).to(torch.int64).flatten(2)
+
+    def train_batch(self, x_seq: Tensor, y: Tensor, record: dict | None = None) -> tuple[float, Tensor]:
+        """One batch of online learning (float input [T, B, N0] in [0, 1]); returns (mean loss, logits).
+
+        Every random draw is keyed by (sample number, step) (``chip.rng``), so a batch of one sample
+        gives exactly what the Lava processes (``neuroplast.lava.learning``) compute. ``record``
+        collects u, v (after the spike check) and spikes of every hidden layer at every step."""
+        x_int = self.encode(x_seq)
         T, B = x_int.shape[:2]
-        E = E_PER_T * T
+        samples = torch.arange(self.samples_seen, self.samples_seen + B)
         state = [(torch.zeros(B, ly["m"].shape[0], dtype=torch.int64),) * 2 for ly in self.layers]
         traces = [torch.zeros(B, ly["m"].shape[1], dtype=torch.int64) for ly in self.layers]
         grads = [torch.zeros_like(ly["m"]) for ly in self.layers]
-        loss_sum, logits, z_prev = 0.0, 0.0, None
+        loss_sum, logits = 0.0, 0.0
         for t in range(T):
-            z = None
-            if self.method != "dfa":
-                if self.method == "opzo" and t % 2 == 1 and z_prev is not None:
-                    z = [-zz for zz in z_prev]
-                else:
-                    z = [self.noise.rademacher((B, ly["m"].shape[0])) for ly in self.hidden]
+            z = None if self.method == "dfa" else [h["noise"].rademacher(samples, t, h["m"].shape[0])
+                                                   for h in self.hidden]
             o, new_state, seen = self._forward_step(x_int[t], state, z)
-            o_req = o.detach().requires_grad_(True)
-            per = self.loss.per_sample(o_req, y)
-            (e,) = torch.autograd.grad(per.sum() / T, o_req)
-            e_int = _sr(e * E, self.gen).clamp(-127, 127)
-            loss_sum += float(per.detach().mean()) / T
+            if record is not None:
+                for k in range(len(self.hidden)):
+                    rec = record.setdefault(f"hidden{k + 1}", {"u": [], "v": [], "s": []})
+                    for q, val in zip("uvs", (*new_state[k], seen[k][1].to(torch.int64))):
+                        rec[q].append(val)
+            per, e_int = error_payload(self.loss, o, y, T, self.error_rng, samples, t)
+            loss_sum += float(per.mean()) / T
             logits = logits + o / T
             for k, ly in enumerate(self.layers):  # presynaptic traces of the clean input each layer receives
-                _, s_prev, h_in = seen[k]
-                clean = h_in if k == 0 else (seen[k - 1][1].to(torch.int64))
-                scale = ly["x_scale"] if k == 0 else 1
-                traces[k] = (_decay(traces[k], DECAY_UNITY - ly["trace_d"]) +
-                             _sr(clean.to(torch.float64) * IMPULSE / scale, self.gen)).clamp(0, self.trace_max)
+                clean = seen[k][2] if k == 0 else seen[k - 1][1].to(torch.int64)
+                traces[k] = trace_step(traces[k], clean, ly["x_scale"] if k == 0 else 1, ly["trace_d"],
+                                       self.trace_max, ly["trace_rng"], samples, t)
             if self.method == "zo":
                 o_clean, _, _ = self._forward_step(x_int[t], state, None)
-                diff = (per.detach() - self.loss.per_sample(o_clean, y)) / self.sigma
-                d_int = _sr(diff * E / T, self.gen).clamp(-127, 127)
+                diff = (per - self.loss.per_sample(o_clean, y)) / self.sigma
+                d_int = self.zo_rng.round((diff * E_PER_T).unsqueeze(1), samples, t)[:, 0].clamp(-127, 127)
             for k, ly in enumerate(self.hidden):
-                v_pre = seen[k][0]
-                th = ly["lif"].vth << VTH_SHIFT
-                psi = (2 * (v_pre - th).abs() <= th).to(torch.int64)
-                if self.method == "zo":
-                    delta = d_int.view(-1, 1) * z[k]
-                else:
-                    delta = e_int @ ly["fb"]
+                psi = surrogate_gate(seen[k][0], ly["lif"].vth)
+                delta = d_int.view(-1, 1) * z[k] if self.method == "zo" else e_int @ ly["fb"]
                 grads[k] += (psi * delta).t() @ traces[k]
             grads[-1] += e_int.t() @ traces[-1]
             if self.method == "opzo":
-                o8 = _sr(o * O_SCALE, self.gen).clamp(-127, 127)
+                o8 = self.out8_rng.round(o * O_SCALE, samples, t).clamp(-127, 127)
                 for k, ly in enumerate(self.hidden):
-                    est = (o8.t() @ z[k]).to(torch.float64) * (1 << M_FRAC) / B
-                    step = _sr((est - ly["fb"]) / (1 << self.beta_shift), self.gen)
-                    ly["fb"] = (ly["fb"] + step).clamp(-(1 << 15), (1 << 15) - 1)
-            state, z_prev = new_state, z
-        for k, ly in enumerate(self.layers):
-            # δ_float = δ_int/(E·fb_scale) (readout and ZO: fb_scale 1); x̂_float = x̂_int/IMPULSE;
-            # float step Δw = −lr·mean_b Σ_t δ x̂, in mantissa units of this layer (/lsb)
-            fb_scale = ly.get("fb_scale", 1.0)
-            c = self.lr / (E * fb_scale * IMPULSE * B * ly["lsb"])
-            shift = 2.0 ** round(math.log2(c)) if c > 0 else 0.0
-            ly["m"] = (ly["m"] - _sr(grads[k].to(torch.float64) * shift, self.gen)).clamp(-W_MANT_MAX - 1, W_MANT_MAX)
+                    ly["fb"] = feedback_update(ly["fb"], o8, z[k], self.beta_shift, ly["fb_rng"], int(samples[0]), t)
+            state = new_state
+        for ly, grad in zip(self.layers, grads):
+            factor = update_factor(self.lr, T, ly.get("fb_scale", 1.0), B, ly["lsb"])
+            ly["m"] = weight_update(ly["m"], grad, factor, ly["update_rng"], self.batches_seen)
+        self.samples_seen += B
+        self.batches_seen += 1
         return loss_sum, logits
 
     @torch.no_grad()
     def classify(self, x_seq: Tensor) -> Tensor:
-        x_int = torch.round(x_seq.clamp(0, 1) * GRADED_INPUT).to(torch.int64).flatten(2)
+        x_int = self.encode(x_seq)
         B = x_int.shape[1]
         state = [(torch.zeros(B, ly["m"].shape[0], dtype=torch.int64),) * 2 for ly in self.layers]
         total = 0.0

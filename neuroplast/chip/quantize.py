@@ -188,7 +188,7 @@ class FixedNetwork:
         ``integer_input=True`` takes x_seq as integer payloads already."""
         x_int = x_seq.to(torch.int64) if integer_input else self.encode_input(x_seq)
         trace: dict[str, dict[str, list]] = {}
-        T, B = x_int.shape[:2]
+        T = x_int.shape[0]
         n_syn = sum(layer.synapse is not None for layer in self.layers)
         steps = T + (n_syn - 1 if self.timing == "lava" else 0)
         state: dict[str, list] = {}

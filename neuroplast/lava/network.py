@@ -20,15 +20,15 @@ import numpy as np
 from . import compat
 
 compat.install()
-from lava.magma.core.run_conditions import RunSteps  # noqa: E402
-from lava.magma.core.run_configs import Loihi2SimCfg  # noqa: E402
-from lava.proc.dense.process import Dense  # noqa: E402
-from lava.proc.io.source import RingBuffer  # noqa: E402
-from lava.proc.lif.process import LIF  # noqa: E402
-from lava.proc.monitor.process import Monitor  # noqa: E402
+from lava.magma.core.run_conditions import RunSteps
+from lava.magma.core.run_configs import Loihi2SimCfg
+from lava.proc.dense.process import Dense
+from lava.proc.io.source import RingBuffer
+from lava.proc.lif.process import LIF
+from lava.proc.monitor.process import Monitor
 
-from ..chip.fixed import lava_weights  # noqa: E402
-from ..errors import NeuroplastError, SpecError  # noqa: E402
+from ..chip.fixed import lava_weights
+from ..errors import NeuroplastError, SpecError
 
 
 class LavaTimeout(NeuroplastError):
@@ -81,17 +81,12 @@ def build_graph(fixed, x_int: np.ndarray) -> LavaGraph:
     return LavaGraph(source, layers, steps)
 
 
-def _run_in_child(graph: LavaGraph, monitors, conn) -> None:
-    """Child process: run the graph, send the monitors' records (or the error) to the parent."""
+def _child(job, anchor, conn) -> None:
+    """Child process: run ``job()`` (which runs Lava processes), send its result (or the error) to the
+    parent, always stop the runtime of ``anchor``."""
     os.setsid()  # own process group: the parent can stop Lava's workers with the child
-    anchor = graph.layers[-1][2]
     try:
-        anchor.run(condition=RunSteps(num_steps=graph.steps), run_cfg=Loihi2SimCfg(select_tag="fixed_pt"))
-        out: dict[str, dict[str, np.ndarray]] = {}
-        for name, what, mon, target in monitors:
-            data = mon.get_data()[target.process.name]
-            out.setdefault(name, {})[what] = np.asarray(data[next(iter(data))]).astype(np.int64)
-        conn.send(("ok", out))
+        conn.send(("ok", job()))
     except BaseException as exc:  # reported to the parent, which raises it
         conn.send(("error", f"{type(exc).__name__}: {exc}"))
     finally:
@@ -102,20 +97,13 @@ def _run_in_child(graph: LavaGraph, monitors, conn) -> None:
             os._exit(0)
 
 
-def run_graph(graph: LavaGraph, *, timeout: float = 120.0) -> dict[str, dict[str, np.ndarray]]:
-    """Run on Lava's CPU backend with fixed_pt models; per layer u, v [steps, N] and spikes [steps, N].
-
-    Lava runs in a forked child process with its own process group, so that a run past ``timeout``
-    seconds is killed with all of Lava's workers, and nothing of Lava's runtime outlives the call."""
-    monitors = []
-    for name, _, lif in graph.layers:
-        for what, target in (("u", lif.u), ("v", lif.v), ("s", lif.s_out)):
-            mon = Monitor()
-            mon.probe(target, graph.steps)
-            monitors.append((name, what, mon, target))
+def run_isolated(job, anchor, *, timeout: float):
+    """Run ``job()`` (Lava runs of the graph containing process ``anchor``) in a forked child with its
+    own process group and return what it returns. A run past ``timeout`` seconds is killed with all of
+    Lava's workers (LavaTimeout), so nothing of Lava's runtime outlives the call."""
     ctx = multiprocessing.get_context("fork")
     parent, child = ctx.Pipe(duplex=False)
-    proc = ctx.Process(target=_run_in_child, args=(graph, monitors, child), daemon=False)
+    proc = ctx.Process(target=_child, args=(job, anchor, child), daemon=False)
     proc.start()
     child.close()
     status, payload = "timeout", None
@@ -136,3 +124,34 @@ def run_graph(graph: LavaGraph, *, timeout: float = 120.0) -> dict[str, dict[str
     if status != "ok":
         raise NeuroplastError(f"the Lava run failed: {payload}")
     return payload
+
+
+def run_graph(graph: LavaGraph, *, timeout: float = 120.0) -> dict[str, dict[str, np.ndarray]]:
+    """Run on Lava's CPU backend with fixed_pt models; per layer u, v [steps, N] and spikes [steps, N]
+    (in a forked child, see ``run_isolated``)."""
+    monitors = []
+    for name, _, lif in graph.layers:
+        for what, target in (("u", lif.u), ("v", lif.v), ("s", lif.s_out)):
+            mon = Monitor()
+            mon.probe(target, graph.steps)
+            monitors.append((name, what, mon, target))
+    anchor = graph.layers[-1][2]
+
+    def job():
+        anchor.run(condition=RunSteps(num_steps=graph.steps), run_cfg=Loihi2SimCfg(select_tag="fixed_pt"))
+        return _collect(monitors)
+
+    return run_isolated(job, anchor, timeout=timeout)
+
+
+def monitor_data(mon, target) -> np.ndarray:
+    """A Monitor's record of ``target`` as int64 [steps, N]."""
+    data = mon.get_data()[target.process.name]
+    return np.asarray(data[next(iter(data))]).astype(np.int64)
+
+
+def _collect(monitors) -> dict[str, dict[str, np.ndarray]]:
+    out: dict[str, dict[str, np.ndarray]] = {}
+    for name, what, mon, target in monitors:
+        out.setdefault(name, {})[what] = monitor_data(mon, target)
+    return out

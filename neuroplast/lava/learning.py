@@ -1,0 +1,181 @@
+"""On-chip OPZO / DFA learning as a Lava process graph, and its step-by-step equivalence with the
+engine (``neuroplast.chip.onchip.OnChipLearner``), one sample at a time (a weight update after each).
+
+Graph of an L-layer FC network (processes in ``neuroplast.lava.procs``):
+
+    RingBuffer x ──s_in, x_in──> PlasticDense_1 ──a──> ThreeFactorLIF_1 ──s (graded), spk──> … ──>
+    PlasticDense_R (readout) ──a──> ErrorUnit ──e──> FeedbackChannel_l ──δ──> ThreeFactorLIF_l ──y──> PlasticDense_l
+                                               └──e (readout's third factor)──> PlasticDense_R
+    NoiseUnit_l ──z──> ThreeFactorLIF_l, FeedbackChannel_l (OPZO);   ErrorUnit ──o8──> FeedbackChannel_l (OPZO)
+
+Why custom learning processes rather than Lava's ``LearningDense`` with a ``Loihi3FLearningRule``:
+Lava's learning engine (lava-nc 0.10.0) can express a product of traces, Δw = 2^e·x1·y1 with y1
+sent by the postsynaptic neuron each step, but (1) its presynaptic trace x1 is its own 7-bit trace
+with its own impulse/decay arithmetic and stochastic rounding drawn from Lava's generator, not
+ours, so a seeded run cannot be reproduced outside Lava; (2) it applies Δw every learning epoch
+(t_epoch steps) to 8-bit weights, whereas OPZO/DFA accumulate G = Σ_t y x̂ᵀ over the sample in a
+wider register and round once (per-step rounding of a tiny Δw to 8 bits mostly rounds to zero or
+to ±1 LSB at random, a different rule); and (3) OPZO's feedback matrix M is itself learned online
+from o8 zᵀ, which has no place in the synapse's rule. Our ``PlasticDense`` keeps the chip's
+integer widths and calls the engine's arithmetic, so Lava and the engine agree bit for bit.
+"""
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from . import compat
+
+compat.install()
+from lava.magma.core.run_conditions import RunSteps
+from lava.magma.core.run_configs import Loihi2SimCfg
+from lava.proc.io.source import RingBuffer
+from lava.proc.monitor.process import Monitor
+
+from ..chip.onchip import OnChipLearner, Q, update_factor
+from .equivalence import Mismatch
+from .network import monitor_data, run_isolated
+from .procs.process import (
+    ErrorUnit,
+    FeedbackChannel,
+    NoiseUnit,
+    PlasticDense,
+    ThreeFactorLIF,
+)
+
+
+@dataclass
+class LearningGraph:
+    source: RingBuffer
+    dense: list[PlasticDense]
+    lifs: list[ThreeFactorLIF]
+    feedback: list[FeedbackChannel]
+    error: ErrorUnit
+    steps: int
+    samples: int
+
+
+def build_learning_graph(learner: OnChipLearner, x_int: torch.Tensor, labels: torch.Tensor) -> LearningGraph:
+    """Processes for ``learner`` (OPZO or DFA) learning on K samples x_int [T, K, N0] (integer
+    payloads, ``learner.encode``), labels [K], one weight update per sample. The learner's current
+    weights, feedback and sample counter are the starting point; the learner is not changed."""
+    if learner.method not in ("opzo", "dfa"):
+        raise ValueError(f"the Lava learning graph runs opzo and dfa; got {learner.method!r} (zo needs a second, "
+                         "clean forward pass per step)")
+    T, K = x_int.shape[:2]
+    seed, first, opzo = learner.seed, learner.samples_seen, learner.method == "opzo"
+    data = x_int.permute(2, 1, 0).reshape(x_int.shape[2], K * T).numpy().astype(np.int32)   # [N0, K·T]
+    source = RingBuffer(data=data)
+    common = {"seed": seed, "time_steps": T, "first_sample": first}
+    dense, lifs, noises = [], [], []
+    pre_payload, pre_clean = source.s_out, source.s_out
+    for k, ly in enumerate(learner.layers):
+        d = PlasticDense(m=ly["m"].numpy(), weight_exp=int(ly["exp"]), x_scale=int(ly["x_scale"]) if k == 0 else 1,
+                         trace_d=int(ly["trace_d"]), trace_max=learner.trace_max, samples=K, layer=k,
+                         factor=update_factor(learner.lr, T, ly.get("fb_scale", 1.0), 1, ly["lsb"]), **common)
+        pre_payload.connect(d.s_in)
+        pre_clean.connect(d.x_in)
+        dense.append(d)
+        if k == len(learner.layers) - 1:
+            break
+        n = ly["m"].shape[0]
+        p = ly["lif"]
+        lif = ThreeFactorLIF(shape=(n,), du=p.du, dv=p.dv, vth=p.vth, q=Q if opzo else 1, sigma=learner.sigma_int,
+                             time_steps=T)
+        d.a_out.connect(lif.a_in)
+        lif.y_out.connect(d.y_in)
+        if opzo:
+            noise = NoiseUnit(shape=(n,), layer=k, antithetic=True, **common)
+            noise.z_out.connect(lif.z_in)
+            noises.append(noise)
+        lifs.append(lif)
+        pre_payload, pre_clean = lif.s_out, lif.spk_out
+    readout = learner.layers[-1]
+    error = ErrorUnit(labels=labels.numpy().astype(np.int64), num_classes=readout["m"].shape[0],
+                      v_scale=float(readout["v_scale"]), **common)
+    dense[-1].a_out.connect(error.a_in)
+    error.e_out.connect(dense[-1].y_in)
+    feedback = []
+    for k, (h, lif) in enumerate(zip(learner.hidden, lifs)):
+        fb = FeedbackChannel(fb=h["fb"].numpy(), opzo=opzo, beta_shift=learner.beta_shift, layer=k, samples=K,
+                             **common)
+        error.e_out.connect(fb.e_in)
+        fb.delta_out.connect(lif.delta_in)
+        if opzo:
+            error.o8_out.connect(fb.o8_in)
+            noises[k].z_out.connect(fb.z_in)
+        feedback.append(fb)
+    return LearningGraph(source, dense, lifs, feedback, error, K * T, K)
+
+
+def run_learning(graph: LearningGraph, *, timeout: float = 300.0) -> dict:
+    """Run on Lava's CPU backend (fixed_pt). Returns per hidden layer u, v, s [K·T, N] (every step),
+    per layer the weight mantissas after each sample m [K, N_out, N_in], per hidden layer the
+    feedback matrix after each sample, and the ErrorUnit's per-sample logits and loss."""
+    monitors = []
+    for k, lif in enumerate(graph.lifs):
+        for what, var in (("u", lif.u), ("v", lif.v), ("s", lif.spk)):
+            mon = Monitor()
+            mon.probe(var, graph.steps)
+            monitors.append((f"hidden{k + 1}", what, mon, var))
+    anchor = graph.error
+
+    def job():
+        anchor.run(condition=RunSteps(num_steps=graph.steps), run_cfg=Loihi2SimCfg(select_tag="fixed_pt"))
+        out: dict = {"steps": {}}
+        for name, what, mon, var in monitors:
+            out["steps"].setdefault(name, {})[what] = monitor_data(mon, var)
+        out["m"] = [np.asarray(d.m_log.get()).astype(np.int64) for d in graph.dense]
+        out["fb"] = [np.asarray(f.fb_log.get()).astype(np.int64) for f in graph.feedback]
+        out["logits"] = np.asarray(graph.error.logits.get())
+        out["loss"] = np.asarray(graph.error.loss.get())
+        return out
+
+    return run_isolated(job, anchor, timeout=timeout)
+
+
+def engine_learning(learner: OnChipLearner, x_seq: torch.Tensor, labels: torch.Tensor) -> tuple[dict, OnChipLearner]:
+    """The same K samples through the engine, one sample per batch (on a copy of ``learner``):
+    the records ``run_learning`` returns, and the trained copy."""
+    learner = copy.deepcopy(learner)
+    steps: dict = {}
+    m_log: list[list[np.ndarray]] = [[] for _ in learner.layers]
+    fb_log: list[list[np.ndarray]] = [[] for _ in learner.hidden]
+    losses, logits = [], []
+    for i in range(x_seq.shape[1]):
+        loss, lg = learner.train_batch(x_seq[:, i:i + 1], labels[i:i + 1], record=steps)
+        losses.append(loss)
+        logits.append(lg[0].numpy())
+        for k, ly in enumerate(learner.layers):
+            m_log[k].append(ly["m"].numpy().copy())
+        for k, h in enumerate(learner.hidden):
+            fb_log[k].append(h["fb"].numpy().copy())
+    out = {"steps": {name: {q: torch.cat(v).numpy() for q, v in rec.items()} for name, rec in steps.items()},
+           "m": [np.stack(x) for x in m_log], "fb": [np.stack(x) for x in fb_log],
+           "logits": np.stack(logits), "loss": np.asarray(losses)}
+    return out, learner
+
+
+def first_mismatch(engine: dict, lava: dict) -> Mismatch | None:
+    """Step by step (u, v, spikes of every hidden layer), then sample by sample (weights, feedback)."""
+    steps_of = next(iter(engine["steps"].values()))["u"].shape[0] if engine["steps"] else 0
+    for t in range(steps_of):
+        for layer, rec in engine["steps"].items():
+            for q in ("s", "u", "v"):
+                mine, theirs = rec[q][t], lava["steps"][layer][q][t]
+                diff = np.flatnonzero(mine != theirs)
+                if len(diff):
+                    j = int(diff[0])
+                    return Mismatch(-1, layer, q, t, j, int(mine[j]), int(theirs[j]))
+    for kind in ("m", "fb"):
+        for k, (mine, theirs) in enumerate(zip(engine[kind], lava[kind])):
+            diff = np.argwhere(mine != theirs)
+            if len(diff):
+                i, *idx = (int(v) for v in diff[0])
+                return Mismatch(i, f"{'layer' if kind == 'm' else 'feedback'}{k + 1}", f"{kind}{idx}", -1,
+                                int(np.ravel_multi_index(idx, mine.shape[1:])), int(mine[tuple(diff[0])]),
+                                int(theirs[tuple(diff[0])]))
+    return None

@@ -1,0 +1,103 @@
+"""Lava Processes of on-chip three-factor learning (OPZO, DFA), one sample at a time.
+
+Per time step t of a sample (sample number n), in dataflow order (no process waits on a later one):
+
+  NoiseUnit          z[t] ±1 per neuron (counter-based, ``chip.rng``; OPZO: z[t] = −z[t−1] at odd t)
+  PlasticDense       a[t] = (x[t]·(2m)ᵀ) << exp;  x̂ ← x̂·(4096 − d)>>12 + SR(16·x_clean/X);
+                     G += y[t] x̂ᵀ when the postsynaptic third factor y[t] arrives; after the last step of
+                     each sample m ← clip(m − SR(G·2^−k)), G ← 0, x̂ ← 0
+  ThreeFactorLIF     integer CUBA LIF (``chip.fixed``); sends the graded payload s·Q + σQ·z and the
+                     clean spike s; gets the top-down δ[t] and returns y[t] = ψ'(v_pre[t])·δ[t]
+  ErrorUnit          readout o[t] = (a[t] << 6)/V, e_int[t] = SR(64T·∂L[t]/∂o[t]) for the sample's label;
+                     OPZO also sends o8[t] = SR(8·o[t])
+  FeedbackChannel    δ[t] = e_int[t]·B (DFA, fixed 8-bit B) or e_int[t]·M (OPZO), then OPZO's momentum
+                     feedback M ← M + SR((o8 zᵀ·2^8 − M)·2^−k)
+
+The arithmetic is the engine's (``neuroplast.chip.onchip``, the single source of it); the models
+call it. Why custom processes and not Lava's ``LearningDense`` + ``Loihi3FLearningRule``: see
+``neuroplast/lava/learning.py``.
+"""
+from __future__ import annotations
+
+import numpy as np
+from lava.magma.core.process.ports.ports import InPort, OutPort
+from lava.magma.core.process.process import AbstractProcess
+from lava.magma.core.process.variable import Var
+
+
+class NoiseUnit(AbstractProcess):
+    """Rademacher noise units for ``shape`` neurons (sent to a ThreeFactorLIF and its feedback channel)."""
+
+    def __init__(self, *, shape: tuple[int, ...], seed: int, layer: int, antithetic: bool, time_steps: int,
+                 first_sample: int = 0, **kwargs):
+        super().__init__(shape=shape, seed=seed, layer=layer, antithetic=antithetic, time_steps=time_steps,
+                         first_sample=first_sample, **kwargs)
+        self.z_out = OutPort(shape=shape)
+        self.z = Var(shape=shape, init=0)
+
+
+class PlasticDense(AbstractProcess):
+    """Dense synapses with 8-bit weight mantissas m, a presynaptic trace and a three-factor update."""
+
+    def __init__(self, *, m: np.ndarray, weight_exp: int, x_scale: int, trace_d: int, trace_max: int,
+                 factor: float, seed: int, layer: int, time_steps: int, samples: int, first_sample: int = 0,
+                 **kwargs):
+        super().__init__(weight_exp=weight_exp, x_scale=x_scale, trace_d=trace_d, trace_max=trace_max,
+                         factor=factor, seed=seed, layer=layer, time_steps=time_steps, first_sample=first_sample,
+                         **kwargs)
+        n_out, n_in = m.shape
+        self.s_in = InPort(shape=(n_in,))      # payload that drives the synaptic input
+        self.x_in = InPort(shape=(n_in,))      # clean presynaptic activity that drives the trace
+        self.y_in = InPort(shape=(n_out,))     # third factor from the postsynaptic neuron
+        self.a_out = OutPort(shape=(n_out,))
+        self.m = Var(shape=m.shape, init=m.astype(np.int64))
+        self.trace = Var(shape=(n_in,), init=0)
+        self.grad = Var(shape=m.shape, init=0)
+        self.m_log = Var(shape=(samples, *m.shape), init=0)   # m after each sample's update
+
+
+class ThreeFactorLIF(AbstractProcess):
+    """Integer CUBA LIF that exposes its local surrogate ψ'(v) as y = ψ'·δ for its synapses."""
+
+    def __init__(self, *, shape: tuple[int, ...], du: int, dv: int, vth: int, q: int, sigma: int,
+                 time_steps: int, **kwargs):
+        super().__init__(shape=shape, du=du, dv=dv, vth=vth, q=q, sigma=sigma, time_steps=time_steps, **kwargs)
+        self.a_in = InPort(shape=shape)
+        self.z_in = InPort(shape=shape)        # noise (OPZO); left unconnected (zeros) for DFA
+        self.delta_in = InPort(shape=shape)    # top-down error from the feedback channel
+        self.s_out = OutPort(shape=shape)      # graded payload s·Q + σQ·z
+        self.spk_out = OutPort(shape=shape)    # clean spikes (presynaptic traces)
+        self.y_out = OutPort(shape=shape)
+        self.u = Var(shape=shape, init=0)
+        self.v = Var(shape=shape, init=0)
+        self.spk = Var(shape=shape, init=0)
+
+
+class ErrorUnit(AbstractProcess):
+    """Readout error of each sample's label, as an 8-bit payload (and OPZO's o8 output copy)."""
+
+    def __init__(self, *, labels: np.ndarray, num_classes: int, v_scale: float, seed: int, time_steps: int,
+                 first_sample: int = 0, **kwargs):
+        super().__init__(labels=labels, num_classes=num_classes, v_scale=v_scale, seed=seed, time_steps=time_steps,
+                         first_sample=first_sample, **kwargs)
+        self.a_in = InPort(shape=(num_classes,))
+        self.e_out = OutPort(shape=(num_classes,))
+        self.o8_out = OutPort(shape=(num_classes,))
+        self.logits = Var(shape=(len(labels), num_classes), init=0.0)   # mean over time of o, per sample
+        self.loss = Var(shape=(len(labels),), init=0.0)
+
+
+class FeedbackChannel(AbstractProcess):
+    """Top-down channel of one hidden layer: δ = e_int·B (DFA) or e_int·M (OPZO, M learned online)."""
+
+    def __init__(self, *, fb: np.ndarray, opzo: bool, beta_shift: int, seed: int, layer: int, time_steps: int,
+                 samples: int, first_sample: int = 0, **kwargs):
+        super().__init__(opzo=opzo, beta_shift=beta_shift, seed=seed, layer=layer, time_steps=time_steps,
+                         first_sample=first_sample, **kwargs)
+        c, n = fb.shape
+        self.e_in = InPort(shape=(c,))
+        self.o8_in = InPort(shape=(c,))
+        self.z_in = InPort(shape=(n,))
+        self.delta_out = OutPort(shape=(n,))
+        self.fb = Var(shape=fb.shape, init=fb.astype(np.int64))
+        self.fb_log = Var(shape=(samples, *fb.shape), init=0)  # feedback matrix at the end of each sample

@@ -111,12 +111,13 @@ def build_learning_graph(learner: OnChipLearner, x_int: torch.Tensor, labels: to
     return LearningGraph(source, dense, lifs, feedback, error, K * T, K)
 
 
-def run_learning(graph: LearningGraph, *, timeout: float = 300.0) -> dict:
+def run_learning(graph: LearningGraph, *, timeout: float = 300.0, record: bool = True) -> dict:
     """Run on Lava's CPU backend (fixed_pt). Returns per hidden layer u, v, s [K·T, N] (every step),
     per layer the weight mantissas after each sample m [K, N_out, N_in], per hidden layer the
-    feedback matrix after each sample, and the ErrorUnit's per-sample logits and loss."""
+    feedback matrix after each sample, and the ErrorUnit's per-sample logits and loss. ``record=False``
+    leaves the Monitors out (they cost Lava more time than the learning itself)."""
     monitors = []
-    for k, lif in enumerate(graph.lifs):
+    for k, lif in enumerate(graph.lifs if record else []):
         for what, var in (("u", lif.u), ("v", lif.v), ("s", lif.spk)):
             mon = Monitor()
             mon.probe(var, graph.steps)

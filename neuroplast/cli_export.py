@@ -27,6 +27,8 @@ def add_parsers(sub, common) -> None:
     rp.add_argument("--out", default="reports", metavar="DIR", help="where NAME.md and its figures go")
     rp.add_argument("--name", default="report", help="file name stem (default report)")
     rp.add_argument("--hw", default="loihi1", help="chip for the cost table ('' for none)")
+    rp.add_argument("--grad-batches", type=int, default=8, metavar="N",
+                    help="mini-batches for the gradient variance of each run's rule at its trained weights (0: skip)")
     common(rp)
 
 
@@ -102,13 +104,13 @@ def cmd_import(args) -> dict:
 
 def cmd_report(args) -> dict:
     from .report import build_report, write_report
-    res = build_report(args.run_dirs, hw=args.hw or None)
+    res = build_report(args.run_dirs, hw=args.hw or None, grad_batches=args.grad_batches)
     paths = write_report(res, args.out, name=args.name, command="neuroplast " + " ".join(sys.argv[1:]))
     for t in res["table"]:
         print(f"{t['method']:>20}: {100 * t['test_acc_mean']:.2f} ± {100 * t['test_acc_std']:.2f}% ({t['runs']} runs)",
               file=sys.stderr)
     print("wrote " + ", ".join(map(str, paths)), file=sys.stderr)
-    return {"table": res["table"], "costs": res["costs"], "files": [str(p) for p in paths]}
+    return {"table": res["table"], "costs": res["costs"], "gradients": res["gradients"], "files": [str(p) for p in paths]}
 
 
 HANDLERS = {"export": cmd_export, "import": cmd_import, "report": cmd_report}

@@ -53,7 +53,10 @@ def test_file_has_the_layout_lava_dl_reads(tmp_path):
         assert list(f["layer/0/shape"][()]) == [1, 8, 8]
         conv, syn = f["layer/2"], fixed.layers[1]
         assert list(conv["shape"][()]) == [8, 4, 4] and list(conv["stride"][()]) == [2, 2]
+        assert syn.synapse.weight_exp == 0
         assert np.array_equal(conv["weight"][()], 2 * syn.synapse.m.numpy())   # effective weights, exponent 0
+        first = fixed.layers[0].synapse
+        assert first.weight_exp == -1 and np.array_equal(f["layer/1/weight"][()], first.m.numpy())  # W = m at −1
         assert conv["bias"].shape == (8,)                                      # per channel
         assert np.array_equal(conv["bias"][()] * 64, syn.lif.effective_bias().view(8, -1)[:, 0].numpy())
         n = conv["neuron"]
@@ -68,7 +71,7 @@ def test_netx_quantisation_stays_within_one_weight_step_of_the_float_net():
     fixed = netx_fixed(net, time_steps=4)
     for layer, syn in zip(("dense1", "readout"), fixed.synapses().values(), strict=True):
         w = net.layers[layer].op.weight.detach().double()
-        assert syn.weight_exp == 0
+        assert syn.weight_exp in (-1, 0)
         assert (syn.dequantized() - w).abs().max() <= 0.5 * syn.lsb() + 1e-9
 
 

@@ -5,17 +5,21 @@ import sys
 
 
 def add_parsers(sub, common) -> None:
-    ex = sub.add_parser("export", help="write a trained network as an NIR graph")
+    ex = sub.add_parser("export", help="write a trained network as an NIR graph or a lava-dl netx HDF5 file")
     ex.add_argument("run_dir", help="a run directory written by `neuroplast train --save`")
-    ex.add_argument("out", help="output file, e.g. net.nir")
-    ex.add_argument("--format", default="nir", choices=("nir",), help="nir (netx HDF5 is still to come)")
+    ex.add_argument("out", help="output file, e.g. net.nir or net.net")
+    ex.add_argument("--format", default=None, choices=("nir", "netx"),
+                    help="nir (float graph) or netx (Loihi fixed point, lava-dl); default from the extension "
+                         "(.nir -> nir, otherwise netx)")
+    ex.add_argument("--hw", default="loihi2", help="netx: chip whose numerics quantise the network (default loihi2)")
     ex.add_argument("--dt", type=float, default=1.0, help="NIR time step dt (LIF τ = dt/(1 − λ))")
     ex.add_argument("--data-dir", default=None, help="folder with data sets (or set NEUROPLAST_DATA)")
     common(ex)
-    im = sub.add_parser("import", help="read an NIR file back into a runnable network (and evaluate it)")
-    im.add_argument("file", help="an .nir file")
+    im = sub.add_parser("import", help="read an NIR or netx file back into a runnable network (and evaluate it)")
+    im.add_argument("file", help="an NIR or netx HDF5 file (the format is detected from the content)")
     im.add_argument("--task", default=None, help="evaluate on this data set's test split (e.g. digits)")
-    im.add_argument("--time-steps", type=int, default=4, help="time steps T for the evaluation")
+    im.add_argument("--time-steps", type=int, default=None,
+                    help="time steps T for the evaluation (default: the file's, else 4)")
     im.add_argument("--data-dir", default=None, help="folder with data sets (or set NEUROPLAST_DATA)")
     common(im)
     rp = sub.add_parser("report", help="markdown report with PNG figures from run directories (grouped by method)")
@@ -23,44 +27,90 @@ def add_parsers(sub, common) -> None:
     rp.add_argument("--out", default="reports", metavar="DIR", help="where NAME.md and its figures go")
     rp.add_argument("--name", default="report", help="file name stem (default report)")
     rp.add_argument("--hw", default="loihi1", help="chip for the cost table ('' for none)")
+    rp.add_argument("--grad-batches", type=int, default=8, metavar="N",
+                    help="mini-batches for the gradient variance of each run's rule at its trained weights (0: skip)")
     common(rp)
 
 
 def cmd_export(args) -> dict:
-    from .export.nir_graph import export_nir
     from .runs import load_run
-    _, net, _ = load_run(args.run_dir, args.data_dir)
-    path = export_nir(net, args.out, dt=args.dt)
-    print(f"wrote {path} (NIR graph of {net.arch})", file=sys.stderr)
-    return {"out": str(path), "format": args.format, "arch": net.arch}
+    fmt = args.format or ("nir" if str(args.out).lower().endswith(".nir") else "netx")
+    cfg, net, _ = load_run(args.run_dir, args.data_dir)
+    if fmt == "nir":
+        from .export.nir_graph import export_nir
+        path = export_nir(net, args.out, dt=args.dt)
+        print(f"wrote {path} (NIR graph of {net.arch})", file=sys.stderr)
+        return {"out": str(path), "format": fmt, "arch": net.arch}
+    from .export.netx import export_netx, netx_fixed
+    fixed = netx_fixed(net, time_steps=cfg.time_steps, encoding=cfg.encoding, chip=args.hw)
+    path = export_netx(fixed, args.out, meta={"arch": net.arch, "time_steps": cfg.time_steps, "dataset": cfg.dataset,
+                                              "source_run": str(args.run_dir)})
+    print(f"wrote {path} (netx HDF5, Loihi fixed point, of {net.arch})", file=sys.stderr)
+    return {"out": str(path), "format": fmt, "arch": net.arch}
+
+
+def detect_format(path) -> str:
+    """'netx' (HDF5 with a 'layer' group) or 'nir' (any other file); DataError for a missing file."""
+    from pathlib import Path
+
+    from .errors import DataError
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path} not found")
+    try:
+        import h5py
+        with h5py.File(path, "r") as f:
+            return "netx" if "layer" in f else "nir"
+    except OSError:
+        return "netx" if path.suffix.lower() in (".net", ".h5", ".hdf5") else "nir"  # unreadable: the importer says why
 
 
 def cmd_import(args) -> dict:
     import torch
 
     from .data import encode, load_dataset
-    from .export.nir_graph import import_nir
-    net = import_nir(args.file)
-    res = {"file": args.file, "arch": net.arch, "params": sum(p.numel() for p in net.parameters())}
-    print(f"{args.file}: {net.arch} ({res['params']} parameters)", file=sys.stderr)
+    from .data.encode import encoding_names
+    fmt = detect_format(args.file)
+    if fmt == "netx":
+        import h5py
+
+        from .export.netx import import_netx
+        fixed = import_netx(args.file)
+        with h5py.File(args.file, "r") as f:
+            arch, file_T = str(f.attrs.get("arch", "?")), f.attrs.get("time_steps")
+        res = {"file": args.file, "format": fmt, "arch": arch,
+               "params": sum(int(s.m.numel()) for s in fixed.synapses().values())}
+        T = args.time_steps or (int(file_T) if file_T is not None else 4)
+        print(f"{args.file}: netx, {arch} ({res['params']} integer weights, Loihi fixed point)", file=sys.stderr)
+    else:
+        from .export.nir_graph import import_nir
+        net = import_nir(args.file)
+        T = args.time_steps or 4
+        res = {"file": args.file, "format": fmt, "arch": net.arch, "params": sum(p.numel() for p in net.parameters())}
+        print(f"{args.file}: {net.arch} ({res['params']} parameters)", file=sys.stderr)
     if args.task:
-        data = load_dataset(args.task, data_dir=args.data_dir, time_steps=args.time_steps)
-        with torch.no_grad():
-            logits = net.simulate(encode("direct", data.test.x, args.time_steps), record=False).logits
-        res["test_acc"] = float((logits.argmax(1) == data.test.y).float().mean())
+        data = load_dataset(args.task, data_dir=args.data_dir, time_steps=T)
+        if fmt == "netx":
+            enc = fixed.encoding if fixed.encoding in encoding_names() else "poisson"
+            x = encode(enc, data.test.x, T, generator=torch.Generator().manual_seed(0))
+            pred = torch.cat([fixed.classify(x[:, i:i + 256]) for i in range(0, x.shape[1], 256)])
+        else:
+            with torch.no_grad():
+                pred = net.simulate(encode("direct", data.test.x, T), record=False).logits.argmax(1)
+        res["test_acc"] = float((pred == data.test.y).float().mean())
         print(f"test accuracy on {args.task}: {100 * res['test_acc']:.2f}%", file=sys.stderr)
     return res
 
 
 def cmd_report(args) -> dict:
     from .report import build_report, write_report
-    res = build_report(args.run_dirs, hw=args.hw or None)
+    res = build_report(args.run_dirs, hw=args.hw or None, grad_batches=args.grad_batches)
     paths = write_report(res, args.out, name=args.name, command="neuroplast " + " ".join(sys.argv[1:]))
     for t in res["table"]:
         print(f"{t['method']:>20}: {100 * t['test_acc_mean']:.2f} ± {100 * t['test_acc_std']:.2f}% ({t['runs']} runs)",
               file=sys.stderr)
     print("wrote " + ", ".join(map(str, paths)), file=sys.stderr)
-    return {"table": res["table"], "costs": res["costs"], "files": [str(p) for p in paths]}
+    return {"table": res["table"], "costs": res["costs"], "gradients": res["gradients"], "files": [str(p) for p in paths]}
 
 
 HANDLERS = {"export": cmd_export, "import": cmd_import, "report": cmd_report}

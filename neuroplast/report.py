@@ -2,7 +2,16 @@
 
 Runs are grouped by method (and network, when they differ; seeds pooled): an accuracy table (mean ± std), training and
 validation curves, firing rate per layer, and, when the runs recorded their activity, the training
-cost per sample on a chip (``chip.cost``). Every number comes from the run directories on disk.
+cost per sample on a chip (``chip.cost``, also as bars: SynOps, learning memory, energy). Every number
+comes from the run directories on disk, plus two cheap re-computations on the saved networks:
+
+- gradient variance per method and layer: the run's own rule (method + estimator of its config) is
+  re-run on the trained weights for the first ``grad_batches`` training mini-batches (same batches
+  for every method), with ``probe.probe_gradients``: variance (1/(N·D)) Σ_n ‖g_n − ḡ‖², relative
+  variance (1/N) Σ_n ‖g_n − ḡ‖² / ‖ḡ‖² and cosine to BPTT's gradient on the same batch; averaged over
+  the runs of a method. This is the variance of the estimate at the end of training (float rules),
+  not a record of the variance during training.
+- a spike raster of one test sample (the first) through the first run's network.
 """
 from __future__ import annotations
 
@@ -32,7 +41,36 @@ def _ms(xs: list[float]) -> tuple[float, float]:
     return statistics.fmean(xs), (statistics.stdev(xs) if len(xs) > 1 else 0.0)
 
 
-def build_report(run_dirs: list[str | Path], hw: str | None = "loihi1") -> dict:
+def _grad_rows(runs: list[dict], grad_batches: int) -> list[dict]:
+    """Per-layer gradient variance of each run's rule at its trained weights (see the module docstring)."""
+    from .probe import probe_gradients
+    from .runs import load_run
+    rows = []
+    for r in runs:
+        cfg, net, _ = load_run(r["path"])
+        res = probe_gradients(cfg, methods=[cfg.method], weights=net.state_dict(), max_batches=grad_batches)
+        rows += [{**row, "run": r["path"]} for row in res["rows"]]
+    return rows
+
+
+def _raster(run: dict, sample: int = 0) -> dict:
+    """Spikes [T, N] per spiking layer of test sample ``sample`` through the run's saved network."""
+    import torch
+
+    from .data import encode
+    from .runs import load_run
+    cfg, net, data = load_run(run["path"])
+    x = encode(cfg.encoding, data.test.x[sample:sample + 1], cfg.time_steps, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        res = net.simulate(x)
+    return {"run": run["path"], "sample": sample, "label": int(data.test.y[sample]),
+            "predicted": int(res.logits.argmax(1)[0]), "time_steps": cfg.time_steps,
+            "layers": {k: v[:, 0].flatten(1).nonzero().tolist() for k, v in res.spikes.items()},
+            "neurons": {k: int(v[0, 0].numel()) for k, v in res.spikes.items()}}
+
+
+def build_report(run_dirs: list[str | Path], hw: str | None = "loihi1", grad_batches: int = 8) -> dict:
+    """Tables and figure data of the report; ``grad_batches`` = 0 skips the gradient variance."""
     runs = [_read_run(Path(p)) for p in run_dirs]
     groups: dict[str, list[dict]] = defaultdict(list)
     several_nets = len({r["summary"]["net"] for r in runs}) > 1
@@ -56,7 +94,16 @@ def build_report(run_dirs: list[str | Path], hw: str | None = "loihi1") -> dict:
                              "synops_forward": statistics.fmean(c["per_sample"]["synops_forward"] for c in per),
                              "feedback_ops": statistics.fmean(c["per_sample"]["feedback_ops"] for c in per),
                              "learning_memory": per[0]["memory_entries"]["learning_state"]}
-    return {"runs": [r["path"] for r in runs], "table": table, "costs": costs, "hw": hw,
+    grads = []
+    if grad_batches > 0:
+        for method, rs in groups.items():
+            rows = _grad_rows(rs, grad_batches)
+            for layer in dict.fromkeys(row["layer"] for row in rows):
+                mine = [row for row in rows if row["layer"] == layer]
+                grads.append({"method": method, "layer": layer, "batches": mine[0]["batches"], "runs": len(mine),
+                              **{k: statistics.fmean(row[k] for row in mine) for k in ("variance", "rel_variance", "cosine")}})
+    return {"runs": [r["path"] for r in runs], "table": table, "costs": costs, "hw": hw, "gradients": grads,
+            "raster": _raster(runs[0]) if runs else None,
             "curves": {m: [r["metrics"] for r in rs] for m, rs in groups.items()}}
 
 
@@ -72,15 +119,30 @@ def write_report(res: dict, out_dir: str | Path, *, name: str = "report", comman
         lines.append(f"| `{t['method']}` | {t['runs']} | {t['epochs']} | {100 * t['test_acc_mean']:.2f} ± "
                      f"{100 * t['test_acc_std']:.2f}% | {t['wall_s_mean']:.1f} | {rates} |")
     if res["costs"]:
-        lines += ["", f"Training cost per sample on `{res['hw']}` (neuroplast/chip/cost.py; chip figures and their "
-                  "sources in hardware_models/):", "",
+        lines += ["", (f"Training cost per sample on `{res['hw']}` (neuroplast/chip/cost.py; chip figures and their "
+                       "sources in hardware_models/):"), "",
                   "| method | forward SynOps | feedback ops | learning memory (entries) | energy µJ |", "|---|---|---|---|---|"]
         for m, c in res["costs"].items():
             lines.append(f"| `{m}` | {c['synops_forward']:.4g} | {c['feedback_ops']:.4g} | {c['learning_memory']} | "
                          f"{c['energy_uj_per_sample']:.4g} |")
-    lines += ["", f"![curves]({name}_curves.png)", f"![firing rates]({name}_rates.png)", ""]
+    if res.get("gradients"):
+        g0 = res["gradients"][0]
+        lines += ["", (f"Gradient variance of each method's own estimate at the trained weights (first {g0['batches']} "
+                       "training mini-batches; variance (1/(N·D)) Σ‖g_n − ḡ‖², relative variance (1/N) Σ‖g_n − ḡ‖²/‖ḡ‖², "
+                       "cosine to BPTT on the same batch; mean over runs):"), "",
+                  "| method | layer | variance | rel. variance | cosine to BPTT |", "|---|---|---|---|---|",
+                  *(f"| `{g['method']}` | {g['layer']} | {g['variance']:.3g} | {g['rel_variance']:.3g} | {g['cosine']:.3f} |"
+                    for g in res["gradients"])]
+    figs = [("curves", _plot_curves), ("rates", _plot_rates)]
+    if res["costs"]:
+        figs.append(("costs", _plot_costs))
+    if res.get("gradients"):
+        figs.append(("gradients", _plot_gradients))
+    if res.get("raster"):
+        figs.append(("raster", _plot_raster))
+    lines += ["", *(f"![{what}]({name}_{what}.png)" for what, _ in figs), ""]
     return [atomic_write_text(out / f"{name}.md", "\n".join(lines)), atomic_write_json(out / f"{name}.json", res),
-            _plot_curves(res, out / f"{name}_curves.png"), _plot_rates(res, out / f"{name}_rates.png")]
+            *(plot(res, out / f"{name}_{what}.png") for what, plot in figs)]
 
 
 def _save(fig, path: Path) -> Path:
@@ -129,5 +191,94 @@ def _plot_rates(res: dict, path: Path) -> Path:
     ax.set_xlabel("layer")
     if res["table"]:
         ax.legend(fontsize=8)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def _grouped_bars(ax, labels: list[str], series: dict[str, list[float]]) -> None:
+    width = 0.8 / max(1, len(series))
+    for i, (name, vals) in enumerate(series.items()):
+        ax.bar([j + i * width for j in range(len(labels))], vals, width=width, label=name)
+    ax.set_xticks([j + 0.4 - width / 2 for j in range(len(labels))], labels, rotation=20, ha="right")
+
+
+def _plot_costs(res: dict, path: Path) -> Path:
+    """Three panels per method: SynOps (forward, feedback), learning memory, energy; log scales."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    methods = list(res["costs"])
+    c = res["costs"]
+    fig, axes = plt.subplots(1, 3, figsize=(max(11, 1.6 * len(methods) * 3), 4.2))
+    _grouped_bars(axes[0], methods, {"forward SynOps": [c[m]["synops_forward"] for m in methods],
+                                     "feedback ops": [c[m]["feedback_ops"] for m in methods]})
+    axes[0].set_ylabel("operations per training sample")
+    axes[1].bar(methods, [c[m]["learning_memory"] for m in methods], color="tab:green")
+    axes[1].set_ylabel("learning memory (entries)")
+    axes[2].bar(methods, [c[m]["energy_uj_per_sample"] for m in methods], color="tab:red")
+    axes[2].set_ylabel("energy per training sample (µJ)")
+    for ax, title in zip(axes, ("synaptic and feedback ops", "learning state", "energy"), strict=True):
+        ax.set_title(title, fontsize=10)
+        ax.set_xlabel("method")
+        ax.set_yscale("symlog" if any(p.get_height() <= 0 for p in ax.patches) else "log")
+        if ax is not axes[0]:
+            ax.tick_params(axis="x", labelrotation=20)
+    lo, hi = axes[0].get_ylim()
+    axes[0].set_ylim(lo, hi * 4)          # room for the legend above the bars
+    axes[0].legend(fontsize=8, loc="upper left", ncol=2)
+    fig.suptitle(f"training cost per sample on {res['hw']} (neuroplast/chip/cost.py)", fontsize=10)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def _plot_gradients(res: dict, path: Path) -> Path:
+    """Relative gradient variance and cosine to BPTT per layer, one bar per method."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    rows = res["gradients"]
+    layers, methods = list(dict.fromkeys(r["layer"] for r in rows)), list(dict.fromkeys(r["method"] for r in rows))
+    val = {(r["method"], r["layer"]): r for r in rows}
+    fig, axes = plt.subplots(1, 2, figsize=(max(10, 1.4 * len(layers) * len(methods)), 4))
+    for ax, key, label in ((axes[0], "rel_variance", "relative variance ‖g − ḡ‖²/‖ḡ‖² (log)"),
+                           (axes[1], "cosine", "cosine to the BPTT gradient")):
+        _grouped_bars(ax, layers, {m: [val[m, lay][key] if (m, lay) in val else float("nan") for lay in layers]
+                                   for m in methods})
+        ax.set_ylabel(label)
+        ax.set_xlabel("layer")
+    axes[0].set_yscale("log")
+    lo, hi = axes[0].get_ylim()
+    axes[0].set_ylim(lo, hi * 4)          # room for the legend above the bars
+    axes[1].set_ylim(-1, 1.45)
+    for ax in axes:
+        ax.legend(fontsize=8, loc="upper left", ncol=len(methods))
+    axes[1].axhline(0, color="grey", lw=0.8)
+    fig.suptitle(f"gradient estimate at the trained weights ({rows[0]['batches']} mini-batches, mean over runs)",
+                 fontsize=10)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def _plot_raster(res: dict, path: Path) -> Path:
+    """One panel per spiking layer: a dot per (time step, neuron) spike of one test sample."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    r = res["raster"]
+    layers = list(r["layers"])
+    fig, axes = plt.subplots(len(layers), 1, figsize=(7, 1.2 + 1.8 * len(layers)), sharex=True, squeeze=False)
+    for ax, layer in zip(axes[:, 0], layers, strict=True):
+        pts = r["layers"][layer]
+        ax.scatter([p[0] for p in pts], [p[1] for p in pts], marker="|", s=30, color="black",
+                   label=f"{layer}: {len(pts)} spikes")
+        ax.set_ylim(-0.5, r["neurons"][layer] - 0.5)
+        ax.set_ylabel(f"{layer}\nneuron index")
+        ax.legend(loc="upper right", fontsize=8)
+    from matplotlib.ticker import MaxNLocator
+    axes[-1, 0].set_xlim(-0.5, r["time_steps"] - 0.5)
+    axes[-1, 0].xaxis.set_major_locator(MaxNLocator(integer=True))
+    axes[-1, 0].set_xlabel("time step")
+    fig.suptitle(f"spike raster, test sample {r['sample']} (label {r['label']}, predicted {r['predicted']}) of "
+                 f"{Path(r['run']).name}", fontsize=10)
     fig.tight_layout()
     return _save(fig, path)

@@ -23,7 +23,17 @@ def test_report_from_tiny_digits_runs(tmp_path, capsys):
     assert set(res["costs"]) == {"bptt", "dfa"} and res["costs"]["dfa"]["learning_memory"] == 10 * 32
     md = (tmp_path / "rep" / "tiny.md").read_text()
     assert "| `bptt` | 2 |" in md and "tiny_curves.png" in md
-    for png in ("tiny_curves.png", "tiny_rates.png"):
+    grads = {(g["method"], g["layer"]): g for g in res["gradients"]}
+    assert set(grads) == {(m, k) for m in ("bptt", "dfa") for k in ("dense1", "readout")}
+    assert grads["bptt", "dense1"]["runs"] == 2 and grads["bptt", "dense1"]["batches"] == 8
+    assert grads["bptt", "dense1"]["cosine"] > 0.99          # BPTT's own gradient against the BPTT reference
+    assert grads["dfa", "dense1"]["cosine"] < 0.99 and all(g["variance"] > 0 for g in grads.values())
+    assert "| `dfa` | dense1 |" in md
+    raster = json.loads((tmp_path / "rep" / "tiny.json").read_text())["raster"]
+    assert raster["neurons"] == {"dense1": 32} and len(raster["layers"]["dense1"]) > 0
+    assert all(0 <= t < 4 and 0 <= n < 32 for t, n in raster["layers"]["dense1"])
+    for png in ("tiny_curves.png", "tiny_rates.png", "tiny_costs.png", "tiny_gradients.png", "tiny_raster.png"):
+        assert png in md
         data = (tmp_path / "rep" / png).read_bytes()
         assert data[:8] == b"\x89PNG\r\n\x1a\n"
         img = mpimg.imread(tmp_path / "rep" / png)

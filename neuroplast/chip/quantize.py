@@ -9,7 +9,8 @@ X = 1 for spikes, 255 for 8-bit graded input, k² after a k×k average pool) sto
 
 Per spiking layer S = vth·64/θ, with vth = 127·θ·X·2^(exp+1)/max|W| and the largest weight exponent
 keeping vth ≤ 2^14 (m uses the whole 8 bits; v keeps ±8θ of range before its 24-bit saturation). The readout
-integrates (dv = 0) with S chosen so that T steps of worst-case input cannot saturate v. Biases:
+integrates (dv = 0) with S chosen so that T steps of worst-case input cannot saturate v (and lowered when the
+chip's largest weight exponent cannot hold max|W|·S in 8 bits). Biases:
 b·S = bias_mant·2^bias_exp, the smallest exponent with a 13-bit mantissa.
 ``timing="sync"`` runs every layer on this step's input (the float engine's timing); ``"lava"``
 adds Lava's one-step Dense delay per synapse and runs depth − 1 extra steps.
@@ -147,6 +148,7 @@ def quantize(net, chip: Chip, *, encoding: str = "direct", time_steps: int, stoc
             s = READOUT_VMAX / (steps * reach)
             wmax = float(w.abs().max()) or 1e-12
             exp = next((e for e in range(lo, hi + 1) if wmax * s / (x_scale * 2.0 ** (e + 7)) <= W_MANT_MAX + 0.5), hi)
+            s = min(s, W_MANT_MAX * x_scale * 2.0 ** (exp + 7) / wmax)  # no exponent fits: coarser v, no clipping
             syn = FixedSynapse(_mantissas(w, s, x_scale, exp, stochastic, generator), exp, x_scale, s)
             mant, bexp = _bias(b, s, w.shape[0])
             layers.append(FixedLayer(name, "readout", syn, IntLIFParams(DECAY_MAX, 0, VTH_MAX, mant, bexp)))

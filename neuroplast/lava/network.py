@@ -155,3 +155,27 @@ def _collect(monitors) -> dict[str, dict[str, np.ndarray]]:
     for name, what, mon, target in monitors:
         out.setdefault(name, {})[what] = monitor_data(mon, target)
     return out
+
+
+def netx_graph(path, x_int: np.ndarray) -> LavaGraph:
+    """A netx HDF5 file loaded by lava-dl (``netx.hdf5.Network``, graded 8-bit input when the file says
+    so) fed by a RingBuffer; ``x_int`` [T, *input_shape] integer payloads of one sample (C, H, W order).
+    The layers are named as in the file (attribute ``name``), so the records compare with ``FixedNetwork``."""
+    import h5py
+    from lava.lib.dl import netx
+    with h5py.File(path, "r") as f:
+        bits = int(f.attrs.get("input_message_bits", 0))
+        names = [str(f["layer"][str(i)].attrs.get("name", f"layer{i}")) for i in range(len(f["layer"]))
+                 if f["layer"][str(i)]["type"][()] in (b"dense", b"conv")]
+    net = netx.hdf5.Network(net_config=str(path), input_message_bits=bits)
+    T = x_int.shape[0]
+    steps = T + len(net.layers) - 1
+    sample = np.moveaxis(x_int, 0, -1)                      # [*input_shape, T]
+    if sample.ndim == 4:                                    # C, H, W -> netx's W, H, C
+        sample = sample.transpose(2, 1, 0, 3)
+    data = np.zeros((*sample.shape[:-1], steps), dtype=np.int32)
+    data[..., :T] = sample
+    source = RingBuffer(data=data)
+    source.s_out.connect(net.inp)
+    layers = [(name, block.synapse, block.neuron) for name, block in zip(names, net.layers, strict=True)]
+    return LavaGraph(source, layers, steps)

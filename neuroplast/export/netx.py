@@ -1,0 +1,253 @@
+"""Export to and import from lava-dl's network exchange format (netx HDF5), in Loihi fixed point.
+
+File layout (what ``lava.lib.dl.netx.hdf5.Network`` of lava-dl 0.6.0 reads): group ``layer`` with
+subgroups ``0``, ``1``, …; ``0`` is ``type = input`` with the input ``shape`` (C, H, W order, netx
+reverses it to W, H, C); then per synaptic layer ``type = dense | conv``, ``shape``, ``weight``
+(integers), ``bias`` and ``neuron`` {type CUBA, iDecay, vDecay, vThMant, refDelay}; a
+``flatten`` layer sits between the last convolution and the first dense layer. No ``delay``
+dataset is written: every synapse has Lava's one-step Dense/Conv delay (``timing="lava"``).
+
+What netx derives from a layer, and how ``export_netx`` makes that equal to our FixedNetwork:
+
+    neuron:  du = iDecay − 1,  dv = vDecay,  vth = vThMant,  bias_mant = bias,  bias_exp = 6
+    dense:   a = Σ_j W_ij·x_j  exactly, for integer W in [−256, 254] (netx picks its own weight
+             exponent and bit width, ``optimize_weight_bits``, lossless for such W)
+    conv:    a = conv(x, W)  (Lava's Conv ignores weight_exp; W in PyTorch [out, in, kh, kw] order)
+
+so a FixedNetwork is netx-representable when every weight exponent is 0 (W = 2m) or −1 (W = m:
+Lava's (Σ 2m·x) >> 1 = Σ m·x exactly) and every bias is ``bias_mant << 6``. ``netx_fixed`` quantises
+with ``chip.quantize`` under exactly these limits (weight exponents in [−1, 0], biases re-rounded to
+multiples of 2^6, 13-bit mantissas). Without larger exponents the first layer of a direct-input
+network is the coarse one (8-bit graded input × weight must stay below the capped threshold); on
+digits 64-128-10 (8 epochs) that costs 1.7 points against ``chip eval`` (84.2% -> 82.5%). The file
+then holds that network bit for bit and ``import_netx`` gives it back. The readout is a dense layer
+whose neuron integrates (vDecay = 0) and never spikes (vThMant = 2^17 − 1): read its ``v``.
+Pooling has no netx layer (lava-dl 0.6.0 raises NotImplementedError for pool/average) and soft
+reset no Loihi form: both are refused with the layer named.
+"""
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..chip.fixed import BIAS_MANT_MAX, DECAY_MAX, VTH_MAX, IntLIFParams
+from ..chip.quantize import FixedLayer, FixedNetwork, FixedSynapse, quantize
+from ..errors import DataError, SpecError
+from ..snn.layers import Pool, SpikingLayer
+
+FORMAT = "neuroplast-netx"
+VERSION = 1
+NETX_BIAS_EXP = 6          # netx: bias_exp = 6 for CUBA neurons
+NETX_W_MIN, NETX_W_MAX = -256, 254   # what netx's weight optimisation keeps exactly (mixed sign)
+
+
+def netx_fixed(net, *, time_steps: int, encoding: str = "direct", chip: str = "loihi2") -> FixedNetwork:
+    """``quantize(net)`` under netx's limits (weight exponent −1 or 0, biases ``mant << 6``), Lava timing."""
+    from ..chip.hardware import load_chip
+    for name, layer in net.layers.items():
+        if isinstance(layer, Pool):
+            raise SpecError(f"layer {name}: netx (lava-dl 0.6.0) has no {layer.kind} pooling layer; use a strided "
+                            f"convolution (e.g. 16C3S2) or a fully connected network, or export to NIR")
+        if isinstance(layer, SpikingLayer) and layer.lif.reset != "hard":
+            raise SpecError(f"layer {name}: netx's CUBA neuron resets v to 0 (hard reset); "
+                            f"{layer.lif.reset!r} reset cannot be expressed")
+    base = load_chip(chip)
+    netx_chip = dataclasses.replace(base, numerics={**base.numerics, "weight_exp_min": -1, "weight_exp_max": 0})
+    fixed = quantize(net, netx_chip, encoding=encoding, time_steps=time_steps, timing="lava")
+    for layer in fixed.layers:
+        if layer.lif is not None:
+            b = torch.as_tensor(layer.lif.effective_bias(), dtype=torch.float64)
+            mant = torch.round(b / 2 ** NETX_BIAS_EXP).clamp(-BIAS_MANT_MAX - 1, BIAS_MANT_MAX).to(torch.int64)
+            layer.lif = dataclasses.replace(layer.lif, bias_mant=mant,
+                                            bias_exp=torch.full_like(mant, NETX_BIAS_EXP))
+    return fixed
+
+
+def _effective_weights(layer: FixedLayer) -> np.ndarray:
+    syn = layer.synapse
+    if syn.weight_exp not in (-1, 0):
+        raise SpecError(f"layer {layer.name}: weight exponent {syn.weight_exp} is not 0 or −1; netx stores effective "
+                        "integer weights and derives its own exponent: quantise with netx_fixed()")
+    w = (2 * syn.m).cpu().numpy().astype(np.int32) >> -syn.weight_exp     # exact: 2m is even
+    if w.min() < NETX_W_MIN or w.max() > NETX_W_MAX:
+        raise SpecError(f"layer {layer.name}: weights outside netx's 8-bit range [{NETX_W_MIN}, {NETX_W_MAX}]")
+    return w
+
+
+def _bias_mant(layer: FixedLayer, n: int) -> np.ndarray:
+    exp = torch.as_tensor(layer.lif.bias_exp).expand(n)
+    mant = torch.as_tensor(layer.lif.bias_mant).expand(n)
+    if bool((mant != 0).any()) and not bool((exp[mant != 0] == NETX_BIAS_EXP).all()):
+        raise SpecError(f"layer {layer.name}: netx fixes the bias exponent at {NETX_BIAS_EXP}; quantise with "
+                        "netx_fixed()")
+    return mant.cpu().numpy().astype(np.int32)
+
+
+def _str(group, key: str, value: str) -> None:
+    group.create_dataset(key, data=np.bytes_(value))
+
+
+def netx_bytes(fixed: FixedNetwork, meta: dict | None = None) -> bytes:
+    """The netx HDF5 file of ``fixed`` as bytes (see the module docstring for the layout)."""
+    import io
+
+    import h5py
+    buf = io.BytesIO()
+    with h5py.File(buf, "w") as f:
+        f.attrs.update({"format": FORMAT, "version": VERSION, "num_classes": fixed.num_classes,
+                        "input_shape": np.asarray(fixed.input_shape, dtype=np.int64), "encoding": fixed.encoding,
+                        "input_message_bits": 8 if fixed.encoding == "direct" else 0,
+                        "readout": "v of the last layer (vDecay = 0, never spikes)"})
+        for k, v in (meta or {}).items():
+            f.attrs[k] = v
+        layers = f.create_group("layer")
+        g = layers.create_group("0")
+        _str(g, "type", "input")
+        g.create_dataset("shape", data=np.asarray(fixed.input_shape, dtype=np.int64))
+        i, shape = 1, tuple(fixed.input_shape)
+        for layer in fixed.layers:
+            if layer.kind == "pool":
+                raise SpecError(f"layer {layer.name}: netx has no pooling layer")
+            g = layers.create_group(str(i))
+            g.attrs["name"] = layer.name
+            i += 1
+            if layer.kind == "flatten":
+                _str(g, "type", "flatten")
+                shape = (int(np.prod(shape)),)
+                continue
+            syn, p = layer.synapse, layer.lif
+            w = _effective_weights(layer)
+            if syn.conv is None:
+                _str(g, "type", "dense")
+                shape = (w.shape[0],)
+                bias = _bias_mant(layer, w.shape[0])
+            else:
+                _str(g, "type", "conv")
+                stride, pad = (np.broadcast_to(np.asarray(syn.conv[k]), (2,)) for k in ("stride", "padding"))
+                h, wd = ((shape[d] + 2 * pad[d - 1] - w.shape[d + 1]) // stride[d - 1] + 1 for d in (1, 2))
+                shape = (w.shape[0], int(h), int(wd))
+                bias_full = _bias_mant(layer, int(np.prod(shape))).reshape(shape)
+                bias = bias_full[:, 0, 0]
+                if not (bias_full == bias[:, None, None]).all():
+                    raise SpecError(f"layer {layer.name}: netx conv biases are per channel")
+                g.create_dataset("stride", data=stride.astype(np.int64))
+                g.create_dataset("padding", data=pad.astype(np.int64))
+                g.create_dataset("dilation", data=np.ones(2, np.int64))
+                g.create_dataset("groups", data=np.int64(1))
+            g.create_dataset("shape", data=np.asarray(shape, dtype=np.int64))
+            g.create_dataset("weight", data=w)
+            g.create_dataset("bias", data=bias)
+            g.attrs.update({"role": layer.kind, "x_scale": syn.x_scale, "v_scale": syn.v_scale})
+            n = g.create_group("neuron")
+            _str(n, "type", "CUBA")
+            for key, val in (("iDecay", p.du + 1), ("vDecay", p.dv), ("vThMant", p.vth), ("refDelay", 1)):
+                n.create_dataset(key, data=np.int64(val))
+            n.create_dataset("gradedSpike", data=np.bool_(False))
+    return buf.getvalue()
+
+
+def export_netx(fixed: FixedNetwork, path: str | Path, meta: dict | None = None) -> Path:
+    """Write a netx HDF5 file, atomically (readers never see a half-written file)."""
+    from ..fileio import atomic_write
+    data = netx_bytes(fixed, meta)
+    return atomic_write(path, lambda fh: fh.write(data), binary=True)
+
+
+def _read_str(ds) -> str:
+    v = ds[()]
+    if isinstance(v, np.ndarray):
+        v = v.reshape(-1)[0]
+    return v.decode("ascii") if isinstance(v, bytes) else str(v)
+
+
+def _synapse_from_weights(name: str, w: np.ndarray, conv: dict | None, x_scale: int, v_scale: float) -> FixedSynapse:
+    """Mantissas m with Lava weights 2m: W = 2m (exponent 0) when W is even, else m = W, exponent −1
+    (Lava: (Σ 2W·x) >> 1 = Σ W·x exactly)."""
+    if w.min() < NETX_W_MIN or w.max() > NETX_W_MAX:
+        raise DataError(f"netx layer {name}: weights in [{w.min()}, {w.max()}] are outside the 8-bit synapse range "
+                        f"[{NETX_W_MIN}, {NETX_W_MAX}]")
+    if not (w % 2).any():
+        return FixedSynapse(torch.as_tensor(w // 2, dtype=torch.int64), 0, x_scale, v_scale, conv)
+    return FixedSynapse(torch.as_tensor(w, dtype=torch.int64), -1, x_scale, v_scale, conv)
+
+
+def import_netx(path: str | Path) -> FixedNetwork:
+    """Read a netx HDF5 file into a FixedNetwork (``timing="lava"``), runnable by our integer engine."""
+    import h5py
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"netx file {path} not found")
+    try:
+        f = h5py.File(path, "r")
+    except OSError as exc:
+        raise DataError(f"{path} is not a readable netx HDF5 file ({exc}); it may be truncated: export it again "
+                        "with `neuroplast export RUN_DIR --format netx OUT.net`") from None
+    with f:
+        version = f.attrs.get("version")
+        if f.attrs.get("format") == FORMAT and int(version) != VERSION:
+            raise DataError(f"{path}: netx file of neuroplast format version {int(version)}; this neuroplast reads "
+                            f"version {VERSION}: export it again with this version")
+        try:
+            return _read(f, path)
+        except (KeyError, ValueError, TypeError, OSError) as exc:
+            raise DataError(f"{path} is not a valid netx file ({type(exc).__name__}: {exc}); export it again") from None
+
+
+def _read(f, path: Path) -> FixedNetwork:
+    if "layer" not in f:
+        raise DataError(f"{path} has no 'layer' group: not a netx file")
+    groups = [f["layer"][str(i)] for i in range(len(f["layer"]))]
+    synaptic = [i for i, g in enumerate(groups) if _read_str(g["type"]) in ("dense", "conv")]
+    if not synaptic:
+        raise DataError(f"{path}: no dense or conv layer")
+    first = groups[0]
+    if _read_str(first["type"]) != "input":
+        raise DataError(f"{path}: layer 0 must be the input layer (type 'input' with its shape)")
+    input_shape = tuple(int(s) for s in np.asarray(first["shape"][()]).reshape(-1))
+    encoding = str(f.attrs.get("encoding", "spikes"))
+    layers, shape = [], input_shape
+    for i, g in enumerate(groups[1:], start=1):
+        kind = _read_str(g["type"])
+        name = str(g.attrs.get("name", f"layer{i}"))
+        if kind == "flatten":
+            layers.append(FixedLayer(name, "flatten"))
+            shape = (int(np.prod(shape)),)
+            continue
+        if kind not in ("dense", "conv"):
+            raise DataError(f"netx layer {i} ({kind}): neuroplast imports input, dense, conv and flatten layers only")
+        nrn = g["neuron"]
+        ntype = _read_str(nrn["type"])
+        if ntype not in ("CUBA", "LOIHI"):
+            raise DataError(f"netx layer {i}: neuron type {ntype!r}; neuroplast runs CUBA LIF neurons only")
+        if "delay" in g:
+            raise DataError(f"netx layer {i}: synaptic delays are not supported")
+        du, dv, vth = (int(nrn[k][()]) for k in ("iDecay", "vDecay", "vThMant"))
+        w = np.asarray(g["weight"][()]).astype(np.int64)
+        x_scale, v_scale = int(g.attrs.get("x_scale", 1)), float(g.attrs.get("v_scale", 1.0))
+        out_shape = tuple(int(s) for s in np.asarray(g["shape"][()]).reshape(-1))
+        if kind == "conv":
+            stride, pad, dil = (tuple(int(v) for v in np.broadcast_to(np.asarray(g[k][()]), (2,)))
+                                for k in ("stride", "padding", "dilation"))
+            conv = {"stride": stride, "padding": pad, "dilation": dil, "groups": int(np.asarray(g["groups"][()]))}
+            w = w.reshape(w.shape[:4])
+        else:
+            conv = None
+            w = w.reshape(int(np.prod(out_shape)), -1)
+        syn = _synapse_from_weights(str(i), w, conv, x_scale, v_scale)
+        n = int(np.prod(out_shape))
+        bias = torch.as_tensor(np.asarray(g["bias"][()]).astype(np.int64)) if "bias" in g else torch.zeros(1, dtype=torch.int64)
+        if conv is not None and bias.numel() == out_shape[0]:
+            bias = bias.view(-1, 1, 1).expand(out_shape)
+        bias = bias.reshape(-1).expand(n).clone()
+        if not (1 <= du <= DECAY_MAX + 1 and 0 <= dv <= DECAY_MAX and 0 <= vth <= VTH_MAX):
+            raise DataError(f"netx layer {i}: neuron iDecay={du}, vDecay={dv}, vThMant={vth} outside Loihi's ranges "
+                            f"(1..4096, 0..4095, 0..{VTH_MAX})")
+        lif = IntLIFParams(du - 1, dv, vth, bias, torch.full_like(bias, NETX_BIAS_EXP))
+        role = str(g.attrs.get("role", "readout" if i == synaptic[-1] else "spiking"))
+        layers.append(FixedLayer(name, role, syn, lif))
+        shape = out_shape
+    num_classes = int(f.attrs.get("num_classes", int(np.prod(shape))))
+    return FixedNetwork(layers, input_shape, num_classes, encoding, "lava")

@@ -1,0 +1,170 @@
+"""netx (lava-dl network exchange, HDF5) export/import: bit-exact round trips through the integer
+engine, the layout lava-dl reads, refusals that name the layer, bad files, the CLI, and (with
+lava-nc and lava-dl installed) the same spikes from lava-dl's own netx loader running in Lava."""
+import importlib
+import json
+import sys
+import types
+
+import h5py
+import numpy as np
+import pytest
+import torch
+
+from neuroplast.chip.fixed import VTH_MAX
+from neuroplast.cli import main
+from neuroplast.errors import DataError, SpecError
+from neuroplast.export.netx import VERSION, export_netx, import_netx, netx_fixed
+from neuroplast.snn import LIFParams, build_network
+
+CASES = [("64-32-16-10", (64,)), ("1x8x8-4C3-8C3S2-16-FC", (1, 8, 8))]
+
+
+def _net(arch, shape, num_classes=10, scale=1.0, **lif):
+    net = build_network(arch, input_shape=shape, num_classes=num_classes,
+                        lif=LIFParams(**{"leak": 0.75, "threshold": 0.5, **lif}),
+                        generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        for p in net.parameters():
+            p.mul_(scale).add_(0.1 * torch.randn(p.shape, generator=torch.Generator().manual_seed(1)))
+    return net
+
+
+@pytest.mark.parametrize("arch,shape", CASES)
+def test_round_trip_is_bit_exact_and_spiking(arch, shape, tmp_path):
+    fixed = netx_fixed(_net(arch, shape, scale=3.0), time_steps=8)
+    back = import_netx(export_netx(fixed, tmp_path / "net.net"))
+    x = torch.rand(8, 16, *shape, generator=torch.Generator().manual_seed(2))
+    a, b = fixed.simulate(x, record=True), back.simulate(x, record=True)
+    assert torch.equal(a["v_out"], b["v_out"])
+    for layer, rec in a["steps"].items():
+        for q in ("u", "v", "s"):
+            assert torch.equal(rec[q], b["steps"][layer][q]), (layer, q)
+    assert sum(int(c.sum()) for c in a["spikes"].values()) > 100   # real activity, not an all-silent net
+    assert a["v_out"].abs().max() > 0
+
+
+def test_file_has_the_layout_lava_dl_reads(tmp_path):
+    fixed = netx_fixed(_net(*CASES[1]), time_steps=4)
+    with h5py.File(export_netx(fixed, tmp_path / "c.net"), "r") as f:
+        assert f.attrs["version"] == VERSION
+        types_ = [f["layer"][str(i)]["type"][()].decode() for i in range(len(f["layer"]))]
+        assert types_ == ["input", "conv", "conv", "flatten", "dense", "dense"]
+        assert list(f["layer/0/shape"][()]) == [1, 8, 8]
+        conv, syn = f["layer/2"], fixed.layers[1]
+        assert list(conv["shape"][()]) == [8, 4, 4] and list(conv["stride"][()]) == [2, 2]
+        assert syn.synapse.weight_exp == 0
+        assert np.array_equal(conv["weight"][()], 2 * syn.synapse.m.numpy())   # effective weights, exponent 0
+        first = fixed.layers[0].synapse
+        assert first.weight_exp == -1 and np.array_equal(f["layer/1/weight"][()], first.m.numpy())  # W = m at −1
+        assert conv["bias"].shape == (8,)                                      # per channel
+        assert np.array_equal(conv["bias"][()] * 64, syn.lif.effective_bias().view(8, -1)[:, 0].numpy())
+        n = conv["neuron"]
+        assert n["type"][()] == b"CUBA" and n["iDecay"][()] == syn.lif.du + 1 and n["vDecay"][()] == syn.lif.dv
+        assert n["vThMant"][()] == syn.lif.vth
+        ro = f["layer/5/neuron"]
+        assert ro["vDecay"][()] == 0 and ro["vThMant"][()] == VTH_MAX
+
+
+def test_netx_quantisation_stays_within_one_weight_step_of_the_float_net():
+    net = _net("64-32-10", (64,), scale=2.0)
+    fixed = netx_fixed(net, time_steps=4)
+    for layer, syn in zip(("dense1", "readout"), fixed.synapses().values(), strict=True):
+        w = net.layers[layer].op.weight.detach().double()
+        assert syn.weight_exp in (-1, 0)
+        assert (syn.dequantized() - w).abs().max() <= 0.5 * syn.lsb() + 1e-9
+
+
+@pytest.mark.parametrize("arch,shape,lif,message", [
+    ("1x8x8-4C3-AP2-FC", (1, 8, 8), {}, "layer pool1: netx .* no avg pooling"),
+    ("1x8x8-4C3-MP2-FC", (1, 8, 8), {}, "layer pool1: netx .* no max pooling"),
+    ("64-16-10", (64,), {"reset": "soft"}, "layer dense1: .*'soft' reset"),
+])
+def test_unrepresentable_layers_are_named(arch, shape, lif, message, tmp_path):
+    with pytest.raises(SpecError, match=message):
+        netx_fixed(_net(arch, shape, **lif), time_steps=4)
+
+
+def test_bad_files_fail_clearly(tmp_path):
+    with pytest.raises(DataError, match="not found"):
+        import_netx(tmp_path / "none.net")
+    path = export_netx(netx_fixed(_net("64-16-10", (64,)), time_steps=4), tmp_path / "ok.net")
+    (tmp_path / "cut.net").write_bytes(path.read_bytes()[:1000])
+    with pytest.raises(DataError, match="not a readable netx HDF5 file.*export it again"):
+        import_netx(tmp_path / "cut.net")
+    with h5py.File(path, "a") as f:
+        f.attrs["version"] = VERSION + 1
+    with pytest.raises(DataError, match=f"format version {VERSION + 1}; this neuroplast reads version {VERSION}"):
+        import_netx(path)
+    with h5py.File(path, "a") as f:
+        f.attrs["version"] = VERSION
+        del f["layer/1/neuron/vThMant"]
+    with pytest.raises(DataError, match="not a valid netx file"):
+        import_netx(path)
+    assert not list(tmp_path.glob(".*tmp"))   # atomic writes leave no temporary files
+
+
+def test_export_and_import_commands(tmp_path, capsys):
+    run = tmp_path / "run"
+    assert main(["train", "--net", "64-32-10", "--epochs", "3", "--save", str(run), "--no-progress", "--json"]) == 0
+    acc = json.loads(capsys.readouterr().out)["test_acc"]
+    assert main(["export", str(run), str(tmp_path / "n.net"), "--format", "netx", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["format"] == "netx"
+    assert main(["import", str(tmp_path / "n.net"), "--task", "digits", "--json"]) == 0
+    res = json.loads(capsys.readouterr().out)
+    assert res["format"] == "netx" and res["arch"] == "64-32-10"
+    assert res["test_acc"] > acc - 0.05          # fixed point keeps the float network's accuracy
+    if importlib.util.find_spec("nir") is not None:
+        assert main(["export", str(run), str(tmp_path / "n.nir"), "--json"]) == 0   # extension -> nir
+        capsys.readouterr()
+        assert main(["import", str(tmp_path / "n.nir"), "--json"]) == 0            # content -> nir
+        assert json.loads(capsys.readouterr().out)["format"] == "nir"
+    assert main(["export", str(run), str(tmp_path / "bad.net"), "--hw", "nochip"]) == 2
+    assert not (tmp_path / "bad.net").exists()
+
+
+class _Stub(types.ModuleType):
+    """Stands in for cv2/torchvision, which lava-dl's netx imports but does not use."""
+
+    def __getattr__(self, name):
+        if name.startswith("__"):
+            raise AttributeError(name)
+        return _Stub(f"{self.__name__}.{name}")
+
+    def __call__(self, *args, **kwargs):
+        return None
+
+
+@pytest.fixture
+def lava_netx():
+    pytest.importorskip("neuroplast.lava.network", reason="lava-nc is not installed")
+    if importlib.util.find_spec("lava.lib.dl") is None:
+        pytest.skip("lava-dl is not installed")
+    names = ("cv2", "torchvision", "torchvision.transforms")
+    saved = {n: sys.modules.get(n) for n in names}
+    for n in names:
+        try:
+            importlib.import_module(n)
+        except ImportError:
+            sys.modules[n] = _Stub(n)
+    try:
+        yield importlib.import_module("lava.lib.dl.netx")
+    finally:
+        for n, mod in saved.items():
+            if mod is None:
+                sys.modules.pop(n, None)
+            else:
+                sys.modules[n] = mod
+
+
+@pytest.mark.parametrize("arch,shape", [("24-20-16-4", (24,)), ("1x6x6-3C3-4C3S2-8-FC4", (1, 6, 6))])
+def test_lava_dl_runs_the_file_with_the_engines_spikes(lava_netx, arch, shape, tmp_path):
+    from neuroplast.lava.equivalence import compare_sample
+    fixed = netx_fixed(_net(arch, shape, num_classes=4, scale=3.0), time_steps=20)
+    path = export_netx(fixed, tmp_path / "net.net")
+    back = import_netx(path)
+    x_int = back.encode_input(torch.rand(20, 1, *shape, generator=torch.Generator().manual_seed(2)))[:, 0]
+    mismatch, lava = compare_sample(back, x_int, 0, timeout=120, netx_file=path)
+    assert mismatch is None, str(mismatch)
+    assert all(int(rec["s"].sum()) > 20 for name, rec in lava.items() if name != "readout")
+    assert np.abs(lava["readout"]["v"]).max() > 0

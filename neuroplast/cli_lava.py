@@ -22,6 +22,9 @@ def add_parsers(sub, common) -> None:
             p.add_argument("--learn", action="store_true",
                            help="run on-chip learning in Lava (one weight update per training sample) and check "
                                 "spikes, voltages, weights and feedback against the engine")
+            p.add_argument("--float", action="store_true", dest="float_models",
+                           help="run the float network on Lava's floating_pt Dense/LIF models and check it against "
+                                "the engine's float LIF (instead of the quantised network on fixed_pt)")
             p.add_argument("--method", default="opzo", help="on-chip rule with --learn: opzo (default) or dfa")
             p.add_argument("--lr", type=float, default=0.3, help="learning rate with --learn (a power-of-two shift)")
         common(p)
@@ -55,6 +58,8 @@ def cmd_lava(args) -> dict:
     cfg, net, data, steps, fixed = _setup(args)
     if getattr(args, "learn", False):
         return _learn(args, cfg, net, data, steps)
+    if getattr(args, "float_models", False):
+        return _float(args, cfg, net, data, steps)
     x = encode(cfg.encoding, data.test.x[:args.samples], steps)
     if args.lava_command == "build":
         from .lava.network import build_graph
@@ -81,6 +86,23 @@ def cmd_lava(args) -> dict:
     wall = time.perf_counter() - t0
     return {"samples": results, "bit_exact": all(r["bit_exact"] for r in results), "wall_s": wall,
             "ms_per_step": 1000 * wall / (args.samples * (steps + len(fixed.synapses()) - 1))}
+
+
+def _float(args, cfg, net, data, steps) -> dict:
+    from .data import encode
+    from .lava.equivalence import compare_float_sample
+    x = encode(cfg.encoding, data.test.x[:args.samples], steps)
+    t0, results = time.perf_counter(), []
+    for i in range(args.samples):
+        mismatch, lava = compare_float_sample(net, x[:, i], i, timeout=args.timeout)
+        v_out = lava[next(reversed(lava))]["v"][-1]
+        results.append({"sample": i, "label": int(data.test.y[i]), "lava_pred": int(v_out.argmax()),
+                        "match": mismatch is None, "first_mismatch": None if mismatch is None else str(mismatch)})
+        print(f"sample {i}: label {results[-1]['label']}, Lava (floating_pt) {results[-1]['lava_pred']}, "
+              + ("spikes equal, voltages within 1e-9 of the engine" if mismatch is None else f"MISMATCH: {mismatch}"),
+              file=sys.stderr)
+    return {"samples": results, "match": all(r["match"] for r in results), "tag": "floating_pt",
+            "wall_s": time.perf_counter() - t0}
 
 
 def _learn(args, cfg, net, data, steps) -> dict:

@@ -181,6 +181,34 @@ def test_lava_run_learn_command(tmp_path, capsys):
     res = json.loads(capsys.readouterr().out)
     assert res["bit_exact"] and res["samples"] == 5 and len(res["loss_per_sample"]) == 5
     assert all(layer["same_direction"] == 1.0 for layer in res["layers"])
+    assert main(["lava", "run", str(run), "--float", "--samples", "2", "--json"]) == 0
+    res = json.loads(capsys.readouterr().out)
+    assert res["match"] and res["tag"] == "floating_pt" and len(res["samples"]) == 2
     assert main(["lava", "run", str(run), "--learn", "--method", "zo"]) == 2
     assert "opzo or dfa" in capsys.readouterr().err
     assert not multiprocessing.active_children()
+
+
+@pytest.mark.parametrize("arch", ["24-20-4", "24-20-16-4"])
+def test_lava_floating_pt_matches_the_float_engine_over_50_steps(arch):
+    """Lava's own Dense and LIF with their floating_pt models against the engine's float lif_step."""
+    pytest.importorskip("neuroplast.lava.network", reason="lava-nc is not installed")
+    from neuroplast.lava.equivalence import compare_float_sample
+    net = _net(arch, 24, 0, 3.0)
+    x = torch.rand(50, 24, generator=torch.Generator().manual_seed(3))
+    mismatch, lava = compare_float_sample(net, x)
+    assert mismatch is None, str(mismatch)
+    assert all(rec["s"].sum() > 20 for name, rec in lava.items() if name != "readout")
+    assert not multiprocessing.active_children()
+
+
+def test_float_graph_refuses_soft_reset_and_conv_by_layer_name():
+    pytest.importorskip("neuroplast.lava.network", reason="lava-nc is not installed")
+    from neuroplast.lava.network import build_float_graph
+    from neuroplast.snn.neurons import LIFParams
+    soft = build_network("24-20-4", input_shape=(24,), num_classes=4, lif=LIFParams(reset="soft"))
+    with pytest.raises(SpecError, match="layer .* resets by subtraction"):
+        build_float_graph(soft, torch.zeros(4, 24).numpy())
+    conv = build_network("1x6x6-4C3-FC", input_shape=(1, 6, 6), num_classes=3)
+    with pytest.raises(SpecError, match="layer conv1"):
+        build_float_graph(conv, torch.zeros(4, 36).numpy())

@@ -18,8 +18,8 @@ class Mismatch:
     quantity: str
     step: int
     neuron: int
-    engine: int
-    lava: int
+    engine: float
+    lava: float
 
     def __str__(self) -> str:
         return (f"sample {self.sample}, layer {self.layer}, {self.quantity}[neuron {self.neuron}] at step {self.step}: "
@@ -45,4 +45,50 @@ def compare_sample(fixed, x_int: torch.Tensor, sample: int = 0, timeout: float =
             if len(diff):
                 t, j = (int(v) for v in diff[0])
                 return Mismatch(sample, layer, q, t, j, int(mine[t, j]), int(theirs[t, j])), lava
+    return None, lava
+
+
+def float_reference(net, x: torch.Tensor) -> dict[str, dict[str, np.ndarray]]:
+    """The engine's float LIF (``lif_step``) with Lava's timing (one step of delay per Dense, biases
+    from the first step): per layer the membrane after reset v [steps, N] and spikes, float64."""
+    from .network import float_layers
+    from ..snn.neurons import lif_step
+    from ..snn.spikefn import heaviside
+    layers = float_layers(net)
+    T = x.shape[0]
+    steps = T + len(layers) - 1
+    prev = torch.zeros(steps, x.shape[1], dtype=torch.float64)
+    prev[:T] = x.to(torch.float64)
+    out = {}
+    for name, layer in layers:
+        w = layer.op.weight.detach().to(torch.float64)
+        b = layer.op.bias.detach().to(torch.float64) if layer.op.bias is not None else torch.zeros(w.shape[0])
+        current = torch.zeros(steps, w.shape[0], dtype=torch.float64)
+        current[1:] = prev[:-1] @ w.t()
+        current += b
+        u, s, vs, ss = torch.zeros(w.shape[0], dtype=torch.float64), torch.zeros(w.shape[0], dtype=torch.float64), [], []
+        for t in range(steps):
+            if hasattr(layer, "lif"):
+                u, s = lif_step(u, s, current[t], layer.lif, heaviside)
+            else:                                  # readout: integrates o[t] = W·x + b
+                u = u + current[t]
+            vs.append(u * (1 - s))
+            ss.append(s.clone())
+        out[name] = {"v": torch.stack(vs).numpy(), "s": torch.stack(ss).numpy()}
+        prev = torch.stack(ss)
+    return out
+
+
+def compare_float_sample(net, x: torch.Tensor, sample: int = 0, timeout: float = 120.0, atol: float = 1e-9):
+    """x [T, N_in] one float sample: Lava's floating_pt LIF/Dense vs ``float_reference``: spikes equal and
+    voltages within ``atol``; returns (first mismatch or None, Lava's records)."""
+    from .network import build_float_graph, run_graph
+    lava = run_graph(build_float_graph(net, x.reshape(x.shape[0], -1).numpy()), timeout=timeout, tag="floating_pt")
+    ours = float_reference(net, x.reshape(x.shape[0], -1))
+    for layer, rec in ours.items():
+        for q, bad in (("s", lambda a, b: a != b), ("v", lambda a, b: np.abs(a - b) > atol)):
+            diff = np.argwhere(bad(rec[q], lava[layer][q]))
+            if len(diff):
+                t, j = (int(v) for v in diff[0])
+                return Mismatch(sample, layer, q, t, j, float(rec[q][t, j]), float(lava[layer][q][t, j])), lava
     return None, lava

@@ -126,9 +126,9 @@ def run_isolated(job, anchor, *, timeout: float):
     return payload
 
 
-def run_graph(graph: LavaGraph, *, timeout: float = 120.0) -> dict[str, dict[str, np.ndarray]]:
-    """Run on Lava's CPU backend with fixed_pt models; per layer u, v [steps, N] and spikes [steps, N]
-    (in a forked child, see ``run_isolated``)."""
+def run_graph(graph: LavaGraph, *, timeout: float = 120.0, tag: str = "fixed_pt") -> dict[str, dict[str, np.ndarray]]:
+    """Run on Lava's CPU backend with ``tag`` models (fixed_pt: int64 records; floating_pt: float64);
+    per layer u, v [steps, N] and spikes [steps, N] (in a forked child, see ``run_isolated``)."""
     monitors = []
     for name, _, lif in graph.layers:
         for what, target in (("u", lif.u), ("v", lif.v), ("s", lif.s_out)):
@@ -138,23 +138,68 @@ def run_graph(graph: LavaGraph, *, timeout: float = 120.0) -> dict[str, dict[str
     anchor = graph.layers[-1][2]
 
     def job():
-        anchor.run(condition=RunSteps(num_steps=graph.steps), run_cfg=Loihi2SimCfg(select_tag="fixed_pt"))
-        return _collect(monitors)
+        anchor.run(condition=RunSteps(num_steps=graph.steps), run_cfg=Loihi2SimCfg(select_tag=tag))
+        return _collect(monitors, np.int64 if tag == "fixed_pt" else np.float64)
 
     return run_isolated(job, anchor, timeout=timeout)
 
 
-def monitor_data(mon, target) -> np.ndarray:
-    """A Monitor's record of ``target`` as int64 [steps, N]."""
+def monitor_data(mon, target, dtype=np.int64) -> np.ndarray:
+    """A Monitor's record of ``target`` as [steps, N] (int64 for fixed point)."""
     data = mon.get_data()[target.process.name]
-    return np.asarray(data[next(iter(data))]).astype(np.int64)
+    return np.asarray(data[next(iter(data))]).astype(dtype)
 
 
-def _collect(monitors) -> dict[str, dict[str, np.ndarray]]:
+def _collect(monitors, dtype=np.int64) -> dict[str, dict[str, np.ndarray]]:
     out: dict[str, dict[str, np.ndarray]] = {}
     for name, what, mon, target in monitors:
-        out.setdefault(name, {})[what] = monitor_data(mon, target)
+        out.setdefault(name, {})[what] = monitor_data(mon, target, dtype)
     return out
+
+
+READOUT_VTH = 1e30   # the float readout integrates and never fires
+
+
+def float_layers(net) -> list[tuple[str, object]]:
+    """The synaptic layers of a float network that Lava's float Dense + LIF can run (FC, hard reset)."""
+    from ..snn.layers import Dropout, Flatten, Readout, SpikingLayer
+    out = []
+    for name, layer in net.layers.items():
+        if isinstance(layer, (Flatten, Dropout)):
+            continue
+        if not isinstance(layer, (SpikingLayer, Readout)) or layer.op.weight.dim() != 2:
+            raise SpecError(f"layer {name} ({type(layer).__name__}) has no float Lava process here: the float graph "
+                            "takes fully connected networks (e.g. 64-128-10); use the fixed-point graph for the others")
+        if isinstance(layer, SpikingLayer) and layer.lif.reset != "hard":
+            raise SpecError(f"layer {name} resets by subtraction; Lava's LIF resets to 0 (train with hard reset)")
+        out.append((name, layer))
+    return out
+
+
+def build_float_graph(net, x: np.ndarray) -> LavaGraph:
+    """A float network as Lava processes run with their floating_pt models: RingBuffer (graded) ->
+    Dense (W, one step of delay) -> LIF with du = 1 (u = a), dv = 1 − λ, vth = θ, bias_mant = b, so
+    v[t] = λ·v[t−1] + W·x[t−1] + b and s = v > θ with reset to 0 — the engine's lif_step; the readout
+    is an integrating LIF (dv = 0) that never fires. ``x`` [T, N_in] one sample."""
+    layers = float_layers(net)
+    T = x.shape[0]
+    steps = T + len(layers) - 1
+    data = np.zeros((x.shape[1], steps))
+    data[:, :T] = x.T
+    source = RingBuffer(data=data)
+    port, graded, out = source.s_out, True, []
+    for name, layer in layers:
+        w = _np(layer.op.weight).astype(np.float64)
+        b = _np(layer.op.bias).astype(np.float64) if layer.op.bias is not None else np.zeros(w.shape[0])
+        dense = Dense(weights=w, num_message_bits=24 if graded else 0)
+        spiking = hasattr(layer, "lif")
+        lif = LIF(shape=(w.shape[0],), du=1.0, dv=1.0 - layer.lif.leak if spiking else 0.0,
+                  vth=layer.lif.threshold if spiking else READOUT_VTH, bias_mant=b)
+        port.connect(dense.s_in)
+        dense.a_out.connect(lif.a_in)
+        port, graded = lif.s_out, False
+        out.append((name, dense, lif))
+    return LavaGraph(source, out, steps)
 
 
 def netx_graph(path, x_int: np.ndarray) -> LavaGraph:

@@ -93,10 +93,10 @@ def test_lava_build_and_run_commands_on_a_trained_run(tmp_path, capsys):
     assert not multiprocessing.active_children()
 
 
-def _learner(method, arch, seed=1):
+def _learner(method, arch, seed=1, **kw):
     from neuroplast.chip.onchip import OnChipLearner
     net = build_network(arch, input_shape=(64,), num_classes=10, generator=torch.Generator().manual_seed(0))
-    return OnChipLearner(net, load_chip("loihi2"), method, lr=0.3, time_steps=4, seed=seed)
+    return OnChipLearner(net, load_chip("loihi2"), method, lr=0.3, time_steps=4, seed=seed, **kw)
 
 
 def _digits(k):
@@ -150,6 +150,17 @@ def test_lava_dfa_learning_matches_the_engine_with_two_hidden_layers():
     # the engine's trained copy continues where the Lava run ended
     assert trained.samples_seen == 6 and all(torch.equal(torch.from_numpy(lava["m"][k][-1]), ly["m"])
                                              for k, ly in enumerate(trained.layers))
+
+
+def test_lava_opzo_with_gaussian_noise_units_before_the_neuron_matches_the_engine():
+    pytest.importorskip("neuroplast.lava.network", reason="lava-nc is not installed")
+    from neuroplast.lava.learning import build_learning_graph, engine_learning, first_mismatch, run_learning
+    learner = _learner("opzo", "64-48-10", seed=2, noise="gaussian", site="before")
+    x, y = _digits(5)
+    engine, _ = engine_learning(learner, x, y)
+    lava = run_learning(build_learning_graph(learner, learner.encode(x), y))
+    assert first_mismatch(engine, lava) is None, str(first_mismatch(engine, lava))
+    assert (engine["m"][0][-1] != learner.layers[0]["m"].numpy()).sum() > 20
 
 
 def test_first_mismatch_names_layer_step_neuron_and_both_values():

@@ -58,18 +58,50 @@ STREAM_ERROR, STREAM_OUT8, STREAM_ZO = 1, 2, 3          # counter-based streams 
 STREAM_TRACE, STREAM_UPDATE, STREAM_NOISE, STREAM_FEEDBACK = 100, 200, 300, 400   # + layer index
 
 
+NOISE_KINDS = ("rademacher", "gaussian")
+SITES = ("after", "before")   # noise on the spikes a neuron sends, or on its input current
+Z = 16                        # noise units emit z on a scale of 16 (Rademacher ±16)
+
+
 class NoiseUnits:
-    """Per-neuron noise units: Rademacher ±1 from the counter-based hash (``chip.rng``), so a neuron's
-    draw depends only on (seed, layer, sample number, step, neuron). OPZO pairs steps antithetically:
-    z[t] = −z[t−1] at odd t."""
+    """Per-neuron noise units: integer z on the scale Z = 16 from the counter-based hash (``chip.rng``),
+    so a neuron's draw depends only on (seed, layer, sample number, step, neuron).
 
-    def __init__(self, seed: int, layer: int = 0, antithetic: bool = False):
-        self.stream, self.antithetic = Stream(seed, STREAM_NOISE + layer), antithetic
+    ``rademacher``: z = ±16. ``gaussian``: z = ((b1 + b2 + b3 + b4 − 510)·111) >> 10 with b_i the four
+    bytes of the hash (a sum of four 8-bit uniforms, ≈ N(0, 16²) in [−56, 55], integer-only as a chip's
+    noise unit would make it). OPZO pairs steps antithetically: z[t] = −z[t−1] at odd t."""
 
-    def rademacher(self, samples, t: int, n: int) -> Tensor:
+    def __init__(self, seed: int, layer: int = 0, antithetic: bool = False, kind: str = "rademacher"):
+        if kind not in NOISE_KINDS:
+            raise SpecError(f"unknown noise {kind!r}; valid: {', '.join(NOISE_KINDS)}")
+        self.stream, self.antithetic, self.kind = Stream(seed, STREAM_NOISE + layer), antithetic, kind
+
+    def draw(self, samples, t: int, n: int) -> Tensor:
         if self.antithetic and t % 2 == 1:
-            return -self.stream.rademacher(samples, t - 1, (n,))
-        return self.stream.rademacher(samples, t, (n,))
+            return -self.draw(samples, t - 1, n)
+        bits = self.stream.bits(samples, t, (n,))
+        if self.kind == "rademacher":
+            return ((bits >> 31) * 2 - 1) * Z
+        total = (bits & 255) + ((bits >> 8) & 255) + ((bits >> 16) & 255) + (bits >> 24)
+        return ((total - 510) * 111) >> 10
+
+
+
+def noisy_payload(s: Tensor, z: Tensor | None, q: int, sigma_int: int) -> Tensor:
+    """What a hidden neuron sends: s·q, plus σQ·z/Z rounded (graded spikes) when noise comes after it."""
+    s = s.to(torch.int64) * q
+    return s if z is None else s + ((sigma_int * z + Z // 2) >> 4)
+
+
+def noise_current(z: Tensor, gain: int) -> Tensor:
+    """Noise before the neuron: a = round(z·gain/2^8), gain = σ·(vth/θ)·2^8/Z (the current that σ·z is)."""
+    return (z * gain + 128) >> 8
+
+
+def third_factor(v_pre: Tensor, delta: Tensor, vth: int, gated: bool) -> Tensor:
+    """y = ψ'(v)·δ (``gated``); with noise before the neuron δ already estimates ∂L/∂(input current):
+    y = δ (∂u/∂I = 1, as the float rules do)."""
+    return surrogate_gate(v_pre, vth) * delta if gated else delta
 
 
 def error_payload(loss, o: Tensor, y: Tensor, T: int, stream: Stream, samples, t: int) -> tuple[Tensor, Tensor]:
@@ -95,8 +127,8 @@ def surrogate_gate(v_pre: Tensor, vth: int) -> Tensor:
 
 def feedback_update(fb: Tensor, o8: Tensor, z: Tensor, beta_shift: int, stream: Stream, sample: int,
                     t: int) -> Tensor:
-    """OPZO momentum feedback M ← M + SR((mean_b(o8 zᵀ)·2^f − M)·2^−k), 16-bit (β = 1 − 2^−k)."""
-    est = (o8.t() @ z).to(torch.float64) * (1 << M_FRAC) / o8.shape[0]
+    """OPZO momentum feedback M ← M + SR((mean_b(o8 (z/Z)ᵀ)·2^f − M)·2^−k), 16-bit (β = 1 − 2^−k)."""
+    est = (o8.t() @ z).to(torch.float64) * (1 << M_FRAC) / (o8.shape[0] * Z)
     step = stream.round(((est - fb) / (1 << beta_shift)).unsqueeze(0), sample, t)[0]
     return (fb + step).clamp(-(1 << 15), (1 << 15) - 1)
 
@@ -128,9 +160,13 @@ class OnChipLearner:
     """Integer network + integer three-factor learning, built from a float network's initialisation."""
 
     def __init__(self, net, chip: Chip, method: str, *, lr: float, time_steps: int, sigma: float = 0.5,
-                 beta_shift: int = 7, seed: int = 0, trace_decay: float | None = None):
+                 beta_shift: int = 7, seed: int = 0, trace_decay: float | None = None, noise: str = "rademacher",
+                 site: str = "after"):
         if method not in METHODS:
             raise SpecError(f"on-chip learning supports {', '.join(METHODS)}; got {method!r}")
+        if noise not in NOISE_KINDS or site not in SITES:
+            raise SpecError(f"on-chip noise must be one of {', '.join(NOISE_KINDS)} at a site in {', '.join(SITES)} "
+                            f"(the neuron); got noise={noise!r}, site={site!r}")
         if not chip.fixed:
             raise SpecError(f"chip {chip.name!r} has float precision; on-chip learning needs a fixed-point chip")
         if method in ("opzo", "zo") and chip.numerics["graded_spike_bits"] < 8:
@@ -148,6 +184,7 @@ class OnChipLearner:
         self.trace_max = (1 << chip.numerics["trace_bits"]) - 1
         self.sigma_int = max(1, round(sigma * Q)) if method != "dfa" else 0
         self.sigma = self.sigma_int / Q
+        self.noise_kind, self.site = noise, site
         self.beta_shift = beta_shift
         self.loss = CEMSELoss()
         q_hidden = Q if method != "dfa" else 1
@@ -164,7 +201,7 @@ class OnChipLearner:
             dv = 0 if isinstance(layer, Readout) else min(max(round(DECAY_UNITY * (1 - layer.lif.leak)), 0), DECAY_MAX)
             # presynaptic trace decay: the float rules' λ of the layer (0 for the readout: x̂ = x)
             lam = layer.trace_decay if trace_decay is None or isinstance(layer, Readout) else trace_decay
-            self.layers.append({"m": m, "exp": exp, "lsb": lsb, "x_scale": x_scale, "v_scale": vth * 64 / theta,
+            self.layers.append({"m": m, "exp": exp, "theta": theta, "lsb": lsb, "x_scale": x_scale, "v_scale": vth * 64 / theta,
                                 "lif": IntLIFParams(DECAY_MAX, dv, vth), "trace_d": round(DECAY_UNITY * (1 - lam)),
                                 "trace_rng": Stream(seed, STREAM_TRACE + len(self.layers)),
                                 "update_rng": Stream(seed, STREAM_UPDATE + len(self.layers))})
@@ -174,7 +211,8 @@ class OnChipLearner:
         self.error_rng, self.out8_rng, self.zo_rng = (Stream(seed, k) for k in (STREAM_ERROR, STREAM_OUT8, STREAM_ZO))
         for k, h in enumerate(self.hidden):
             n = h["m"].shape[0]
-            h["noise"] = NoiseUnits(seed, k, antithetic=method == "opzo")
+            h["noise"] = NoiseUnits(seed, k, antithetic=method == "opzo", kind=noise)
+            h["noise_gain"] = round(self.sigma * h["lif"].vth / h["theta"] * 256 / Z)
             h["fb_rng"] = Stream(seed, STREAM_FEEDBACK + k)
             if method == "dfa":
                 b = torch.randn(C, n, generator=self.gen, dtype=torch.float64) / math.sqrt(C)
@@ -197,6 +235,8 @@ class OnChipLearner:
         h, new, seen = x, [], []
         for k, ly in enumerate(self.layers):
             a = int_dense(ly["m"], h, ly["exp"])
+            if noise is not None and self.site == "before" and k < len(self.hidden):
+                a = a + noise_current(noise[k], ly["noise_gain"])
             u, v = state[k]
             u, v_pre = int_lif_integrate(u, v, a, ly["lif"])
             if k == len(self.layers) - 1:
@@ -206,13 +246,18 @@ class OnChipLearner:
             v, s = int_lif_fire(v_pre, ly["lif"])
             new.append((u, v))
             seen.append((v_pre, s, h))
-            h = self.payload(s, noise[k] if noise is not None else None)
+            h = self.payload(s, noise[k] if noise is not None and self.site == "after" else None)
         raise AssertionError("unreachable")
 
     def payload(self, s: Tensor, z: Tensor | None) -> Tensor:
-        """What a hidden neuron sends: graded s·Q + σQ·z with noise (OPZO, ZO), s·Q without, s for DFA."""
-        s = s.to(torch.int64)
-        return s * Q + self.sigma_int * z if z is not None else (s * Q if self.method != "dfa" else s)
+        """What a hidden neuron sends: graded s·Q + σQ·z/Z with noise after it (OPZO, ZO), s·Q without,
+        s for DFA."""
+        return noisy_payload(s, z, Q if self.method != "dfa" else 1, self.sigma_int)
+
+    @property
+    def gated(self) -> bool:
+        """Whether hidden updates carry ψ' (all but noise injected before the neuron)."""
+        return not (self.site == "before" and self.method != "dfa")
 
     @staticmethod
     def encode(x_seq: Tensor) -> Tensor:
@@ -233,7 +278,7 @@ class OnChipLearner:
         grads = [torch.zeros_like(ly["m"]) for ly in self.layers]
         loss_sum, logits = 0.0, 0.0
         for t in range(T):
-            z = None if self.method == "dfa" else [h["noise"].rademacher(samples, t, h["m"].shape[0])
+            z = None if self.method == "dfa" else [h["noise"].draw(samples, t, h["m"].shape[0])
                                                    for h in self.hidden]
             o, new_state, seen = self._forward_step(x_int[t], state, z)
             if record is not None:
@@ -253,9 +298,8 @@ class OnChipLearner:
                 diff = (per - self.loss.per_sample(o_clean, y)) / self.sigma
                 d_int = self.zo_rng.round((diff * E_PER_T).unsqueeze(1), samples, t)[:, 0].clamp(-127, 127)
             for k, ly in enumerate(self.hidden):
-                psi = surrogate_gate(seen[k][0], ly["lif"].vth)
-                delta = d_int.view(-1, 1) * z[k] if self.method == "zo" else e_int @ ly["fb"]
-                grads[k] += (psi * delta).t() @ traces[k]
+                delta = (d_int.view(-1, 1) * z[k] + Z // 2) >> 4 if self.method == "zo" else e_int @ ly["fb"]
+                grads[k] += third_factor(seen[k][0], delta, ly["lif"].vth, self.gated).t() @ traces[k]
             grads[-1] += e_int.t() @ traces[-1]
             if self.method == "opzo":
                 o8 = self.out8_rng.round(o * O_SCALE, samples, t).clamp(-127, 127)

@@ -24,9 +24,10 @@ def train_onchip(cfg, run, *, progress: bool, on_epoch=None):
     if name not in METHODS:
         raise SpecError(f"--precision {cfg.precision} runs on-chip learning with {', '.join(METHODS)}; got method "
                         f"{name!r} (backprop has no on-chip form)")
-    unknown = sorted(set(opts) - {"sigma", "beta"})
+    unknown = sorted(set(opts) - {"sigma", "beta", "noise", "site"})
     if unknown:
-        raise SpecError(f"on-chip {name} takes the options sigma and beta; got {unknown}")
+        raise SpecError(f"on-chip {name} takes the options sigma, beta, noise (rademacher|gaussian) and site "
+                        f"(after|before); got {unknown}")
     beta = float(opts.get("beta", 0.99))
     if not 0.0 <= beta < 1.0:
         raise SpecError(f"opzo needs a momentum beta in [0, 1), got {beta}")
@@ -37,7 +38,8 @@ def train_onchip(cfg, run, *, progress: bool, on_epoch=None):
     gen = torch.Generator().manual_seed(cfg.seed)
     net = make_network(cfg, data, gen)
     learner = OnChipLearner(net, chip, name, lr=cfg.lr, time_steps=cfg.time_steps, sigma=float(opts.get("sigma", 0.5)),
-                            beta_shift=max(1, round(-math.log2(1 - beta))) if beta > 0 else 1, seed=cfg.seed)
+                            beta_shift=max(1, round(-math.log2(1 - beta))) if beta > 0 else 1, seed=cfg.seed,
+                            noise=str(opts.get("noise", "rademacher")), site=str(opts.get("site", "after")))
     steps, step = cfg.epochs * math.ceil(len(data.train) / cfg.batch_size), 0
     base_lr, train_loss = learner.lr, float("nan")
     for epoch in range(1, cfg.epochs + 1):

@@ -84,11 +84,11 @@ def build_learning_graph(learner: OnChipLearner, x_int: torch.Tensor, labels: to
         n = ly["m"].shape[0]
         p = ly["lif"]
         lif = ThreeFactorLIF(shape=(n,), du=p.du, dv=p.dv, vth=p.vth, q=Q if opzo else 1, sigma=learner.sigma_int,
-                             time_steps=T)
+                             time_steps=T, site=learner.site, noise_gain=int(ly.get("noise_gain", 0)))
         d.a_out.connect(lif.a_in)
         lif.y_out.connect(d.y_in)
         if opzo:
-            noise = NoiseUnit(shape=(n,), layer=k, antithetic=True, **common)
+            noise = NoiseUnit(shape=(n,), layer=k, antithetic=True, kind=learner.noise_kind, **common)
             noise.z_out.connect(lif.z_in)
             noises.append(noise)
         lifs.append(lif)

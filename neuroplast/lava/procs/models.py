@@ -30,8 +30,10 @@ from neuroplast.chip.onchip import (
     NoiseUnits,
     error_payload,
     feedback_update,
+    noise_current,
+    noisy_payload,
     readout_value,
-    surrogate_gate,
+    third_factor,
     trace_step,
     weight_update,
 )
@@ -72,11 +74,11 @@ class PyNoiseUnitModel(_Clocked):
     def __init__(self, proc_params):
         super().__init__(proc_params)
         p = proc_params
-        self.units = NoiseUnits(p["seed"], p["layer"], antithetic=p["antithetic"])
+        self.units = NoiseUnits(p["seed"], p["layer"], antithetic=p["antithetic"], kind=p["kind"])
 
     def run_spk(self):
         n, t = self.clock()
-        self.z = self.units.rademacher(torch.tensor([n]), t, self.z.shape[0])[0].numpy()
+        self.z = self.units.draw(torch.tensor([n]), t, self.z.shape[0])[0].numpy()
         self.z_out.send(self.z.astype(np.int32))
 
 
@@ -141,14 +143,18 @@ class PyThreeFactorLIFModel(_Clocked):
         if t == 0:                        # a new sample starts from rest
             self.u, self.v = np.zeros_like(self.u), np.zeros_like(self.v)
         a, z = _t(self.a_in.recv()), _t(self.z_in.recv())
+        before = p["site"] == "before" and p["sigma"] > 0
+        if before:
+            a = a + noise_current(z, p["noise_gain"])
         u, v_pre = int_lif_integrate(_t(self.u), _t(self.v), a, self.params)
         v, s = int_lif_fire(v_pre, self.params)
         s = s.to(torch.int64)
-        self.s_out.send((s * p["q"] + p["sigma"] * z).numpy().astype(np.int32))
+        payload = noisy_payload(s, None if before or p["sigma"] == 0 else z, p["q"], p["sigma"])
+        self.s_out.send(payload.numpy().astype(np.int32))
         self.spk_out.send(s.numpy().astype(np.int32))
         self.u, self.v, self.spk = u.numpy(), v.numpy(), s.numpy()
         delta = _t(self.delta_in.recv())
-        self.y_out.send((surrogate_gate(v_pre, p["vth"]) * delta).numpy().astype(np.int32))
+        self.y_out.send(third_factor(v_pre, delta, p["vth"], not before).numpy().astype(np.int32))
 
 
 @implements(proc=ErrorUnit, protocol=LoihiProtocol)

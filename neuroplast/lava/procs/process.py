@@ -2,12 +2,14 @@
 
 Per time step t of a sample (sample number n), in dataflow order (no process waits on a later one):
 
-  NoiseUnit          z[t] ±1 per neuron (counter-based, ``chip.rng``; OPZO: z[t] = −z[t−1] at odd t)
+  NoiseUnit          z[t] per neuron on the scale 16, Rademacher or Gaussian-like (counter-based,
+                     ``chip.rng``; OPZO: z[t] = −z[t−1] at odd t)
   PlasticDense       a[t] = (x[t]·(2m)ᵀ) << exp;  x̂ ← x̂·(4096 − d)>>12 + SR(16·x_clean/X);
                      G += y[t] x̂ᵀ when the postsynaptic third factor y[t] arrives; after the last step of
                      each sample m ← clip(m − SR(G·2^−k)), G ← 0, x̂ ← 0
-  ThreeFactorLIF     integer CUBA LIF (``chip.fixed``); sends the graded payload s·Q + σQ·z and the
-                     clean spike s; gets the top-down δ[t] and returns y[t] = ψ'(v_pre[t])·δ[t]
+  ThreeFactorLIF     integer CUBA LIF (``chip.fixed``); sends the graded payload s·Q + σQ·z/16 (noise
+                     after the neuron; before it, the noise enters the current) and the clean spike s;
+                     gets the top-down δ[t] and returns y[t] = ψ'(v_pre[t])·δ[t] (δ[t] for noise before)
   ErrorUnit          readout o[t] = (a[t] << 6)/V, e_int[t] = SR(64T·∂L[t]/∂o[t]) for the sample's label;
                      OPZO also sends o8[t] = SR(8·o[t])
   FeedbackChannel    δ[t] = e_int[t]·B (DFA, fixed 8-bit B) or e_int[t]·M (OPZO), then OPZO's momentum
@@ -26,12 +28,13 @@ from lava.magma.core.process.variable import Var
 
 
 class NoiseUnit(AbstractProcess):
-    """Rademacher noise units for ``shape`` neurons (sent to a ThreeFactorLIF and its feedback channel)."""
+    """Noise units for ``shape`` neurons: integer z on the scale 16, Rademacher (±16) or Gaussian-like
+    (sum of four 8-bit uniforms), sent to a ThreeFactorLIF and its feedback channel."""
 
     def __init__(self, *, shape: tuple[int, ...], seed: int, layer: int, antithetic: bool, time_steps: int,
-                 first_sample: int = 0, **kwargs):
+                 kind: str = "rademacher", first_sample: int = 0, **kwargs):
         super().__init__(shape=shape, seed=seed, layer=layer, antithetic=antithetic, time_steps=time_steps,
-                         first_sample=first_sample, **kwargs)
+                         kind=kind, first_sample=first_sample, **kwargs)
         self.z_out = OutPort(shape=shape)
         self.z = Var(shape=shape, init=0)
 
@@ -57,11 +60,14 @@ class PlasticDense(AbstractProcess):
 
 
 class ThreeFactorLIF(AbstractProcess):
-    """Integer CUBA LIF that exposes its local surrogate ψ'(v) as y = ψ'·δ for its synapses."""
+    """Integer CUBA LIF that exposes its local surrogate ψ'(v) as y = ψ'·δ for its synapses. Noise
+    ``site`` "after": added to the graded spike it sends; "before": added to its input current (and
+    then y = δ)."""
 
     def __init__(self, *, shape: tuple[int, ...], du: int, dv: int, vth: int, q: int, sigma: int,
-                 time_steps: int, **kwargs):
-        super().__init__(shape=shape, du=du, dv=dv, vth=vth, q=q, sigma=sigma, time_steps=time_steps, **kwargs)
+                 time_steps: int, site: str = "after", noise_gain: int = 0, **kwargs):
+        super().__init__(shape=shape, du=du, dv=dv, vth=vth, q=q, sigma=sigma, time_steps=time_steps, site=site,
+                         noise_gain=noise_gain, **kwargs)
         self.a_in = InPort(shape=shape)
         self.z_in = InPort(shape=shape)        # noise (OPZO); left unconnected (zeros) for DFA
         self.delta_in = InPort(shape=shape)    # top-down error from the feedback channel

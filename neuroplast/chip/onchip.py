@@ -67,8 +67,8 @@ class NoiseUnits:
     """Per-neuron noise units: integer z on the scale Z = 16 from the counter-based hash (``chip.rng``),
     so a neuron's draw depends only on (seed, layer, sample number, step, neuron).
 
-    ``rademacher``: z = ±16. ``gaussian``: z = ((b1 + b2 + b3 + b4 − 510)·111) >> 10 with b_i the four
-    bytes of the hash (a sum of four 8-bit uniforms, ≈ N(0, 16²) in [−56, 55], integer-only as a chip's
+    ``rademacher``: z = ±16. ``gaussian``: z = round((b1 + b2 + b3 + b4 − 510)·111/1024) with b_i the four
+    bytes of the hash (a sum of four 8-bit uniforms, ≈ N(0, 16²) in [−55, 55], integer-only as a chip's
     noise unit would make it). OPZO pairs steps antithetically: z[t] = −z[t−1] at odd t."""
 
     def __init__(self, seed: int, layer: int = 0, antithetic: bool = False, kind: str = "rademacher"):
@@ -83,7 +83,7 @@ class NoiseUnits:
         if self.kind == "rademacher":
             return ((bits >> 31) * 2 - 1) * Z
         total = (bits & 255) + ((bits >> 8) & 255) + ((bits >> 16) & 255) + (bits >> 24)
-        return ((total - 510) * 111) >> 10
+        return ((total - 510) * 111 + 512) >> 10
 
 
 

@@ -98,7 +98,7 @@ def test_counter_hash_matches_reference_and_rounds_without_bias():
     (["--method", "opzo", "--precision", "loihi1"], "graded spikes"),
     (["--method", "dfa", "--precision", "loihi2", "--net", "1x8x8-4C3-FC"], "fully connected"),
     (["--method", "opzo:beta=1.5", "--precision", "loihi2"], "beta in"),
-    (["--method", "opzo:site=inside", "--precision", "loihi2"], "at a site in"),
+    (["--method", "opzo:site=inside", "--precision", "loihi2"], "unknown noise site"),
     (["--method", "opzo:gain=2", "--precision", "loihi2"], "takes the options"),
     (["--method", "dfa", "--precision", "loihi9"], "unknown chip"),
 ])

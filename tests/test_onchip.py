@@ -99,7 +99,7 @@ def test_counter_hash_matches_reference_and_rounds_without_bias():
     (["--method", "dfa", "--precision", "loihi2", "--net", "1x8x8-4C3-FC"], "fully connected"),
     (["--method", "opzo:beta=1.5", "--precision", "loihi2"], "beta in"),
     (["--method", "opzo:site=inside", "--precision", "loihi2"], "unknown noise site"),
-    (["--method", "opzo:gain=2", "--precision", "loihi2"], "takes the options"),
+    (["--method", "opzo:ll=1", "--precision", "loihi2"], "takes the options"),
     (["--method", "dfa", "--precision", "loihi9"], "unknown chip"),
 ])
 def test_on_chip_bad_input(args, message, capsys):

@@ -57,6 +57,9 @@ def add_parsers(sub, common) -> None:
                         "SNN; meta-trains first when the task's checkpoint is missing")
     mb.add_argument("--task", required=True, help="TOML file (or name under tasks/) with [bench] (and [meta])")
     mb.add_argument("--seeds", type=int, default=None, help="evaluation seeds (default from the task)")
+    mb.add_argument("--baselines-only", action="store_true",
+                    help="sweep and evaluate the hand-designed optimizers only (fills the curve cache, e.g. while "
+                         "meta-training runs elsewhere); no learned rows, no meta-training")
     mb.add_argument("--out", default="reports", metavar="DIR", help="where meta_<task>.md/.json/.png go")
     mb.add_argument("--data-dir", default=None, help="folder with data sets (or set NEUROPLAST_DATA)")
     mb.add_argument("--cache", default="runs/meta_bench_cache", metavar="DIR",
@@ -98,6 +101,8 @@ def cmd_meta_bench(args) -> dict:
         bench["seeds"] = args.seeds
     if args.data_dir is not None:
         bench["data_dir"] = args.data_dir
+    if args.baselines_only:
+        bench["learned"] = {}
     cfg = BenchConfig.from_dict(bench)
     args.cache = args.cache or None
     t0 = time.perf_counter()
@@ -116,7 +121,8 @@ def cmd_meta_bench(args) -> dict:
         print(f"meta-bench: {path} missing; meta-training it in {out}", file=sys.stderr)
         meta_train(MetaConfig.from_dict(values), out, resume=(out / "last.pt").exists(), progress=not args.no_progress)
     res = run_bench(cfg, progress=not args.no_progress, cache_dir=args.cache)
-    paths = write_bench_report(res, args.out, task["name"], "neuroplast " + " ".join(sys.argv[1:]),
+    name = task["name"] + ("_baselines" if args.baselines_only else "")
+    paths = write_bench_report(res, args.out, name, "neuroplast " + " ".join(sys.argv[1:]),
                                time.perf_counter() - t0)
     H, L = res["horizon"], res["long_horizon"]
     for r in res["table"]:

@@ -75,6 +75,7 @@ class MetaConfig:
     eval_every: int = 50
     eval_seeds: int = 4
     eval_horizons: list[int] = field(default_factory=list)   # default: [horizon]
+    save_every_s: float = 600.0                # last.pt also every this many seconds (long CPU runs)
     seed: int = 0
 
     def validate(self) -> MetaConfig:
@@ -228,6 +229,7 @@ def meta_train(cfg: MetaConfig, out: str | Path, *, resume: bool = False, overwr
     atomic_write_json(out / "config.json", asdict(cfg))
     good = (copy.deepcopy(model.state_dict()), copy.deepcopy(opt.state_dict()))
     problem, t, t0 = None, 0, time.perf_counter()
+    saved_at = t0
     bar = tqdm(total=cfg.meta_iters, initial=it, desc="meta-train", disable=None if progress else True,
                file=sys.stderr)
 
@@ -281,6 +283,11 @@ def meta_train(cfg: MetaConfig, out: str | Path, *, resume: bool = False, overwr
                 checkpoint(out / "best.pt")
             good = (copy.deepcopy(model.state_dict()), copy.deepcopy(opt.state_dict()))
             checkpoint(last)
+            saved_at = time.perf_counter()
+        elif time.perf_counter() - saved_at > cfg.save_every_s:   # resumable between evaluations too
+            checkpoint(last)
+            saved_at = time.perf_counter()
+            tqdm.write(f"meta-train: iteration {it}, {saved_at - t0:.0f} s, saved {last}", file=sys.stderr)
     bar.close()
     if not (out / "best.pt").exists():
         checkpoint(out / "best.pt")

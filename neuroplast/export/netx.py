@@ -22,8 +22,10 @@ network is the coarse one (8-bit graded input × weight must stay below the capp
 digits 64-128-10 (8 epochs) that costs 1.7 points against ``chip eval`` (84.2% -> 82.5%). The file
 then holds that network bit for bit and ``import_netx`` gives it back. The readout is a dense layer
 whose neuron integrates (vDecay = 0) and never spikes (vThMant = 2^17 − 1): read its ``v``.
-Pooling has no netx layer (lava-dl 0.6.0 raises NotImplementedError for pool/average) and soft
-reset no Loihi form: both are refused with the layer named.
+Pooling has no netx layer (lava-dl 0.6.0 raises NotImplementedError for pool/average): average
+pooling is folded exactly into the next dense or conv layer (``fold.fold_avg_pool``: AP2 then 64C3
+becomes 64C6 with stride 2 and padding 2), max pooling and soft reset (no Loihi form) are refused
+with the layer named.
 """
 from __future__ import annotations
 
@@ -45,12 +47,17 @@ NETX_W_MIN, NETX_W_MAX = -256, 254   # what netx's weight optimisation keeps exa
 
 
 def netx_fixed(net, *, time_steps: int, encoding: str = "direct", chip: str = "loihi2") -> FixedNetwork:
-    """``quantize(net)`` under netx's limits (weight exponent −1 or 0, biases ``mant << 6``), Lava timing."""
+    """``quantize(net)`` under netx's limits (weight exponent −1 or 0, biases ``mant << 6``), Lava timing,
+    after folding average pooling into the next synaptic layer (``fold.fold_avg_pool``)."""
     from ..chip.hardware import load_chip
+    from .fold import fold_avg_pool
+    net = fold_avg_pool(net)
     for name, layer in net.layers.items():
         if isinstance(layer, Pool):
-            raise SpecError(f"layer {name}: netx (lava-dl 0.6.0) has no {layer.kind} pooling layer; use a strided "
-                            f"convolution (e.g. 16C3S2) or a fully connected network, or export to NIR")
+            hint = ("use average pooling (AP2), which is folded into the next layer" if layer.kind == "max" else
+                    "it could not be folded into a following synaptic layer")
+            raise SpecError(f"layer {name}: netx (lava-dl 0.6.0) has no {layer.kind} pooling layer; {hint}, "
+                            "or a strided convolution (e.g. 16C3S2)")
         if isinstance(layer, SpikingLayer) and layer.lif.reset != "hard":
             raise SpecError(f"layer {name}: netx's CUBA neuron resets v to 0 (hard reset); "
                             f"{layer.lif.reset!r} reset cannot be expressed")

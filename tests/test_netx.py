@@ -157,6 +157,8 @@ def test_export_and_import_commands(tmp_path, capsys):
     acc = json.loads(capsys.readouterr().out)["test_acc"]
     assert main(["export", str(run), str(tmp_path / "n.net"), "--format", "netx", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["format"] == "netx"
+    with h5py.File(tmp_path / "n.net", "r") as f:
+        assert f.attrs["input_scale"] == 16            # digits' 17 grey levels: exact 16·x payloads
     assert main(["import", str(tmp_path / "n.net"), "--task", "digits", "--json"]) == 0
     res = json.loads(capsys.readouterr().out)
     assert res["format"] == "netx" and res["arch"] == "64-32-10"
@@ -217,3 +219,41 @@ def test_lava_dl_runs_the_file_with_the_engines_spikes(lava_netx, arch, shape, t
     assert mismatch is None, str(mismatch)
     assert all(int(rec["s"].sum()) > 20 for name, rec in lava.items() if name != "readout")
     assert np.abs(lava["readout"]["v"]).max() > 0
+
+
+def test_input_on_a_coarse_grid_gives_the_first_layer_full_weight_mantissas(tmp_path):
+    """Direct input on a grid of 1/16 (digits' 17 grey levels) goes as exact payloads 16·x: the first
+    layer's mantissas use all 8 bits instead of the few that 255·x leaves under netx's threshold."""
+    from neuroplast.chip.quantize import input_grid
+    x = torch.randint(0, 17, (4, 64), generator=torch.Generator().manual_seed(0)) / 16
+    assert input_grid(x) == 16 and input_grid(torch.rand(100)) == 255 and input_grid(torch.tensor([0.0, 1.0])) == 1
+    net = _net("64-32-10", (64,), scale=0.3, threshold=1.0)           # small weights against θ
+    coarse, fine = netx_fixed(net, time_steps=4), netx_fixed(net, time_steps=4, input_scale=16)
+    first = lambda f: next(iter(f.synapses().values())).m
+    assert int(first(fine).abs().max()) == 127 > 2 * int(first(coarse).abs().max())
+    back = import_netx(export_netx(fine, tmp_path / "g.net"))
+    assert back.input_scale == 16
+    xs = x.expand(4, 4, 64)
+    assert torch.equal(back.encode_input(xs), (xs * 16).round().long())
+    assert torch.equal(back.simulate(xs)["v_out"], fine.simulate(xs)["v_out"])
+    w = net.layers["dense1"].op.weight.detach().double()                # the dequantised weights are 16x finer
+    err = [(f.synapses()["dense1"].dequantized() - w).abs().max() for f in (fine, coarse)]
+    assert err[0] < err[1] / 4
+
+
+def test_constant_input_layer_takes_a_larger_threshold_without_wrapping_u():
+    """Under netx's exponents the first layer of a direct-input net wants vth above VTH_CAP; it gets
+    more (its constant drive makes v saturation harmless) only as far as u = a << 6 cannot wrap for
+    any input in [0, 1] and the biases fit."""
+    from neuroplast.chip.fixed import UV_MAX
+    from neuroplast.chip.quantize import VTH_CAP
+    net = _net("64-32-10", (64,), scale=0.3, threshold=1.0)
+    fixed = netx_fixed(net, time_steps=4)
+    layer = next(f for f in fixed.layers if f.synapse is not None)
+    assert VTH_CAP < layer.lif.vth
+    m = layer.synapse.m
+    worst = torch.maximum(m.clamp_min(0).sum(1), (-m).clamp_min(0).sum(1)).max()      # Σ m·x at x = 1 where it adds
+    assert 2 * worst * 255 * 2.0 ** layer.synapse.weight_exp * 64 < UV_MAX
+    x = (m > 0).to(torch.float64).unsqueeze(0).expand(3, -1, -1)                       # every neuron's worst input
+    out = fixed.simulate(x, record=True)["steps"][layer.name]
+    assert int(out["u"].max()) == int((2 * m.clamp_min(0).sum(1) * 255 // 2).max()) << 6   # no wrap: u = a << 6

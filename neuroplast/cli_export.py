@@ -33,16 +33,22 @@ def add_parsers(sub, common) -> None:
 
 
 def cmd_export(args) -> dict:
+    import torch
+
     from .runs import load_run
     fmt = args.format or ("nir" if str(args.out).lower().endswith(".nir") else "netx")
-    cfg, net, _ = load_run(args.run_dir, args.data_dir)
+    cfg, net, data = load_run(args.run_dir, args.data_dir)
     if fmt == "nir":
         from .export.nir_graph import export_nir
         path = export_nir(net, args.out, dt=args.dt)
         print(f"wrote {path} (NIR graph of {net.arch})", file=sys.stderr)
         return {"out": str(path), "format": fmt, "arch": net.arch}
+    from .chip.quantize import GRADED_INPUT, input_grid
     from .export.netx import export_netx, netx_fixed
-    fixed = netx_fixed(net, time_steps=cfg.time_steps, encoding=cfg.encoding, chip=args.hw)
+    # inputs on a coarser grid (digits: 17 grey levels) go as exact smaller payloads: finer first-layer weights
+    scale = input_grid(torch.cat([data.train.x.flatten(), data.test.x.flatten()])) if cfg.encoding == "direct" \
+        else GRADED_INPUT
+    fixed = netx_fixed(net, time_steps=cfg.time_steps, encoding=cfg.encoding, chip=args.hw, input_scale=scale)
     path = export_netx(fixed, args.out, meta={"arch": net.arch, "time_steps": cfg.time_steps, "dataset": cfg.dataset,
                                               "source_run": str(args.run_dir)})
     print(f"wrote {path} (netx HDF5, Loihi fixed point, of {net.arch})", file=sys.stderr)

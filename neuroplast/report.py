@@ -49,7 +49,8 @@ def _grad_rows(runs: list[dict], grad_batches: int) -> list[dict]:
     for r in runs:
         cfg, net, _ = load_run(r["path"])
         res = probe_gradients(cfg, methods=[cfg.method], weights=net.state_dict(), max_batches=grad_batches)
-        rows += [{**row, "run": r["path"]} for row in res["rows"]]
+        trained = {"readout"} if getattr(cfg, "trainable", "all") == "readout" else None   # readout-only control
+        rows += [{**row, "run": r["path"]} for row in res["rows"] if trained is None or row["layer"] in trained]
     return rows
 
 
@@ -74,9 +75,11 @@ def build_report(run_dirs: list[str | Path], hw: str | None = "loihi1", grad_bat
     runs = [_read_run(Path(p)) for p in run_dirs]
     groups: dict[str, list[dict]] = defaultdict(list)
     several_nets = len({r["summary"]["net"] for r in runs}) > 1
-    for r in runs:  # one group per method (and chip precision, and network when runs differ in it)
-        key = r["summary"]["method"] + ("" if r["summary"].get("precision", "float") == "float"
-                                        else f" ({r['summary']['precision']})")
+    for r in runs:  # one group per method (and trained part, chip precision, and network when runs differ in it)
+        method, trainable = r["summary"]["method"], r["config"].get("trainable", "all")
+        if trainable != "all":   # compare's control: BPTT on the readout alone
+            method = "readout-only" if trainable == "readout" else f"{method} ({trainable} trained)"
+        key = method + ("" if r["summary"].get("precision", "float") == "float" else f" ({r['summary']['precision']})")
         groups[key + (f" · {r['summary']['net']}" if several_nets else "")].append(r)
     table, costs = [], {}
     for method, rs in groups.items():
@@ -111,7 +114,13 @@ def write_report(res: dict, out_dir: str | Path, *, name: str = "report", comman
     out = Path(out_dir)
     lines = [f"# Training report: {', '.join(sorted({t['net'] for t in res['table']}))}", ""]
     if command:
-        lines += [f"Command: `{command}`  ", f"Runs: {', '.join(res['runs'])}", ""]
+        runs = res["runs"]
+        parent = str(Path(runs[0]).parent) if runs and len({str(Path(r).parent) for r in runs}) == 1 else None
+        if parent and " ".join(runs) in command:     # the shell's expansion of PARENT/* back to the glob
+            command = command.replace(" ".join(runs), f"{parent}/*")
+        where = (f"{len(runs)} run directories in {parent}: {', '.join(Path(r).name for r in runs)}" if parent
+                 else ", ".join(runs))
+        lines += [f"Command: `{command}`  ", f"Runs: {where}", ""]
     lines += ["| method | runs | epochs | test acc (mean ± std) | wall s (mean) | firing rate per layer |",
               "|---|---|---|---|---|---|"]
     for t in res["table"]:
@@ -125,6 +134,9 @@ def write_report(res: dict, out_dir: str | Path, *, name: str = "report", comman
         for m, c in res["costs"].items():
             lines.append(f"| `{m}` | {c['synops_forward']:.4g} | {c['feedback_ops']:.4g} | {c['learning_memory']} | "
                          f"{c['energy_uj_per_sample']:.4g} |")
+    elif res.get("hw"):
+        lines += ["", (f"No training cost on `{res['hw']}`: these runs were saved without SynOps counts "
+                  "(summary.json activity.train_synops); runs trained with the current `neuroplast train` have them.")]
     if res.get("gradients"):
         g0 = res["gradients"][0]
         lines += ["", (f"Gradient variance of each method's own estimate at the trained weights (first {g0['batches']} "
@@ -147,7 +159,7 @@ def write_report(res: dict, out_dir: str | Path, *, name: str = "report", comman
 
 def _save(fig, path: Path) -> Path:
     import matplotlib.pyplot as plt
-    atomic_write(path, lambda fh: fig.savefig(fh, format="png", dpi=110), binary=True)
+    atomic_write(path, lambda fh: fig.savefig(fh, format="png", dpi=110, bbox_inches="tight"), binary=True)
     plt.close(fig)
     return path
 
@@ -170,9 +182,10 @@ def _plot_curves(res: dict, path: Path) -> Path:
     for ax in (a1, a2):
         ax.set_xlabel("epoch")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        ax.legend(fontsize=8)
     fig.suptitle("mean over the runs of each method", fontsize=10)
     fig.tight_layout()
+    fig.legend(*a1.get_legend_handles_labels(), fontsize=8, loc="center left", bbox_to_anchor=(1.0, 0.5),
+               title="method")          # outside the axes: it never hides a curve
     return _save(fig, path)
 
 
@@ -190,7 +203,7 @@ def _plot_rates(res: dict, path: Path) -> Path:
     ax.set_ylabel("spikes per neuron per time step (test set)")
     ax.set_xlabel("layer")
     if res["table"]:
-        ax.legend(fontsize=8)
+        ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), title="method")
     fig.tight_layout()
     return _save(fig, path)
 
@@ -239,19 +252,16 @@ def _plot_gradients(res: dict, path: Path) -> Path:
     rows = res["gradients"]
     layers, methods = list(dict.fromkeys(r["layer"] for r in rows)), list(dict.fromkeys(r["method"] for r in rows))
     val = {(r["method"], r["layer"]): r for r in rows}
-    fig, axes = plt.subplots(1, 2, figsize=(max(10, 1.4 * len(layers) * len(methods)), 4))
+    fig, axes = plt.subplots(2, 1, figsize=(min(14, max(7, 0.45 * len(layers) * len(methods) + 2)), 7), sharex=True)
     for ax, key, label in ((axes[0], "rel_variance", "relative variance ‖g − ḡ‖²/‖ḡ‖² (log)"),
                            (axes[1], "cosine", "cosine to the BPTT gradient")):
         _grouped_bars(ax, layers, {m: [val[m, lay][key] if (m, lay) in val else float("nan") for lay in layers]
                                    for m in methods})
-        ax.set_ylabel(label)
-        ax.set_xlabel("layer")
+        ax.set_ylabel(label, fontsize=9)
+    axes[1].set_xlabel("layer")
     axes[0].set_yscale("log")
-    lo, hi = axes[0].get_ylim()
-    axes[0].set_ylim(lo, hi * 4)          # room for the legend above the bars
-    axes[1].set_ylim(-1, 1.45)
-    for ax in axes:
-        ax.legend(fontsize=8, loc="upper left", ncol=len(methods))
+    axes[1].set_ylim(-1.05, 1.05)
+    axes[0].legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), title="method")
     axes[1].axhline(0, color="grey", lw=0.8)
     fig.suptitle(f"gradient estimate at the trained weights ({rows[0]['batches']} mini-batches, mean over runs)",
                  fontsize=10)
@@ -266,18 +276,19 @@ def _plot_raster(res: dict, path: Path) -> Path:
     import matplotlib.pyplot as plt
     r = res["raster"]
     layers = list(r["layers"])
-    fig, axes = plt.subplots(len(layers), 1, figsize=(7, 1.2 + 1.8 * len(layers)), sharex=True, squeeze=False)
+    T = r["time_steps"]
+    # neurons along x, time steps along y: with few steps every step is a readable row of ticks
+    fig, axes = plt.subplots(len(layers), 1, figsize=(9, 0.9 + (0.3 * T + 0.9) * len(layers)), squeeze=False)
+    from matplotlib.ticker import MaxNLocator
     for ax, layer in zip(axes[:, 0], layers, strict=True):
         pts = r["layers"][layer]
-        ax.scatter([p[0] for p in pts], [p[1] for p in pts], marker="|", s=30, color="black",
-                   label=f"{layer}: {len(pts)} spikes")
-        ax.set_ylim(-0.5, r["neurons"][layer] - 0.5)
-        ax.set_ylabel(f"{layer}\nneuron index")
-        ax.legend(loc="upper right", fontsize=8)
-    from matplotlib.ticker import MaxNLocator
-    axes[-1, 0].set_xlim(-0.5, r["time_steps"] - 0.5)
-    axes[-1, 0].xaxis.set_major_locator(MaxNLocator(integer=True))
-    axes[-1, 0].set_xlabel("time step")
+        ax.scatter([p[1] for p in pts], [p[0] for p in pts], marker="|", s=60, linewidths=0.6, color="black")
+        ax.set_xlim(-0.5, r["neurons"][layer] - 0.5)
+        ax.set_ylim(T - 0.5, -0.5)
+        ax.yaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_ylabel("time step")
+        ax.set_xlabel(f"{layer} neuron index")
+        ax.set_title(f"{layer}: {len(pts)} spikes in {T} steps", fontsize=9)
     fig.suptitle(f"spike raster, test sample {r['sample']} (label {r['label']}, predicted {r['predicted']}) of "
                  f"{Path(r['run']).name}", fontsize=10)
     fig.tight_layout()

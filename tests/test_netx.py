@@ -14,10 +14,12 @@ import torch
 from neuroplast.chip.fixed import VTH_MAX
 from neuroplast.cli import main
 from neuroplast.errors import DataError, SpecError
+from neuroplast.export.fold import fold_avg_pool
 from neuroplast.export.netx import VERSION, export_netx, import_netx, netx_fixed
 from neuroplast.snn import LIFParams, build_network
+from neuroplast.snn.layers import Pool
 
-CASES = [("64-32-16-10", (64,)), ("1x8x8-4C3-8C3S2-16-FC", (1, 8, 8))]
+CASES = [("64-32-16-10", (64,)), ("1x8x8-4C3-8C3S2-16-FC", (1, 8, 8)), ("1x8x8-4C3-AP2-8C3-AP2-16-FC", (1, 8, 8))]
 
 
 def _net(arch, shape, num_classes=10, scale=1.0, **lif):
@@ -75,9 +77,54 @@ def test_netx_quantisation_stays_within_one_weight_step_of_the_float_net():
         assert (syn.dequantized() - w).abs().max() <= 0.5 * syn.lsb() + 1e-9
 
 
+@pytest.mark.parametrize("arch,shape", [
+    ("1x8x8-4C3-AP2-8C3-AP2-16-FC", (1, 8, 8)),   # conv and dense after pooling
+    ("1x7x7-4C3-AP2-16-FC", (1, 7, 7)),           # odd map: the dropped row and column get weight 0
+    ("1x7x7-4C3-AP2-8C1-FC", (1, 7, 7)),          # odd map, unpadded conv: its windows never reach them
+    ("1x8x8-4C3-AP2-8C3S2-FC", (1, 8, 8)),        # strided conv after pooling
+    ("1x9x9-4C3-AP3-8C3-FC", (1, 9, 9)),          # k = 3
+    ("1x8x8-AP2-4C3-D0.5-AP2-F-D0.2-FC", (1, 8, 8)),  # pooling the input; pools around dropout and flatten
+])
+def test_average_pooling_folds_exactly_into_the_next_layer(arch, shape):
+    net = _net(arch, shape, scale=3.0).eval()
+    folded = fold_avg_pool(net)
+    assert not any(isinstance(m, Pool) for m in folded.layers.values())
+    assert all(torch.equal(p, q) for p, q in zip(net.state_dict().values(), _net(arch, shape, scale=3.0).state_dict().values()))
+    x = torch.rand(6, 32, *shape, generator=torch.Generator().manual_seed(2))
+    a, b = net.simulate(x), folded.simulate(x)
+    assert torch.allclose(a.outputs, b.outputs, atol=1e-5, rtol=0)
+    for name, s in a.spikes.items():
+        assert torch.equal(s, b.spikes[name]), name
+    assert sum(float(s.sum()) for s in a.spikes.values()) > 100
+    shape = net.input_shape                                          # shapes stay right for the cost models
+    for name, layer in folded.layers.items():
+        assert tuple(layer.step(torch.zeros(1, *shape), None)[0].shape[1:]) == folded.shapes[name], name
+        shape = folded.shapes[name]
+
+
+def test_folded_pooling_quantises_to_the_chip_engines_integers():
+    """netx's folded network runs bit for bit like the unfolded one (pool layer summing spike counts)
+    quantised under the same limits: the fold moves no rounding."""
+    import dataclasses
+
+    from neuroplast.chip.hardware import load_chip
+    from neuroplast.chip.quantize import quantize
+    net = _net("1x8x8-4C3-AP2-8C3-AP2-16-FC", (1, 8, 8), scale=3.0)
+    base = load_chip("loihi2")
+    chip = dataclasses.replace(base, numerics={**base.numerics, "weight_exp_min": -1, "weight_exp_max": 0})
+    pooled = quantize(net, chip, time_steps=8, timing="lava")
+    folded = quantize(fold_avg_pool(net), chip, time_steps=8, timing="lava")
+    assert [layer.kind for layer in pooled.layers].count("pool") == 2 and "pool" not in [
+        layer.kind for layer in folded.layers]
+    x = torch.rand(8, 16, 1, 8, 8, generator=torch.Generator().manual_seed(3))
+    a, b = pooled.simulate(x), folded.simulate(x)
+    assert torch.equal(a["v_out"], b["v_out"]) and a["v_out"].abs().max() > 0
+    assert all(torch.equal(a["spikes"][k], b["spikes"][k]) for k in b["spikes"])
+
+
 @pytest.mark.parametrize("arch,shape,lif,message", [
-    ("1x8x8-4C3-AP2-FC", (1, 8, 8), {}, "layer pool1: netx .* no avg pooling"),
-    ("1x8x8-4C3-MP2-FC", (1, 8, 8), {}, "layer pool1: netx .* no max pooling"),
+    ("1x8x8-4C3-MP2-FC", (1, 8, 8), {}, "layer pool1: netx .* no max pooling layer; use average pooling"),
+    ("1x7x7-4C3-AP2-8C3-FC", (1, 7, 7), {}, "layer pool1 .* before layer conv2: a 7x7 map is not a multiple"),
     ("64-16-10", (64,), {"reset": "soft"}, "layer dense1: .*'soft' reset"),
 ])
 def test_unrepresentable_layers_are_named(arch, shape, lif, message, tmp_path):
@@ -110,6 +157,8 @@ def test_export_and_import_commands(tmp_path, capsys):
     acc = json.loads(capsys.readouterr().out)["test_acc"]
     assert main(["export", str(run), str(tmp_path / "n.net"), "--format", "netx", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["format"] == "netx"
+    with h5py.File(tmp_path / "n.net", "r") as f:
+        assert f.attrs["input_scale"] == 16            # digits' 17 grey levels: exact 16·x payloads
     assert main(["import", str(tmp_path / "n.net"), "--task", "digits", "--json"]) == 0
     res = json.loads(capsys.readouterr().out)
     assert res["format"] == "netx" and res["arch"] == "64-32-10"
@@ -157,7 +206,9 @@ def lava_netx():
                 sys.modules[n] = mod
 
 
-@pytest.mark.parametrize("arch,shape", [("24-20-16-4", (24,)), ("1x6x6-3C3-4C3S2-8-FC4", (1, 6, 6))])
+@pytest.mark.parametrize("arch,shape", [("24-20-16-4", (24,)), ("1x6x6-3C3-4C3S2-8-FC4", (1, 6, 6)),
+                                        ("1x8x8-16C3-AP2-32C3-FC4", (1, 8, 8)),
+                                        ("1x8x8-3C3-AP2-4C3-AP2-8-FC4", (1, 8, 8))])
 def test_lava_dl_runs_the_file_with_the_engines_spikes(lava_netx, arch, shape, tmp_path):
     from neuroplast.lava.equivalence import compare_sample
     fixed = netx_fixed(_net(arch, shape, num_classes=4, scale=3.0), time_steps=20)
@@ -168,3 +219,41 @@ def test_lava_dl_runs_the_file_with_the_engines_spikes(lava_netx, arch, shape, t
     assert mismatch is None, str(mismatch)
     assert all(int(rec["s"].sum()) > 20 for name, rec in lava.items() if name != "readout")
     assert np.abs(lava["readout"]["v"]).max() > 0
+
+
+def test_input_on_a_coarse_grid_gives_the_first_layer_full_weight_mantissas(tmp_path):
+    """Direct input on a grid of 1/16 (digits' 17 grey levels) goes as exact payloads 16·x: the first
+    layer's mantissas use all 8 bits instead of the few that 255·x leaves under netx's threshold."""
+    from neuroplast.chip.quantize import input_grid
+    x = torch.randint(0, 17, (4, 64), generator=torch.Generator().manual_seed(0)) / 16
+    assert input_grid(x) == 16 and input_grid(torch.rand(100)) == 255 and input_grid(torch.tensor([0.0, 1.0])) == 1
+    net = _net("64-32-10", (64,), scale=0.3, threshold=1.0)           # small weights against θ
+    coarse, fine = netx_fixed(net, time_steps=4), netx_fixed(net, time_steps=4, input_scale=16)
+    first = lambda f: next(iter(f.synapses().values())).m
+    assert int(first(fine).abs().max()) == 127 > 2 * int(first(coarse).abs().max())
+    back = import_netx(export_netx(fine, tmp_path / "g.net"))
+    assert back.input_scale == 16
+    xs = x.expand(4, 4, 64)
+    assert torch.equal(back.encode_input(xs), (xs * 16).round().long())
+    assert torch.equal(back.simulate(xs)["v_out"], fine.simulate(xs)["v_out"])
+    w = net.layers["dense1"].op.weight.detach().double()                # the dequantised weights are 16x finer
+    err = [(f.synapses()["dense1"].dequantized() - w).abs().max() for f in (fine, coarse)]
+    assert err[0] < err[1] / 4
+
+
+def test_constant_input_layer_takes_a_larger_threshold_without_wrapping_u():
+    """Under netx's exponents the first layer of a direct-input net wants vth above VTH_CAP; it gets
+    more (its constant drive makes v saturation harmless) only as far as u = a << 6 cannot wrap for
+    any input in [0, 1] and the biases fit."""
+    from neuroplast.chip.fixed import UV_MAX
+    from neuroplast.chip.quantize import VTH_CAP
+    net = _net("64-32-10", (64,), scale=0.3, threshold=1.0)
+    fixed = netx_fixed(net, time_steps=4)
+    layer = next(f for f in fixed.layers if f.synapse is not None)
+    assert VTH_CAP < layer.lif.vth
+    m = layer.synapse.m
+    worst = torch.maximum(m.clamp_min(0).sum(1), (-m).clamp_min(0).sum(1)).max()      # Σ m·x at x = 1 where it adds
+    assert 2 * worst * 255 * 2.0 ** layer.synapse.weight_exp * 64 < UV_MAX
+    x = (m > 0).to(torch.float64).unsqueeze(0).expand(3, -1, -1)                       # every neuron's worst input
+    out = fixed.simulate(x, record=True)["steps"][layer.name]
+    assert int(out["u"].max()) == int((2 * m.clamp_min(0).sum(1) * 255 // 2).max()) << 6   # no wrap: u = a << 6

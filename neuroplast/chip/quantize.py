@@ -3,7 +3,8 @@
 Float LIF v ← λ·v·(1 − s) + W·x + b, spike v > θ, maps to the integer CUBA LIF of ``fixed`` with
 no current memory (du = 4095: u = a << 6 each step), dv = round(4096·(1 − λ)), reset to 0, and a
 per-layer voltage scale S (v_int = S·v). A synapse fed by inputs with payload scale X (x_int = X·x:
-X = 1 for spikes, 255 for 8-bit graded input, k² after a k×k average pool) stores mantissas
+X = 1 for spikes, 255 for 8-bit graded input (or L
+for inputs on a 1/L grid, ``input_scale``), k² after a k×k average pool) stores mantissas
 
     m = round(W·S / (X·2^(weight_exp + 7)))  ∈ [−128, 127]   (Lava weight 2m; a = Σ 2m·x_int << exp)
 
@@ -47,6 +48,7 @@ GRADED_INPUT = 255          # direct (real-valued) input in [0, 1] is sent as 8-
 V_HEADROOM = 8              # v must reach ±8θ before it saturates (a larger vth would clip negative v)
 VTH_CAP = min(VTH_MAX, (1 << 23) // ((1 << VTH_SHIFT) * V_HEADROOM))
 READOUT_VMAX = (VTH_MAX << VTH_SHIFT) - 1   # an integrating readout must stay below its own threshold
+UV_LIMIT = 1 << 23          # u and v are 24-bit signed: a << 6 must stay below this
 
 
 @dataclass
@@ -101,25 +103,69 @@ def _mantissas(w: Tensor, s: float, x_scale: int, exp: int, stochastic: bool, ge
     return _round(y, stochastic, generator).clamp(-W_MANT_MAX - 1, W_MANT_MAX).to(torch.int64)
 
 
-def _bias(b: Tensor | None, s: float, n: int) -> tuple[Tensor, Tensor]:
+def constant_drive_vth(w: Tensor, b: Tensor | None, theta: float, x_scale: int, exp: int, vth: int,
+                       bias_exp_max: int = BIAS_EXP_MAX) -> int:
+    """A threshold above VTH_CAP for a layer whose input is constant over the T steps (the first layer
+    of a direct-input network), where ``threshold_scale`` had to clip vth at VTH_CAP (too small a
+    weight exponent range, e.g. netx's [−1, 0]) and the mantissas therefore lose range.
+
+    The 8θ of v headroom behind VTH_CAP is not needed there: with a constant drive c (bias + input
+    current) the hard-reset LIF v ← λv + c is monotone between spikes, so v saturating at +2^23 only
+    happens above threshold (a spike either way) and at −2^23 only on a falling trajectory that never
+    spikes again, in the float network as on the chip. What remains to guard is exact: u = a << 6
+    must not wrap (the worst-case |a| over all inputs in [0, 1], from the rounded-up mantissas,
+    stays below 2^17) and the biases must fit the chip's bias range. Returns the largest vth ≤ the
+    wanted ⌊θ·X·2^(exp+1)/lsb⌋ (and ≤ VTH_MAX) meeting both, at least ``vth``."""
+    wd = w.detach().to(torch.float64).flatten(1)
+    lsb = float(wd.abs().max()) / W_MANT_MAX or 1e-12
+    cand = min(math.floor(theta * x_scale * 2.0 ** (exp + 1) / lsb), VTH_MAX)
+    bmax = float(b.detach().abs().max()) if b is not None else 0.0
+    bias_lim = BIAS_MANT_MAX * 2 ** bias_exp_max
+    while cand > vth:
+        s = cand * 2.0 ** VTH_SHIFT / theta
+        m = torch.ceil((wd * s / (x_scale * 2.0 ** (exp + 7))).abs()).clamp_max(W_MANT_MAX) * wd.sign()
+        reach = torch.maximum(m.clamp_min(0).sum(1), (-m).clamp_min(0).sum(1)).max()
+        a_max = float(2 * reach * x_scale * 2.0 ** exp)          # |Σ 2m·x << exp| for 0 ≤ x ≤ X
+        if a_max * 2 ** VTH_SHIFT < UV_LIMIT and bmax * s <= bias_lim:
+            return cand
+        cand = math.floor(cand * 0.97)
+    return vth
+
+
+def _bias(b: Tensor | None, s: float, n: int, exp_max: int = BIAS_EXP_MAX) -> tuple[Tensor, Tensor]:
     if b is None:
         return torch.zeros(n, dtype=torch.int64), torch.zeros(n, dtype=torch.int64)
     b_int = torch.round(b.detach().to(torch.float64) * s)
     exp = torch.zeros_like(b_int)
-    while bool(((b_int.abs() / 2 ** exp) > BIAS_MANT_MAX).any()) and int(exp.max()) < BIAS_EXP_MAX:
+    while bool(((b_int.abs() / 2 ** exp) > BIAS_MANT_MAX).any()) and int(exp.max()) < exp_max:
         exp = torch.where((b_int.abs() / 2 ** exp) > BIAS_MANT_MAX, exp + 1, exp)
     mant = torch.round(b_int / 2 ** exp).clamp(-BIAS_MANT_MAX - 1, BIAS_MANT_MAX)
     return mant.to(torch.int64), exp.to(torch.int64)
 
 
+def input_grid(x: Tensor) -> int:
+    """The smallest L ≤ 255 with every value of ``x`` (in [0, 1]) a multiple of 1/L, else 255: graded
+    payloads round(L·x) then carry such inputs exactly (digits: pixel/16, L = 16), and the first
+    layer's weights get 255/L times more room under its threshold (see ``quantize``'s input_scale)."""
+    vals = torch.unique(x.detach().to(torch.float64).clamp(0, 1))
+    return next((n for n in range(1, GRADED_INPUT) if bool(((vals * n - (vals * n).round()).abs() < 1e-6).all())),
+                GRADED_INPUT)
+
+
 def quantize(net, chip: Chip, *, encoding: str = "direct", time_steps: int, stochastic: bool = False,
-             generator: torch.Generator | None = None, timing: str = "sync") -> FixedNetwork:
-    """Integer version of ``net`` for ``chip`` (see the module docstring)."""
+             generator: torch.Generator | None = None, timing: str = "sync",
+             input_scale: int = GRADED_INPUT) -> FixedNetwork:
+    """Integer version of ``net`` for ``chip`` (see the module docstring). Direct input x ∈ [0, 1] is sent
+    as graded payloads round(input_scale·x) (``input_grid`` finds an exact smaller scale for data on a
+    coarser grid)."""
     if not chip.fixed:
         raise SpecError(f"chip {chip.name!r} has float precision; there is nothing to quantise")
     lo, hi = chip.numerics["weight_exp_min"], chip.numerics["weight_exp_max"]
     graded = chip.numerics["graded_spike_bits"]
-    x_scale = GRADED_INPUT if encoding == "direct" else 1
+    if not 1 <= input_scale <= GRADED_INPUT:
+        raise SpecError(f"input_scale {input_scale} must be in [1, {GRADED_INPUT}] (8-bit graded payloads)")
+    x_scale = input_scale if encoding == "direct" else 1
+    bias_exp_max = chip.numerics.get("bias_exp_max", BIAS_EXP_MAX)
     if x_scale > 1 and graded < 8:
         raise SpecError(f"{chip.name} has binary spikes only; a network with real-valued (direct) input needs graded "
                         "spikes: train it with --encoding poisson, or use a chip with graded spikes (loihi2)")
@@ -132,10 +178,12 @@ def quantize(net, chip: Chip, *, encoding: str = "direct", time_steps: int, stoc
             w, theta = layer.op.weight, layer.lif.threshold
             wmax = float(w.detach().abs().max()) or 1e-12
             exp, vth = threshold_scale(theta, x_scale, wmax / W_MANT_MAX, lo, hi)
+            if encoding == "direct" and not any(f.synapse is not None for f in layers) and vth == VTH_CAP:
+                vth = constant_drive_vth(w, layer.op.bias, theta, x_scale, exp, vth, bias_exp_max)
             s = vth * 2.0 ** VTH_SHIFT / theta
             conv = None if w.dim() == 2 else {"stride": layer.op.stride, "padding": layer.op.padding}
             syn = FixedSynapse(_mantissas(w, s, x_scale, exp, stochastic, generator), exp, x_scale, s, conv)
-            mant, bexp = _bias(layer.op.bias, s, w.shape[0])
+            mant, bexp = _bias(layer.op.bias, s, w.shape[0], bias_exp_max)
             if conv is not None:  # per-channel bias -> per-neuron [C, H, W]
                 shape = net.shapes[name]
                 mant, bexp = (t.view(-1, 1, 1).expand(shape).reshape(-1) for t in (mant, bexp))
@@ -150,7 +198,7 @@ def quantize(net, chip: Chip, *, encoding: str = "direct", time_steps: int, stoc
             exp = next((e for e in range(lo, hi + 1) if wmax * s / (x_scale * 2.0 ** (e + 7)) <= W_MANT_MAX + 0.5), hi)
             s = min(s, W_MANT_MAX * x_scale * 2.0 ** (exp + 7) / wmax)  # no exponent fits: coarser v, no clipping
             syn = FixedSynapse(_mantissas(w, s, x_scale, exp, stochastic, generator), exp, x_scale, s)
-            mant, bexp = _bias(b, s, w.shape[0])
+            mant, bexp = _bias(b, s, w.shape[0], bias_exp_max)
             layers.append(FixedLayer(name, "readout", syn, IntLIFParams(DECAY_MAX, 0, VTH_MAX, mant, bexp)))
         elif isinstance(layer, Pool):
             if layer.kind == "avg" and graded < 8:
@@ -163,22 +211,25 @@ def quantize(net, chip: Chip, *, encoding: str = "direct", time_steps: int, stoc
             layers.append(FixedLayer(name, "flatten"))
         elif not isinstance(layer, Dropout):
             raise SpecError(f"layer {name} ({type(layer).__name__}) has no fixed-point form")
-    return FixedNetwork(layers, net.input_shape, net.num_classes, encoding, timing)
+    return FixedNetwork(layers, net.input_shape, net.num_classes, encoding, timing,
+                        input_scale=input_scale if encoding == "direct" else 1)
 
 
 class FixedNetwork:
     """An integer network; ``simulate`` returns the readout voltages and spikes per layer."""
 
-    def __init__(self, layers: list[FixedLayer], input_shape, num_classes: int, encoding: str, timing: str):
+    def __init__(self, layers: list[FixedLayer], input_shape, num_classes: int, encoding: str, timing: str,
+                 input_scale: int = GRADED_INPUT):
         if timing not in ("sync", "lava"):
             raise SpecError(f"timing must be sync or lava, got {timing!r}")
+        self.input_scale = input_scale
         self.layers, self.input_shape, self.num_classes = layers, tuple(input_shape), num_classes
         self.encoding, self.timing = encoding, timing
 
     def encode_input(self, x_seq: Tensor) -> Tensor:
-        """Float input steps [T, B, ...] -> integer payloads (8-bit graded for direct input)."""
+        """Float input steps [T, B, ...] -> integer payloads (graded round(input_scale·x) for direct input)."""
         if self.encoding == "direct":
-            return torch.round(x_seq.clamp(0, 1) * GRADED_INPUT).to(torch.int64)
+            return torch.round(x_seq.clamp(0, 1) * self.input_scale).to(torch.int64)
         if not torch.equal(x_seq, x_seq.round()):
             raise SpecError("spike inputs must be integers (counts) for the chip")
         return x_seq.to(torch.int64)

@@ -18,12 +18,19 @@ so a FixedNetwork is netx-representable when every weight exponent is 0 (W = 2m)
 Lava's (Σ 2m·x) >> 1 = Σ m·x exactly) and every bias is ``bias_mant << 6``. ``netx_fixed`` quantises
 with ``chip.quantize`` under exactly these limits (weight exponents in [−1, 0], biases re-rounded to
 multiples of 2^6, 13-bit mantissas). Without larger exponents the first layer of a direct-input
-network is the coarse one (8-bit graded input × weight must stay below the capped threshold); on
-digits 64-128-10 (8 epochs) that costs 1.7 points against ``chip eval`` (84.2% -> 82.5%). The file
-then holds that network bit for bit and ``import_netx`` gives it back. The readout is a dense layer
+network is the coarse one (graded input × weight must stay below the capped threshold). Two exact
+remedies: inputs on a coarser grid go as smaller exact payloads (``input_scale``, attribute
+``input_scale`` of the file; ``neuroplast export`` takes it from the data with ``input_grid``:
+digits' 17 grey levels -> 16·x, and the first layer's mantissas use all 8 bits, 127 instead of
+24-39 on the compare_digits runs, whose netx accuracy then equals ``chip eval``'s on all six), and
+``quantize.constant_drive_vth`` lifts that layer's threshold above VTH_CAP as far as u cannot
+wrap (helps 255-level inputs such as MNIST a little). The file then holds the network bit for bit
+and ``import_netx`` gives it back. The readout is a dense layer
 whose neuron integrates (vDecay = 0) and never spikes (vThMant = 2^17 − 1): read its ``v``.
-Pooling has no netx layer (lava-dl 0.6.0 raises NotImplementedError for pool/average) and soft
-reset no Loihi form: both are refused with the layer named.
+Pooling has no netx layer (lava-dl 0.6.0 raises NotImplementedError for pool/average): average
+pooling is folded exactly into the next dense or conv layer (``fold.fold_avg_pool``: AP2 then 64C3
+becomes 64C6 with stride 2 and padding 2), max pooling and soft reset (no Loihi form) are refused
+with the layer named.
 """
 from __future__ import annotations
 
@@ -34,7 +41,13 @@ import numpy as np
 import torch
 
 from ..chip.fixed import BIAS_MANT_MAX, DECAY_MAX, VTH_MAX, IntLIFParams
-from ..chip.quantize import FixedLayer, FixedNetwork, FixedSynapse, quantize
+from ..chip.quantize import (
+    GRADED_INPUT,
+    FixedLayer,
+    FixedNetwork,
+    FixedSynapse,
+    quantize,
+)
 from ..errors import DataError, SpecError
 from ..snn.layers import Pool, SpikingLayer
 
@@ -44,19 +57,26 @@ NETX_BIAS_EXP = 6          # netx: bias_exp = 6 for CUBA neurons
 NETX_W_MIN, NETX_W_MAX = -256, 254   # what netx's weight optimisation keeps exactly (mixed sign)
 
 
-def netx_fixed(net, *, time_steps: int, encoding: str = "direct", chip: str = "loihi2") -> FixedNetwork:
-    """``quantize(net)`` under netx's limits (weight exponent −1 or 0, biases ``mant << 6``), Lava timing."""
+def netx_fixed(net, *, time_steps: int, encoding: str = "direct", chip: str = "loihi2",
+               input_scale: int = GRADED_INPUT) -> FixedNetwork:
+    """``quantize(net)`` under netx's limits (weight exponent −1 or 0, biases ``mant << 6``), Lava timing,
+    after folding average pooling into the next synaptic layer (``fold.fold_avg_pool``)."""
     from ..chip.hardware import load_chip
+    from .fold import fold_avg_pool
+    net = fold_avg_pool(net)
     for name, layer in net.layers.items():
         if isinstance(layer, Pool):
-            raise SpecError(f"layer {name}: netx (lava-dl 0.6.0) has no {layer.kind} pooling layer; use a strided "
-                            f"convolution (e.g. 16C3S2) or a fully connected network, or export to NIR")
+            hint = ("use average pooling (AP2), which is folded into the next layer" if layer.kind == "max" else
+                    "it could not be folded into a following synaptic layer")
+            raise SpecError(f"layer {name}: netx (lava-dl 0.6.0) has no {layer.kind} pooling layer; {hint}, "
+                            "or a strided convolution (e.g. 16C3S2)")
         if isinstance(layer, SpikingLayer) and layer.lif.reset != "hard":
             raise SpecError(f"layer {name}: netx's CUBA neuron resets v to 0 (hard reset); "
                             f"{layer.lif.reset!r} reset cannot be expressed")
     base = load_chip(chip)
-    netx_chip = dataclasses.replace(base, numerics={**base.numerics, "weight_exp_min": -1, "weight_exp_max": 0})
-    fixed = quantize(net, netx_chip, encoding=encoding, time_steps=time_steps, timing="lava")
+    netx_chip = dataclasses.replace(base, numerics={**base.numerics, "weight_exp_min": -1, "weight_exp_max": 0,
+                                                             "bias_exp_max": NETX_BIAS_EXP})
+    fixed = quantize(net, netx_chip, encoding=encoding, time_steps=time_steps, timing="lava", input_scale=input_scale)
     for layer in fixed.layers:
         if layer.lif is not None:
             b = torch.as_tensor(layer.lif.effective_bias(), dtype=torch.float64)
@@ -100,6 +120,7 @@ def netx_bytes(fixed: FixedNetwork, meta: dict | None = None) -> bytes:
         f.attrs.update({"format": FORMAT, "version": VERSION, "num_classes": fixed.num_classes,
                         "input_shape": np.asarray(fixed.input_shape, dtype=np.int64), "encoding": fixed.encoding,
                         "input_message_bits": 8 if fixed.encoding == "direct" else 0,
+                        "input_scale": fixed.input_scale,
                         "readout": "v of the last layer (vDecay = 0, never spikes)"})
         for k, v in (meta or {}).items():
             f.attrs[k] = v
@@ -250,4 +271,5 @@ def _read(f, path: Path) -> FixedNetwork:
         layers.append(FixedLayer(name, role, syn, lif))
         shape = out_shape
     num_classes = int(f.attrs.get("num_classes", int(np.prod(shape))))
-    return FixedNetwork(layers, input_shape, num_classes, encoding, "lava")
+    return FixedNetwork(layers, input_shape, num_classes, encoding, "lava",
+                        input_scale=int(f.attrs.get("input_scale", GRADED_INPUT if encoding == "direct" else 1)))

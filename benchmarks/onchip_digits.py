@@ -42,7 +42,7 @@ def main() -> int:
                      f"{100 * mq:.2f} ± {100 * statistics.stdev(q['accs']):.2f}% | {100 * (mf - mq):+.2f} | "
                      f"{f['wall']:.1f} | {q['wall']:.1f} |")
     lines += ["", "On chip: 8-bit weight mantissas (no biases), 7-bit presynaptic traces, 8-bit error payloads, "
-              "8-bit DFA feedback / 16-bit OPZO momentum feedback, Rademacher noise from xorshift units (OPZO, ZO), "
+              "8-bit DFA feedback / 16-bit OPZO momentum feedback, Rademacher noise from counter-based noise units (neuroplast/chip/rng.py; OPZO, ZO), "
               "boxcar ψ' on the integer membrane, stochastic rounding of every update.", ""]
     atomic_write_text("reports/onchip_digits.md", "\n".join(lines))
     atomic_write_json("reports/onchip_digits.json", {f"{m}|{p}": v for (m, p), v in rows.items()})

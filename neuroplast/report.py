@@ -81,7 +81,7 @@ def build_report(run_dirs: list[str | Path], hw: str | None = "loihi1", grad_bat
             method = "readout-only" if trainable == "readout" else f"{method} ({trainable} trained)"
         key = method + ("" if r["summary"].get("precision", "float") == "float" else f" ({r['summary']['precision']})")
         groups[key + (f" · {r['summary']['net']}" if several_nets else "")].append(r)
-    table, costs = [], {}
+    table, costs, cost_notes = [], {}, {}
     for method, rs in groups.items():
         acc = _ms([r["summary"]["test_acc"] for r in rs])
         layers = sorted({k for r in rs for k in r["summary"].get("firing_rates", {})})
@@ -90,10 +90,16 @@ def build_report(run_dirs: list[str | Path], hw: str | None = "loihi1", grad_bat
         table.append({"method": method, "runs": len(rs), "test_acc_mean": acc[0], "test_acc_std": acc[1],
                       "epochs": rs[0]["summary"]["epochs"], "wall_s_mean": statistics.fmean(r["summary"]["wall_s"] for r in rs),
                       "net": rs[0]["summary"]["net"], "firing_rates": rates})
-        if hw and all("train_synops" in r["summary"].get("activity", {}) for r in rs):
+        if hw and any(r["summary"].get("trainable", "all") != "all" for r in rs):
+            cost_notes[method] = "the cost model counts the training of the whole network, not of the readout alone."
+        elif hw:
             from .chip.cost import run_cost
-            per = [run_cost(r["path"], hw) for r in rs]
-            costs[method] = {"energy_uj_per_sample": statistics.fmean(c["energy_uj_per_sample_total"] for c in per),
+            try:   # runs without recorded SynOps: reconstructed from spike totals where that is exact (FC)
+                per = [run_cost(r["path"], hw) for r in rs]
+            except UserError as exc:
+                cost_notes[method] = str(exc)
+                continue
+            costs[method] = {"activity": per[0]["activity_source"],"energy_uj_per_sample": statistics.fmean(c["energy_uj_per_sample_total"] for c in per),
                              "synops_forward": statistics.fmean(c["per_sample"]["synops_forward"] for c in per),
                              "feedback_ops": statistics.fmean(c["per_sample"]["feedback_ops"] for c in per),
                              "learning_memory": per[0]["memory_entries"]["learning_state"]}
@@ -105,7 +111,7 @@ def build_report(run_dirs: list[str | Path], hw: str | None = "loihi1", grad_bat
                 mine = [row for row in rows if row["layer"] == layer]
                 grads.append({"method": method, "layer": layer, "batches": mine[0]["batches"], "runs": len(mine),
                               **{k: statistics.fmean(row[k] for row in mine) for k in ("variance", "rel_variance", "cosine")}})
-    return {"runs": [r["path"] for r in runs], "table": table, "costs": costs, "hw": hw, "gradients": grads,
+    return {"runs": [r["path"] for r in runs], "table": table, "costs": costs, "cost_notes": cost_notes, "hw": hw, "gradients": grads,
             "raster": _raster(runs[0]) if runs else None,
             "curves": {m: [r["metrics"] for r in rs] for m, rs in groups.items()}}
 
@@ -134,9 +140,10 @@ def write_report(res: dict, out_dir: str | Path, *, name: str = "report", comman
         for m, c in res["costs"].items():
             lines.append(f"| `{m}` | {c['synops_forward']:.4g} | {c['feedback_ops']:.4g} | {c['learning_memory']} | "
                          f"{c['energy_uj_per_sample']:.4g} |")
-    elif res.get("hw"):
-        lines += ["", (f"No training cost on `{res['hw']}`: these runs were saved without SynOps counts "
-                  "(summary.json activity.train_synops); runs trained with the current `neuroplast train` have them.")]
+        sources = sorted({c["activity"] for c in res["costs"].values()})
+        lines += ["", "Activity: " + "; ".join(sources) + "."]
+    for m, note in res.get("cost_notes", {}).items():
+        lines += ["", f"No training cost for `{m}` on `{res['hw']}`: {note}"]
     if res.get("gradients"):
         g0 = res["gradients"][0]
         lines += ["", (f"Gradient variance of each method's own estimate at the trained weights (first {g0['batches']} "

@@ -60,7 +60,11 @@ STREAM_TRACE, STREAM_UPDATE, STREAM_NOISE, STREAM_FEEDBACK = 100, 200, 300, 400 
 
 NOISE_KINDS = ("rademacher", "gaussian")
 SITES = ("after", "before")   # noise on the spikes a neuron sends, or on its input current
-Z = 16                        # noise units emit z on a scale of 16 (Rademacher ±16)
+Z_SHIFT = 4
+Z = 1 << Z_SHIFT              # noise units emit z on a scale of 16 (Rademacher ±16)
+GAUSS_MEAN = 4 * 255 // 2     # the mean of four 8-bit uniforms (510); their std is 147.8
+GAUSS_GAIN = 111              # 147.8·111/1024 ≈ 16 = Z: the sum is rescaled by 111 >> 10
+GAIN_SHIFT = 8                # noise_gain carries 8 fractional bits
 
 
 class NoiseUnits:
@@ -82,20 +86,20 @@ class NoiseUnits:
         bits = self.stream.bits(samples, t, (n,))
         if self.kind == "rademacher":
             return ((bits >> 31) * 2 - 1) * Z
-        total = (bits & 255) + ((bits >> 8) & 255) + ((bits >> 16) & 255) + (bits >> 24)
-        return ((total - 510) * 111 + 512) >> 10
+        total = (bits & 255) + ((bits >> 8) & 255) + ((bits >> 16) & 255) + (bits >> 24)   # the 4 bytes
+        return ((total - GAUSS_MEAN) * GAUSS_GAIN + 512) >> 10                            # round to nearest
 
 
 
 def noisy_payload(s: Tensor, z: Tensor | None, q: int, sigma_int: int) -> Tensor:
     """What a hidden neuron sends: s·q, plus σQ·z/Z rounded (graded spikes) when noise comes after it."""
     s = s.to(torch.int64) * q
-    return s if z is None else s + ((sigma_int * z + Z // 2) >> 4)
+    return s if z is None else s + ((sigma_int * z + Z // 2) >> Z_SHIFT)   # σQ·z/Z, rounded to nearest
 
 
 def noise_current(z: Tensor, gain: int) -> Tensor:
     """Noise before the neuron: a = round(z·gain/2^8), gain = σ·(vth/θ)·2^8/Z (the current that σ·z is)."""
-    return (z * gain + 128) >> 8
+    return (z * gain + (1 << (GAIN_SHIFT - 1))) >> GAIN_SHIFT               # rounded to nearest
 
 
 def third_factor(v_pre: Tensor, delta: Tensor, vth: int, gated: bool) -> Tensor:
@@ -212,7 +216,7 @@ class OnChipLearner:
         for k, h in enumerate(self.hidden):
             n = h["m"].shape[0]
             h["noise"] = NoiseUnits(seed, k, antithetic=method == "opzo", kind=noise)
-            h["noise_gain"] = round(self.sigma * h["lif"].vth / h["theta"] * 256 / Z)
+            h["noise_gain"] = round(self.sigma * h["lif"].vth / h["theta"] * (1 << GAIN_SHIFT) / Z)
             h["fb_rng"] = Stream(seed, STREAM_FEEDBACK + k)
             if method == "dfa":
                 b = torch.randn(C, n, generator=self.gen, dtype=torch.float64) / math.sqrt(C)
@@ -298,7 +302,8 @@ class OnChipLearner:
                 diff = (per - self.loss.per_sample(o_clean, y)) / self.sigma
                 d_int = self.zo_rng.round((diff * E_PER_T).unsqueeze(1), samples, t)[:, 0].clamp(-127, 127)
             for k, ly in enumerate(self.hidden):
-                delta = (d_int.view(-1, 1) * z[k] + Z // 2) >> 4 if self.method == "zo" else e_int @ ly["fb"]
+                delta = ((d_int.view(-1, 1) * z[k] + Z // 2) >> Z_SHIFT if self.method == "zo"   # d·z/Z, rounded
+                         else e_int @ ly["fb"])
                 grads[k] += third_factor(seen[k][0], delta, ly["lif"].vth, self.gated).t() @ traces[k]
             grads[-1] += e_int.t() @ traces[-1]
             if self.method == "opzo":

@@ -115,8 +115,10 @@ def test_nan_meta_loss_restores_the_last_good_lstm(tmp_path, monkeypatch):
     orig = NoisyQuadratic.loss
 
     def flaky(self, theta, t):
-        calls["n"] += 1
         out = orig(self, theta, t)
+        if theta.grad_fn is None:   # held-out evaluations (and segment starts) stay finite
+            return out
+        calls["n"] += 1
         return out * math.nan if calls["n"] == 30 else out
     monkeypatch.setattr(NoisyQuadratic, "loss", flaky)
     summary = meta_train(MetaConfig(**{**QUAD, "meta_iters": 6, "eval_every": 3}), tmp_path / "m", progress=False)
@@ -130,7 +132,7 @@ def test_meta_training_resumes(tmp_path):
         meta_train(cfg, tmp_path / "m", progress=False)
     cfg.meta_iters = 6
     summary = meta_train(cfg, tmp_path / "m", resume=True, progress=False)
-    assert summary["iterations"] == 6 and [h["iteration"] for h in summary["history"]] == [2, 4, 6]
+    assert summary["iterations"] == 6 and [h["iteration"] for h in summary["history"]] == [0, 2, 4, 6]
 
 
 def test_meta_train_cli_and_a_learned_optimizer_drives_opzo_training(tmp_path, capsys):
@@ -143,7 +145,7 @@ def test_meta_train_cli_and_a_learned_optimizer_drives_opzo_training(tmp_path, c
     assert main(["meta-train", "--nets", "64-16-10", "--method", "opzo", "--meta-iters", "4", "--eval-every", "2",
                  "--eval-seeds", "1", "--horizon", "20", "--out", str(out), "--json", "--no-progress"]) == 0
     summary = json.loads(capsys.readouterr().out)
-    assert summary["iterations"] == 4 and len(summary["history"]) == 2 and (out / "best.pt").is_file()
+    assert summary["iterations"] == 4 and len(summary["history"]) == 3 and (out / "best.pt").is_file()
     assert main(["meta-train", "--nets", "64-16-10", "--out", str(out), "--no-progress"]) == 2
     assert "--resume" in capsys.readouterr().err
     assert main(["train", "--net", "64-16-10", "--method", "opzo", "--optimizer", f"learned:{out / 'best.pt'}",

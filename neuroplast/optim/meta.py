@@ -92,8 +92,9 @@ class MetaConfig:
         for name in ("unroll", "horizon", "meta_iters", "eval_every", "eval_seeds", "batch_size", "time_steps"):
             if int(getattr(self, name)) < 1:
                 raise SpecError(f"meta {name} must be >= 1, got {getattr(self, name)}")
-        if not (self.meta_lr > 0 and self.scale_lr > 0 and self.clip > 0 and self.init_lr > 0):
-            raise SpecError("meta_lr, scale_lr, clip and init_lr must be > 0")
+        if not (self.meta_lr > 0 and self.scale_lr >= 0 and self.clip > 0 and self.init_lr > 0):
+            raise SpecError("meta_lr, clip and init_lr must be > 0, and scale_lr >= 0 (0 keeps the step size at "
+                            "init_lr)")
         if not self.nets or not self.init_gains:
             raise SpecError("meta nets and init_gains must be non-empty lists")
         if not self.eval_horizons:
@@ -236,6 +237,18 @@ def meta_train(cfg: MetaConfig, out: str | Path, *, resume: bool = False, overwr
     def checkpoint(path):
         save_checkpoint(path, model, meta={"iteration": it, "config": asdict(cfg)}, opt=opt.state_dict(), iteration=it,
                         best_score=best_score, restores=restores, next_seed=next_seed, history=history)
+    def record_eval():
+        nonlocal best_score
+        ev = evaluate(model, sampler, cfg)
+        row = {"iteration": it, **ev, "step_size": float(model.log_scale.detach().exp()), "wall_s": time.perf_counter() - t0}
+        history.append(row)
+        atomic_write_text(out / "history.jsonl", "".join(json.dumps(r) + "\n" for r in history))
+        if ev["score"] < best_score:
+            best_score = ev["score"]
+            checkpoint(out / "best.pt")
+
+    if it == 0 and not history:
+        record_eval()   # the untrained optimizer (Adam-like at init_lr for the adam variant) is a candidate too
     while it < cfg.meta_iters:
         frac = min(1.0, it / max(1, cfg.meta_iters // 2))
         horizon = cfg.horizon if not cfg.horizon_start else int(cfg.horizon_start + frac * (cfg.horizon - cfg.horizon_start))
@@ -274,13 +287,7 @@ def meta_train(cfg: MetaConfig, out: str | Path, *, resume: bool = False, overwr
         bar.update(1)
         bar.set_postfix(meta_loss=f"{float(meta_loss.detach()):.4g}", lr=f"{float(model.log_scale.detach().exp()):.3g}")
         if it % cfg.eval_every == 0 or it == cfg.meta_iters:
-            ev = evaluate(model, sampler, cfg)
-            row = {"iteration": it, **ev, "step_size": float(model.log_scale.detach().exp()), "wall_s": time.perf_counter() - t0}
-            history.append(row)
-            atomic_write_text(out / "history.jsonl", "".join(json.dumps(r) + "\n" for r in history))
-            if ev["score"] < best_score:
-                best_score = ev["score"]
-                checkpoint(out / "best.pt")
+            record_eval()
             good = (copy.deepcopy(model.state_dict()), copy.deepcopy(opt.state_dict()))
             checkpoint(last)
             saved_at = time.perf_counter()

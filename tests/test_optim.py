@@ -195,3 +195,25 @@ adam_cosine = [0.01]
     task.write_text('[bench]\nnet = "64-16-10"\nlearned = { x = "/nonexistent/best.pt" }\n')
     assert main(["meta-bench", "--task", str(task), "--cache", "", "--no-progress"]) == 2
     assert "no [meta] table" in capsys.readouterr().err
+
+
+def test_relative_variant_keeps_geometric_mean_step_and_steps_all_parameters_as_one_vector():
+    """``relative``: log-multipliers centred over the coordinates (geometric mean 1, no global shrink);
+    LearnedOptimizer then steps a group's parameters as one vector, as meta-training does."""
+    from neuroplast.optim.learned import LearnedOptimizer
+    from neuroplast.optim.lstm import CoordinateLSTM
+    torch.manual_seed(0)
+    model = CoordinateLSTM("adam", init_lr=0.01, relative=True)
+    with torch.no_grad():
+        model.head.weight.normal_(0, 30.0)
+    g = torch.randn(50)
+    plain = CoordinateLSTM("adam", init_lr=0.01)
+    upd, _ = model.step(g, model.init_state(50))
+    adam, _ = plain.step(g, plain.init_state(50))
+    ratio = upd / adam                                 # the multipliers exp(b), b centred
+    assert abs(float(ratio.log().mean())) < 1e-5 and float(ratio.log().std()) > 0.01
+    a, b = torch.nn.Parameter(torch.zeros(30)), torch.nn.Parameter(torch.zeros(4, 5))
+    opt = LearnedOptimizer([a, b], model)
+    a.grad, b.grad = g[:30].clone(), g[30:].view(4, 5).clone()
+    opt.step()
+    assert torch.allclose(torch.cat([a.detach(), b.detach().reshape(-1)]), upd, atol=1e-7)

@@ -81,13 +81,18 @@ class LearnedOptimizer(torch.optim.Optimizer):
             with torch.enable_grad():
                 loss = closure()
         for group in self.param_groups:
-            for p in group["params"]:
-                if p.grad is None:
+            params = [p for p in group["params"] if p.grad is not None]
+            # one coordinate vector per group (as in meta-training, where θ is all parameters at once;
+            # it matters for the ``relative`` variant, whose multipliers are centred over the vector)
+            for chunk in ([params] if self.model.relative else [[p] for p in params]):
+                if not chunk:
                     continue
-                st = self.state[p]
-                if "lstm" not in st:
-                    self.model.to(p.device)
-                    st["lstm"] = self.model.init_state(p.numel(), p.device, p.dtype)
-                update, st["lstm"] = self.model.step(p.grad.reshape(-1), st["lstm"])
-                p.add_(update.view_as(p), alpha=group["lr"])
+                st = self.state[chunk[0]]
+                n = sum(p.numel() for p in chunk)
+                if "lstm" not in st or st["lstm"]["h"][0].shape[0] != n:
+                    self.model.to(chunk[0].device)
+                    st["lstm"] = self.model.init_state(n, chunk[0].device, chunk[0].dtype)
+                update, st["lstm"] = self.model.step(torch.cat([p.grad.reshape(-1) for p in chunk]), st["lstm"])
+                for p, u in zip(chunk, update.split([p.numel() for p in chunk])):
+                    p.add_(u.view_as(p), alpha=group["lr"])
         return loss

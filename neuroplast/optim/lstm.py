@@ -24,6 +24,10 @@ Adam's direction d = m̂_0.9/(√v̂ + ε):
 
 with a zero-initialised head, so it starts as Adam with step size exp(log_scale) and must learn to
 beat it; ``log_scale`` is a learnable scalar (meta-trained with its own, larger learning rate).
+With ``relative=True`` the log-multipliers are centred over the coordinates, b = 2·tanh(a/2) −
+mean(2·tanh(a/2)), so the multipliers have geometric mean 1: the LSTM can move step size between
+coordinates but not shrink every step at once — the short-horizon bias of truncated unrolls
+(Wu et al., ICLR 2018) pulls a learned global step size far below the tuned one.
 """
 from __future__ import annotations
 
@@ -51,7 +55,8 @@ class CoordinateLSTM(nn.Module):
     """The shared per-coordinate network; see the module docstring for the two variants."""
 
     def __init__(self, variant: str = "adam", hidden: int = 20, layers: int = 2, betas=(0.5, 0.9, 0.99),
-                 step_input: bool = True, init_lr: float = 1e-3, out_scale: float = 0.1, p: float = 10.0):
+                 step_input: bool = True, init_lr: float = 1e-3, out_scale: float = 0.1, p: float = 10.0,
+                 relative: bool = False):
         super().__init__()
         if variant not in VARIANTS:
             raise ValueError(f"unknown learned-optimizer variant {variant!r}; valid: {', '.join(VARIANTS)}")
@@ -60,6 +65,7 @@ class CoordinateLSTM(nn.Module):
         self.variant, self.hidden, self.layers = variant, int(hidden), int(layers)
         self.betas, self.step_input = tuple(float(b) for b in betas), bool(step_input)
         self.init_lr, self.out_scale, self.p = float(init_lr), float(out_scale), float(p)
+        self.relative = bool(relative)
         n_in = 2 if variant == "l2l" else 2 + 1 + len(self.betas) + int(self.step_input)
         self.cells = nn.ModuleList(nn.LSTMCell(n_in if i == 0 else hidden, hidden) for i in range(layers))
         self.head = nn.Linear(hidden, 1)
@@ -72,7 +78,8 @@ class CoordinateLSTM(nn.Module):
 
     def config(self) -> dict:
         return {"variant": self.variant, "hidden": self.hidden, "layers": self.layers, "betas": list(self.betas),
-                "step_input": self.step_input, "init_lr": self.init_lr, "out_scale": self.out_scale, "p": self.p}
+                "step_input": self.step_input, "init_lr": self.init_lr, "out_scale": self.out_scale, "p": self.p,
+                "relative": self.relative}
 
     def init_state(self, n: int, device=None, dtype=torch.float32) -> dict:
         z = torch.zeros(n, self.hidden, device=device, dtype=dtype)
@@ -110,7 +117,10 @@ class CoordinateLSTM(nn.Module):
         a = self.head(x).squeeze(1)
         if self.variant == "l2l":
             return self.out_scale * a, new
-        return -self.log_scale.exp() * (2 * torch.tanh(a / 2)).exp() * direction, new
+        b = 2 * torch.tanh(a / 2)
+        if self.relative:
+            b = b - b.mean()
+        return -self.log_scale.exp() * b.exp() * direction, new
 
 
 def detach_state(state: dict) -> dict:

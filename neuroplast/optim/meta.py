@@ -63,6 +63,7 @@ class MetaConfig:
     variant: str = "adam"
     hidden: int = 20
     step_input: bool = True
+    relative: bool = False                     # multipliers with geometric mean 1 (no global shrinking)
     init_lr: float = 1e-3
     unroll: int = 20
     horizon: int = 200
@@ -217,7 +218,8 @@ def meta_train(cfg: MetaConfig, out: str | Path, *, resume: bool = False, overwr
         raise UserError(f"{out} already holds a meta-training run; pass --resume to continue it or --overwrite")
     torch.manual_seed(cfg.seed)
     sampler = ProblemSampler(cfg)
-    model = CoordinateLSTM(cfg.variant, hidden=cfg.hidden, step_input=cfg.step_input, init_lr=cfg.init_lr)
+    model = CoordinateLSTM(cfg.variant, hidden=cfg.hidden, step_input=cfg.step_input, init_lr=cfg.init_lr,
+                           relative=cfg.relative)
     opt = _meta_optimizer(model, cfg)
     it, best_score, history, restores, next_seed = 0, math.inf, [], 0, cfg.seed * 100_003
     if resume and last.exists():

@@ -23,12 +23,14 @@ from .neurons import LIFParams
 Tensor = torch.Tensor
 
 
-def scan_forward(current: Tensor, params: LIFParams) -> tuple[Tensor, Tensor]:
-    """(u[0:T], s[0:T]) of a LIF layer driven by I[0:T] from zero state (float spikes)."""
+def scan_forward(current: Tensor, params: LIFParams,
+                 state: tuple[Tensor, Tensor] | None = None) -> tuple[Tensor, Tensor]:
+    """(u[0:T], s[0:T]) of a LIF layer driven by I[0:T] (float spikes), from ``state`` = (u[−1], s[−1])
+    or zero."""
     T, shape = current.shape[0], current.shape[1:]
     opts = {"dtype": current.dtype, "device": current.device}
     U, S = torch.empty(current.shape, **opts), torch.empty(current.shape, **opts)
-    u_prev = s_prev = torch.zeros(shape, **opts)
+    u_prev, s_prev = state if state is not None else (torch.zeros(shape, **opts),) * 2
     # u − u·s and u − θ·s: the products are exact (s ∈ {0, 1}), so one addcmul equals the reference
     value = -1.0 if params.reset == "hard" else -params.threshold
     for t in range(T):

@@ -61,12 +61,16 @@ class _CutLIF(torch.autograd.Function):
         ctx.save_for_backward(U)
         ctx.params, ctx.derivative = params, derivative
         ctx.mark_non_differentiable(U)
+        ctx.set_materialize_grads(False)  # U gets no gradient: no zero-filled [T, ...] tensor for it
         return S, U
 
     @staticmethod
     def backward(ctx, g, _):
         (U,) = ctx.saved_tensors
-        return g * ctx.derivative(U - ctx.params.threshold), None, None, None
+        out, x = torch.empty_like(U), torch.empty_like(U[0])
+        for t in range(U.shape[0]):  # step by step: one step's slice stays in cache
+            torch.mul(g[t], ctx.derivative(torch.sub(U[t], ctx.params.threshold, out=x)), out=out[t])
+        return out, None, None, None
 
 
 class _ConstantTraced(torch.autograd.Function):
@@ -108,6 +112,27 @@ def _traces(h: Tensor, decay: float, prev: Tensor | None) -> Tensor:
     return out
 
 
+def _add_steps(h: Tensor, steps: list[Tensor]) -> Tensor:
+    """h[k] + steps[k] for every k, into one new [K, ...] tensor (no stacked copy of the steps)."""
+    out = torch.empty(h.shape, dtype=h.dtype, device=h.device)
+    with torch.no_grad():
+        for k, n in enumerate(steps):
+            torch.add(h[k], n, out=out[k])
+    return out if not h.requires_grad else _PassGrad.apply(h, out)
+
+
+class _PassGrad(torch.autograd.Function):
+    """``out`` (computed from h without a graph) with the gradient of h + constant: identity."""
+
+    @staticmethod
+    def forward(ctx, h, out):
+        return out
+
+    @staticmethod
+    def backward(ctx, g):
+        return g, None
+
+
 def _fold(fn, *xs):
     """Apply a per-step function to [T, B, ...] tensors with time folded into the batch."""
     T = xs[0].shape[0]
@@ -125,10 +150,10 @@ class CutSimulator:
         self.traces: dict[str, Tensor] = {}
         self.coeff: dict[str, float] = {}
 
-    def window(self, x_seq: Tensor, noise: dict[str, Tensor] | None = None) -> tuple[Tensor, dict[str, Tensor]]:
-        """Outputs o[t0:t1] and clean spikes per spiking layer of the next ``len(x_seq)`` calls of
-        ``Network.step(traces=True)`` (``isolate``, ``perturb`` = ``noise[name]`` [K, B, ...] after
-        the neuron, ``feedback``), with a graph through which all their gradients go back at once."""
+    def window(self, x_seq: Tensor, noise: list[dict[str, Tensor]] | None = None) -> tuple[Tensor, dict[str, Tensor]]:
+        """Outputs o[t0:t1] and clean spikes per spiking layer of the next K = ``len(x_seq)`` calls of
+        ``Network.step(traces=True)`` (``isolate``, ``perturb`` = ``noise[k][name]`` at step k, added
+        after the neuron, ``feedback``), with a graph through which all their gradients go back at once."""
         h, spikes, first = x_seq, {}, True
         for name, layer in self.net.layers.items():
             if self.isolate:
@@ -151,8 +176,8 @@ class CutSimulator:
                 h, U = _CutLIF.apply(current, layer.lif, layer.spike.pointwise_derivative(), self.state.get(name))
                 self.state[name] = (U[-1].clone(), h[-1].detach().clone())  # no view: the window's buffers go
                 spikes[name] = h
-                if noise is not None and name in noise:
-                    h = h + noise[name]
+                if noise is not None and name in noise[0]:
+                    h = _add_steps(h, [n[name] for n in noise])
             else:
                 h = layer.forward_seq(h)
         return h, spikes

@@ -140,6 +140,11 @@ class ThreeFactorRule(Rule):
         """δ_l [B, N_l] for every hidden spiking layer in ``info.layers``."""
         raise NotImplementedError
 
+    def window_signals(self, net, E: Tensor, layers: list[str]) -> dict[str, Tensor] | None:
+        """δ_l [K, B, N_l] of K steps at once from their errors E [K, B, C], for rules whose signal
+        of step t depends on e[t] alone (None: ``hidden_signals`` step by step)."""
+        return None
+
     def observe(self, info: StepInfo, noise: dict[str, Tensor] | None) -> None:
         """See a group's output after the signals were used (OPZO updates its feedback here)."""
 
@@ -216,16 +221,17 @@ class ThreeFactorRule(Rule):
             for t in range(t0, t1):
                 noise = self.noise(net, t, B, x_seq)
                 drawn.append((noise, self.noise_state(), self.last_draws))
-            noise_w = None if drawn[0][0] is None else {k: torch.stack([d[0][k] for d in drawn]) for k in drawn[0][0]}
-            o, spikes = sim.window(x_seq[t0:t1], noise_w)
+            o, spikes = sim.window(x_seq[t0:t1], None if drawn[0][0] is None else [d[0] for d in drawn])
             losses = [loss_fn(o[k], y) / T for k in range(t1 - t0)]
             (E,) = torch.autograd.grad(torch.stack(losses).sum(), o, retain_graph=True)
+            window = self.window_signals(net, E, hidden)
             signals = {name: [] for name in hidden}
             for k, (noise, z, draws) in enumerate(drawn):
                 self.set_noise_state(z)
                 info = StepInfo(E[k], o[k].detach(), y, T, loss_fn, no_rerun, hidden)
-                for name, d in self.hidden_signals(net, info).items():
-                    signals[name].append(d)
+                if window is None:
+                    for name, d in self.hidden_signals(net, info).items():
+                        signals[name].append(d)
                 self.observe(info, noise)
                 acc.add(losses[k], o[k], {name: s[k].detach() for name, s in spikes.items()})
                 acc.noise_draws += draws
@@ -233,7 +239,8 @@ class ThreeFactorRule(Rule):
             for name in hidden:
                 if spikes[name].requires_grad:  # frozen layers (readout-only control) get nothing
                     outs.append(spikes[name])
-                    grads.append(torch.stack(signals[name]).reshape(spikes[name].shape))
+                    d = window[name] if window is not None else torch.stack(signals[name])
+                    grads.append(d.reshape(spikes[name].shape))
             torch.autograd.backward(outs, grads)
         return acc.result()
 

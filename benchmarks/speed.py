@@ -290,23 +290,27 @@ class _Release:
         self.counter.live -= self.n
 
 
-def memory_probe(method: str, T: int, data_dir: str | None) -> dict:
-    """In a fresh process: peak RSS and peak bytes saved for backward of FC training steps at T."""
-    x, y, _ = _inputs(data_dir, NETS["fc"]["batch"], torch.device("cpu"))
+def memory_probe(method: str, T: int) -> dict:
+    """In a fresh process: peak RSS (total, and above the set-up process after one T=1 step) and peak
+    bytes saved for backward of FC training steps at T (uniform random input: no data set in memory)."""
+    x, y, _ = _inputs(None, NETS["fc"]["batch"], torch.device("cpu"))
     step, _ = make_step(NETS["fc"]["arch"], method, T, x, y, torch.device("cpu"))
+    step(1)
+    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     counter = _SavedBytes()
     with torch.autograd.graph.saved_tensors_hooks(counter.pack, counter.unpack):
         for _ in range(3):
             step(T)
-    return {"method": method, "T": T, "peak_rss_MiB": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return {"method": method, "T": T, "peak_rss_MiB": peak / 1024, "rss_above_setup_MiB": (peak - base) / 1024,
             "saved_for_backward_MiB": counter.peak / 2**20}
 
 
-def memory(methods: list[str], data_dir: str | None) -> list[dict]:
+def memory(methods: list[str]) -> list[dict]:
     rows = []
     for m in methods:
         for t in (6, 30):
-            cmd = [sys.executable, __file__, "--memory-probe", m, str(t)] + (["--data-dir", data_dir] if data_dir else [])
+            cmd = [sys.executable, __file__, "--memory-probe", m, str(t), "--threads", str(torch.get_num_threads())]
             out = subprocess.run(cmd, capture_output=True, text=True, check=True)
             rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
     return rows
@@ -358,11 +362,14 @@ def write_report(res: dict, path: Path) -> None:
         lines.append("")
     if res.get("memory"):
         lines += ["## Memory of a training step, FC net (fresh process each)", "",
-                  ("Peak resident set of the process (3 steps; includes torch itself) and peak bytes autograd "
-                  "holds for backward (saved-tensor hooks)."), "",
-                  "| method | T | peak RSS (MiB) | peak saved for backward (MiB) |", "|---|---|---|---|",
-                  *(f"| {r['method']} | {r['T']} | {r['peak_rss_MiB']:.0f} | {r['saved_for_backward_MiB']:.1f} |"
-                    for r in res["memory"]), ""]
+                  ("Uniform random input (no data set loaded). Peak resident set of the process over 3 steps "
+                  "(includes torch itself), its growth above the set-up process after one T=1 step (coarse: "
+                  "the allocator reuses freed memory), and the peak bytes autograd holds for backward "
+                  "(saved-tensor hooks; the folded online rules hold one window of min(T, 6) steps)."), "",
+                  "| method | T | peak RSS (MiB) | RSS above set-up (MiB) | peak saved for backward (MiB) |",
+                  "|---|---|---|---|---|",
+                  *(f"| {r['method']} | {r['T']} | {r['peak_rss_MiB']:.0f} | {r['rss_above_setup_MiB']:.1f} | "
+                    f"{r['saved_for_backward_MiB']:.1f} |" for r in res["memory"]), ""]
         by = {(r["method"], r["T"]): r for r in res["memory"]}
         flat = [f"{m}: T=30/T=6 peak RSS {by[(m, 30)]['peak_rss_MiB'] / by[(m, 6)]['peak_rss_MiB']:.3f}"
                 for m in dict.fromkeys(r["method"] for r in res["memory"]) if (m, 6) in by and (m, 30) in by]
@@ -389,7 +396,7 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.memory_probe:
-        print(json.dumps(memory_probe(args.memory_probe[0], int(args.memory_probe[1]), args.data_dir)))
+        print(json.dumps(memory_probe(args.memory_probe[0], int(args.memory_probe[1]))))
         return
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
@@ -407,7 +414,7 @@ def main() -> None:
         print(json.dumps(res["nets"][key]["rows"]), file=sys.stderr)
     mem_methods = [m for m in ("ottt", "opzo") if m in args.methods]
     if not args.quick and not args.no_memory and device.type == "cpu" and mem_methods:
-        res["memory"] = memory(mem_methods, args.data_dir)
+        res["memory"] = memory(mem_methods)
     out = Path(args.out)
     atomic_write_json(out / "speed.json", res)
     write_report(res, out / "speed.md")

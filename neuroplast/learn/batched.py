@@ -28,8 +28,8 @@ from ..snn.spikefn import SurrogateEstimator
 from ..snn.synapse import synapse
 
 Tensor = torch.Tensor
-#: steps per window: memory O(min(T, WINDOW)), so flat in T beyond it
-WINDOW = 8
+#: steps per window: memory O(min(T, WINDOW)), flat in T beyond it (6·B rows already keep the GEMMs efficient)
+WINDOW = 6
 
 
 def windows(T: int, size: int | None = None):

@@ -242,6 +242,7 @@ class ThreeFactorRule(Rule):
                     d = window[name] if window is not None else torch.stack(signals[name])
                     grads.append(d.reshape(spikes[name].shape))
             torch.autograd.backward(outs, grads)
+            del o, spikes, E, window, signals, outs, grads, drawn  # free the window before the next one
         return acc.result()
 
 

@@ -52,4 +52,5 @@ class OTTT(Rule):
             torch.stack(losses).sum().backward()
             for k, loss in enumerate(losses):
                 acc.add(loss, o[k], {name: s[k].detach() for name, s in spikes.items()})
+            del o, spikes, losses  # free the window before the next one
         return acc.result()

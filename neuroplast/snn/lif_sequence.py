@@ -8,8 +8,8 @@ Backward runs the adjoint of the same recursion, from t = T−1 down to 0:
     ∂L/∂I[t] = g_u[t]
 
 with h' the estimator's pointwise derivative (a surrogate, or LocalZO's fresh draw). The eager
-path is the scan of ``lif_scan`` (preallocated buffers, the non-sequential work batched over all T
-steps); with ``compiled=True`` the per-step forward and adjoint bodies are fused into one kernel each by
+path is the scan of ``lif_scan`` (preallocated buffers, 4 in-place ops per forward step, the adjoint
+on one step's cache-sized slice at a time); with ``compiled=True`` the per-step forward and adjoint bodies are fused into one kernel each by
 ``torch.compile`` (needs a C++ compiler; several times faster on large conv layers; compiled
 once per shape). ``tests/test_lif_sequence.py`` checks both against autograd of the reference.
 """

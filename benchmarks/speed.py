@@ -290,18 +290,27 @@ class _Release:
         self.counter.live -= self.n
 
 
+def _vm_hwm_kib() -> int:
+    """Peak resident set of this process image (VmHWM; ru_maxrss would carry the parent's over exec)."""
+    try:
+        with open("/proc/self/status") as fh:
+            return next(int(line.split()[1]) for line in fh if line.startswith("VmHWM:"))
+    except (OSError, StopIteration):
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+
+
 def memory_probe(method: str, T: int) -> dict:
     """In a fresh process: peak RSS (total, and above the set-up process after one T=1 step) and peak
     bytes saved for backward of FC training steps at T (uniform random input: no data set in memory)."""
     x, y, _ = _inputs(None, NETS["fc"]["batch"], torch.device("cpu"))
     step, _ = make_step(NETS["fc"]["arch"], method, T, x, y, torch.device("cpu"))
     step(1)
-    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    base = _vm_hwm_kib()
     counter = _SavedBytes()
     with torch.autograd.graph.saved_tensors_hooks(counter.pack, counter.unpack):
         for _ in range(3):
             step(T)
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    peak = _vm_hwm_kib()
     return {"method": method, "T": T, "peak_rss_MiB": peak / 1024, "rss_above_setup_MiB": (peak - base) / 1024,
             "saved_for_backward_MiB": counter.peak / 2**20}
 

@@ -29,11 +29,14 @@ class _AvgPool(torch.autograd.Function):
     @staticmethod
     def backward(ctx, g: Tensor):
         k, shape = ctx.k, ctx.shape
-        h, w = shape[-2] // k * k, shape[-1] // k * k
-        full = h == shape[-2] and w == shape[-1]
-        grad = (torch.empty if full else torch.zeros)(shape, dtype=g.dtype, device=g.device)
-        windows = grad[..., :h, :w].unflatten(-1, (w // k, k)).unflatten(-3, (h // k, k))
-        windows.copy_((g / (k * k)).unsqueeze(-1).unsqueeze(-3))
+        lead, (h2, w2) = g.shape[:-2], g.shape[-2:]
+        g = g / (k * k)  # repeat each value k times along W, then each row k times along H
+        g = g.unsqueeze(-1).expand(*lead, h2, w2, k).reshape(*lead, h2, w2 * k)
+        g = g.unsqueeze(-2).expand(*lead, h2, k, w2 * k).reshape(*lead, h2 * k, w2 * k)
+        if tuple(g.shape) == tuple(shape):
+            return g, None
+        grad = torch.zeros(shape, dtype=g.dtype, device=g.device)  # dropped rows/columns get zero
+        grad[..., : h2 * k, : w2 * k] = g
         return grad, None
 
 

@@ -36,13 +36,13 @@ class StepAccumulator:
         self.T, self.loss, self.logits, self.counts, self.noise_draws = time_steps, 0.0, 0.0, {}, 0
 
     def add(self, loss: Tensor, output: Tensor, spikes: dict[str, Tensor]) -> None:
-        self.loss += float(loss.detach())
+        self.loss = self.loss + loss.detach().double()  # float64 sum, read once in ``result`` (no sync per step)
         self.logits = self.logits + output.detach() / self.T
         for k, v in spikes.items():
             self.counts[k] = self.counts[k] + v if k in self.counts else v.clone()
 
     def result(self) -> StepResult:
-        return StepResult(loss=self.loss, logits=self.logits, spike_counts=self.counts, noise_draws=self.noise_draws)
+        return StepResult(loss=float(self.loss), logits=self.logits, spike_counts=self.counts, noise_draws=self.noise_draws)
 
 
 class Rule:

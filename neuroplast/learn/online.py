@@ -25,6 +25,7 @@ from torch import nn
 
 from ..errors import SpecError
 from ..snn import detach_state
+from . import batched
 from .base import Rule, StepAccumulator
 from .local import AuxReadout, local_kind
 
@@ -71,6 +72,18 @@ class ThreeFactorRule(Rule):
 
     site = "after"
     last_draws = 0         # fresh random numbers drawn by the last ``noise`` call (cost model)
+    #: run the steps in windows with time folded into the batch when rule and net allow it (``batched``)
+    fold_time = True
+
+    def can_fold_time(self) -> bool:
+        """Whether the rule's signals of step t need nothing but that step's output (no reruns)."""
+        return self.site == "after" and not self.local and not self.igl
+
+    def noise_state(self):
+        """What ``observe`` needs of the noise of the last ``noise`` call (restored per step when folded)."""
+
+    def set_noise_state(self, state) -> None:
+        """Restore what ``noise_state`` returned."""
 
     def set_local(self, ll, ll_scale: float, igl=0) -> None:
         """Local learning (``ll``: 0, 1/fixed, trained; δ_l += ll_scale·∂L_l/∂a_l) and IGL (``igl``:
@@ -127,6 +140,11 @@ class ThreeFactorRule(Rule):
         """δ_l [B, N_l] for every hidden spiking layer in ``info.layers``."""
         raise NotImplementedError
 
+    def window_signals(self, net, E: Tensor, layers: list[str]) -> dict[str, Tensor] | None:
+        """δ_l [K, B, N_l] of K steps at once from their errors E [K, B, C], for rules whose signal
+        of step t depends on e[t] alone (None: ``hidden_signals`` step by step)."""
+        return None
+
     def observe(self, info: StepInfo, noise: dict[str, Tensor] | None) -> None:
         """See a group's output after the signals were used (OPZO updates its feedback here)."""
 
@@ -135,6 +153,8 @@ class ThreeFactorRule(Rule):
         self.setup(net)
         hidden = net.spiking_layers()
         self.prepare(net, x_seq)
+        if self.fold_time and self.can_fold_time() and batched.supported(net):
+            return self._compute_batched(net, x_seq, y, loss_fn)
         T = x_seq.shape[0]
         state, acc = net.init_state(), StepAccumulator(T)
         for t in range(T):
@@ -182,6 +202,47 @@ class ThreeFactorRule(Rule):
             state = detach_state(state)
             acc.add(loss, o, s_t)
             acc.noise_draws += self.last_draws
+        return acc.result()
+
+
+    def _compute_batched(self, net, x_seq, y, loss_fn):
+        """The same updates, T steps at a time per layer (``learn.batched``): the noise of a window is
+        drawn first, step by step as the loop draws it; the network runs the window at once; then the
+        signals and ``observe`` go step by step (OPZO's feedback evolves per step) and the gradients
+        of the window go back together."""
+        T, B = x_seq.shape[:2]
+        hidden = net.spiking_layers()
+        sim, acc = batched.CutSimulator(net, isolate=True), StepAccumulator(T)
+
+        def no_rerun(perturb, head=None):
+            raise RuntimeError(f"{self.name}: reruns need the step loop (set fold_time = False)")
+        for t0, t1 in batched.windows(T):
+            drawn = []
+            for t in range(t0, t1):
+                noise = self.noise(net, t, B, x_seq)
+                drawn.append((noise, self.noise_state(), self.last_draws))
+            o, spikes = sim.window(x_seq[t0:t1], None if drawn[0][0] is None else [d[0] for d in drawn])
+            losses = [loss_fn(o[k], y) / T for k in range(t1 - t0)]
+            (E,) = torch.autograd.grad(torch.stack(losses).sum(), o, retain_graph=True)
+            window = self.window_signals(net, E, hidden)
+            signals = {name: [] for name in hidden}
+            for k, (noise, z, draws) in enumerate(drawn):
+                self.set_noise_state(z)
+                info = StepInfo(E[k], o[k].detach(), y, T, loss_fn, no_rerun, hidden)
+                if window is None:
+                    for name, d in self.hidden_signals(net, info).items():
+                        signals[name].append(d)
+                self.observe(info, noise)
+                acc.add(losses[k], o[k], {name: s[k].detach() for name, s in spikes.items()})
+                acc.noise_draws += draws
+            outs, grads = [o], [E]
+            for name in hidden:
+                if spikes[name].requires_grad:  # frozen layers (readout-only control) get nothing
+                    outs.append(spikes[name])
+                    d = window[name] if window is not None else torch.stack(signals[name])
+                    grads.append(d.reshape(spikes[name].shape))
+            torch.autograd.backward(outs, grads)
+            del o, spikes, E, window, signals, outs, grads, drawn  # free the window before the next one
         return acc.result()
 
 

@@ -81,6 +81,15 @@ class OPZO(ThreeFactorRule):
             self.last_draws = sum(int(z.numel()) for z in self._z.values())
         return {k: self.sigma * v for k, v in self._z.items()}
 
+    def can_fold_time(self):
+        return super().can_fold_time() and not self.subtract_clean
+
+    def noise_state(self):
+        return self._z
+
+    def set_noise_state(self, state):
+        self._z = state
+
     def hidden_signals(self, net, info):
         info.ref = info.rerun(None) if self.subtract_clean and self._z else None
         return {name: info.e @ self.feedback[name] for name in info.layers}

@@ -10,13 +10,18 @@ Gradients accumulate over t; the update is applied once per sample batch (OTTT_A
 independent of T. With T = 1 it equals BPTT."""
 from __future__ import annotations
 
+import torch
+
 from ..snn import detach_state
+from . import batched
 from .base import Rule, StepAccumulator, register
 
 
 @register
 class OTTT(Rule):
     name = "ottt"
+    #: run the steps in windows with time folded into the batch when the net allows it (``batched``)
+    fold_time = True
 
     def step_options(self, net, x_seq) -> dict:
         """Extra arguments of ``Network.step`` (feedback alignment passes its matrices here)."""
@@ -26,6 +31,8 @@ class OTTT(Rule):
         net.check_input(x_seq)
         T = x_seq.shape[0]
         options = self.step_options(net, x_seq)
+        if self.fold_time and batched.supported(net):
+            return self._compute_batched(net, x_seq, y, loss_fn, options.get("feedback"))
         state, acc = net.init_state(), StepAccumulator(T)
         for t in range(T):
             o, state, s_t = net.step(x_seq[t], state, traces=True, **options)
@@ -33,4 +40,17 @@ class OTTT(Rule):
             loss.backward()
             state = detach_state(state)
             acc.add(loss, o, s_t)
+        return acc.result()
+
+    def _compute_batched(self, net, x_seq, y, loss_fn, feedback):
+        """The same gradients, T steps at a time per layer (``learn.batched``)."""
+        T = x_seq.shape[0]
+        sim, acc = batched.CutSimulator(net, feedback=feedback), StepAccumulator(T)
+        for t0, t1 in batched.windows(T):
+            o, spikes = sim.window(x_seq[t0:t1])
+            losses = [loss_fn(o[k], y) / T for k in range(t1 - t0)]
+            torch.stack(losses).sum().backward()
+            for k, loss in enumerate(losses):
+                acc.add(loss, o[k], {name: s[k].detach() for name, s in spikes.items()})
+            del o, spikes, losses  # free the window before the next one
         return acc.result()

@@ -44,6 +44,9 @@ class ZO(ThreeFactorRule):
             raise SpecError(f"zo: unknown noise site {site!r}; valid: {', '.join(SITES)} (the neuron)")
         self.site = site
 
+    def can_fold_time(self):
+        return False  # its signal reruns the step with other noise
+
     def noise(self, net, t, batch, like):
         self._z = draw_noise(net, net.spiking_layers(), batch, self.noise_kind, self.generator, like)
         self.last_draws = sum(int(z.numel()) for z in self._z.values())

@@ -16,6 +16,7 @@ from torch import nn
 
 from .lif_sequence import lif_sequence
 from .neurons import LIFParams, lif_step
+from .pooling import avg_pool
 from .spikefn import SpikeEstimator
 from .synapse import synapse
 
@@ -111,7 +112,7 @@ class Pool(Layer):
         return f"{self.kind}, k={self.k}"
 
     def forward(self, x):
-        return (F.avg_pool2d if self.kind == "avg" else F.max_pool2d)(x, self.k)
+        return avg_pool(x, self.k) if self.kind == "avg" else F.max_pool2d(x, self.k)
 
 
 class Flatten(Layer):

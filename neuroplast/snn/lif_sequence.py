@@ -1,14 +1,15 @@
 """LIF over a whole sequence with a hand-written backward pass (the fast BPTT path).
 
-Forward runs the reference ``lif_step`` T times without building a graph and keeps u[t], s[t].
+Forward runs the LIF recursion T times without building a graph and keeps u[t], s[t].
 Backward runs the adjoint of the same recursion, from t = T−1 down to 0:
 
     g_s[t] = ∂L/∂s[t] + λ·g_u[t+1]·∂reset/∂s(u[t], s[t])
     g_u[t] = g_s[t]·h'(u[t] − θ) + λ·g_u[t+1]·∂reset/∂u(u[t], s[t])
     ∂L/∂I[t] = g_u[t]
 
-with h' the estimator's pointwise derivative (a surrogate, or LocalZO's fresh draw). With
-``compiled=True`` the per-step forward and adjoint bodies are fused into one kernel each by
+with h' the estimator's pointwise derivative (a surrogate, or LocalZO's fresh draw). The eager
+path is the scan of ``lif_scan`` (preallocated buffers, 4 in-place ops per forward step, the adjoint
+on one step's cache-sized slice at a time); with ``compiled=True`` the per-step forward and adjoint bodies are fused into one kernel each by
 ``torch.compile`` (needs a C++ compiler; several times faster on large conv layers; compiled
 once per shape). ``tests/test_lif_sequence.py`` checks both against autograd of the reference.
 """
@@ -19,6 +20,7 @@ from collections.abc import Callable
 
 import torch
 
+from .lif_scan import scan_backward, scan_forward
 from .neurons import RESET_GRADS, LIFParams, lif_step
 from .spikefn import heaviside
 
@@ -44,7 +46,25 @@ def _kernels(compiled: bool):
     return torch.compile(forward_step), torch.compile(adjoint_step)  # shapes go dynamic after a recompile
 
 
+class _LIFScan(torch.autograd.Function):
+    """Eager path: ``lif_scan.scan_forward`` / ``scan_backward``."""
+
+    @staticmethod
+    def forward(ctx, current, params, derivative):
+        U, spikes = scan_forward(current, params)
+        ctx.save_for_backward(U, spikes)
+        ctx.params, ctx.derivative = params, derivative
+        return spikes
+
+    @staticmethod
+    def backward(ctx, grad_spikes):
+        U, spikes = ctx.saved_tensors
+        return scan_backward(grad_spikes, U, spikes, ctx.params, ctx.derivative), None, None
+
+
 class _LIFSequence(torch.autograd.Function):
+    """Step-by-step path (``forward_step`` / ``adjoint_step``), compiled with torch.compile."""
+
     @staticmethod
     def forward(ctx, current, params, derivative, compiled):
         step, _ = _kernels(compiled)
@@ -74,6 +94,11 @@ class _LIFSequence(torch.autograd.Function):
 
 
 def lif_sequence(current: Tensor, params: LIFParams, derivative: Callable[[Tensor], Tensor], *,
-                 compiled: bool = False) -> Tensor:
-    """Spikes s[0:T] of a LIF layer driven by I[0:T] (``current``: [T, B, ...]), from zero state."""
-    return _LIFSequence.apply(current, params, derivative, compiled)
+                 compiled: bool = False, stepwise: bool = False) -> Tensor:
+    """Spikes s[0:T] of a LIF layer driven by I[0:T] (``current``: [T, B, ...]), from zero state.
+
+    ``stepwise=True`` forces the step-by-step path of ``forward_step``/``adjoint_step`` (the
+    reference for tests; also taken with ``compiled=True``)."""
+    if compiled or stepwise:
+        return _LIFSequence.apply(current, params, derivative, compiled)
+    return _LIFScan.apply(current, params, derivative)

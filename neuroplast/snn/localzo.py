@@ -101,9 +101,10 @@ class LocalZO(SpikeEstimator):
         return self._count(g).reshape(x.shape)
 
     def _count(self, g: Tensor) -> Tensor:
-        self._nonzero += int((g != 0).sum())
+        prev = self._nonzero.to(g.device) if isinstance(self._nonzero, Tensor) else self._nonzero
+        self._nonzero = prev + (g != 0).sum()  # a tensor: no device sync per backward pass
         self._total += g.numel()
         return g
 
     def gradient_stats(self) -> dict[str, float]:
-        return {"nonzero_grad_fraction": self._nonzero / self._total} if self._total else {}
+        return {"nonzero_grad_fraction": int(self._nonzero) / self._total} if self._total else {}

@@ -30,7 +30,8 @@ class _TracedLinear(torch.autograd.Function):
         g2 = g.reshape(-1, g.shape[-1])
         grad_w = g2.t() @ x_hat.reshape(-1, x_hat.shape[-1])
         grad_b = g2.sum(0) if ctx.has_bias else None
-        return g @ feedback, None, grad_w, grad_b, None
+        grad_x = g @ feedback if ctx.needs_input_grad[0] else None  # isolated layers: x needs none
+        return grad_x, None, grad_w, grad_b, None
 
 
 class _TracedConv2d(torch.autograd.Function):
@@ -44,7 +45,7 @@ class _TracedConv2d(torch.autograd.Function):
     def backward(ctx, g):
         x_hat, feedback = ctx.saved_tensors
         x_shape, w_shape, has_bias, stride, padding = ctx.conf
-        grad_x = torch.nn.grad.conv2d_input(x_shape, feedback, g, stride, padding)
+        grad_x = torch.nn.grad.conv2d_input(x_shape, feedback, g, stride, padding) if ctx.needs_input_grad[0] else None
         grad_w = torch.nn.grad.conv2d_weight(x_hat, w_shape, g, stride, padding)
         grad_b = g.sum((0, 2, 3)) if has_bias else None
         return grad_x, None, grad_w, grad_b, None, None, None

@@ -1,0 +1,437 @@
+"""Benchmark: ms per training step of every method against the GEMM lower bound of that step (issue 9).
+
+For each network (FC 784-800-800-10 at T=6, batch 128; the MNIST conv SNN at T=6, batch 64) and each
+method (BPTT, OTTT, DFA, OPZO, LocalZO-BPTT, float inference, fixed-point inference) it measures, in one
+process and interleaved round-robin (machine noise hits all alike):
+
+* ms per step (median, p10–p90 over ``--steps`` steps after warm-up) and samples/s; a training step is
+  ``zero_grad`` + ``rule.compute_grads`` + Adam ``step``;
+* the float32 GEMM rate of this machine (``torch.mm`` at the net's representative size, same run);
+* the FLOP lower bound of the step: the multiply-adds of the synaptic GEMMs/convs only (2 FLOP each),
+
+      forward  F = Σ_l rows_l · MAC_l     rows_l = T·B, or B for the first layer on a constant input
+      BPTT, LocalZO, OTTT   F + F (weight grads) + F − F_1 (input grads, none for the first layer)
+      DFA, OPZO             F + F (weight grads) + Σ_l T·B·C·N_l (top-down e·B_l)
+      inference             F
+
+  and the ratio step / (bound / GEMM rate): 1.0 would be a step that only runs GEMMs at full rate;
+* a plain PyTorch time-loop BPTT of the FC net (``plain_loop.py``) beside the engine;
+* peak memory of OTTT and OPZO at T=6 and T=30 (fresh subprocess each: ``ru_maxrss`` and the bytes
+  autograd holds for backward, counted with saved-tensor hooks).
+
+It first waits (at most ``--max-wait`` s) for the machine to be idle (other processes < 0.1 core,
+from /proc/stat) and reports the load of other processes during the measurement. Writes
+``reports/speed.md`` (and ``.json``) atomically.
+
+    python benchmarks/speed.py --data-dir ../shared/data [--quick] [--device cpu|cuda] [--json] [--threads N]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).parent))
+from plain_loop import PlainSNN, plain_step
+
+from neuroplast.data import encode
+from neuroplast.fileio import atomic_write_json, atomic_write_text
+from neuroplast.learn import ce_mse_loss, make_rule
+from neuroplast.snn import build_network
+from neuroplast.snn.layers import Readout, SpikingLayer
+
+NETS = {
+    "fc": {"arch": "784-800-800-10", "T": 6, "batch": 128},
+    "conv": {"arch": "1x28x28-32C3-AP2-64C3-AP2-100-FC", "T": 6, "batch": 64},
+}
+METHODS = {  # name -> (rule spec or None for inference, estimator)
+    "bptt": ("bptt", "sigmoid:k=4"),
+    "localzo": ("bptt", "localzo:m=2"),
+    "ottt": ("ottt", "sigmoid:k=4"),
+    "dfa": ("dfa", "sigmoid:k=4"),
+    "opzo": ("opzo", "sigmoid:k=4"),
+    "infer": (None, "sigmoid:k=4"),
+    "infer_fixed": ("fixed", "sigmoid:k=4"),
+}
+INPUT_SHAPE, CLASSES = (1, 28, 28), 10
+
+
+# ---------------------------------------------------------------- machine load
+def _cpu_jiffies() -> tuple[int, int]:
+    """(busy, total) jiffies of all CPUs from /proc/stat."""
+    with open("/proc/stat") as fh:
+        vals = [int(v) for v in fh.readline().split()[1:]]
+    idle = vals[3] + (vals[4] if len(vals) > 4 else 0)
+    total = sum(vals[:8])
+    return total - idle, total
+
+
+def _own_jiffies() -> int:
+    with open("/proc/self/stat") as fh:
+        fields = fh.read().rsplit(")", 1)[1].split()
+    return int(fields[11]) + int(fields[12])  # utime + stime of this process (all threads)
+
+
+class LoadMeter:
+    """Average number of cores used by other processes between ``start`` and ``stop``."""
+
+    def start(self):
+        self.busy0, self.total0 = _cpu_jiffies()
+        self.own0 = _own_jiffies()
+        return self
+
+    def stop(self) -> float:
+        busy, total = _cpu_jiffies()
+        own = _own_jiffies()
+        if total == self.total0:
+            return 0.0
+        ncpu = os.cpu_count() or 1
+        return max(0.0, (busy - self.busy0 - (own - self.own0)) / (total - self.total0) * ncpu)
+
+
+def wait_idle(max_wait: float, threshold: float = 0.1, window: float = 2.0) -> dict:
+    """Wait until other processes use < ``threshold`` cores over ``window`` s, at most ``max_wait`` s."""
+    t0 = time.monotonic()
+    while True:
+        m = LoadMeter().start()
+        time.sleep(window)
+        load = m.stop()
+        waited = time.monotonic() - t0
+        if load < threshold or waited >= max_wait:
+            return {"idle": load < threshold, "load_cores": load, "waited_s": waited}
+
+
+# ---------------------------------------------------------------- FLOP bound
+def flop_bound(net, method: str, T: int, B: int, constant_input: bool = True) -> dict:
+    """FLOPs of the synaptic GEMMs/convs of one step (see the module docstring)."""
+    fwd, first, feedback = 0, None, 0
+    shape = INPUT_SHAPE
+    for name, layer in net.layers.items():
+        op = getattr(layer, "op", None)
+        if isinstance(layer, (SpikingLayer, Readout)):
+            out = net.shapes[name]
+            mac = math.prod(out) * op.weight[0].numel()  # per output: fan-in multiply-adds
+            rows = B if first is None and constant_input else T * B
+            f = 2 * rows * mac
+            fwd += f
+            first = f if first is None else first
+            if isinstance(layer, SpikingLayer):
+                feedback += 2 * T * B * CLASSES * math.prod(out)
+        shape = net.shapes.get(name, shape)
+    if method in ("infer", "infer_fixed"):
+        total = fwd
+    elif method in ("dfa", "opzo"):
+        total = 2 * fwd + feedback
+    else:
+        total = 3 * fwd - first
+    return {"forward_flop": fwd, "step_flop": total}
+
+
+def gemm_rate(m: int, k: int, n: int, device: torch.device, repeats: int = 20) -> float:
+    """float32 FLOP/s of torch.mm [m, k] @ [k, n] (median of repeats)."""
+    a, b = torch.randn(m, k, device=device), torch.randn(k, n, device=device)
+    for _ in range(3):
+        torch.mm(a, b)
+    ts = []
+    for _ in range(repeats):
+        _sync(device)
+        t0 = time.perf_counter()
+        torch.mm(a, b)
+        _sync(device)
+        ts.append(time.perf_counter() - t0)
+    return 2 * m * k * n / statistics.median(ts)
+
+
+def representative_gemm(arch: str, T: int, B: int) -> tuple[int, int, int]:
+    """The largest GEMM of the net: FC [T·B, 800]·[800, 800]; conv: conv2's im2col [T·B·14·14, 32·9]·[.., 64]."""
+    if "C" in arch:
+        return T * B * 14 * 14, 32 * 9, 64
+    return T * B, 800, 800
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+# ---------------------------------------------------------------- steps
+def _inputs(data_dir: str | None, B: int, device) -> tuple[torch.Tensor, torch.Tensor, str]:
+    if data_dir:
+        try:
+            from neuroplast.data import load_dataset
+            data = load_dataset("mnist", data_dir=data_dir)
+            return data.train.x[:B].to(device), data.train.y[:B].to(device), "MNIST train[:B]"
+        except Exception as exc:  # noqa: BLE001 - fall back to random input, say so
+            print(f"MNIST not loaded ({exc}); random input", file=sys.stderr)
+    g = torch.Generator().manual_seed(0)
+    return (torch.rand(B, *INPUT_SHAPE, generator=g).to(device),
+            torch.randint(0, CLASSES, (B,), generator=g).to(device), "uniform random")
+
+
+def make_step(arch: str, method: str, T: int, x: torch.Tensor, y: torch.Tensor, device):
+    """A closure running one step of ``method`` (training step, or inference) on (x, y)."""
+    rule_spec, estimator = METHODS[method]
+    gen = torch.Generator().manual_seed(0)
+    net = build_network(arch, input_shape=INPUT_SHAPE, num_classes=CLASSES, estimator=estimator,
+                        generator=gen).to(device)
+    dev_gen = torch.Generator(device).manual_seed(1)
+    for m in net.modules():
+        if hasattr(m, "generator"):
+            m.generator = dev_gen
+    if rule_spec is None:
+        net.eval()
+
+        def infer(T=T):
+            with torch.no_grad():
+                return net.simulate(encode("direct", x, T), record=False).logits
+        return infer, net
+    if rule_spec == "fixed":
+        from neuroplast.chip.hardware import load_chip
+        from neuroplast.chip.quantize import quantize
+        fixed = quantize(net.cpu(), load_chip("loihi2"), encoding="direct", time_steps=T)
+        xc = x.cpu()
+        return (lambda T=T: fixed.simulate(encode("direct", xc, T))["v_out"]), net
+    rule = make_rule(rule_spec)
+    rule.generator = dev_gen
+    rule.setup(net)
+    opt = torch.optim.Adam(list(net.parameters()) + rule.parameters(), 1e-3)
+
+    def train_step(T=T):
+        opt.zero_grad(set_to_none=True)
+        res = rule.compute_grads(net, encode("direct", x, T), y, ce_mse_loss)
+        opt.step()
+        return res
+    return train_step, net
+
+
+def time_steps(fns: dict, steps: int, warmup: int, device) -> dict[str, list[float]]:
+    for f in fns.values():
+        for _ in range(warmup):
+            f()
+    times = {k: [] for k in fns}
+    for _ in range(steps):  # interleaved round-robin
+        for k, f in fns.items():
+            _sync(device)
+            t0 = time.perf_counter()
+            f()
+            _sync(device)
+            times[k].append(time.perf_counter() - t0)
+    return times
+
+
+def _quantile(v: list[float], q: float) -> float:
+    s = sorted(v)
+    return s[min(len(s) - 1, max(0, round(q * (len(s) - 1))))]
+
+
+def bench_net(key: str, methods: list[str], steps: int, warmup: int, device, data_dir, plain: bool) -> dict:
+    cfg = NETS[key]
+    arch, T, B = cfg["arch"], cfg["T"], cfg["batch"]
+    x, y, source = _inputs(data_dir, B, device)
+    fns, nets = {}, {}
+    for m in methods:
+        fns[m], nets[m] = make_step(arch, m, T, x, y, device)
+    if plain and key == "fc":
+        torch.manual_seed(0)
+        model = PlainSNN().to(device)
+        popt = torch.optim.Adam(model.parameters(), 1e-3)
+        fns["plain_loop_bptt"] = lambda: plain_step(model, popt, x, y, T)
+    rate = gemm_rate(*representative_gemm(arch, T, B), device)
+    meter = LoadMeter().start()
+    times = time_steps(fns, steps, warmup, device)
+    load = meter.stop()
+    rate_after = gemm_rate(*representative_gemm(arch, T, B), device)
+    rate = max(rate, rate_after)
+    rows = {}
+    for m, ts in times.items():
+        bound = flop_bound(nets.get(m, nets.get("bptt") or next(iter(nets.values()))),
+                           "bptt" if m == "plain_loop_bptt" else m, T, B)
+        med = statistics.median(ts)
+        rows[m] = {"ms_median": 1000 * med, "ms_p10": 1000 * _quantile(ts, 0.1), "ms_p90": 1000 * _quantile(ts, 0.9),
+                   "samples_per_s": B / med, "step_gflop": bound["step_flop"] / 1e9,
+                   "bound_ms": 1000 * bound["step_flop"] / rate, "ratio_to_bound": med * rate / bound["step_flop"]}
+    return {"arch": arch, "T": T, "batch": B, "input": source, "gemm": list(representative_gemm(arch, T, B)),
+            "gemm_gflops": rate / 1e9, "other_load_cores": load, "steps": steps, "warmup": warmup, "rows": rows}
+
+
+# ---------------------------------------------------------------- memory
+class _SavedBytes:
+    """Bytes of tensors autograd holds for backward, live and at peak (saved-tensor hooks)."""
+
+    def __init__(self):
+        self.live = self.peak = 0
+
+    def pack(self, t):
+        n = t.numel() * t.element_size()
+        self.live += n
+        self.peak = max(self.peak, self.live)
+        return (t, _Release(self, n))
+
+    @staticmethod
+    def unpack(packed):
+        return packed[0]
+
+
+class _Release:
+    def __init__(self, counter, n):
+        self.counter, self.n = counter, n
+
+    def __del__(self):
+        self.counter.live -= self.n
+
+
+def _vm_hwm_kib() -> int:
+    """Peak resident set of this process image (VmHWM; ru_maxrss would carry the parent's over exec)."""
+    try:
+        with open("/proc/self/status") as fh:
+            return next(int(line.split()[1]) for line in fh if line.startswith("VmHWM:"))
+    except (OSError, StopIteration):
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+
+
+def memory_probe(method: str, T: int) -> dict:
+    """In a fresh process: peak RSS (total, and above the set-up process after one T=1 step) and peak
+    bytes saved for backward of FC training steps at T (uniform random input: no data set in memory)."""
+    x, y, _ = _inputs(None, NETS["fc"]["batch"], torch.device("cpu"))
+    step, _ = make_step(NETS["fc"]["arch"], method, T, x, y, torch.device("cpu"))
+    step(1)
+    base = _vm_hwm_kib()
+    counter = _SavedBytes()
+    with torch.autograd.graph.saved_tensors_hooks(counter.pack, counter.unpack):
+        for _ in range(3):
+            step(T)
+    peak = _vm_hwm_kib()
+    return {"method": method, "T": T, "peak_rss_MiB": peak / 1024, "rss_above_setup_MiB": (peak - base) / 1024,
+            "saved_for_backward_MiB": counter.peak / 2**20}
+
+
+def memory(methods: list[str]) -> list[dict]:
+    rows = []
+    for m in methods:
+        for t in (6, 30):
+            cmd = [sys.executable, __file__, "--memory-probe", m, str(t), "--threads", str(torch.get_num_threads())]
+            out = subprocess.run(cmd, capture_output=True, text=True, check=True)
+            rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
+    return rows
+
+
+# ---------------------------------------------------------------- report
+def write_report(res: dict, path: Path) -> None:
+    idle = res["idle"]
+    lines = [
+        "# Speed of a training step against its GEMM lower bound (issue 9)", "",
+        f"Command: `{res['command']}`  ",
+        (f"Machine: {res['machine']}; torch {res['torch']}; {res['threads']} intra-op thread(s); device {res['device']}; "
+        f"date {res['date']}.  "),
+        ("Machine idle before the run (other processes < 0.1 core)." if idle["idle"] else
+         f"**Machine NOT idle**: other processes used {idle['load_cores']:.2f} cores when the run started "
+         f"(waited {idle['waited_s']:.0f} s); the load during each measurement is in the tables. "
+         "Ratios within one table are comparable (interleaved steps), absolute numbers are pessimistic."), "",
+        ("A training step is `zero_grad` + `rule.compute_grads` + Adam `step`, direct encoding (constant input), "
+        "LIF λ=0.5 θ=1 hard reset, sigmoid surrogate k=4 (LocalZO: `localzo:m=2`), untrained weights. "
+        "`infer` is `net.simulate` under `no_grad`; `infer_fixed` the quantised Loihi 2 integer network "
+        "(`neuroplast.chip.quantize`, int64/float64 arithmetic on the CPU)."), "",
+        ("**Bound** = FLOPs of the synaptic GEMMs/convs of the step / measured float32 GEMM rate (`torch.mm` of the "
+        "net's largest GEMM, same run). Counted: forward F = Σ_l 2·rows·fan-in·outputs with rows = T·B, and B for "
+        "the first layer on the constant input; BPTT/LocalZO/OTTT 3F − F₁ (weight grads F, input grads F without "
+        "the first layer); DFA/OPZO 2F + the top-down products e·B_l; inference F. Not counted: LIF updates, "
+        "surrogates, pooling, loss, optimizer (elementwise, memory-bound)."), "",
+    ]
+    for net in res["nets"].values():
+        g = net["gemm"]
+        lines += [f"## `{net['arch']}`, T={net['T']}, batch {net['batch']}", "",
+                  (f"Input: {net['input']}. GEMM rate {net['gemm_gflops']:.0f} GFLOP/s (mm {g[0]}×{g[1]}·{g[1]}×{g[2]}). "
+                  f"{net['steps']} steps after {net['warmup']} warm-up, interleaved; other processes used "
+                  f"{net['other_load_cores']:.2f} cores on average during the measurement."), "",
+                  "| method | ms/step median | p10–p90 | samples/s | GFLOP (bound) | bound ms | step / bound |",
+                  "|---|---|---|---|---|---|---|"]
+        for m, r in net["rows"].items():
+            lines.append(f"| {m} | {r['ms_median']:.1f} | {r['ms_p10']:.1f}–{r['ms_p90']:.1f} | "
+                         f"{r['samples_per_s']:.0f} | {r['step_gflop']:.2f} | {r['bound_ms']:.1f} | "
+                         f"{r['ratio_to_bound']:.2f} |")
+        rows = net["rows"]
+        notes = []
+        if "plain_loop_bptt" in rows and "bptt" in rows:
+            notes.append(f"plain loop / engine BPTT = **{rows['plain_loop_bptt']['ms_median'] / rows['bptt']['ms_median']:.2f}×**")
+        for m in ("dfa", "opzo", "ottt"):
+            if m in rows and "bptt" in rows:
+                notes.append(f"{m} / BPTT = {rows[m]['ms_median'] / rows['bptt']['ms_median']:.2f}")
+        if notes:
+            lines += ["", "; ".join(notes) + "."]
+        lines.append("")
+    if res.get("memory"):
+        lines += ["## Memory of a training step, FC net (fresh process each)", "",
+                  ("Uniform random input (no data set loaded). Peak resident set of the process over 3 steps "
+                  "(includes torch itself), its growth above the set-up process after one T=1 step (coarse: "
+                  "the allocator reuses freed memory), and the peak bytes autograd holds for backward "
+                  "(saved-tensor hooks; the folded online rules hold one window of min(T, 6) steps)."), "",
+                  "| method | T | peak RSS (MiB) | RSS above set-up (MiB) | peak saved for backward (MiB) |",
+                  "|---|---|---|---|---|",
+                  *(f"| {r['method']} | {r['T']} | {r['peak_rss_MiB']:.0f} | {r['rss_above_setup_MiB']:.1f} | "
+                    f"{r['saved_for_backward_MiB']:.1f} |" for r in res["memory"]), ""]
+        by = {(r["method"], r["T"]): r for r in res["memory"]}
+        flat = [f"{m}: T=30/T=6 peak RSS {by[(m, 30)]['peak_rss_MiB'] / by[(m, 6)]['peak_rss_MiB']:.3f}"
+                for m in dict.fromkeys(r["method"] for r in res["memory"]) if (m, 6) in by and (m, 30) in by]
+        lines += ["; ".join(flat) + ".", ""]
+    atomic_write_text(path, "\n".join(lines) + "\n")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--data-dir", default=os.environ.get("NEUROPLAST_DATA"))
+    ap.add_argument("--quick", action="store_true", help="few steps, no memory probe: a smoke check")
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--json", action="store_true", help="print the results as JSON on stdout")
+    ap.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
+    ap.add_argument("--steps", type=int, default=None, help="timed steps per method (default 30, quick 5)")
+    ap.add_argument("--warmup", type=int, default=None)
+    ap.add_argument("--nets", nargs="+", default=list(NETS), choices=list(NETS))
+    ap.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
+    ap.add_argument("--max-wait", type=float, default=None, help="max seconds to wait for an idle machine")
+    ap.add_argument("--no-memory", action="store_true")
+    ap.add_argument("--out", default="reports")
+    ap.add_argument("--memory-probe", nargs=2, metavar=("METHOD", "T"), help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.memory_probe:
+        print(json.dumps(memory_probe(args.memory_probe[0], int(args.memory_probe[1]))))
+        return
+    device = torch.device(args.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        sys.exit("--device cuda: CUDA is not available here")
+    steps = args.steps or (5 if args.quick else 30)
+    warmup = args.warmup if args.warmup is not None else (1 if args.quick else 3)
+    max_wait = args.max_wait if args.max_wait is not None else (0 if args.quick else 600)
+    idle = wait_idle(max_wait)
+    print(f"machine load before the run: {idle}", file=sys.stderr)
+    res = {"command": "python " + " ".join(sys.argv), "machine": f"{platform.processor() or platform.machine()}, "
+           f"{os.cpu_count()} CPUs", "torch": torch.__version__, "threads": torch.get_num_threads(),
+           "device": str(device), "date": time.strftime("%Y-%m-%d %H:%M"), "idle": idle, "nets": {}}
+    for key in args.nets:
+        res["nets"][key] = bench_net(key, args.methods, steps, warmup, device, args.data_dir, plain=True)
+        print(json.dumps(res["nets"][key]["rows"]), file=sys.stderr)
+    mem_methods = [m for m in ("ottt", "opzo") if m in args.methods]
+    if not args.quick and not args.no_memory and device.type == "cpu" and mem_methods:
+        res["memory"] = memory(mem_methods)
+    out = Path(args.out)
+    atomic_write_json(out / "speed.json", res)
+    write_report(res, out / "speed.md")
+    if args.json:
+        print(json.dumps(res, indent=2))
+    else:
+        print((out / "speed.md").read_text())
+
+
+if __name__ == "__main__":
+    main()

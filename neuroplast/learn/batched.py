@@ -1,0 +1,192 @@
+"""Online rules with time folded into the batch: the T steps of ``Network.step`` in one pass per layer.
+
+OTTT, FA, DFA and OPZO cut the graph through time after every step (``detach_state``): a weight
+gradient is Σ_t δ[t] ⊗ x̂[t] with δ[t] from step t alone, and the weights change only once per batch.
+In a feed-forward network the forward pass of step t therefore depends on no gradient, so all T
+steps can run layer by layer (one GEMM/conv over T·B rows, the LIF recursion as a scan), and the
+gradient of every step can go back at once through a graph in which each spiking layer passes
+
+    ∂L/∂I[t] = ∂L/∂s[t] · h'(u[t] − θ)          (no path to t−1: the step loop detaches the state)
+
+and each synapse uses the presynaptic trace x̂[t] = λ·x̂[t−1] + x[t] for its weight gradient. The
+sums over t move into the GEMMs, so gradients equal the step loop's up to float summation order;
+forward values (spikes, outputs, losses) are the same computations. A first layer on a constant
+input (direct encoding) is multiplied once, and its weight gradient is (Σ_t c_t·∂L/∂I[t]) ⊗ x with
+x̂[t] = c_t·x, c_t = Σ_{k≤t} λ^k.
+
+``supported(net)`` says when this applies: only spiking, readout, pooling, flatten layers (dropout
+in eval or p = 0) and deterministic surrogate estimators (LocalZO's draws and ASGL's noise would come
+in another order); the rules fall back to the step loop otherwise.
+"""
+from __future__ import annotations
+
+import torch
+
+from ..snn.layers import Dropout, Flatten, Pool, Readout, SpikingLayer
+from ..snn.lif_scan import scan_forward
+from ..snn.spikefn import SurrogateEstimator
+from ..snn.synapse import synapse
+
+Tensor = torch.Tensor
+#: steps per window: memory O(min(T, WINDOW)), flat in T beyond it (6·B rows already keep the GEMMs efficient)
+WINDOW = 6
+
+
+def windows(T: int, size: int | None = None):
+    """(t0, t1) of consecutive windows of ``size`` (default ``WINDOW``) steps covering 0..T."""
+    size = size or WINDOW
+    return [(t0, min(T, t0 + size)) for t0 in range(0, T, size)]
+
+
+def supported(net) -> bool:
+    """Whether ``cut_simulate`` reproduces ``Network.step`` run T times on ``net``."""
+    for layer in net.layers.values():
+        if isinstance(layer, SpikingLayer):
+            if not isinstance(layer.spike, SurrogateEstimator) or layer.spike.relaxed:
+                return False
+        elif isinstance(layer, Dropout):
+            if layer.training and layer.p > 0:
+                return False
+        elif not isinstance(layer, (Readout, Pool, Flatten)):
+            return False
+    return True
+
+
+class _CutLIF(torch.autograd.Function):
+    """Spikes of the LIF scan; backward ∂L/∂I[t] = ∂L/∂s[t]·h'(u[t] − θ) (time cut after each step)."""
+
+    @staticmethod
+    def forward(ctx, current, params, derivative, state):
+        U, S = scan_forward(current, params, state)
+        ctx.save_for_backward(U)
+        ctx.params, ctx.derivative = params, derivative
+        ctx.mark_non_differentiable(U)
+        ctx.set_materialize_grads(False)  # U gets no gradient: no zero-filled [T, ...] tensor for it
+        return S, U
+
+    @staticmethod
+    def backward(ctx, g, _):
+        (U,) = ctx.saved_tensors
+        out, x = torch.empty_like(U), torch.empty_like(U[0])
+        for t in range(U.shape[0]):  # step by step: one step's slice stays in cache
+            torch.mul(g[t], ctx.derivative(torch.sub(U[t], ctx.params.threshold, out=x)), out=out[t])
+        return out, None, None, None
+
+
+class _ConstantTraced(torch.autograd.Function):
+    """I[t] = W ⊛ x + b for a constant x, computed once; weight gradient Σ_t c_t·g[t] ⊗ x."""
+
+    @staticmethod
+    def forward(ctx, x, weight, bias, op, coeffs):
+        ctx.save_for_backward(x)
+        ctx.op, ctx.coeffs = op, coeffs
+        with torch.no_grad():
+            y = op(x)
+        return y.unsqueeze(0).expand(len(coeffs), *y.shape)
+
+    @staticmethod
+    def backward(ctx, g):
+        (x,) = ctx.saved_tensors
+        op, c = ctx.op, ctx.coeffs
+        gw = g[0] * c[0]
+        for t in range(1, len(c)):
+            gw.add_(g[t], alpha=c[t])
+        if isinstance(op, torch.nn.Linear):
+            grad_w = gw.t() @ x
+            grad_b = g.sum((0, 1)) if op.bias is not None else None
+        else:
+            grad_w = torch.nn.grad.conv2d_weight(x, op.weight.shape, gw, op.stride, op.padding)
+            grad_b = g.sum((0, 1, 3, 4)) if op.bias is not None else None
+        return None, grad_w, grad_b, None, None
+
+
+def _traces(h: Tensor, decay: float, prev: Tensor | None) -> Tensor:
+    """x̂[t] = λ·x̂[t−1] + x[t] over [T, B, ...] (detached), x̂[−1] = ``prev`` or none (x̂[0] = x[0])."""
+    out = torch.empty(h.shape, dtype=h.dtype, device=h.device)
+    for t in range(h.shape[0]):
+        last = prev if t == 0 else out[t - 1]
+        if last is None:
+            out[t] = h[t]
+        else:
+            torch.mul(last, decay, out=out[t]).add_(h[t])
+    return out
+
+
+def _add_steps(h: Tensor, steps: list[Tensor]) -> Tensor:
+    """h[k] + steps[k] for every k, into one new [K, ...] tensor (no stacked copy of the steps)."""
+    out = torch.empty(h.shape, dtype=h.dtype, device=h.device)
+    with torch.no_grad():
+        for k, n in enumerate(steps):
+            torch.add(h[k], n, out=out[k])
+    return out if not h.requires_grad else _PassGrad.apply(h, out)
+
+
+class _PassGrad(torch.autograd.Function):
+    """``out`` (computed from h without a graph) with the gradient of h + constant: identity."""
+
+    @staticmethod
+    def forward(ctx, h, out):
+        return out
+
+    @staticmethod
+    def backward(ctx, g):
+        return g, None
+
+
+def _fold(fn, *xs):
+    """Apply a per-step function to [T, B, ...] tensors with time folded into the batch."""
+    T = xs[0].shape[0]
+    y = fn(*(x.flatten(0, 1) if x is not None else None for x in xs))
+    return y.unflatten(0, (T, -1))
+
+
+class CutSimulator:
+    """Runs windows of steps of one sequence, carrying neuron states and traces between windows
+    (a window of K steps holds O(K) memory, so memory stays flat in T for T > K)."""
+
+    def __init__(self, net, *, isolate: bool = False, feedback: dict[str, Tensor] | None = None):
+        self.net, self.isolate, self.feedback = net, isolate, feedback or {}
+        self.state: dict[str, tuple[Tensor, Tensor]] = {}
+        self.traces: dict[str, Tensor] = {}
+        self.coeff: dict[str, float] = {}
+
+    def window(self, x_seq: Tensor, noise: list[dict[str, Tensor]] | None = None) -> tuple[Tensor, dict[str, Tensor]]:
+        """Outputs o[t0:t1] and clean spikes per spiking layer of the next K = ``len(x_seq)`` calls of
+        ``Network.step(traces=True)`` (``isolate``, ``perturb`` = ``noise[k][name]`` at step k, added
+        after the neuron, ``feedback``), with a graph through which all their gradients go back at once."""
+        h, spikes, first = x_seq, {}, True
+        for name, layer in self.net.layers.items():
+            if self.isolate:
+                h = h.detach()
+            if isinstance(layer, (SpikingLayer, Readout)):
+                fb = self.feedback.get(name)
+                if first and h.stride(0) == 0 and fb is None and not h.requires_grad:
+                    current = _ConstantTraced.apply(h[0], layer.op.weight, layer.op.bias, layer.op,
+                                                    self._coefficients(name, layer.trace_decay, h.shape[0]))
+                else:
+                    w_in = None
+                    if layer.trace_decay:
+                        w_in = _traces(h.detach(), layer.trace_decay, self.traces.get(name))
+                        self.traces[name] = w_in[-1].clone()
+                    current = _fold(lambda x, w, f=fb, op=layer.op: synapse(op, x, w, f), h, w_in)
+                first = False
+                if isinstance(layer, Readout):
+                    h = current
+                    continue
+                h, U = _CutLIF.apply(current, layer.lif, layer.spike.pointwise_derivative(), self.state.get(name))
+                self.state[name] = (U[-1].clone(), h[-1].detach().clone())  # no view: the window's buffers go
+                spikes[name] = h
+                if noise is not None and name in noise[0]:
+                    h = _add_steps(h, [n[name] for n in noise])
+            else:
+                h = layer.forward_seq(h)
+        return h, spikes
+
+    def _coefficients(self, name: str, decay: float | None, steps: int) -> list[float]:
+        """c_t of x̂[t] = c_t·x for a constant input (c_t = λ·c_{t−1} + 1; 1 without a trace)."""
+        out = []
+        for _ in range(steps):
+            c = decay * self.coeff[name] + 1.0 if decay and name in self.coeff else 1.0
+            self.coeff[name] = c
+            out.append(c)
+        return out

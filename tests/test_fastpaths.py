@@ -1,0 +1,164 @@
+"""Every fast path equals the straightforward time loop: same outputs, same gradients (1e-6), and the
+same draws for stochastic estimators with the same seed."""
+import pytest
+import torch
+import torch.nn.functional as F
+
+from neuroplast.data import encode
+from neuroplast.learn import CEMSELoss, batched, make_rule
+from neuroplast.snn import (
+    LIFParams,
+    build_network,
+    detach_state,
+    lif_step,
+    make_estimator,
+)
+from neuroplast.snn.lif_scan import scan_forward
+from neuroplast.snn.lif_sequence import lif_sequence
+from neuroplast.snn.pooling import avg_pool
+
+TOL = {"rtol": 1e-6, "atol": 1e-6}
+
+
+def _loop(current, params, est):
+    u = s = torch.zeros_like(current[0])
+    out = []
+    for t in range(current.shape[0]):
+        u, s = lif_step(u, s, current[t], params, est)
+        out.append(s)
+    return torch.stack(out)
+
+
+@pytest.mark.parametrize("reset", ["hard", "soft"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_lif_scan_matches_time_loop(reset, dtype):
+    params = LIFParams(leak=0.7, threshold=0.9, reset=reset)
+    est = make_estimator("sigmoid:k=4")
+    g = torch.Generator().manual_seed(0)
+    current = (torch.randn(6, 4, 3, 5, 5, generator=g, dtype=dtype) * 0.9 + 0.3).requires_grad_(True)
+    w = torch.randn(current.shape, generator=g, dtype=dtype)
+    ref = _loop(current, params, est)
+    fast = lif_sequence(current, params, est.pointwise_derivative())
+    assert torch.equal(ref, fast) and 0 < ref.mean() < 1
+    (g_ref,) = torch.autograd.grad((ref * w).sum(), current)
+    (g_fast,) = torch.autograd.grad((fast * w).sum(), current)
+    torch.testing.assert_close(g_fast, g_ref, **TOL)
+
+
+def test_lif_scan_localzo_draws_as_the_step_by_step_adjoint():
+    params = LIFParams()
+    current = (torch.randn(5, 8, 30, dtype=torch.float64) + 0.5).requires_grad_(True)
+    grads = []
+    for stepwise in (True, False):
+        est = make_estimator("localzo:m=2")
+        est.generator = torch.Generator().manual_seed(7)
+        out = lif_sequence(current, params, est.pointwise_derivative(), stepwise=stepwise)
+        grads.append(torch.autograd.grad(out.sum(), current)[0])
+    assert grads[0].abs().sum() > 0
+    torch.testing.assert_close(grads[1], grads[0], rtol=1e-12, atol=1e-12)
+
+
+def test_lif_scan_carries_state_across_windows():
+    params = LIFParams(leak=0.6)
+    current = torch.randn(9, 4, 7) + 0.6
+    U, S = scan_forward(current, params)
+    U1, S1 = scan_forward(current[:4], params)
+    U2, S2 = scan_forward(current[4:], params, (U1[-1], S1[-1]))
+    assert torch.equal(torch.cat([U1, U2]), U) and torch.equal(torch.cat([S1, S2]), S)
+
+
+@pytest.mark.parametrize("shape,k", [((3, 4, 8, 8), 2), ((2, 3, 7, 9), 2), ((2, 2, 9, 9), 3)])
+def test_avg_pool_is_bit_identical(shape, k):
+    x = (torch.randn(shape) * 3).requires_grad_(True)
+    ref, fast = F.avg_pool2d(x, k), avg_pool(x, k)
+    g = torch.randn(ref.shape)
+    assert torch.equal(ref, fast)
+    assert torch.equal(torch.autograd.grad(ref, x, g)[0], torch.autograd.grad(fast, x, g)[0])
+
+
+def test_bptt_simulate_matches_step_loop():
+    net = build_network("1x8x8-4C3-AP2-12-FC", input_shape=(1, 8, 8), num_classes=10,
+                        generator=torch.Generator().manual_seed(0)).double()
+    x = encode("direct", torch.rand(3, 1, 8, 8, dtype=torch.float64) * 3, 5)
+    y = torch.tensor([1, 2, 3])
+    loss = CEMSELoss()
+    loss(net.simulate(x).logits, y).backward()
+    fast = {k: p.grad.clone() for k, p in net.named_parameters()}
+    net.zero_grad()
+    state, outs = net.init_state(), []
+    for t in range(5):
+        o, state, _ = net.step(x[t], state)
+        outs.append(o)
+    loss(torch.stack(outs).mean(0), y).backward()
+    for k, p in net.named_parameters():
+        torch.testing.assert_close(fast[k], p.grad, **TOL)
+
+
+def _rule_run(arch, shape, method, fold, *, encoding="direct", T=7, readout_only=False):
+    net = build_network(arch, input_shape=shape, num_classes=10, generator=torch.Generator().manual_seed(0)).double()
+    if readout_only:
+        for name, layer in net.layers.items():
+            if name != "readout":
+                layer.requires_grad_(False)
+    rule = make_rule(method)
+    rule.generator = torch.Generator().manual_seed(3)
+    rule.fold_time = fold
+    x = torch.rand(4, *shape, generator=torch.Generator().manual_seed(1), dtype=torch.float64) * 3
+    x_seq = encode(encoding, x, T, generator=torch.Generator().manual_seed(2)).double()
+    y = torch.tensor([0, 3, 5, 9])
+    results = [rule.compute_grads(net, x_seq, y, CEMSELoss()) for _ in range(2)]  # OPZO's feedback evolves
+    grads = {k: p.grad for k, p in net.named_parameters() if p.grad is not None}
+    return results, grads, rule
+
+
+@pytest.mark.parametrize("method,window", [("ottt", 3), ("fa", 3), ("dfa", 3), ("opzo", 3), ("opzo", 8),
+                                           ("opzo:noise=rademacher,antithetic=0,beta=0.5", 3)])
+@pytest.mark.parametrize("arch,shape", [("16-12-10-10", (16,)), ("1x8x8-4C3-AP2-12-FC", (1, 8, 8))])
+def test_online_rules_with_time_folded_match_the_step_loop(method, window, arch, shape, monkeypatch):
+    monkeypatch.setattr(batched, "WINDOW", window)
+    assert batched.supported(build_network(arch, input_shape=shape, num_classes=10))
+    for encoding in ("direct", "poisson"):
+        ref, g_ref, r_ref = _rule_run(arch, shape, method, False, encoding=encoding)
+        fast, g_fast, r_fast = _rule_run(arch, shape, method, True, encoding=encoding)
+        assert set(g_ref) == set(g_fast)
+        for k in g_ref:
+            torch.testing.assert_close(g_fast[k], g_ref[k], **TOL)
+        for a, b in zip(ref, fast):
+            assert a.loss == b.loss and torch.equal(a.logits, b.logits) and a.noise_draws == b.noise_draws
+            assert all(torch.equal(a.spike_counts[k], b.spike_counts[k]) for k in a.spike_counts)
+        for k in getattr(r_ref, "feedback", {}):
+            torch.testing.assert_close(r_fast.feedback[k], r_ref.feedback[k], **TOL)
+
+
+def test_readout_only_control_with_time_folded():
+    _, g_ref, _ = _rule_run("16-12-10", (16,), "dfa", False, readout_only=True)
+    _, g_fast, _ = _rule_run("16-12-10", (16,), "dfa", True, readout_only=True)
+    assert set(g_fast) == set(g_ref) == {"layers.readout.op.weight", "layers.readout.op.bias"}
+    for k in g_ref:
+        torch.testing.assert_close(g_fast[k], g_ref[k], **TOL)
+
+
+def test_time_folding_falls_back_where_it_would_change_results():
+    net = build_network("16-12-10", input_shape=(16,), num_classes=10, estimator="localzo:m=2")
+    assert not batched.supported(net)  # LocalZO draws in backward order
+    drop = build_network("16-D0.2-12-10", input_shape=(16,), num_classes=10)
+    assert not batched.supported(drop)
+    drop.eval()
+    assert batched.supported(drop)
+    assert not make_rule("opzo:subtract_clean=1").can_fold_time()
+    assert not make_rule("opzo+ll").can_fold_time() and not make_rule("zo").can_fold_time()
+
+
+def test_step_state_after_fold_equals_loop():
+    """The window simulator's carried state is the step loop's state (windows chain exactly)."""
+    net = build_network("16-12-10", input_shape=(16,), num_classes=10,
+                        generator=torch.Generator().manual_seed(0)).double()
+    x = torch.rand(6, 3, 16, dtype=torch.float64) * 2
+    sim = batched.CutSimulator(net)
+    outs = [sim.window(x[:2])[0], sim.window(x[2:])[0]]
+    state, ref = net.init_state(), []
+    for t in range(6):
+        o, state, _ = net.step(x[t], state, traces=True)
+        state = detach_state(state)
+        ref.append(o)
+    assert torch.equal(torch.cat(outs).detach(), torch.stack(ref).detach())

@@ -133,6 +133,23 @@ def test_lava_opzo_learning_on_20_digits_samples_matches_the_engine_step_by_step
     assert not multiprocessing.active_children()
 
 
+def test_lava_learning_after_multithreaded_torch_in_the_parent_does_not_hang():
+    """GNU OpenMP is not fork-safe: once the parent has run a parallel torch op, torch ops in Lava's
+    forked workers hang unless the child drops to one thread (network._child does)."""
+    pytest.importorskip("neuroplast.lava.network", reason="lava-nc is not installed")
+    from neuroplast.lava.learning import build_learning_graph, run_learning
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        torch.randn(512, 512) @ torch.randn(512, 512)      # starts the parent's thread pool
+        learner = _learner("dfa", "64-16-10")
+        x, y = _digits(1)
+        out = run_learning(build_learning_graph(learner, learner.encode(x), y), timeout=60)
+        assert out["m"][0].shape == (1, 16, 64)
+    finally:
+        torch.set_num_threads(threads)
+
+
 def test_lava_dfa_learning_matches_the_engine_with_two_hidden_layers():
     pytest.importorskip("neuroplast.lava.network", reason="lava-nc is not installed")
     from neuroplast.lava.learning import (

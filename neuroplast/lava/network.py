@@ -86,6 +86,8 @@ def _child(job, anchor, conn) -> None:
     parent, always stop the runtime of ``anchor``."""
     os.setsid()  # own process group: the parent can stop Lava's workers with the child
     try:
+        import torch  # torch ops in Lava's forked workers (our learning models) would hang in the
+        torch.set_num_threads(1)  # parent's OpenMP pool (GNU OpenMP is not fork-safe): one thread each
         conn.send(("ok", job()))
     except BaseException as exc:  # reported to the parent, which raises it
         conn.send(("error", f"{type(exc).__name__}: {exc}"))

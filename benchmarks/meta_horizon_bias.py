@@ -89,9 +89,10 @@ def _plot(hist: dict, path: Path) -> None:
             ax.plot([r["iteration"] for r in rows], [r["loss_at"][h] for r in rows], marker="o", label=v)
         ax.set_xlabel("meta-training iteration")
         ax.set_ylabel(f"held-out train loss after {h} steps")
-        ax.set_title(f"optimizee loss at step {h} (iteration 0 = tuned Adam)")
+        ax.set_title(f"held-out seeds, step {h}")
         ax.grid(alpha=0.3)
     axes[0].legend(title="variant")
+    fig.suptitle("learned optimizer during meta-training (iteration 0 = tuned Adam, lr 0.03)")
     atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=120), binary=True)
     plt.close(fig)
 

@@ -3,13 +3,12 @@ import json
 import re
 
 import pytest
+from conftest import DATA_ROOT, ROOT
 
 from neuroplast.cli import main
 from neuroplast.errors import SpecError, TrainingDiverged
 from neuroplast.experiment import train
 from neuroplast.spec import TrainConfig
-
-from conftest import DATA_ROOT, ROOT
 
 NMNIST = DATA_ROOT / "nmnist-small"
 

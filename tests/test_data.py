@@ -8,14 +8,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
-from neuroplast.data import (Dataset, bin_events, dataset_names, encode, encoding_names,
-                             load_dataset, read_events)
-from neuroplast.data.idx import read_idx, read_idx_pair
-from neuroplast.errors import DataError, SpecError, UserError
-
 from conftest import DATA_ROOT as SHARED  # noqa: E402
 
+from neuroplast.data import Dataset, bin_events, dataset_names, encode, encoding_names, load_dataset, read_events
+from neuroplast.data.idx import read_idx, read_idx_pair
+from neuroplast.errors import DataError, SpecError, UserError
 
 # ----------------------------------------------------------------------------- digits
 

@@ -86,9 +86,10 @@ def _digits_acc(capsys, estimator, trainable, seed):
 @pytest.fixture(scope="module")
 def readout_only_control():
     """Same network and initialisation with the hidden layer frozen (3-seed mean)."""
-    import _pytest.capture  # noqa: F401  (module fixture cannot use capsys; parse stdout directly)
     import contextlib
     import io
+
+    import _pytest.capture  # noqa: F401  (module fixture cannot use capsys; parse stdout directly)
     accs = []
     for seed in range(3):
         buf = io.StringIO()

@@ -233,7 +233,8 @@ def test_input_on_a_coarse_grid_gives_the_first_layer_full_weight_mantissas(tmp_
     assert input_grid(x) == 16 and input_grid(torch.rand(100)) == 255 and input_grid(torch.tensor([0.0, 1.0])) == 1
     net = _net("64-32-10", (64,), scale=0.3, threshold=1.0)           # small weights against θ
     coarse, fine = netx_fixed(net, time_steps=4), netx_fixed(net, time_steps=4, input_scale=16)
-    first = lambda f: next(iter(f.synapses().values())).m
+    def first(f):
+        return next(iter(f.synapses().values())).m
     assert int(first(fine).abs().max()) == 127 > 2 * int(first(coarse).abs().max())
     back = import_netx(export_netx(fine, tmp_path / "g.net"))
     assert back.input_scale == 16

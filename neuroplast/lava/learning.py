@@ -22,7 +22,10 @@ integer widths and calls the engine's arithmetic, so Lava and the engine agree b
 from __future__ import annotations
 
 import copy
+import shutil
+import tempfile
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -56,6 +59,13 @@ class LearningGraph:
     error: ErrorUnit
     steps: int
     samples: int
+    logs: str       # folder of the .npy logs the models write after each sample
+
+
+def _npy(folder: str, name: str, samples: int, like: torch.Tensor) -> str:
+    path = str(Path(folder) / f"{name}.npy")
+    np.lib.format.open_memmap(path, mode="w+", dtype=np.int64, shape=(samples, *like.shape)).flush()
+    return path
 
 
 def build_learning_graph(learner: OnChipLearner, x_int: torch.Tensor, labels: torch.Tensor) -> LearningGraph:
@@ -67,6 +77,7 @@ def build_learning_graph(learner: OnChipLearner, x_int: torch.Tensor, labels: to
                          "clean forward pass per step)")
     T, K = x_int.shape[:2]
     seed, first, opzo = learner.seed, learner.samples_seen, learner.method == "opzo"
+    logs = tempfile.mkdtemp(prefix="neuroplast-lava-")   # weights/feedback after each sample (removed by run)
     data = x_int.permute(2, 1, 0).reshape(x_int.shape[2], K * T).numpy().astype(np.int32)   # [N0, K·T]
     source = RingBuffer(data=data)
     common = {"seed": seed, "time_steps": T, "first_sample": first}
@@ -74,7 +85,7 @@ def build_learning_graph(learner: OnChipLearner, x_int: torch.Tensor, labels: to
     pre_payload, pre_clean = source.s_out, source.s_out
     for k, ly in enumerate(learner.layers):
         d = PlasticDense(m=ly["m"].numpy(), weight_exp=int(ly["exp"]), x_scale=int(ly["x_scale"]) if k == 0 else 1,
-                         trace_d=int(ly["trace_d"]), trace_max=learner.trace_max, samples=K, layer=k,
+                         trace_d=int(ly["trace_d"]), trace_max=learner.trace_max, layer=k, log_path=_npy(logs, f'm{k}', K, ly['m']),
                          factor=update_factor(learner.lr, T, ly.get("fb_scale", 1.0), 1, ly["lsb"]), **common)
         pre_payload.connect(d.s_in)
         pre_clean.connect(d.x_in)
@@ -100,7 +111,8 @@ def build_learning_graph(learner: OnChipLearner, x_int: torch.Tensor, labels: to
     error.e_out.connect(dense[-1].y_in)
     feedback = []
     for k, (h, lif) in enumerate(zip(learner.hidden, lifs)):
-        fb = FeedbackChannel(fb=h["fb"].numpy(), opzo=opzo, beta_shift=learner.beta_shift, layer=k, samples=K,
+        fb = FeedbackChannel(fb=h["fb"].numpy(), opzo=opzo, beta_shift=learner.beta_shift, layer=k,
+                             log_path=_npy(logs, f'fb{k}', K, h['fb']),
                              **common)
         error.e_out.connect(fb.e_in)
         fb.delta_out.connect(lif.delta_in)
@@ -108,7 +120,7 @@ def build_learning_graph(learner: OnChipLearner, x_int: torch.Tensor, labels: to
             error.o8_out.connect(fb.o8_in)
             noises[k].z_out.connect(fb.z_in)
         feedback.append(fb)
-    return LearningGraph(source, dense, lifs, feedback, error, K * T, K)
+    return LearningGraph(source, dense, lifs, feedback, error, K * T, K, logs)
 
 
 def run_learning(graph: LearningGraph, *, timeout: float = 300.0, record: bool = True) -> dict:
@@ -129,13 +141,17 @@ def run_learning(graph: LearningGraph, *, timeout: float = 300.0, record: bool =
         out: dict = {"steps": {}}
         for name, what, mon, var in monitors:
             out["steps"].setdefault(name, {})[what] = monitor_data(mon, var)
-        out["m"] = [np.asarray(d.m_log.get()).astype(np.int64) for d in graph.dense]
-        out["fb"] = [np.asarray(f.fb_log.get()).astype(np.int64) for f in graph.feedback]
         out["logits"] = np.asarray(graph.error.logits.get())
         out["loss"] = np.asarray(graph.error.loss.get())
         return out
 
-    return run_isolated(job, anchor, timeout=timeout)
+    try:
+        out = run_isolated(job, anchor, timeout=timeout)
+        out["m"] = [np.load(Path(graph.logs) / f"m{k}.npy") for k in range(len(graph.dense))]
+        out["fb"] = [np.load(Path(graph.logs) / f"fb{k}.npy") for k in range(len(graph.feedback))]
+        return out
+    finally:
+        shutil.rmtree(graph.logs, ignore_errors=True)
 
 
 def engine_learning(learner: OnChipLearner, x_seq: torch.Tensor, labels: torch.Tensor) -> tuple[dict, OnChipLearner]:

@@ -55,6 +55,15 @@ def _t(x) -> torch.Tensor:
     return torch.from_numpy(np.asarray(x, dtype=np.int64))
 
 
+def _log(p: dict, n: int, matrix: np.ndarray) -> None:
+    """Write ``matrix`` as entry n − first_sample of the .npy log file ``p["log_path"]`` (if any)."""
+    if p.get("log_path"):
+        log = np.load(p["log_path"], mmap_mode="r+")
+        log[n - p.get("first_sample", 0)] = matrix
+        log.flush()
+        del log
+
+
 class _Clocked(PyLoihiProcessModel):
     """(sample number, step within the sample) from Lava's global time step (1-based)."""
 
@@ -93,7 +102,6 @@ class PyPlasticDenseModel(_Clocked):
     m: np.ndarray = LavaPyType(np.ndarray, np.int64)
     trace: np.ndarray = LavaPyType(np.ndarray, np.int64)
     grad: np.ndarray = LavaPyType(np.ndarray, np.int64)
-    m_log: np.ndarray = LavaPyType(np.ndarray, np.int64)
 
     def __init__(self, proc_params):
         super().__init__(proc_params)
@@ -112,9 +120,7 @@ class PyPlasticDenseModel(_Clocked):
         grad = _t(self.grad) + torch.outer(y, trace[0])
         if t == p["time_steps"] - 1:      # end of the sample: apply the update, clear G and the trace
             self.m = weight_update(m, grad, p["factor"], self.update_rng, n).numpy()
-            log = self.m_log.copy()
-            log[n - p.get("first_sample", 0)] = self.m
-            self.m_log = log
+            _log(p, n, self.m)
             grad, trace = torch.zeros_like(grad), torch.zeros_like(trace)
         self.grad, self.trace = grad.numpy(), trace[0].numpy()
 
@@ -197,7 +203,6 @@ class PyFeedbackChannelModel(_Clocked):
     z_in: PyInPort = INT
     delta_out: PyOutPort = OUT
     fb: np.ndarray = LavaPyType(np.ndarray, np.int64)
-    fb_log: np.ndarray = LavaPyType(np.ndarray, np.int64)
 
     def __init__(self, proc_params):
         super().__init__(proc_params)
@@ -212,6 +217,4 @@ class PyFeedbackChannelModel(_Clocked):
         if p["opzo"]:
             self.fb = feedback_update(fb, o8.unsqueeze(0), z.unsqueeze(0), p["beta_shift"], self.fb_rng, n, t).numpy()
         if t == p["time_steps"] - 1:
-            log = self.fb_log.copy()
-            log[n - p.get("first_sample", 0)] = self.fb
-            self.fb_log = log
+            _log(p, n, self.fb)

@@ -16,7 +16,9 @@ Per time step t of a sample (sample number n), in dataflow order (no process wai
                      feedback M ← M + SR((o8 zᵀ·2^8 − M)·2^−k)
 
 The arithmetic is the engine's (``neuroplast.chip.onchip``, the single source of it); the models
-call it. Why custom processes and not Lava's ``LearningDense`` + ``Loihi3FLearningRule``: see
+call it. ``log_path`` (optional): an .npy file [K, ...] the model writes its matrix into after each
+sample (Lava's ``Var.get`` moves large arrays element by element: seconds per 784×128 matrix). Why
+custom processes and not Lava's ``LearningDense`` + ``Loihi3FLearningRule``: see
 ``neuroplast/lava/learning.py``.
 """
 from __future__ import annotations
@@ -43,11 +45,11 @@ class PlasticDense(AbstractProcess):
     """Dense synapses with 8-bit weight mantissas m, a presynaptic trace and a three-factor update."""
 
     def __init__(self, *, m: np.ndarray, weight_exp: int, x_scale: int, trace_d: int, trace_max: int,
-                 factor: float, seed: int, layer: int, time_steps: int, samples: int, first_sample: int = 0,
-                 **kwargs):
+                 factor: float, seed: int, layer: int, time_steps: int, log_path: str | None = None,
+                 first_sample: int = 0, **kwargs):
         super().__init__(weight_exp=weight_exp, x_scale=x_scale, trace_d=trace_d, trace_max=trace_max,
                          factor=factor, seed=seed, layer=layer, time_steps=time_steps, first_sample=first_sample,
-                         **kwargs)
+                         log_path=log_path, **kwargs)
         n_out, n_in = m.shape
         self.s_in = InPort(shape=(n_in,))      # payload that drives the synaptic input
         self.x_in = InPort(shape=(n_in,))      # clean presynaptic activity that drives the trace
@@ -56,7 +58,6 @@ class PlasticDense(AbstractProcess):
         self.m = Var(shape=m.shape, init=m.astype(np.int64))
         self.trace = Var(shape=(n_in,), init=0)
         self.grad = Var(shape=m.shape, init=0)
-        self.m_log = Var(shape=(samples, *m.shape), init=0)   # m after each sample's update
 
 
 class ThreeFactorLIF(AbstractProcess):
@@ -97,13 +98,12 @@ class FeedbackChannel(AbstractProcess):
     """Top-down channel of one hidden layer: δ = e_int·B (DFA) or e_int·M (OPZO, M learned online)."""
 
     def __init__(self, *, fb: np.ndarray, opzo: bool, beta_shift: int, seed: int, layer: int, time_steps: int,
-                 samples: int, first_sample: int = 0, **kwargs):
+                 log_path: str | None = None, first_sample: int = 0, **kwargs):
         super().__init__(opzo=opzo, beta_shift=beta_shift, seed=seed, layer=layer, time_steps=time_steps,
-                         first_sample=first_sample, **kwargs)
+                         first_sample=first_sample, log_path=log_path, **kwargs)
         c, n = fb.shape
         self.e_in = InPort(shape=(c,))
         self.o8_in = InPort(shape=(c,))
         self.z_in = InPort(shape=(n,))
         self.delta_out = OutPort(shape=(n,))
         self.fb = Var(shape=fb.shape, init=fb.astype(np.int64))
-        self.fb_log = Var(shape=(samples, *fb.shape), init=0)  # feedback matrix at the end of each sample

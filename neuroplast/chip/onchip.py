@@ -6,8 +6,9 @@ rules (learn/dfa.py, opzo.py, zo.py), each quantity on its own fixed scale:
   forward     integer CUBA LIF (``fixed``); weights 8-bit mantissas m (w = m·LSB_l), no biases
   traces      x̂ ← x̂·(4096 − d)>>12 + SR(impulse·x/X), unsigned ``trace_bits`` (presynaptic, clean input)
   ψ'          boxcar on the membrane before the spike check: 1 where |v − θ| ≤ θ/2
-  noise       Rademacher ±1 from per-neuron noise units (counter-based hash, ``chip.rng``); sent as graded
-              spikes s·Q + σQ·z (OPZO, ZO), antithetic across step pairs (OPZO)
+  noise       per-neuron noise units (counter-based hash, ``chip.rng``): z on the scale Z = 16, Rademacher
+              or Gaussian-like; after the neuron as graded spikes s·Q + σQ·z/Z, or before it on the input
+              current (then y = δ, no ψ'); antithetic across step pairs (OPZO)
   error       e = ∂L[t]/∂o[t] per sample (computed off-core), sent as an 8-bit payload e_int = SR(E·e)
   feedback    DFA: δ_l = e_int·B_l, B_l 8-bit random; OPZO: δ_l = e_int·M_l with the momentum
               feedback M_l ← M_l + (mean_b(o8 zᵀ)·2^f − M_l)>>k in a 16-bit accumulator

@@ -10,34 +10,25 @@ from neuroplast.snn import (
     LIFParams,
     build_network,
     detach_state,
-    lif_step,
     make_estimator,
 )
 from neuroplast.snn.lif_scan import scan_forward
 from neuroplast.snn.lif_sequence import lif_sequence
+from neuroplast.snn.neurons import lif_reference
 from neuroplast.snn.pooling import avg_pool
 
 TOL = {"rtol": 1e-6, "atol": 1e-6}
 
 
-def _loop(current, params, est):
-    u = s = torch.zeros_like(current[0])
-    out = []
-    for t in range(current.shape[0]):
-        u, s = lif_step(u, s, current[t], params, est)
-        out.append(s)
-    return torch.stack(out)
-
-
 @pytest.mark.parametrize("reset", ["hard", "soft"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-def test_lif_scan_matches_time_loop(reset, dtype):
+def test_lif_scan_matches_timelif_reference(reset, dtype):
     params = LIFParams(leak=0.7, threshold=0.9, reset=reset)
     est = make_estimator("sigmoid:k=4")
     g = torch.Generator().manual_seed(0)
     current = (torch.randn(6, 4, 3, 5, 5, generator=g, dtype=dtype) * 0.9 + 0.3).requires_grad_(True)
     w = torch.randn(current.shape, generator=g, dtype=dtype)
-    ref = _loop(current, params, est)
+    ref = lif_reference(current, params, est)
     fast = lif_sequence(current, params, est.pointwise_derivative())
     assert torch.equal(ref, fast) and 0 < ref.mean() < 1
     (g_ref,) = torch.autograd.grad((ref * w).sum(), current)
@@ -76,7 +67,7 @@ def test_avg_pool_is_bit_identical(shape, k):
     assert torch.equal(torch.autograd.grad(ref, x, g)[0], torch.autograd.grad(fast, x, g)[0])
 
 
-def test_bptt_simulate_matches_step_loop():
+def test_bptt_simulate_matches_steplif_reference():
     net = build_network("1x8x8-4C3-AP2-12-FC", input_shape=(1, 8, 8), num_classes=10,
                         generator=torch.Generator().manual_seed(0)).double()
     x = encode("direct", torch.rand(3, 1, 8, 8, dtype=torch.float64) * 3, 5)
@@ -114,7 +105,7 @@ def _rule_run(arch, shape, method, fold, *, encoding="direct", T=7, readout_only
 @pytest.mark.parametrize("method,window", [("ottt", 3), ("fa", 3), ("dfa", 3), ("opzo", 3), ("opzo", 8),
                                            ("opzo:noise=rademacher,antithetic=0,beta=0.5", 3)])
 @pytest.mark.parametrize("arch,shape", [("16-12-10-10", (16,)), ("1x8x8-4C3-AP2-12-FC", (1, 8, 8))])
-def test_online_rules_with_time_folded_match_the_step_loop(method, window, arch, shape, monkeypatch):
+def test_online_rules_with_time_folded_match_the_steplif_reference(method, window, arch, shape, monkeypatch):
     monkeypatch.setattr(batched, "WINDOW", window)
     assert batched.supported(build_network(arch, input_shape=shape, num_classes=10))
     for encoding in ("direct", "poisson"):
@@ -149,7 +140,7 @@ def test_time_folding_falls_back_where_it_would_change_results():
     assert not make_rule("opzo+ll").can_fold_time() and not make_rule("zo").can_fold_time()
 
 
-def test_step_state_after_fold_equals_loop():
+def test_step_state_after_fold_equalslif_reference():
     """The window simulator's carried state is the step loop's state (windows chain exactly)."""
     net = build_network("16-12-10", input_shape=(16,), num_classes=10,
                         generator=torch.Generator().manual_seed(0)).double()

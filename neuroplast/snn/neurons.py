@@ -71,3 +71,14 @@ def lif_step(u: Tensor, s: Tensor, current: Tensor, params: LIFParams,
     ``spike`` maps u − θ to spikes (forward H, backward the chosen estimator)."""
     u = params.leak * RESETS[params.reset](u, s, params.threshold) + current
     return u, spike(u - params.threshold)
+
+
+def lif_reference(current: Tensor, params: LIFParams, spike: Callable[[Tensor], Tensor]) -> Tensor:
+    """Spikes [T, ...] of the plain time loop over ``lif_step`` from rest: the reference the fused
+    and scanned LIF paths are tested against (autograd runs through it)."""
+    u = s = torch.zeros_like(current[0])
+    out = []
+    for t in range(current.shape[0]):
+        u, s = lif_step(u, s, current[t], params, spike)
+        out.append(s)
+    return torch.stack(out)

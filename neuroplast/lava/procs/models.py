@@ -49,6 +49,7 @@ from neuroplast.learn import CEMSELoss
 
 INT = LavaPyType(PyInPort.VEC_DENSE, np.int32, precision=24)
 OUT = LavaPyType(PyOutPort.VEC_DENSE, np.int32, precision=24)
+VAR = LavaPyType(np.ndarray, np.int64)      # integer state of a model
 
 
 def _t(x) -> torch.Tensor:
@@ -78,7 +79,7 @@ class _Clocked(PyLoihiProcessModel):
 @tag("fixed_pt")
 class PyNoiseUnitModel(_Clocked):
     z_out: PyOutPort = OUT
-    z: np.ndarray = LavaPyType(np.ndarray, np.int64)
+    z: np.ndarray = VAR
 
     def __init__(self, proc_params):
         super().__init__(proc_params)
@@ -99,9 +100,9 @@ class PyPlasticDenseModel(_Clocked):
     x_in: PyInPort = INT
     y_in: PyInPort = INT
     a_out: PyOutPort = OUT
-    m: np.ndarray = LavaPyType(np.ndarray, np.int64)
-    trace: np.ndarray = LavaPyType(np.ndarray, np.int64)
-    grad: np.ndarray = LavaPyType(np.ndarray, np.int64)
+    m: np.ndarray = VAR
+    trace: np.ndarray = VAR
+    grad: np.ndarray = VAR
 
     def __init__(self, proc_params):
         super().__init__(proc_params)
@@ -135,9 +136,9 @@ class PyThreeFactorLIFModel(_Clocked):
     s_out: PyOutPort = OUT
     spk_out: PyOutPort = OUT
     y_out: PyOutPort = OUT
-    u: np.ndarray = LavaPyType(np.ndarray, np.int64)
-    v: np.ndarray = LavaPyType(np.ndarray, np.int64)
-    spk: np.ndarray = LavaPyType(np.ndarray, np.int64)
+    u: np.ndarray = VAR
+    v: np.ndarray = VAR
+    spk: np.ndarray = VAR
 
     def __init__(self, proc_params):
         super().__init__(proc_params)
@@ -202,7 +203,7 @@ class PyFeedbackChannelModel(_Clocked):
     o8_in: PyInPort = INT
     z_in: PyInPort = INT
     delta_out: PyOutPort = OUT
-    fb: np.ndarray = LavaPyType(np.ndarray, np.int64)
+    fb: np.ndarray = VAR
 
     def __init__(self, proc_params):
         super().__init__(proc_params)

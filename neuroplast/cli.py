@@ -246,7 +246,7 @@ def _main(argv: list[str] | None) -> int:
         return 1
     if args.json:
         print(json.dumps(result, sort_keys=True))
-    return 0
+    return 1 if isinstance(result, dict) and result.get("ok") is False else 0   # e.g. an equivalence check failed
 
 
 if __name__ == "__main__":

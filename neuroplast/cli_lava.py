@@ -23,8 +23,9 @@ def add_parsers(sub, common) -> None:
                            help="run on-chip learning in Lava (one weight update per training sample) and check "
                                 "spikes, voltages, weights and feedback against the engine")
             p.add_argument("--float", action="store_true", dest="float_models",
-                           help="run the float network on Lava's floating_pt Dense/LIF models and check it against "
-                                "the engine's float LIF (instead of the quantised network on fixed_pt)")
+                           help="floating_pt instead of fixed_pt: the float network on Lava's Dense/LIF models "
+                                "against the engine's float LIF; with --learn, the learning processes' float twin "
+                                "(the chip's rule without rounding) against the engine's exact learner")
             p.add_argument("--method", default="opzo", help="on-chip rule with --learn: opzo (default) or dfa")
             p.add_argument("--lr", type=float, default=0.3, help="learning rate with --learn (a power-of-two shift)")
         common(p)
@@ -85,6 +86,7 @@ def cmd_lava(args) -> dict:
               + ("bit-exact with the engine" if mismatch is None else f"MISMATCH: {mismatch}"), file=sys.stderr)
     wall = time.perf_counter() - t0
     return {"samples": results, "bit_exact": all(r["bit_exact"] for r in results), "wall_s": wall,
+            "ok": all(r["bit_exact"] for r in results),
             "ms_per_step": 1000 * wall / (args.samples * (steps + len(fixed.synapses()) - 1))}
 
 
@@ -102,6 +104,7 @@ def _float(args, cfg, net, data, steps) -> dict:
               + ("spikes equal, voltages within 1e-9 of the engine" if mismatch is None else f"MISMATCH: {mismatch}"),
               file=sys.stderr)
     return {"samples": results, "match": all(r["match"] for r in results), "tag": "floating_pt",
+            "ok": all(r["match"] for r in results),
             "wall_s": time.perf_counter() - t0}
 
 
@@ -122,14 +125,26 @@ def _learn(args, cfg, net, data, steps) -> dict:
         raise UserError(f"--learn runs opzo or dfa in Lava; got --method {args.method!r}")
     if cfg.encoding != "direct":
         raise UserError("--learn takes runs with direct (graded) input encoding")
-    learner = OnChipLearner(net, load_chip(args.hw), args.method, lr=args.lr, time_steps=steps, seed=args.seed or 0)
+    exact = bool(getattr(args, "float_models", False))
+    chip = load_chip(args.hw)
+    learner = OnChipLearner(net, chip, args.method, lr=args.lr, time_steps=steps, seed=args.seed or 0, exact=exact)
     x, y = encode("direct", data.train.x[:args.samples], steps), data.train.y[:args.samples]
     t0 = time.perf_counter()
     engine, _ = engine_learning(learner, x, y)
     t1 = time.perf_counter()
     lava = run_learning(build_learning_graph(learner, learner.encode(x), y), timeout=args.timeout)
     t2 = time.perf_counter()
-    mismatch = first_mismatch(engine, lava)
+    mismatch = first_mismatch(engine, lava, rtol=1e-9 if exact else 0.0)
+    chip_cos = None
+    if exact:    # how far the chip's rounding takes the update from its float twin: cosine of Δw per layer
+        chip_learner = OnChipLearner(net, chip, args.method, lr=args.lr, time_steps=steps, seed=args.seed or 0)
+        on_chip, _ = engine_learning(chip_learner, x, y)
+        chip_cos = []
+        for k in range(len(learner.layers)):
+            d_f = on_chip["m"][k][-1] - chip_learner.layers[k]["m"].numpy()
+            d_x = engine["m"][k][-1] - learner.layers[k]["m"].numpy()
+            den = float(np.linalg.norm(d_f) * np.linalg.norm(d_x))
+            chip_cos.append(float((d_f * d_x).sum()) / den if den > 0 else 0.0)
     layers = []
     for k, (mine, theirs) in enumerate(zip(engine["m"], lava["m"])):
         start = learner.layers[k]["m"].numpy()
@@ -139,10 +154,16 @@ def _learn(args, cfg, net, data, steps) -> dict:
                        "same_direction": float((d_eng[moved] == d_lava[moved]).mean()) if moved.any() else 1.0})
         print(f"  layer {k + 1}: {layers[-1]['changed']}/{moved.size} weights changed, "
               f"{100 * layers[-1]['same_direction']:.1f}% in the engine's direction", file=sys.stderr)
-    print(f"on-chip {args.method} in Lava, {args.samples} samples x {steps} steps: "
-          + ("bit-exact with the engine (spikes, voltages, weights, feedback)" if mismatch is None
-             else f"MISMATCH: {mismatch}") + f"; Lava {t2 - t1:.1f} s, engine {t1 - t0:.2f} s", file=sys.stderr)
-    return {"method": args.method, "samples": args.samples, "bit_exact": mismatch is None,
+    same = ("equal to the engine's exact learner within 1e-9 (spikes, voltages, weights, feedback)" if exact
+            else "bit-exact with the engine (spikes, voltages, weights, feedback)")
+    print(f"on-chip {args.method} in Lava ({'floating_pt' if exact else 'fixed_pt'}), {args.samples} samples x "
+          f"{steps} steps: " + (same if mismatch is None else f"MISMATCH: {mismatch}")
+          + f"; Lava {t2 - t1:.1f} s, engine {t1 - t0:.2f} s", file=sys.stderr)
+    if chip_cos is not None:
+        print("  cosine of the weight change, float twin vs the chip's integers: "
+              + ", ".join(f"layer {k + 1} {c:.3f}" for k, c in enumerate(chip_cos)), file=sys.stderr)
+    return {"method": args.method, "samples": args.samples, "tag": "floating_pt" if exact else "fixed_pt",
+            "match": mismatch is None, "ok": mismatch is None, "bit_exact": mismatch is None and not exact, "chip_vs_float_cosine": chip_cos,
             "first_mismatch": None if mismatch is None else str(mismatch), "layers": layers,
             "loss_per_sample": [float(v) for v in lava["loss"]], "lava_s": t2 - t1, "engine_s": t1 - t0}
 

@@ -180,6 +180,29 @@ def test_lava_opzo_with_gaussian_noise_units_before_the_neuron_matches_the_engin
     assert (engine["m"][0][-1] != learner.layers[0]["m"].numpy()).sum() > 20
 
 
+@pytest.mark.parametrize("method,arch,kw", [("opzo", "64-32-10", {}), ("dfa", "64-24-16-10", {}),
+                                            ("opzo", "64-32-10", {"noise": "gaussian", "site": "before"})])
+def test_lava_floating_pt_learning_models_match_the_exact_engine(method, arch, kw):
+    """The floating_pt twin of every learning process (no rounding, no saturation) against
+    OnChipLearner(exact=True): the same spikes, and u, v, weights, feedback to 1e-9."""
+    pytest.importorskip("neuroplast.lava.network", reason="lava-nc is not installed")
+    import numpy as np
+
+    from neuroplast.lava.learning import build_learning_graph, engine_learning, first_mismatch, run_learning
+    learner = _learner(method, arch, seed=3, exact=True, **kw)
+    x, y = _digits(4)
+    engine, _ = engine_learning(learner, x, y)
+    graph = build_learning_graph(learner, learner.encode(x), y)
+    assert graph.tag == "floating_pt"
+    lava = run_learning(graph)
+    assert first_mismatch(engine, lava, rtol=1e-9) is None, str(first_mismatch(engine, lava, rtol=1e-9))
+    w = lava["m"][0][-1]
+    assert w.dtype == np.float64 and not np.array_equal(w, np.round(w))    # float weights, not mantissas
+    assert (np.abs(w - learner.layers[0]["m"].numpy()) > 1e-6).sum() > 50  # and they learned
+    assert int(lava["steps"]["hidden1"]["s"].sum()) > 0
+    assert not multiprocessing.active_children()
+
+
 def test_first_mismatch_names_layer_step_neuron_and_both_values():
     import numpy as np
 
@@ -212,6 +235,10 @@ def test_lava_run_learn_command(tmp_path, capsys):
     assert main(["lava", "run", str(run), "--float", "--samples", "2", "--json"]) == 0
     res = json.loads(capsys.readouterr().out)
     assert res["match"] and res["tag"] == "floating_pt" and len(res["samples"]) == 2
+    assert main(["lava", "run", str(run), "--learn", "--float", "--samples", "3", "--json"]) == 0
+    res = json.loads(capsys.readouterr().out)
+    assert res["match"] and res["tag"] == "floating_pt" and not res["bit_exact"]
+    assert all(0 < c <= 1 for c in res["chip_vs_float_cosine"])   # the chip's rounding keeps the direction
     assert main(["lava", "run", str(run), "--learn", "--method", "zo"]) == 2
     assert "opzo or dfa" in capsys.readouterr().err
     assert not multiprocessing.active_children()

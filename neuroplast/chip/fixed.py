@@ -77,6 +77,13 @@ def int_lif_integrate(u: Tensor, v: Tensor, a: Tensor, p: IntLIFParams) -> tuple
     return u, v.clamp(-UV_MAX + 1, UV_MAX - 1)
 
 
+def exact_lif_integrate(u: Tensor, v: Tensor, a: Tensor, p: IntLIFParams) -> tuple[Tensor, Tensor]:
+    """``int_lif_integrate`` in float64 without truncation, wrap-around or clipping (the exact twin of
+    the same parameters): u ← u·(4096 − (du + 1))/4096 + a·2^6;  v ← v·(4096 − dv)/4096 + u + bias."""
+    u = u * ((DECAY_UNITY - (p.du + 1)) / DECAY_UNITY) + a * float(1 << ACT_SHIFT)
+    return u, v * ((DECAY_UNITY - p.dv) / DECAY_UNITY) + u + p.effective_bias()
+
+
 def int_lif_fire(v: Tensor, p: IntLIFParams) -> tuple[Tensor, Tensor]:
     """Spike where v > vth << 6 and reset v to 0 there: v -> (v, spikes bool)."""
     s = v > (p.vth << VTH_SHIFT)

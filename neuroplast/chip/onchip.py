@@ -35,12 +35,10 @@ from .fixed import (
     VTH_SHIFT,
     W_MANT_MAX,
     IntLIFParams,
-    _decay,
-    int_dense,
     int_lif_fire,
-    int_lif_integrate,
 )
 from .hardware import Chip
+from .numerics import EXACT, INTEGER, Arith
 from .quantize import GRADED_INPUT, threshold_scale
 from .rng import Stream
 
@@ -92,15 +90,15 @@ class NoiseUnits:
 
 
 
-def noisy_payload(s: Tensor, z: Tensor | None, q: int, sigma_int: int) -> Tensor:
+def noisy_payload(s: Tensor, z: Tensor | None, q: int, sigma_int: int, ar: Arith = INTEGER) -> Tensor:
     """What a hidden neuron sends: s·q, plus σQ·z/Z rounded (graded spikes) when noise comes after it."""
-    s = s.to(torch.int64) * q
-    return s if z is None else s + ((sigma_int * z + Z // 2) >> Z_SHIFT)   # σQ·z/Z, rounded to nearest
+    s = s.to(ar.dtype) * q
+    return s if z is None else s + ar.shr_round(sigma_int * z, Z_SHIFT)   # σQ·z/Z, rounded to nearest
 
 
-def noise_current(z: Tensor, gain: int) -> Tensor:
+def noise_current(z: Tensor, gain: int, ar: Arith = INTEGER) -> Tensor:
     """Noise before the neuron: a = round(z·gain/2^8), gain = σ·(vth/θ)·2^8/Z (the current that σ·z is)."""
-    return (z * gain + (1 << (GAIN_SHIFT - 1))) >> GAIN_SHIFT               # rounded to nearest
+    return ar.shr_round(z * gain, GAIN_SHIFT)                               # rounded to nearest
 
 
 def third_factor(v_pre: Tensor, delta: Tensor, vth: int, gated: bool) -> Tensor:
@@ -109,19 +107,25 @@ def third_factor(v_pre: Tensor, delta: Tensor, vth: int, gated: bool) -> Tensor:
     return surrogate_gate(v_pre, vth) * delta if gated else delta
 
 
-def error_payload(loss, o: Tensor, y: Tensor, T: int, stream: Stream, samples, t: int) -> tuple[Tensor, Tensor]:
+def error_payload(loss, o: Tensor, y: Tensor, T: int, stream: Stream, samples, t: int,
+                  ar: Arith = INTEGER) -> tuple[Tensor, Tensor]:
     """Error unit: per-sample loss and e_int = SR(E·∂L[t]/∂o[t]) (8-bit), L[t] = loss/T, E = 64·T."""
     o_req = o.detach().requires_grad_(True)
     per = loss.per_sample(o_req, y)
     (e,) = torch.autograd.grad(per.sum() / T, o_req)
-    return per.detach(), stream.round(e * (E_PER_T * T), samples, t).clamp(-127, 127)
+    return per.detach(), ar.clamp(ar.sr(e * (E_PER_T * T), stream, samples, t), -127, 127)
+
+
+def output_payload(o: Tensor, stream: Stream, samples, t: int, ar: Arith = INTEGER) -> Tensor:
+    """OPZO's copy of the readout output for the feedback channels: o8 = SR(8·o), 8-bit."""
+    return ar.clamp(ar.sr(o * O_SCALE, stream, samples, t), -127, 127)
 
 
 def trace_step(trace: Tensor, clean: Tensor, scale: int, trace_d: int, trace_max: int, stream: Stream, samples,
-               t: int) -> Tensor:
+               t: int, ar: Arith = INTEGER) -> Tensor:
     """Presynaptic trace x̂ ← x̂·(4096 − d)>>12 + SR(IMPULSE·x/scale), saturating at trace_max."""
-    return (_decay(trace, DECAY_UNITY - trace_d)
-            + stream.round(clean.to(torch.float64) * IMPULSE / scale, samples, t)).clamp(0, trace_max)
+    impulse = ar.sr(clean.to(torch.float64) * IMPULSE / scale, stream, samples, t)
+    return ar.clamp(ar.decay(trace, DECAY_UNITY - trace_d) + impulse, 0, trace_max)
 
 
 def surrogate_gate(v_pre: Tensor, vth: int) -> Tensor:
@@ -131,11 +135,11 @@ def surrogate_gate(v_pre: Tensor, vth: int) -> Tensor:
 
 
 def feedback_update(fb: Tensor, o8: Tensor, z: Tensor, beta_shift: int, stream: Stream, sample: int,
-                    t: int) -> Tensor:
+                    t: int, ar: Arith = INTEGER) -> Tensor:
     """OPZO momentum feedback M ← M + SR((mean_b(o8 (z/Z)ᵀ)·2^f − M)·2^−k), 16-bit (β = 1 − 2^−k)."""
-    est = (o8.t() @ z).to(torch.float64) * (1 << M_FRAC) / (o8.shape[0] * Z)
-    step = stream.round(((est - fb) / (1 << beta_shift)).unsqueeze(0), sample, t)[0]
-    return (fb + step).clamp(-(1 << 15), (1 << 15) - 1)
+    est = (o8.t().to(torch.float64) @ z.to(torch.float64)) * (1 << M_FRAC) / (o8.shape[0] * Z)
+    step = ar.sr(((est - fb) / (1 << beta_shift)).unsqueeze(0), stream, sample, t)[0]
+    return ar.clamp(fb + step, -(1 << 15), (1 << 15) - 1)
 
 
 def update_factor(lr: float, T: int, fb_scale: float, batch: int, lsb: float) -> float:
@@ -145,15 +149,15 @@ def update_factor(lr: float, T: int, fb_scale: float, batch: int, lsb: float) ->
     return 2.0 ** round(math.log2(c)) if c > 0 else 0.0
 
 
-def weight_update(m: Tensor, grad: Tensor, factor: float, stream: Stream, batch: int) -> Tensor:
+def weight_update(m: Tensor, grad: Tensor, factor: float, stream: Stream, batch: int, ar: Arith = INTEGER) -> Tensor:
     """m ← clip(m − SR(G·2^−k)) into the signed 8-bit mantissa range."""
-    step = stream.round((grad.to(torch.float64) * factor).unsqueeze(0), batch, 0)[0]
-    return (m - step).clamp(-W_MANT_MAX - 1, W_MANT_MAX)
+    step = ar.sr((grad.to(torch.float64) * factor).unsqueeze(0), stream, batch, 0)[0]
+    return ar.clamp(m - step, -W_MANT_MAX - 1, W_MANT_MAX)
 
 
-def readout_value(a: Tensor, v_scale: float) -> Tensor:
+def readout_value(a: Tensor, v_scale: float, ar: Arith = INTEGER) -> Tensor:
     """The readout's output o[t] in float units: its synaptic input a[t] (<< 6), over the voltage scale."""
-    return (a << 6).to(torch.float64) / v_scale
+    return ar.readout(a, v_scale)
 
 
 def _sr(x: Tensor, gen: torch.Generator) -> Tensor:
@@ -162,11 +166,14 @@ def _sr(x: Tensor, gen: torch.Generator) -> Tensor:
 
 
 class OnChipLearner:
-    """Integer network + integer three-factor learning, built from a float network's initialisation."""
+    """Integer network + integer three-factor learning, built from a float network's initialisation.
+
+    ``exact=True``: the float twin (``numerics.EXACT``): the same equations, scales, parameters and
+    noise draws in float64 without any rounding or saturation; initial weights w/LSB unrounded."""
 
     def __init__(self, net, chip: Chip, method: str, *, lr: float, time_steps: int, sigma: float = 0.5,
                  beta_shift: int = 7, seed: int = 0, trace_decay: float | None = None, noise: str = "rademacher",
-                 site: str = "after"):
+                 site: str = "after", exact: bool = False):
         if method not in METHODS:
             raise SpecError(f"on-chip learning supports {', '.join(METHODS)}; got {method!r}")
         if noise not in NOISE_KINDS or site not in SITES:
@@ -184,6 +191,7 @@ class OnChipLearner:
                 and isinstance(layers[-1], Readout) and len(layers) >= 2):
             raise SpecError(f"on-chip learning runs fully connected networks (e.g. 64-256-10); got {net.arch!r}")
         self.method, self.chip, self.T, self.lr = method, chip, time_steps, float(lr)
+        self.ar = EXACT if exact else INTEGER
         self.gen = torch.Generator().manual_seed(seed)   # initial weights only; learning draws from chip.rng
         self.seed, self.samples_seen, self.batches_seen = seed, 0, 0
         self.trace_max = (1 << chip.numerics["trace_bits"]) - 1
@@ -202,7 +210,8 @@ class OnChipLearner:
             theta = layer.lif.threshold if isinstance(layer, SpikingLayer) else 1.0
             exp, vth = threshold_scale(theta, x_scale, lsb, lo, hi)
             lsb = theta * x_scale * 2.0 ** (exp + 1) / vth          # exact for the integer vth
-            m = _sr(w / lsb, self.gen).clamp(-W_MANT_MAX - 1, W_MANT_MAX)
+            m = _sr(w / lsb, self.gen).clamp(-W_MANT_MAX - 1, W_MANT_MAX)   # draws from gen in both precisions
+            m = w / lsb if exact else m
             dv = 0 if isinstance(layer, Readout) else min(max(round(DECAY_UNITY * (1 - layer.lif.leak)), 0), DECAY_MAX)
             # presynaptic trace decay: the float rules' λ of the layer (0 for the readout: x̂ = x)
             lam = layer.trace_decay if trace_decay is None or isinstance(layer, Readout) else trace_decay
@@ -221,10 +230,11 @@ class OnChipLearner:
             h["fb_rng"] = Stream(seed, STREAM_FEEDBACK + k)
             if method == "dfa":
                 b = torch.randn(C, n, generator=self.gen, dtype=torch.float64) / math.sqrt(C)
-                h["fb"] = torch.round(b * B_SCALE * math.sqrt(C)).clamp(-127, 127).to(torch.int64)
+                h["fb"] = b * B_SCALE * math.sqrt(C) if exact else \
+                    torch.round(b * B_SCALE * math.sqrt(C)).clamp(-127, 127).to(torch.int64)
                 h["fb_scale"] = B_SCALE * math.sqrt(C)
             elif method == "opzo":
-                h["fb"] = torch.zeros(C, n, dtype=torch.int64)
+                h["fb"] = torch.zeros(C, n, dtype=self.ar.dtype)
                 h["fb_scale"] = float(1 << M_FRAC) * O_SCALE   # M ≈ σ·∂o/∂a (no 1/σ, OPZO App. C)
 
     def saturation(self) -> dict[str, float]:
@@ -237,17 +247,17 @@ class OnChipLearner:
     def _forward_step(self, x: Tensor, state: list, noise: list | None):
         """One integer step from ``state`` (list of (u, v)); returns (o float [B, C], new state, per-layer
         (v_pre, spikes, clean input payload))."""
-        h, new, seen = x, [], []
+        h, new, seen, ar = x, [], [], self.ar
         for k, ly in enumerate(self.layers):
-            a = int_dense(ly["m"], h, ly["exp"])
+            a = ar.dense(ly["m"], h, ly["exp"])
             if noise is not None and self.site == "before" and k < len(self.hidden):
-                a = a + noise_current(noise[k], ly["noise_gain"])
+                a = a + noise_current(noise[k], ly["noise_gain"], ar)
             u, v = state[k]
-            u, v_pre = int_lif_integrate(u, v, a, ly["lif"])
+            u, v_pre = ar.lif_integrate(u, v, a, ly["lif"])
             if k == len(self.layers) - 1:
                 new.append((u, v_pre))
                 seen.append((v_pre, None, h))
-                return (a << 6).to(torch.float64) / ly["v_scale"], new, seen
+                return readout_value(a, ly["v_scale"], ar), new, seen
             v, s = int_lif_fire(v_pre, ly["lif"])
             new.append((u, v))
             seen.append((v_pre, s, h))
@@ -257,7 +267,7 @@ class OnChipLearner:
     def payload(self, s: Tensor, z: Tensor | None) -> Tensor:
         """What a hidden neuron sends: graded s·Q + σQ·z/Z with noise after it (OPZO, ZO), s·Q without,
         s for DFA."""
-        return noisy_payload(s, z, Q if self.method != "dfa" else 1, self.sigma_int)
+        return noisy_payload(s, z, Q if self.method != "dfa" else 1, self.sigma_int, self.ar)
 
     @property
     def gated(self) -> bool:
@@ -275,11 +285,11 @@ class OnChipLearner:
         Every random draw is keyed by (sample number, step) (``chip.rng``), so a batch of one sample
         gives exactly what the Lava processes (``neuroplast.lava.learning``) compute. ``record``
         collects u, v (after the spike check) and spikes of every hidden layer at every step."""
-        x_int = self.encode(x_seq)
+        x_int, ar = self.encode(x_seq), self.ar
         T, B = x_int.shape[:2]
         samples = torch.arange(self.samples_seen, self.samples_seen + B)
-        state = [(torch.zeros(B, ly["m"].shape[0], dtype=torch.int64),) * 2 for ly in self.layers]
-        traces = [torch.zeros(B, ly["m"].shape[1], dtype=torch.int64) for ly in self.layers]
+        state = [(torch.zeros(B, ly["m"].shape[0], dtype=ar.dtype),) * 2 for ly in self.layers]
+        traces = [torch.zeros(B, ly["m"].shape[1], dtype=ar.dtype) for ly in self.layers]
         grads = [torch.zeros_like(ly["m"]) for ly in self.layers]
         loss_sum, logits = 0.0, 0.0
         for t in range(T):
@@ -291,30 +301,30 @@ class OnChipLearner:
                     rec = record.setdefault(f"hidden{k + 1}", {"u": [], "v": [], "s": []})
                     for q, val in zip("uvs", (*new_state[k], seen[k][1].to(torch.int64))):
                         rec[q].append(val)
-            per, e_int = error_payload(self.loss, o, y, T, self.error_rng, samples, t)
+            per, e_int = error_payload(self.loss, o, y, T, self.error_rng, samples, t, ar)
             loss_sum += float(per.mean()) / T
             logits = logits + o / T
             for k, ly in enumerate(self.layers):  # presynaptic traces of the clean input each layer receives
                 clean = seen[k][2] if k == 0 else seen[k - 1][1].to(torch.int64)
                 traces[k] = trace_step(traces[k], clean, ly["x_scale"] if k == 0 else 1, ly["trace_d"],
-                                       self.trace_max, ly["trace_rng"], samples, t)
+                                       self.trace_max, ly["trace_rng"], samples, t, ar)
             if self.method == "zo":
                 o_clean, _, _ = self._forward_step(x_int[t], state, None)
                 diff = (per - self.loss.per_sample(o_clean, y)) / self.sigma
-                d_int = self.zo_rng.round((diff * E_PER_T).unsqueeze(1), samples, t)[:, 0].clamp(-127, 127)
+                d_int = ar.clamp(ar.sr((diff * E_PER_T).unsqueeze(1), self.zo_rng, samples, t)[:, 0], -127, 127)
             for k, ly in enumerate(self.hidden):
-                delta = ((d_int.view(-1, 1) * z[k] + Z // 2) >> Z_SHIFT if self.method == "zo"   # d·z/Z, rounded
+                delta = (ar.shr_round(d_int.view(-1, 1) * z[k], Z_SHIFT) if self.method == "zo"   # d·z/Z, rounded
                          else e_int @ ly["fb"])
                 grads[k] += third_factor(seen[k][0], delta, ly["lif"].vth, self.gated).t() @ traces[k]
             grads[-1] += e_int.t() @ traces[-1]
             if self.method == "opzo":
-                o8 = self.out8_rng.round(o * O_SCALE, samples, t).clamp(-127, 127)
+                o8 = output_payload(o, self.out8_rng, samples, t, ar)
                 for k, ly in enumerate(self.hidden):
-                    ly["fb"] = feedback_update(ly["fb"], o8, z[k], self.beta_shift, ly["fb_rng"], int(samples[0]), t)
+                    ly["fb"] = feedback_update(ly["fb"], o8, z[k], self.beta_shift, ly["fb_rng"], int(samples[0]), t, ar)
             state = new_state
         for ly, grad in zip(self.layers, grads):
             factor = update_factor(self.lr, T, ly.get("fb_scale", 1.0), B, ly["lsb"])
-            ly["m"] = weight_update(ly["m"], grad, factor, ly["update_rng"], self.batches_seen)
+            ly["m"] = weight_update(ly["m"], grad, factor, ly["update_rng"], self.batches_seen, self.ar)
         self.samples_seen += B
         self.batches_seen += 1
         return loss_sum, logits
@@ -323,7 +333,7 @@ class OnChipLearner:
     def classify(self, x_seq: Tensor) -> Tensor:
         x_int = self.encode(x_seq)
         B = x_int.shape[1]
-        state = [(torch.zeros(B, ly["m"].shape[0], dtype=torch.int64),) * 2 for ly in self.layers]
+        state = [(torch.zeros(B, ly["m"].shape[0], dtype=self.ar.dtype),) * 2 for ly in self.layers]
         total = 0.0
         for t in range(x_int.shape[0]):
             o, state, _ = self._forward_step(x_int[t], state, None)

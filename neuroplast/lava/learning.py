@@ -60,18 +60,20 @@ class LearningGraph:
     steps: int
     samples: int
     logs: str       # folder of the .npy logs the models write after each sample
+    tag: str        # "fixed_pt" (the chip's integers) or "floating_pt" (an exact learner's float twin)
 
 
 def _npy(folder: str, name: str, samples: int, like: torch.Tensor) -> str:
     path = str(Path(folder) / f"{name}.npy")
-    np.lib.format.open_memmap(path, mode="w+", dtype=np.int64, shape=(samples, *like.shape)).flush()
+    np.lib.format.open_memmap(path, mode="w+", dtype=like.numpy().dtype, shape=(samples, *like.shape)).flush()
     return path
 
 
 def build_learning_graph(learner: OnChipLearner, x_int: torch.Tensor, labels: torch.Tensor) -> LearningGraph:
     """Processes for ``learner`` (OPZO or DFA) learning on K samples x_int [T, K, N0] (integer
     payloads, ``learner.encode``), labels [K], one weight update per sample. The learner's current
-    weights, feedback and sample counter are the starting point; the learner is not changed."""
+    weights, feedback and sample counter are the starting point; the learner is not changed. An
+    exact learner (``OnChipLearner(exact=True)``) gets the floating_pt models, the chip's the fixed_pt."""
     if learner.method not in ("opzo", "dfa"):
         raise ValueError(f"the Lava learning graph runs opzo and dfa; got {learner.method!r} (zo needs a second, "
                          "clean forward pass per step)")
@@ -120,11 +122,12 @@ def build_learning_graph(learner: OnChipLearner, x_int: torch.Tensor, labels: to
             error.o8_out.connect(fb.o8_in)
             noises[k].z_out.connect(fb.z_in)
         feedback.append(fb)
-    return LearningGraph(source, dense, lifs, feedback, error, K * T, K, logs)
+    return LearningGraph(source, dense, lifs, feedback, error, K * T, K, logs,
+                         "floating_pt" if learner.ar.exact else "fixed_pt")
 
 
 def run_learning(graph: LearningGraph, *, timeout: float = 300.0, record: bool = True) -> dict:
-    """Run on Lava's CPU backend (fixed_pt). Returns per hidden layer u, v, s [K·T, N] (every step),
+    """Run on Lava's CPU backend (``graph.tag``). Returns per hidden layer u, v, s [K·T, N] (every step),
     per layer the weight mantissas after each sample m [K, N_out, N_in], per hidden layer the
     feedback matrix after each sample, and the ErrorUnit's per-sample logits and loss. ``record=False``
     leaves the Monitors out (they cost Lava more time than the learning itself)."""
@@ -137,10 +140,11 @@ def run_learning(graph: LearningGraph, *, timeout: float = 300.0, record: bool =
     anchor = graph.error
 
     def job():
-        anchor.run(condition=RunSteps(num_steps=graph.steps), run_cfg=Loihi2SimCfg(select_tag="fixed_pt"))
+        anchor.run(condition=RunSteps(num_steps=graph.steps), run_cfg=Loihi2SimCfg(select_tag=graph.tag))
         out: dict = {"steps": {}}
         for name, what, mon, var in monitors:
-            out["steps"].setdefault(name, {})[what] = monitor_data(mon, var)
+            out["steps"].setdefault(name, {})[what] = monitor_data(
+                mon, var, np.float64 if graph.tag == "floating_pt" else np.int64)
         out["logits"] = np.asarray(graph.error.logits.get())
         out["loss"] = np.asarray(graph.error.loss.get())
         return out
@@ -176,23 +180,29 @@ def engine_learning(learner: OnChipLearner, x_seq: torch.Tensor, labels: torch.T
     return out, learner
 
 
-def first_mismatch(engine: dict, lava: dict) -> Mismatch | None:
-    """Step by step (u, v, spikes of every hidden layer), then sample by sample (weights, feedback)."""
+def first_mismatch(engine: dict, lava: dict, rtol: float = 0.0) -> Mismatch | None:
+    """Step by step (u, v, spikes of every hidden layer), then sample by sample (weights, feedback).
+    ``rtol`` = 0: bit-exact (fixed_pt); > 0: |a − b| ≤ rtol·(1 + |b|) for the float twin."""
+    def differ(a, b):
+        return a != b if rtol == 0 else np.abs(a - b) > rtol * (1 + np.abs(b))
+
+    def value(x):
+        return int(x) if rtol == 0 else float(x)
     steps_of = next(iter(engine["steps"].values()))["u"].shape[0] if engine["steps"] else 0
     for t in range(steps_of):
         for layer, rec in engine["steps"].items():
             for q in ("s", "u", "v"):
                 mine, theirs = rec[q][t], lava["steps"][layer][q][t]
-                diff = np.flatnonzero(mine != theirs)
+                diff = np.flatnonzero(differ(mine, theirs))
                 if len(diff):
                     j = int(diff[0])
-                    return Mismatch(-1, layer, q, t, j, int(mine[j]), int(theirs[j]))
+                    return Mismatch(-1, layer, q, t, j, value(mine[j]), value(theirs[j]))
     for kind in ("m", "fb"):
         for k, (mine, theirs) in enumerate(zip(engine[kind], lava[kind])):
-            diff = np.argwhere(mine != theirs)
+            diff = np.argwhere(differ(mine, theirs))
             if len(diff):
                 i, *idx = (int(v) for v in diff[0])
                 return Mismatch(i, f"{'layer' if kind == 'm' else 'feedback'}{k + 1}", f"{kind}{idx}", -1,
-                                int(np.ravel_multi_index(idx, mine.shape[1:])), int(mine[tuple(diff[0])]),
-                                int(theirs[tuple(diff[0])]))
+                                int(np.ravel_multi_index(idx, mine.shape[1:])), value(mine[tuple(diff[0])]),
+                                value(theirs[tuple(diff[0])]))
     return None

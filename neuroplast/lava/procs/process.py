@@ -16,7 +16,8 @@ Per time step t of a sample (sample number n), in dataflow order (no process wai
                      feedback M ← M + SR((o8 zᵀ·2^8 − M)·2^−k)
 
 The arithmetic is the engine's (``neuroplast.chip.onchip``, the single source of it); the models
-call it. ``log_path`` (optional): an .npy file [K, ...] the model writes its matrix into after each
+call it: fixed_pt with the chip's integers, floating_pt with the same equations unrounded
+(``neuroplast.chip.numerics``). ``log_path`` (optional): an .npy file [K, ...] the model writes its matrix into after each
 sample (Lava's ``Var.get`` moves large arrays element by element: seconds per 784×128 matrix). Why
 custom processes and not Lava's ``LearningDense`` + ``Loihi3FLearningRule``: see
 ``neuroplast/lava/learning.py``.
@@ -55,7 +56,7 @@ class PlasticDense(AbstractProcess):
         self.x_in = InPort(shape=(n_in,))      # clean presynaptic activity that drives the trace
         self.y_in = InPort(shape=(n_out,))     # third factor from the postsynaptic neuron
         self.a_out = OutPort(shape=(n_out,))
-        self.m = Var(shape=m.shape, init=m.astype(np.int64))
+        self.m = Var(shape=m.shape, init=np.asarray(m))   # int64 mantissas (fixed_pt) or float64 (floating_pt)
         self.trace = Var(shape=(n_in,), init=0)
         self.grad = Var(shape=m.shape, init=0)
 
@@ -106,4 +107,4 @@ class FeedbackChannel(AbstractProcess):
         self.o8_in = InPort(shape=(c,))
         self.z_in = InPort(shape=(n,))
         self.delta_out = OutPort(shape=(n,))
-        self.fb = Var(shape=fb.shape, init=fb.astype(np.int64))
+        self.fb = Var(shape=fb.shape, init=np.asarray(fb))

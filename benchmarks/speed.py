@@ -5,7 +5,8 @@ method (BPTT, OTTT, DFA, OPZO, LocalZO-BPTT, float inference, fixed-point infere
 process and interleaved round-robin (machine noise hits all alike):
 
 * ms per step (median, p10–p90 over ``--steps`` steps after warm-up) and samples/s; a training step is
-  ``zero_grad`` + ``rule.compute_grads`` + Adam ``step``;
+  ``zero_grad`` + ``rule.compute_grads`` + Adam ``step`` (the engine's optimizer, ``make_optimizer``:
+  torch's fused Adam);
 * the float32 GEMM rate of this machine (``torch.mm`` at the net's representative size, same run);
 * the FLOP lower bound of the step: the multiply-adds of the synaptic GEMMs/convs only (2 FLOP each),
 
@@ -38,6 +39,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import torch
 
@@ -45,6 +47,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from plain_loop import PlainSNN, plain_step
 
 from neuroplast.data import encode
+from neuroplast.experiment import make_optimizer
 from neuroplast.fileio import atomic_write_json, atomic_write_text
 from neuroplast.learn import ce_mse_loss, make_rule
 from neuroplast.snn import build_network
@@ -204,7 +207,8 @@ def make_step(arch: str, method: str, T: int, x: torch.Tensor, y: torch.Tensor, 
     rule = make_rule(rule_spec)
     rule.generator = dev_gen
     rule.setup(net)
-    opt = torch.optim.Adam(list(net.parameters()) + rule.parameters(), 1e-3)
+    opt = make_optimizer(SimpleNamespace(optimizer="adam", lr=1e-3, weight_decay=0.0),   # the engine's (fused)
+                         list(net.parameters()) + rule.parameters())
 
     def train_step(T=T):
         opt.zero_grad(set_to_none=True)
@@ -337,7 +341,8 @@ def write_report(res: dict, path: Path) -> None:
          f"**Machine NOT idle**: other processes used {idle['load_cores']:.2f} cores when the run started "
          f"(waited {idle['waited_s']:.0f} s); the load during each measurement is in the tables. "
          "Ratios within one table are comparable (interleaved steps), absolute numbers are pessimistic."), "",
-        ("A training step is `zero_grad` + `rule.compute_grads` + Adam `step`, direct encoding (constant input), "
+        ("A training step is `zero_grad` + `rule.compute_grads` + Adam `step` (the engine's `make_optimizer`: torch's "
+        "fused Adam; the plain loop keeps torch's default Adam, as a user's own loop would), direct encoding (constant input), "
         "LIF λ=0.5 θ=1 hard reset, sigmoid surrogate k=4 (LocalZO: `localzo:m=2`), untrained weights. "
         "`infer` is `net.simulate` under `no_grad`; `infer_fixed` the quantised Loihi 2 integer network "
         "(`neuroplast.chip.quantize`, int64/float64 arithmetic on the CPU)."), "",

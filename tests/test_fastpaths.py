@@ -153,3 +153,17 @@ def test_step_state_after_fold_equalslif_reference():
         state = detach_state(state)
         ref.append(o)
     assert torch.equal(torch.cat(outs).detach(), torch.stack(ref).detach())
+
+
+def test_malloc_keeps_freed_memory_on_glibc_and_can_be_left_alone():
+    import platform
+    import subprocess
+    import sys
+    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
+        pytest.skip("mallopt tuning applies to glibc only")
+    from neuroplast.allocator import reuse_freed_memory
+    assert reuse_freed_memory() is True      # done at import; idempotent
+    code = "import neuroplast.allocator as a; print(a.reuse_freed_memory())"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         env={**__import__("os").environ, "NEUROPLAST_MALLOC": "default"}, check=True)
+    assert out.stdout.strip() == "False"

@@ -148,6 +148,11 @@ class ThreeFactorRule(Rule):
     def observe(self, info: StepInfo, noise: dict[str, Tensor] | None) -> None:
         """See a group's output after the signals were used (OPZO updates its feedback here)."""
 
+    def window_feedback(self, E: Tensor, outs: Tensor, states: list, layers: list[str]) -> dict[str, Tensor] | None:
+        """δ_l [K, B, N_l] of a window from its errors E and outputs ``outs`` [K, B, C] and the K noise states
+        (``noise_state``), doing what ``observe`` would do at each step (None: step by step)."""
+        return None
+
     def compute_grads(self, net, x_seq, y, loss_fn):
         net.check_input(x_seq)
         self.setup(net)
@@ -224,15 +229,19 @@ class ThreeFactorRule(Rule):
             o, spikes = sim.window(x_seq[t0:t1], None if drawn[0][0] is None else [d[0] for d in drawn])
             losses = [loss_fn(o[k], y) / T for k in range(t1 - t0)]
             (E,) = torch.autograd.grad(torch.stack(losses).sum(), o, retain_graph=True)
-            window = self.window_signals(net, E, hidden)
+            window, observed = self.window_signals(net, E, hidden), False
+            if window is None:
+                window = self.window_feedback(E, o.detach(), [d[1] for d in drawn], hidden)
+                observed = window is not None
             signals = {name: [] for name in hidden}
             for k, (noise, z, draws) in enumerate(drawn):
-                self.set_noise_state(z)
                 info = StepInfo(E[k], o[k].detach(), y, T, loss_fn, no_rerun, hidden)
-                if window is None:
-                    for name, d in self.hidden_signals(net, info).items():
-                        signals[name].append(d)
-                self.observe(info, noise)
+                if not observed:
+                    self.set_noise_state(z)
+                    if window is None:
+                        for name, d in self.hidden_signals(net, info).items():
+                            signals[name].append(d)
+                    self.observe(info, noise)
                 acc.add(losses[k], o[k], {name: s[k].detach() for name, s in spikes.items()})
                 acc.noise_draws += draws
             outs, grads = [o], [E]

@@ -26,12 +26,20 @@ from .base import register
 from .online import NOISE_KINDS, SITES, ThreeFactorRule, draw_noise, feedback_shape
 
 
+def feedback_estimate(o: torch.Tensor, z: torch.Tensor, *, sigma: float, scale_by_sigma: bool) -> torch.Tensor:
+    """One-point Jacobian estimate (1/B)·Σ_b o_b z_bᵀ (/σ): o [..., B, C], z [..., B, N] -> [..., C, N]
+    (leading dimensions: several steps at once)."""
+    est = o.transpose(-1, -2) @ z / o.shape[-2]
+    return est / sigma if scale_by_sigma else est
+
+
 def momentum_feedback_update(M: torch.Tensor, o: torch.Tensor, z: torch.Tensor, *, beta: float,
                              sigma: float, scale_by_sigma: bool) -> torch.Tensor:
     """M ← β·M + (1 − β)·(1/B)·Σ_b o_b z_bᵀ (/σ): o [B, C], z [B, N] -> M [C, N]."""
-    est = o.t() @ z / o.shape[0]
-    if scale_by_sigma:
-        est = est / sigma
+    return momentum_step(M, feedback_estimate(o, z, sigma=sigma, scale_by_sigma=scale_by_sigma), beta)
+
+
+def momentum_step(M: torch.Tensor, est: torch.Tensor, beta: float) -> torch.Tensor:
     return beta * M + (1.0 - beta) * est
 
 
@@ -93,6 +101,25 @@ class OPZO(ThreeFactorRule):
     def hidden_signals(self, net, info):
         info.ref = info.rerun(None) if self.subtract_clean and self._z else None
         return {name: info.e @ self.feedback[name] for name in info.layers}
+
+    def window_feedback(self, E, outs, states, layers):
+        """Signals δ_l[k] = e[k]·M_l[k] of a window of K steps with M_l updated after each step, as the
+        step-by-step ``hidden_signals``/``observe`` pair gives them: the K estimates o[k] z[k]ᵀ in one
+        batched product, the momentum recursion on [C, N] matrices, the K signals in another."""
+        if self.subtract_clean or not all(states):
+            return None
+        out = {}
+        for name in layers:
+            Z = torch.stack([z[name].flatten(1) for z in states])                       # [K, B, N]
+            est = feedback_estimate(outs, Z, sigma=self.sigma, scale_by_sigma=self.scale_by_sigma)
+            M, Ms = self.feedback[name], []
+            for k in range(len(states)):
+                Ms.append(M)
+                M = momentum_step(M, est[k], self.beta)
+            self.feedback[name] = M
+            out[name] = torch.bmm(E, torch.stack(Ms))
+        self._z = states[-1]
+        return out
 
     def observe(self, info, noise):
         if not self._z:

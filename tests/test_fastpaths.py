@@ -58,7 +58,7 @@ def test_lif_scan_carries_state_across_windows():
     assert torch.equal(torch.cat([U1, U2]), U) and torch.equal(torch.cat([S1, S2]), S)
 
 
-@pytest.mark.parametrize("shape,k", [((3, 4, 8, 8), 2), ((2, 3, 7, 9), 2), ((2, 2, 9, 9), 3)])
+@pytest.mark.parametrize("shape,k", [((3, 4, 8, 8), 2), ((2, 3, 7, 9), 2), ((2, 2, 9, 9), 3), ((2, 3, 8, 12), 4)])
 def test_avg_pool_is_bit_identical(shape, k):
     x = (torch.randn(shape) * 3).requires_grad_(True)
     ref, fast = F.avg_pool2d(x, k), avg_pool(x, k)

@@ -8,6 +8,8 @@ k² inputs of a window (zero to dropped rows/columns), as ``avg_pool2d_backward`
 """
 from __future__ import annotations
 
+import functools
+
 import torch
 
 Tensor = torch.Tensor
@@ -30,14 +32,27 @@ class _AvgPool(torch.autograd.Function):
     def backward(ctx, g: Tensor):
         k, shape = ctx.k, ctx.shape
         lead, (h2, w2) = g.shape[:-2], g.shape[-2:]
-        g = g / (k * k)  # repeat each value k times along W, then each row k times along H
-        g = g.unsqueeze(-1).expand(*lead, h2, w2, k).reshape(*lead, h2, w2 * k)
-        g = g.unsqueeze(-2).expand(*lead, h2, k, w2 * k).reshape(*lead, h2 * k, w2 * k)
+        if k & (k - 1) == 0 and g.is_floating_point():
+            # k² a power of two: g·(1/k²) = g/k² exactly, so the column repeat is a GEMM with the 0/1·k⁻²
+            # matrix (each output one product plus exact zeros; 2x faster than an interleaving copy)
+            g = (g.reshape(-1, w2) @ _repeat_matrix(w2, k, g.dtype, g.device)).view(*lead, h2, 1, w2 * k)
+        else:
+            g = (g / (k * k)).unsqueeze(-1).expand(*lead, h2, w2, k).reshape(*lead, h2, 1, w2 * k)
+        g = g.expand(*lead, h2, k, w2 * k).reshape(*lead, h2 * k, w2 * k)   # then each row k times
         if tuple(g.shape) == tuple(shape):
             return g, None
         grad = torch.zeros(shape, dtype=g.dtype, device=g.device)  # dropped rows/columns get zero
         grad[..., : h2 * k, : w2 * k] = g
         return grad, None
+
+
+@functools.lru_cache(maxsize=16)
+def _repeat_matrix(w2: int, k: int, dtype: torch.dtype, device: torch.device) -> Tensor:
+    """[w2, k·w2] with 1/k² at (j, k·j + b): x @ it repeats each column of x k times, divided by k²."""
+    out = torch.zeros(w2, w2 * k, dtype=dtype, device=device)
+    for b in range(k):
+        out[torch.arange(w2), torch.arange(w2) * k + b] = 1.0 / (k * k)
+    return out
 
 
 def avg_pool(x: Tensor, k: int) -> Tensor:

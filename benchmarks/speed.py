@@ -16,6 +16,7 @@ process and interleaved round-robin (machine noise hits all alike):
       inference             F
 
   and the ratio step / (bound / GEMM rate): 1.0 would be a step that only runs GEMMs at full rate;
+* ``<method>+compile``: BPTT, DFA, OPZO and inference with the LIF scans fused by torch.compile (``--compile``);
 * a plain PyTorch time-loop BPTT of the FC net (``plain_loop.py``) beside the engine;
 * peak memory of OTTT and OPZO at T=6 and T=30 (fresh subprocess each: ``ru_maxrss`` and the bytes
   autograd holds for backward, counted with saved-tensor hooks).
@@ -66,6 +67,8 @@ METHODS = {  # name -> (rule spec or None for inference, estimator)
     "infer": (None, "sigmoid:k=4"),
     "infer_fixed": ("fixed", "sigmoid:k=4"),
 }
+COMPILED = ("bptt", "dfa", "opzo", "infer")   # also measured as "<m>+compile": the net built with --compile
+METHODS.update({f"{m}+compile": METHODS[m] for m in COMPILED})
 INPUT_SHAPE, CLASSES = (1, 28, 28), 10
 
 
@@ -117,6 +120,7 @@ def wait_idle(max_wait: float, threshold: float = 0.1, window: float = 2.0) -> d
 # ---------------------------------------------------------------- FLOP bound
 def flop_bound(net, method: str, T: int, B: int, constant_input: bool = True) -> dict:
     """FLOPs of the synaptic GEMMs/convs of one step (see the module docstring)."""
+    method = method.removesuffix("+compile")
     fwd, first, feedback = 0, None, 0
     shape = INPUT_SHAPE
     for name, layer in net.layers.items():
@@ -186,7 +190,7 @@ def make_step(arch: str, method: str, T: int, x: torch.Tensor, y: torch.Tensor, 
     rule_spec, estimator = METHODS[method]
     gen = torch.Generator().manual_seed(0)
     net = build_network(arch, input_shape=INPUT_SHAPE, num_classes=CLASSES, estimator=estimator,
-                        generator=gen).to(device)
+                        generator=gen, compiled=method.endswith("+compile")).to(device)
     dev_gen = torch.Generator(device).manual_seed(1)
     for m in net.modules():
         if hasattr(m, "generator"):
@@ -345,7 +349,9 @@ def write_report(res: dict, path: Path) -> None:
         "fused Adam; the plain loop keeps torch's default Adam, as a user's own loop would), direct encoding (constant input), "
         "LIF λ=0.5 θ=1 hard reset, sigmoid surrogate k=4 (LocalZO: `localzo:m=2`), untrained weights. "
         "`infer` is `net.simulate` under `no_grad`; `infer_fixed` the quantised Loihi 2 integer network "
-        "(`neuroplast.chip.quantize`, int64/float64 arithmetic on the CPU)."), "",
+        "(`neuroplast.chip.quantize`, int64/float64 arithmetic on the CPU). `+compile` rows: the same net built with "
+        "`--compile` (`build_network(compiled=True)`): the LIF scans fused by torch.compile (`snn/lif_fused.py`; "
+        "same spikes, gradients to float rounding; compiled during warm-up)."), "",
         ("**Bound** = FLOPs of the synaptic GEMMs/convs of the step / measured float32 GEMM rate (`torch.mm` of the "
         "net's largest GEMM, same run). Counted: forward F = Σ_l 2·rows·fan-in·outputs with rows = T·B, and B for "
         "the first layer on the constant input; BPTT/LocalZO/OTTT 3F − F₁ (weight grads F, input grads F without "
@@ -371,6 +377,10 @@ def write_report(res: dict, path: Path) -> None:
         for m in ("dfa", "opzo", "ottt"):
             if m in rows and "bptt" in rows:
                 notes.append(f"{m} / BPTT = {rows[m]['ms_median'] / rows['bptt']['ms_median']:.2f}")
+        for m in ("dfa", "opzo"):
+            if f"{m}+compile" in rows and "bptt+compile" in rows:
+                notes.append(f"compiled: {m} / BPTT = "
+                             f"{rows[m + '+compile']['ms_median'] / rows['bptt+compile']['ms_median']:.2f}")
         if notes:
             lines += ["", "; ".join(notes) + "."]
         lines.append("")

@@ -167,3 +167,27 @@ def test_malloc_keeps_freed_memory_on_glibc_and_can_be_left_alone():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          env={**__import__("os").environ, "NEUROPLAST_MALLOC": "default"}, check=True)
     assert out.stdout.strip() == "False"
+
+
+@pytest.mark.parametrize("method", ["dfa", "opzo", "bptt"])
+def test_compiled_lif_scans_give_the_eager_spikes_and_gradients(method):
+    """--compile: the fused scans (lif_fused) give the eager path's spikes and losses exactly and its
+    gradients to float rounding (skips where torch.compile cannot build kernels)."""
+    from neuroplast.snn import lif_fused
+    runs = []
+    for compiled in (False, True):
+        net = build_network("1x8x8-4C3-AP2-12-FC", input_shape=(1, 8, 8), num_classes=10, compiled=compiled,
+                            generator=torch.Generator().manual_seed(0))
+        rule = make_rule(method)
+        rule.generator = torch.Generator().manual_seed(3)
+        x = encode("direct", torch.rand(4, 1, 8, 8, generator=torch.Generator().manual_seed(1)) * 3, 6)
+        res = [rule.compute_grads(net, x, torch.tensor([0, 3, 5, 9]), CEMSELoss()) for _ in range(2)]
+        runs.append((res, {k: p.grad for k, p in net.named_parameters() if p.grad is not None}))
+    if not lif_fused.available():
+        pytest.skip("torch.compile cannot build kernels here")
+    (ref, g_ref), (comp, g_comp) = runs
+    for a, b in zip(ref, comp):
+        assert a.loss == b.loss and torch.equal(a.logits, b.logits)
+        assert all(torch.equal(a.spike_counts[k], b.spike_counts[k]) for k in a.spike_counts)
+    for k in g_ref:
+        torch.testing.assert_close(g_comp[k], g_ref[k], rtol=1e-5, atol=1e-6)

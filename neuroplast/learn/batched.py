@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import torch
 
+from ..snn import lif_fused
 from ..snn.layers import Dropout, Flatten, Pool, Readout, SpikingLayer
 from ..snn.lif_scan import scan_forward
 from ..snn.spikefn import SurrogateEstimator
@@ -56,10 +57,11 @@ class _CutLIF(torch.autograd.Function):
     """Spikes of the LIF scan; backward ∂L/∂I[t] = ∂L/∂s[t]·h'(u[t] − θ) (time cut after each step)."""
 
     @staticmethod
-    def forward(ctx, current, params, derivative, state):
-        U, S = scan_forward(current, params, state)
+    def forward(ctx, current, params, derivative, state, fused=False):
+        out = lif_fused.scan_forward(current, params, state) if fused else None
+        U, S = out if out is not None else scan_forward(current, params, state)
         ctx.save_for_backward(U)
-        ctx.params, ctx.derivative = params, derivative
+        ctx.params, ctx.derivative, ctx.fused = params, derivative, fused
         ctx.mark_non_differentiable(U)
         ctx.set_materialize_grads(False)  # U gets no gradient: no zero-filled [T, ...] tensor for it
         return S, U
@@ -67,10 +69,13 @@ class _CutLIF(torch.autograd.Function):
     @staticmethod
     def backward(ctx, g, _):
         (U,) = ctx.saved_tensors
+        fused = lif_fused.cut_backward(g.contiguous(), U, ctx.params, ctx.derivative) if ctx.fused else None
+        if fused is not None:
+            return fused, None, None, None, None
         out, x = torch.empty_like(U), torch.empty_like(U[0])
         for t in range(U.shape[0]):  # step by step: one step's slice stays in cache
             torch.mul(g[t], ctx.derivative(torch.sub(U[t], ctx.params.threshold, out=x)), out=out[t])
-        return out, None, None, None
+        return out, None, None, None, None
 
 
 class _ConstantTraced(torch.autograd.Function):
@@ -173,7 +178,8 @@ class CutSimulator:
                 if isinstance(layer, Readout):
                     h = current
                     continue
-                h, U = _CutLIF.apply(current, layer.lif, layer.spike.pointwise_derivative(), self.state.get(name))
+                h, U = _CutLIF.apply(current, layer.lif, layer.spike.pointwise_derivative(), self.state.get(name),
+                                     layer.compiled)
                 self.state[name] = (U[-1].clone(), h[-1].detach().clone())  # no view: the window's buffers go
                 spikes[name] = h
                 if noise is not None and name in noise[0]:

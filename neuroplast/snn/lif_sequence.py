@@ -9,9 +9,9 @@ Backward runs the adjoint of the same recursion, from t = T−1 down to 0:
 
 with h' the estimator's pointwise derivative (a surrogate, or LocalZO's fresh draw). The eager
 path is the scan of ``lif_scan`` (preallocated buffers, 4 in-place ops per forward step, the adjoint
-on one step's cache-sized slice at a time); with ``compiled=True`` the per-step forward and adjoint bodies are fused into one kernel each by
-``torch.compile`` (needs a C++ compiler; several times faster on large conv layers; compiled
-once per shape). ``tests/test_lif_sequence.py`` checks both against autograd of the reference.
+on one step's cache-sized slice at a time); with ``compiled=True`` the whole forward scan and
+the whole adjoint are each one ``torch.compile``d function (``lif_fused``: needs a C++ compiler;
+compiled once per shape). ``tests/test_lif_sequence.py`` checks both against autograd of the reference.
 """
 from __future__ import annotations
 
@@ -20,6 +20,7 @@ from collections.abc import Callable
 
 import torch
 
+from . import lif_fused
 from .lif_scan import scan_backward, scan_forward
 from .neurons import RESET_GRADS, LIFParams, lif_step
 from .spikefn import heaviside
@@ -47,19 +48,23 @@ def _kernels(compiled: bool):
 
 
 class _LIFScan(torch.autograd.Function):
-    """Eager path: ``lif_scan.scan_forward`` / ``scan_backward``."""
+    """``lif_scan.scan_forward`` / ``scan_backward``, or their fused twins (``lif_fused``) when ``fused``."""
 
     @staticmethod
-    def forward(ctx, current, params, derivative):
-        U, spikes = scan_forward(current, params)
+    def forward(ctx, current, params, derivative, fused=False):
+        out = lif_fused.scan_forward(current, params) if fused else None
+        U, spikes = out if out is not None else scan_forward(current, params)
         ctx.save_for_backward(U, spikes)
-        ctx.params, ctx.derivative = params, derivative
+        ctx.params, ctx.derivative, ctx.fused = params, derivative, fused
         return spikes
 
     @staticmethod
     def backward(ctx, grad_spikes):
         U, spikes = ctx.saved_tensors
-        return scan_backward(grad_spikes, U, spikes, ctx.params, ctx.derivative), None, None
+        g = lif_fused.scan_backward(grad_spikes.contiguous(), U, spikes, ctx.params, ctx.derivative) if ctx.fused else None
+        if g is None:
+            g = scan_backward(grad_spikes, U, spikes, ctx.params, ctx.derivative)
+        return g, None, None, None
 
 
 class _LIFSequence(torch.autograd.Function):
@@ -97,8 +102,9 @@ def lif_sequence(current: Tensor, params: LIFParams, derivative: Callable[[Tenso
                  compiled: bool = False, stepwise: bool = False) -> Tensor:
     """Spikes s[0:T] of a LIF layer driven by I[0:T] (``current``: [T, B, ...]), from zero state.
 
+    ``compiled=True``: the scans fused by torch.compile (``lif_fused``; eager where that fails).
     ``stepwise=True`` forces the step-by-step path of ``forward_step``/``adjoint_step`` (the
-    reference for tests; also taken with ``compiled=True``)."""
-    if compiled or stepwise:
-        return _LIFSequence.apply(current, params, derivative, compiled)
-    return _LIFScan.apply(current, params, derivative)
+    reference for tests)."""
+    if stepwise:
+        return _LIFSequence.apply(current, params, derivative, False)
+    return _LIFScan.apply(current, params, derivative, compiled)

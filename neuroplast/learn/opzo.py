@@ -104,18 +104,18 @@ class OPZO(ThreeFactorRule):
 
     def window_feedback(self, E, outs, states, layers):
         """Signals δ_l[k] = e[k]·M_l[k] of a window of K steps with M_l updated after each step, as the
-        step-by-step ``hidden_signals``/``observe`` pair gives them: the K estimates o[k] z[k]ᵀ in one
-        batched product, the momentum recursion on [C, N] matrices, the K signals in another."""
+        step-by-step ``hidden_signals``/``observe`` pair gives them: the momentum recursion on [C, N]
+        matrices, then the K signals in one batched product."""
         if self.subtract_clean or not all(states):
             return None
         out = {}
         for name in layers:
-            Z = torch.stack([z[name].flatten(1) for z in states])                       # [K, B, N]
-            est = feedback_estimate(outs, Z, sigma=self.sigma, scale_by_sigma=self.scale_by_sigma)
             M, Ms = self.feedback[name], []
-            for k in range(len(states)):
+            for k, z in enumerate(states):    # one [C, B]·[B, N] product per step (no stacked copy of z)
                 Ms.append(M)
-                M = momentum_step(M, est[k], self.beta)
+                est = feedback_estimate(outs[k], z[name].flatten(1), sigma=self.sigma,
+                                        scale_by_sigma=self.scale_by_sigma)
+                M = momentum_step(M, est, self.beta)
             self.feedback[name] = M
             out[name] = torch.bmm(E, torch.stack(Ms))
         self._z = states[-1]

@@ -23,6 +23,10 @@ _META_FLAGS = {
     "--meta-lr": ("meta_lr", float, "Adam learning rate of the LSTM"),
     "--scale-lr": ("scale_lr", float, "Adam learning rate of the learnable log step size"),
     "--weights": ("weights", str, "meta-loss weights: log (default) | late | normalized | sum"),
+    "--meta-grad": ("meta_grad", str, "meta-gradient: bptt (truncated backprop through each unroll, default) or "
+                    "pes (persistent evolution strategies: no truncation bias, pes_particles trajectories)"),
+    "--pes-particles": ("pes_particles", int, "PES: antithetic particles (even; default 8)"),
+    "--pes-sigma": ("pes_sigma", float, "PES: std of the LSTM-parameter perturbations (default 0.01)"),
     "--eval-every": ("eval_every", int, "evaluate on held-out problem seeds every N iterations"),
     "--eval-seeds": ("eval_seeds", int, "held-out problem seeds per evaluation"),
     "--batch-size": ("batch_size", int, "optimizee mini-batch size"),

@@ -17,6 +17,12 @@ training (curriculum). A non-finite optimizee is dropped and a new one sampled; 
 meta-loss or meta-gradient restores the last good LSTM and is reported. Every ``eval_every``
 iterations the optimizer runs on held-out problem seeds; the checkpoint with the lowest mean
 log-loss over ``eval_horizons`` is kept as ``best.pt``; ``last.pt`` makes training resumable.
+
+``meta_grad = "pes"`` replaces truncated BPTT by persistent evolution strategies (``pes_segment``):
+``pes_particles`` perturbed copies of the LSTM each run the problem's trajectory, and the
+accumulated perturbations make the estimate unbiased for the whole trajectory (truncated BPTT,
+which ignores how φ shaped the state each segment starts from, drove the step size of a tuned
+Adam start down: reports/meta_horizon_bias.md). Forward passes only, N× the optimizee steps.
 """
 from __future__ import annotations
 
@@ -39,6 +45,7 @@ from .lstm import VARIANTS, CoordinateLSTM, detach_state
 from .problems import NoisyQuadratic, SNNProblem
 
 WEIGHTS = ("sum", "normalized", "late", "log")
+META_GRADS = ("bptt", "pes")
 EVAL_SEED0 = 1_000_000  # held-out problem seeds start here; training seeds count up from cfg.seed
 
 
@@ -77,6 +84,9 @@ class MetaConfig:
     eval_seeds: int = 4
     eval_horizons: list[int] = field(default_factory=list)   # default: [horizon]
     save_every_s: float = 600.0                # last.pt also every this many seconds (long CPU runs)
+    meta_grad: str = "bptt"                    # bptt (truncated, through the unroll) | pes (persistent ES)
+    pes_particles: int = 8                     # PES: antithetic particles per segment (even)
+    pes_sigma: float = 0.01                    # PES: std of the perturbation of the LSTM's parameters
     seed: int = 0
 
     def validate(self) -> MetaConfig:
@@ -98,6 +108,12 @@ class MetaConfig:
                             "init_lr)")
         if not self.nets or not self.init_gains:
             raise SpecError("meta nets and init_gains must be non-empty lists")
+        if self.meta_grad not in META_GRADS:
+            raise SpecError(f"unknown meta_grad {self.meta_grad!r}; valid: {', '.join(META_GRADS)}")
+        if self.meta_grad == "pes" and not (self.pes_particles >= 2 and self.pes_particles % 2 == 0
+                                             and self.pes_sigma > 0):
+            raise SpecError(f"pes needs an even pes_particles >= 2 and pes_sigma > 0, got {self.pes_particles} "
+                            f"and {self.pes_sigma}")
         if not self.eval_horizons:
             self.eval_horizons = [self.horizon]
         return self
@@ -200,6 +216,60 @@ def _meta_loss_term(kind: str, loss, l0: float, t: int, horizon: int):
     return loss.clamp_min(1e-30).log()
 
 
+def _segment_loss(model: CoordinateLSTM, problem, theta, state, t: int, l0: float | None, horizon: int,
+                  cfg: MetaConfig):
+    """K = ``unroll`` optimizee steps from (θ, LSTM state) at step t: (meta-loss of the segment, θ, state, l0)."""
+    meta_loss = 0.0
+    for _ in range(cfg.unroll):
+        loss = problem.loss(theta, t)
+        if l0 is None:
+            l0 = max(float(loss.detach()), 1e-12)
+        g = problem.grad(theta, loss, t)
+        if t > 0:
+            meta_loss = meta_loss + _meta_loss_term(cfg.weights, loss, l0, t, horizon)
+        upd, state = model.step(g, state)
+        theta, t = theta + upd, t + 1
+        if cfg.meta_grad == "pes":      # no graph through the unroll: θ stays a leaf for the next gradient
+            theta = theta.detach().requires_grad_(True)
+    meta_loss = (meta_loss + _meta_loss_term(cfg.weights, problem.loss(theta, t), l0, t, horizon)) / cfg.unroll
+    return meta_loss, theta, state, l0
+
+
+def pes_segment(model: CoordinateLSTM, problem, particles: list[dict], t: int, horizon: int, cfg: MetaConfig,
+                generator: torch.Generator) -> tuple[float, torch.Tensor]:
+    """Persistent evolution strategies (Vicol, Metz & Sohl-Dickstein, ICML 2021) over one segment.
+
+    Each particle i keeps its own trajectory (θ_i, LSTM state) and the sum ξ_i of the perturbations
+    ε_i ~ N(0, σ²I) of the LSTM parameters φ it has run with since the trajectory began; after the
+    segment run with φ + ε_i (antithetic pairs ε, −ε), the unbiased estimate of ∂(segment loss)/∂φ
+    over the whole trajectory is ĝ = Σ_i ξ_i·L_i / (N σ²), with no truncation bias (truncated BPTT
+    ignores the effect of φ on the state the segment starts from, which favours small steps).
+    Returns (mean segment loss over the particles, ĝ as a flat vector); inf loss if one diverged."""
+    phi = torch.nn.utils.parameters_to_vector(model.parameters()).detach()
+    half = len(particles) // 2
+    eps = torch.randn(half, phi.numel(), generator=generator) * cfg.pes_sigma
+    eps = torch.cat([eps, -eps])
+    losses, trainable = [], [p.requires_grad for p in model.parameters()]
+    model.requires_grad_(False)      # forward only: no graph through the LSTM (the optimizee's own grads still work)
+    try:
+        for i, p in enumerate(particles):
+            torch.nn.utils.vector_to_parameters(phi + eps[i], model.parameters())
+            loss, theta, state, p["l0"] = _segment_loss(model, problem, p["theta"].detach().requires_grad_(True),
+                                                        p["state"], t, p["l0"], horizon, cfg)
+            p["theta"], p["state"] = theta.detach(), state
+            p["xi"] = p["xi"] + eps[i]
+            losses.append(float(loss.detach()) if torch.is_tensor(loss) else float(loss))
+    finally:
+        torch.nn.utils.vector_to_parameters(phi, model.parameters())
+        for q, flag in zip(model.parameters(), trainable):
+            q.requires_grad_(flag)
+    if not all(math.isfinite(x) for x in losses):
+        return math.inf, torch.zeros_like(phi)
+    L = torch.tensor(losses, dtype=phi.dtype)
+    grad = (torch.stack([p["xi"] for p in particles]) * (L - L.mean()).unsqueeze(1)).sum(0)
+    return float(L.mean()), grad / (len(particles) * cfg.pes_sigma ** 2)
+
+
 def _meta_optimizer(model: CoordinateLSTM, cfg: MetaConfig) -> torch.optim.Adam:
     """Adam on the LSTM; the learnable log step size (adam variant) gets its own, larger rate."""
     groups = [{"params": [p for n, p in model.named_parameters() if n != "log_scale"], "lr": cfg.meta_lr}]
@@ -251,29 +321,36 @@ def meta_train(cfg: MetaConfig, out: str | Path, *, resume: bool = False, overwr
 
     if it == 0 and not history:
         record_eval()   # the untrained optimizer (Adam-like at init_lr for the adam variant) is a candidate too
+    pes_gen = torch.Generator().manual_seed(cfg.seed * 7_919 + it)
     while it < cfg.meta_iters:
         frac = min(1.0, it / max(1, cfg.meta_iters // 2))
         horizon = cfg.horizon if not cfg.horizon_start else int(cfg.horizon_start + frac * (cfg.horizon - cfg.horizon_start))
         if problem is None or t >= horizon:
             problem, next_seed = sampler(next_seed), next_seed + 1
             theta, state, t, l0 = problem.init(), model.init_state(problem.n), 0, None
-        theta = theta.detach().requires_grad_(True)
-        state = detach_state(state)
-        meta_loss = 0.0
-        for _ in range(cfg.unroll):
-            loss = problem.loss(theta, t)
-            if l0 is None:
-                l0 = max(float(loss.detach()), 1e-12)
-            g = problem.grad(theta, loss, t)
-            if t > 0:
-                meta_loss = meta_loss + _meta_loss_term(cfg.weights, loss, l0, t, horizon)
-            upd, state = model.step(g, state)
-            theta, t = theta + upd, t + 1
-        meta_loss = (meta_loss + _meta_loss_term(cfg.weights, problem.loss(theta, t), l0, t, horizon)) / cfg.unroll
+            particles = [{"theta": theta, "state": model.init_state(problem.n), "l0": None,
+                          "xi": torch.zeros(sum(p.numel() for p in model.parameters()))}
+                         for _ in range(cfg.pes_particles if cfg.meta_grad == "pes" else 0)]
         opt.zero_grad(set_to_none=True)
-        finite = torch.isfinite(meta_loss).item() and torch.isfinite(theta).all().item()
+        if cfg.meta_grad == "pes":
+            meta_loss, grad = pes_segment(model, problem, particles, t, horizon, cfg, pes_gen)
+            t += cfg.unroll
+            finite = math.isfinite(meta_loss) and bool(torch.isfinite(grad).all())
+            if finite:
+                k = 0
+                for p in model.parameters():
+                    p.grad = grad[k:k + p.numel()].view_as(p).to(p.dtype).clone()
+                    k += p.numel()
+            meta_loss = torch.tensor(meta_loss)
+        else:
+            theta = theta.detach().requires_grad_(True)
+            state = detach_state(state)
+            meta_loss, theta, state, l0 = _segment_loss(model, problem, theta, state, t, l0, horizon, cfg)
+            t += cfg.unroll
+            finite = torch.isfinite(meta_loss).item() and torch.isfinite(theta).all().item()
+            if finite:
+                meta_loss.backward()
         if finite:
-            meta_loss.backward()
             norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip)
             finite = math.isfinite(float(norm))
         if not finite:  # restore the last good LSTM, drop the optimizee

@@ -240,7 +240,7 @@ def test_pes_meta_gradient_matches_backprop_on_the_first_segment():
     particles = [{"theta": problem.init(), "state": model.init_state(10), "l0": None, "xi": torch.zeros(n)}
                  for _ in range(cfg.pes_particles)]
     mean, est = pes_segment(model, problem, particles, 0, cfg.horizon, cfg, torch.Generator().manual_seed(1))
-    assert math.isfinite(mean) and abs(mean - float(loss)) < 1e-2 * abs(float(loss))
+    assert math.isfinite(mean) and abs(mean - float(loss.detach())) < 1e-2 * abs(float(loss.detach()))
     # N antithetic particles in d dimensions: cos(ĝ, ∇) ≈ √(N/(N + d)) for a correct estimator (0.4 here),
     # ≈ ±1/√d (0.01) for an unrelated direction
     expected = math.sqrt(cfg.pes_particles / (cfg.pes_particles + n))

@@ -13,7 +13,6 @@ before the import) leaves malloc alone. A no-op where the C library is not glibc
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import os
 
 M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3   # glibc <malloc.h>
@@ -30,8 +29,7 @@ def reuse_freed_memory() -> bool:
     if os.environ.get("NEUROPLAST_MALLOC", "").lower() == "default":
         return False
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        mallopt = libc.mallopt
+        mallopt = ctypes.CDLL(None).mallopt   # the process's own C library: no ldconfig/compiler subprocess
     except (OSError, AttributeError):   # not glibc (macOS, Windows, musl without mallopt)
         return False
     mallopt.argtypes, mallopt.restype = (ctypes.c_int, ctypes.c_int), ctypes.c_int

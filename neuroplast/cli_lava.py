@@ -109,8 +109,6 @@ def _float(args, cfg, net, data, steps) -> dict:
 
 
 def _learn(args, cfg, net, data, steps) -> dict:
-    import numpy as np
-
     from .chip.hardware import load_chip
     from .chip.onchip import OnChipLearner
     from .data import encode
@@ -120,6 +118,8 @@ def _learn(args, cfg, net, data, steps) -> dict:
         engine_learning,
         first_mismatch,
         run_learning,
+        update_agreement,
+        update_cosines,
     )
     if args.method not in ("opzo", "dfa"):
         raise UserError(f"--learn runs opzo or dfa in Lava; got --method {args.method!r}")
@@ -138,22 +138,11 @@ def _learn(args, cfg, net, data, steps) -> dict:
     chip_cos = None
     if exact:    # how far the chip's rounding takes the update from its float twin: cosine of Δw per layer
         chip_learner = OnChipLearner(net, chip, args.method, lr=args.lr, time_steps=steps, seed=args.seed or 0)
-        on_chip, _ = engine_learning(chip_learner, x, y)
-        chip_cos = []
-        for k in range(len(learner.layers)):
-            d_f = on_chip["m"][k][-1] - chip_learner.layers[k]["m"].numpy()
-            d_x = engine["m"][k][-1] - learner.layers[k]["m"].numpy()
-            den = float(np.linalg.norm(d_f) * np.linalg.norm(d_x))
-            chip_cos.append(float((d_f * d_x).sum()) / den if den > 0 else 0.0)
-    layers = []
-    for k, (mine, theirs) in enumerate(zip(engine["m"], lava["m"])):
-        start = learner.layers[k]["m"].numpy()
-        d_eng, d_lava = np.sign(mine[-1] - start), np.sign(theirs[-1] - start)
-        moved = d_eng != 0
-        layers.append({"layer": k + 1, "changed": int(moved.sum()), "weights": int(moved.size),
-                       "same_direction": float((d_eng[moved] == d_lava[moved]).mean()) if moved.any() else 1.0})
-        print(f"  layer {k + 1}: {layers[-1]['changed']}/{moved.size} weights changed, "
-              f"{100 * layers[-1]['same_direction']:.1f}% in the engine's direction", file=sys.stderr)
+        chip_cos = update_cosines(chip_learner, engine_learning(chip_learner, x, y)[0], learner, engine)
+    layers = update_agreement(learner, engine, lava)
+    for r in layers:
+        print(f"  layer {r['layer']}: {r['changed']}/{r['weights']} weights changed, "
+              f"{100 * r['same_direction']:.1f}% in the engine's direction", file=sys.stderr)
     same = ("equal to the engine's exact learner within 1e-9 (spikes, voltages, weights, feedback)" if exact
             else "bit-exact with the engine (spikes, voltages, weights, feedback)")
     print(f"on-chip {args.method} in Lava ({'floating_pt' if exact else 'fixed_pt'}), {args.samples} samples x "

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import torch
 
-from .fixed import ACT_SHIFT, DECAY_UNITY, IntLIFParams, _decay, exact_lif_integrate, int_dense, int_lif_integrate
+from .fixed import DECAY_UNITY, IntLIFParams, _decay, exact_lif_integrate, int_dense, int_lif_integrate
 from .rng import Stream
 
 Tensor = torch.Tensor
@@ -61,10 +61,6 @@ class Arith:
     def lif_integrate(self, u: Tensor, v: Tensor, a: Tensor, p: IntLIFParams) -> tuple[Tensor, Tensor]:
         """CUBA LIF sub-threshold step (``fixed``)."""
         return (exact_lif_integrate if self.exact else int_lif_integrate)(u, v, a, p)
-
-    def readout(self, a: Tensor, v_scale: float) -> Tensor:
-        """The readout's output o[t] in float units: (a << 6)/V."""
-        return self.shl(a, ACT_SHIFT).to(torch.float64) / v_scale
 
 
 INTEGER = Arith(exact=False)

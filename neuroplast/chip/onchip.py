@@ -30,6 +30,7 @@ from ..errors import SpecError
 from ..learn import CEMSELoss
 from ..snn.layers import Dropout, Flatten, Readout, SpikingLayer
 from .fixed import (
+    ACT_SHIFT,
     DECAY_MAX,
     DECAY_UNITY,
     VTH_SHIFT,
@@ -87,7 +88,6 @@ class NoiseUnits:
             return ((bits >> 31) * 2 - 1) * Z
         total = (bits & 255) + ((bits >> 8) & 255) + ((bits >> 16) & 255) + (bits >> 24)   # the 4 bytes
         return ((total - GAUSS_MEAN) * GAUSS_GAIN + 512) >> 10                            # round to nearest
-
 
 
 def noisy_payload(s: Tensor, z: Tensor | None, q: int, sigma_int: int, ar: Arith = INTEGER) -> Tensor:
@@ -157,7 +157,7 @@ def weight_update(m: Tensor, grad: Tensor, factor: float, stream: Stream, batch:
 
 def readout_value(a: Tensor, v_scale: float, ar: Arith = INTEGER) -> Tensor:
     """The readout's output o[t] in float units: its synaptic input a[t] (<< 6), over the voltage scale."""
-    return ar.readout(a, v_scale)
+    return ar.shl(a, ACT_SHIFT).to(torch.float64) / v_scale
 
 
 def _sr(x: Tensor, gen: torch.Generator) -> Tensor:

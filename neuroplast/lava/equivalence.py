@@ -26,6 +26,12 @@ class Mismatch:
                 f"engine {self.engine}, Lava {self.lava}")
 
 
+def differs(a: np.ndarray, b: np.ndarray, atol: float = 0.0, rtol: float = 0.0) -> np.ndarray:
+    """Where engine values ``a`` and Lava values ``b`` differ: bit for bit (atol = rtol = 0, fixed point),
+    else by more than atol + rtol·|b| (float models)."""
+    return a != b if atol == rtol == 0 else np.abs(a - b) > atol + rtol * np.abs(b)
+
+
 def compare_sample(fixed, x_int: torch.Tensor, sample: int = 0, timeout: float = 120.0,
                    netx_file=None) -> tuple[Mismatch | None, dict]:
     """x_int [T, *input_shape] integer payloads of one sample -> (first mismatch or None, Lava's records).
@@ -41,10 +47,10 @@ def compare_sample(fixed, x_int: torch.Tensor, sample: int = 0, timeout: float =
             theirs = theirs.reshape(theirs.shape[0], -1)
             if mine.shape != theirs.shape:
                 raise AssertionError(f"layer {layer} {q}: engine recorded {mine.shape}, Lava {theirs.shape}")
-            diff = np.argwhere(mine != theirs)
+            diff = np.argwhere(differs(mine, theirs))
             if len(diff):
                 t, j = (int(v) for v in diff[0])
-                return Mismatch(sample, layer, q, t, j, int(mine[t, j]), int(theirs[t, j])), lava
+                return Mismatch(sample, layer, q, t, j, mine[t, j].item(), theirs[t, j].item()), lava
     return None, lava
 
 
@@ -86,8 +92,8 @@ def compare_float_sample(net, x: torch.Tensor, sample: int = 0, timeout: float =
     lava = run_graph(build_float_graph(net, x.reshape(x.shape[0], -1).numpy()), timeout=timeout, tag="floating_pt")
     ours = float_reference(net, x.reshape(x.shape[0], -1))
     for layer, rec in ours.items():
-        for q, bad in (("s", lambda a, b: a != b), ("v", lambda a, b: np.abs(a - b) > atol)):
-            diff = np.argwhere(bad(rec[q], lava[layer][q]))
+        for q, tol in (("s", 0.0), ("v", atol)):
+            diff = np.argwhere(differs(rec[q], lava[layer][q], atol=tol))
             if len(diff):
                 t, j = (int(v) for v in diff[0])
                 return Mismatch(sample, layer, q, t, j, float(rec[q][t, j]), float(lava[layer][q][t, j])), lava

@@ -39,8 +39,8 @@ from lava.proc.io.source import RingBuffer
 from lava.proc.monitor.process import Monitor
 
 from ..chip.onchip import OnChipLearner, Q, update_factor
-from .equivalence import Mismatch
-from .network import monitor_data, run_isolated
+from .equivalence import Mismatch, differs
+from .network import collect, run_isolated
 from .procs.process import (
     ErrorUnit,
     FeedbackChannel,
@@ -141,10 +141,7 @@ def run_learning(graph: LearningGraph, *, timeout: float = 300.0, record: bool =
 
     def job():
         anchor.run(condition=RunSteps(num_steps=graph.steps), run_cfg=Loihi2SimCfg(select_tag=graph.tag))
-        out: dict = {"steps": {}}
-        for name, what, mon, var in monitors:
-            out["steps"].setdefault(name, {})[what] = monitor_data(
-                mon, var, np.float64 if graph.tag == "floating_pt" else np.int64)
+        out = {"steps": collect(monitors, np.float64 if graph.tag == "floating_pt" else np.int64)}
         out["logits"] = np.asarray(graph.error.logits.get())
         out["loss"] = np.asarray(graph.error.loss.get())
         return out
@@ -180,14 +177,36 @@ def engine_learning(learner: OnChipLearner, x_seq: torch.Tensor, labels: torch.T
     return out, learner
 
 
+def update_agreement(learner: OnChipLearner, engine: dict, lava: dict) -> list[dict]:
+    """Per layer: how many weights the engine's run changed, and the fraction of those Lava moved the
+    same way (sign of the change over the K samples)."""
+    out = []
+    for k, (mine, theirs) in enumerate(zip(engine["m"], lava["m"])):
+        start = learner.layers[k]["m"].numpy()
+        d_eng, d_lava = np.sign(mine[-1] - start), np.sign(theirs[-1] - start)
+        moved = d_eng != 0
+        out.append({"layer": k + 1, "changed": int(moved.sum()), "weights": int(moved.size),
+                    "same_direction": float((d_eng[moved] == d_lava[moved]).mean()) if moved.any() else 1.0})
+    return out
+
+
+def update_cosines(a: OnChipLearner, run_a: dict, b: OnChipLearner, run_b: dict) -> list[float]:
+    """Per layer, the cosine between the weight changes of two engine runs (``engine_learning``) of two
+    learners, e.g. the float twin and the chip's integers (0 where a change is zero)."""
+    out = []
+    for k in range(len(a.layers)):
+        d_a = run_a["m"][k][-1] - a.layers[k]["m"].numpy()
+        d_b = run_b["m"][k][-1] - b.layers[k]["m"].numpy()
+        den = float(np.linalg.norm(d_a) * np.linalg.norm(d_b))
+        out.append(float((d_a * d_b).sum()) / den if den > 0 else 0.0)
+    return out
+
+
 def first_mismatch(engine: dict, lava: dict, rtol: float = 0.0) -> Mismatch | None:
     """Step by step (u, v, spikes of every hidden layer), then sample by sample (weights, feedback).
     ``rtol`` = 0: bit-exact (fixed_pt); > 0: |a − b| ≤ rtol·(1 + |b|) for the float twin."""
     def differ(a, b):
-        return a != b if rtol == 0 else np.abs(a - b) > rtol * (1 + np.abs(b))
-
-    def value(x):
-        return int(x) if rtol == 0 else float(x)
+        return differs(a, b, atol=rtol, rtol=rtol)
     steps_of = next(iter(engine["steps"].values()))["u"].shape[0] if engine["steps"] else 0
     for t in range(steps_of):
         for layer, rec in engine["steps"].items():
@@ -196,13 +215,13 @@ def first_mismatch(engine: dict, lava: dict, rtol: float = 0.0) -> Mismatch | No
                 diff = np.flatnonzero(differ(mine, theirs))
                 if len(diff):
                     j = int(diff[0])
-                    return Mismatch(-1, layer, q, t, j, value(mine[j]), value(theirs[j]))
+                    return Mismatch(-1, layer, q, t, j, mine[j].item(), theirs[j].item())
     for kind in ("m", "fb"):
         for k, (mine, theirs) in enumerate(zip(engine[kind], lava[kind])):
             diff = np.argwhere(differ(mine, theirs))
             if len(diff):
                 i, *idx = (int(v) for v in diff[0])
                 return Mismatch(i, f"{'layer' if kind == 'm' else 'feedback'}{k + 1}", f"{kind}{idx}", -1,
-                                int(np.ravel_multi_index(idx, mine.shape[1:])), value(mine[tuple(diff[0])]),
-                                value(theirs[tuple(diff[0])]))
+                                int(np.ravel_multi_index(idx, mine.shape[1:])), mine[tuple(diff[0])].item(),
+                                theirs[tuple(diff[0])].item())
     return None

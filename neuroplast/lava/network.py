@@ -141,7 +141,7 @@ def run_graph(graph: LavaGraph, *, timeout: float = 120.0, tag: str = "fixed_pt"
 
     def job():
         anchor.run(condition=RunSteps(num_steps=graph.steps), run_cfg=Loihi2SimCfg(select_tag=tag))
-        return _collect(monitors, np.int64 if tag == "fixed_pt" else np.float64)
+        return collect(monitors, np.int64 if tag == "fixed_pt" else np.float64)
 
     return run_isolated(job, anchor, timeout=timeout)
 
@@ -152,7 +152,8 @@ def monitor_data(mon, target, dtype=np.int64) -> np.ndarray:
     return np.asarray(data[next(iter(data))]).astype(dtype)
 
 
-def _collect(monitors, dtype=np.int64) -> dict[str, dict[str, np.ndarray]]:
+def collect(monitors, dtype=np.int64) -> dict[str, dict[str, np.ndarray]]:
+    """Records of (layer name, quantity, Monitor, Var) tuples as {layer: {quantity: [steps, N]}}."""
     out: dict[str, dict[str, np.ndarray]] = {}
     for name, what, mon, target in monitors:
         out.setdefault(name, {})[what] = monitor_data(mon, target, dtype)

@@ -22,9 +22,8 @@ from __future__ import annotations
 
 import torch
 
-from ..snn import lif_fused
+from ..snn import lif_fused, lif_scan
 from ..snn.layers import Dropout, Flatten, Pool, Readout, SpikingLayer
-from ..snn.lif_scan import scan_forward
 from ..snn.spikefn import SurrogateEstimator
 from ..snn.synapse import synapse
 
@@ -58,10 +57,10 @@ class _CutLIF(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, current, params, derivative, state, fused=False):
-        out = lif_fused.scan_forward(current, params, state) if fused else None
-        U, S = out if out is not None else scan_forward(current, params, state)
+        ctx.scans = lif_fused if fused else lif_scan
+        U, S = ctx.scans.scan_forward(current, params, state)
         ctx.save_for_backward(U)
-        ctx.params, ctx.derivative, ctx.fused = params, derivative, fused
+        ctx.params, ctx.derivative = params, derivative
         ctx.mark_non_differentiable(U)
         ctx.set_materialize_grads(False)  # U gets no gradient: no zero-filled [T, ...] tensor for it
         return S, U
@@ -69,13 +68,7 @@ class _CutLIF(torch.autograd.Function):
     @staticmethod
     def backward(ctx, g, _):
         (U,) = ctx.saved_tensors
-        fused = lif_fused.cut_backward(g.contiguous(), U, ctx.params, ctx.derivative) if ctx.fused else None
-        if fused is not None:
-            return fused, None, None, None, None
-        out, x = torch.empty_like(U), torch.empty_like(U[0])
-        for t in range(U.shape[0]):  # step by step: one step's slice stays in cache
-            torch.mul(g[t], ctx.derivative(torch.sub(U[t], ctx.params.threshold, out=x)), out=out[t])
-        return out, None, None, None, None
+        return ctx.scans.cut_backward(g, U, ctx.params, ctx.derivative), None, None, None, None
 
 
 class _ConstantTraced(torch.autograd.Function):

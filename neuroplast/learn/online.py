@@ -140,18 +140,14 @@ class ThreeFactorRule(Rule):
         """δ_l [B, N_l] for every hidden spiking layer in ``info.layers``."""
         raise NotImplementedError
 
-    def window_signals(self, net, E: Tensor, layers: list[str]) -> dict[str, Tensor] | None:
-        """δ_l [K, B, N_l] of K steps at once from their errors E [K, B, C], for rules whose signal
-        of step t depends on e[t] alone (None: ``hidden_signals`` step by step)."""
+    def window_signals(self, net, E: Tensor, outs: Tensor, states: list, layers: list[str]) -> dict[str, Tensor] | None:
+        """δ_l [K, B, N_l] of a window of K steps at once from their errors E and outputs ``outs``
+        [K, B, C] and noise states (``noise_state`` of each step), having done what ``observe`` does
+        at each step (None: ``hidden_signals`` and ``observe`` step by step)."""
         return None
 
     def observe(self, info: StepInfo, noise: dict[str, Tensor] | None) -> None:
         """See a group's output after the signals were used (OPZO updates its feedback here)."""
-
-    def window_feedback(self, E: Tensor, outs: Tensor, states: list, layers: list[str]) -> dict[str, Tensor] | None:
-        """δ_l [K, B, N_l] of a window from its errors E and outputs ``outs`` [K, B, C] and the K noise states
-        (``noise_state``), doing what ``observe`` would do at each step (None: step by step)."""
-        return None
 
     def compute_grads(self, net, x_seq, y, loss_fn):
         net.check_input(x_seq)
@@ -213,8 +209,9 @@ class ThreeFactorRule(Rule):
     def _compute_batched(self, net, x_seq, y, loss_fn):
         """The same updates, T steps at a time per layer (``learn.batched``): the noise of a window is
         drawn first, step by step as the loop draws it; the network runs the window at once; then the
-        signals and ``observe`` go step by step (OPZO's feedback evolves per step) and the gradients
-        of the window go back together."""
+        rule's ``window_signals`` gives the window's signals at once (DFA; OPZO, updating its feedback
+        per step), or the signals and ``observe`` go step by step; the gradients of the window go
+        back together."""
         T, B = x_seq.shape[:2]
         hidden = net.spiking_layers()
         sim, acc = batched.CutSimulator(net, isolate=True), StepAccumulator(T)
@@ -229,18 +226,14 @@ class ThreeFactorRule(Rule):
             o, spikes = sim.window(x_seq[t0:t1], None if drawn[0][0] is None else [d[0] for d in drawn])
             losses = [loss_fn(o[k], y) / T for k in range(t1 - t0)]
             (E,) = torch.autograd.grad(torch.stack(losses).sum(), o, retain_graph=True)
-            window, observed = self.window_signals(net, E, hidden), False
-            if window is None:
-                window = self.window_feedback(E, o.detach(), [d[1] for d in drawn], hidden)
-                observed = window is not None
+            window = self.window_signals(net, E, o.detach(), [d[1] for d in drawn], hidden)
             signals = {name: [] for name in hidden}
             for k, (noise, z, draws) in enumerate(drawn):
-                info = StepInfo(E[k], o[k].detach(), y, T, loss_fn, no_rerun, hidden)
-                if not observed:
+                if window is None:
                     self.set_noise_state(z)
-                    if window is None:
-                        for name, d in self.hidden_signals(net, info).items():
-                            signals[name].append(d)
+                    info = StepInfo(E[k], o[k].detach(), y, T, loss_fn, no_rerun, hidden)
+                    for name, d in self.hidden_signals(net, info).items():
+                        signals[name].append(d)
                     self.observe(info, noise)
                 acc.add(losses[k], o[k], {name: s[k].detach() for name, s in spikes.items()})
                 acc.noise_draws += draws

@@ -102,7 +102,7 @@ class OPZO(ThreeFactorRule):
         info.ref = info.rerun(None) if self.subtract_clean and self._z else None
         return {name: info.e @ self.feedback[name] for name in info.layers}
 
-    def window_feedback(self, E, outs, states, layers):
+    def window_signals(self, net, E, outs, states, layers):
         """Signals δ_l[k] = e[k]·M_l[k] of a window of K steps with M_l updated after each step, as the
         step-by-step ``hidden_signals``/``observe`` pair gives them: the momentum recursion on [C, N]
         matrices, then the K signals in one batched product."""

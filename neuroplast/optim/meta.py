@@ -217,8 +217,9 @@ def _meta_loss_term(kind: str, loss, l0: float, t: int, horizon: int):
 
 
 def _segment_loss(model: CoordinateLSTM, problem, theta, state, t: int, l0: float | None, horizon: int,
-                  cfg: MetaConfig):
-    """K = ``unroll`` optimizee steps from (θ, LSTM state) at step t: (meta-loss of the segment, θ, state, l0)."""
+                  cfg: MetaConfig, graph: bool = True):
+    """K = ``unroll`` optimizee steps from (θ, LSTM state) at step t: (meta-loss of the segment, θ, state, l0).
+    ``graph=False``: θ is cut after every step (no meta-graph through the unroll, as PES needs)."""
     meta_loss = 0.0
     for _ in range(cfg.unroll):
         loss = problem.loss(theta, t)
@@ -229,7 +230,7 @@ def _segment_loss(model: CoordinateLSTM, problem, theta, state, t: int, l0: floa
             meta_loss = meta_loss + _meta_loss_term(cfg.weights, loss, l0, t, horizon)
         upd, state = model.step(g, state)
         theta, t = theta + upd, t + 1
-        if cfg.meta_grad == "pes":      # no graph through the unroll: θ stays a leaf for the next gradient
+        if not graph:                   # θ stays a leaf for the optimizee's next gradient
             theta = theta.detach().requires_grad_(True)
     meta_loss = (meta_loss + _meta_loss_term(cfg.weights, problem.loss(theta, t), l0, t, horizon)) / cfg.unroll
     return meta_loss, theta, state, l0
@@ -255,7 +256,7 @@ def pes_segment(model: CoordinateLSTM, problem, particles: list[dict], t: int, h
         for i, p in enumerate(particles):
             torch.nn.utils.vector_to_parameters(phi + eps[i], model.parameters())
             loss, theta, state, p["l0"] = _segment_loss(model, problem, p["theta"].detach().requires_grad_(True),
-                                                        p["state"], t, p["l0"], horizon, cfg)
+                                                        p["state"], t, p["l0"], horizon, cfg, graph=False)
             p["theta"], p["state"] = theta.detach(), state
             p["xi"] = p["xi"] + eps[i]
             losses.append(float(loss.detach()) if torch.is_tensor(loss) else float(loss))
@@ -337,10 +338,9 @@ def meta_train(cfg: MetaConfig, out: str | Path, *, resume: bool = False, overwr
             t += cfg.unroll
             finite = math.isfinite(meta_loss) and bool(torch.isfinite(grad).all())
             if finite:
-                k = 0
-                for p in model.parameters():
-                    p.grad = grad[k:k + p.numel()].view_as(p).to(p.dtype).clone()
-                    k += p.numel()
+                params = list(model.parameters())
+                for p, g in zip(params, grad.split([p.numel() for p in params])):
+                    p.grad = g.view_as(p).to(p.dtype).clone()
             meta_loss = torch.tensor(meta_loss)
         else:
             theta = theta.detach().requires_grad_(True)

@@ -13,8 +13,8 @@ The forward writes the same IEEE operations in the same order (inductor compiles
 ``-ffp-contract=off``: no fused multiply-adds), so spikes and u equal the eager scan's bit for
 bit; the backward may differ by float rounding (sigmoid, exp). Kernels are compiled once per
 shape, constants and surrogate (tens of seconds the first time; cached on disk by inductor).
-Where compiling fails (no compiler), ``available()`` is False, a warning says so once, and the
-eager scans run.
+Where compiling fails (no compiler), ``available()`` is False, a warning says so once, and each
+function runs its eager twin in ``lif_scan``.
 """
 from __future__ import annotations
 
@@ -24,6 +24,7 @@ from collections.abc import Callable
 
 import torch
 
+from . import lif_scan
 from .neurons import LIFParams
 
 Tensor = torch.Tensor
@@ -96,17 +97,20 @@ def available() -> bool:
 
 
 def scan_forward(current: Tensor, params: LIFParams, state: tuple[Tensor, Tensor] | None = None):
-    """(U, S) as ``lif_scan.scan_forward``, fused; None where compiling failed."""
-    if state is None:
-        state = (torch.zeros_like(current[0]),) * 2
-    return _run(0, current, state[0], state[1], float(params.leak), float(params.threshold), params.reset == "hard")
+    """(U, S) as ``lif_scan.scan_forward``, fused (the eager scan where compiling failed)."""
+    u0, s0 = state if state is not None else (torch.zeros_like(current[0]),) * 2
+    out = _run(0, current, u0, s0, float(params.leak), float(params.threshold), params.reset == "hard")
+    return out if out is not None else lif_scan.scan_forward(current, params, state)
 
 
-def cut_backward(grad: Tensor, U: Tensor, params: LIFParams, derivative) -> Tensor | None:
-    """∂L/∂I[t] = ∂L/∂s[t]·h'(u[t] − θ) over all t, fused; None where compiling failed."""
-    return _run(1, grad, U, float(params.threshold), derivative)
+def cut_backward(grad: Tensor, U: Tensor, params: LIFParams, derivative) -> Tensor:
+    """``lif_scan.cut_backward``, fused."""
+    out = _run(1, grad.contiguous(), U, float(params.threshold), derivative)
+    return out if out is not None else lif_scan.cut_backward(grad, U, params, derivative)
 
 
-def scan_backward(grad: Tensor, U: Tensor, S: Tensor, params: LIFParams, derivative) -> Tensor | None:
-    """``lif_scan.scan_backward``, fused; None where compiling failed."""
-    return _run(2, grad, U, S, float(params.leak), float(params.threshold), params.reset == "hard", derivative)
+def scan_backward(grad: Tensor, U: Tensor, S: Tensor, params: LIFParams, derivative) -> Tensor:
+    """``lif_scan.scan_backward``, fused."""
+    out = _run(2, grad.contiguous(), U, S, float(params.leak), float(params.threshold), params.reset == "hard",
+               derivative)
+    return out if out is not None else lif_scan.scan_backward(grad, U, S, params, derivative)

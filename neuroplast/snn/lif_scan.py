@@ -42,6 +42,15 @@ def scan_forward(current: Tensor, params: LIFParams,
     return U, S
 
 
+def cut_backward(grad_spikes: Tensor, U: Tensor, params: LIFParams, derivative: Callable[[Tensor], Tensor]) -> Tensor:
+    """∂L/∂I[t] = ∂L/∂s[t]·h'(u[t] − θ) for every t, with the graph cut through time after each step
+    (the folded online rules, ``learn.batched``); one step's cache-sized slice at a time."""
+    out, x = torch.empty_like(U), torch.empty_like(U[0])
+    for t in range(U.shape[0]):
+        torch.mul(grad_spikes[t], derivative(torch.sub(U[t], params.threshold, out=x)), out=out[t])
+    return out
+
+
 def scan_backward(grad_spikes: Tensor, U: Tensor, S: Tensor, params: LIFParams,
                   derivative: Callable[[Tensor], Tensor]) -> Tensor:
     """∂L/∂I[0:T] from ∂L/∂s[0:T] and the saved u[0:T], s[0:T]; one step at a time (cache-sized

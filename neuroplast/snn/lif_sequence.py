@@ -15,13 +15,11 @@ compiled once per shape). ``tests/test_lif_sequence.py`` checks both against aut
 """
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable
 
 import torch
 
-from . import lif_fused
-from .lif_scan import scan_backward, scan_forward
+from . import lif_fused, lif_scan
 from .neurons import RESET_GRADS, LIFParams, lif_step
 from .spikefn import heaviside
 
@@ -40,62 +38,50 @@ def adjoint_step(grad_s: Tensor, g_u_next: Tensor, u: Tensor, s: Tensor, h: Tens
     return (grad_s + g_leak * dr_ds) * h + g_leak * dr_du
 
 
-@functools.cache
-def _kernels(compiled: bool):
-    if not compiled:
-        return forward_step, adjoint_step
-    return torch.compile(forward_step), torch.compile(adjoint_step)  # shapes go dynamic after a recompile
-
-
 class _LIFScan(torch.autograd.Function):
     """``lif_scan.scan_forward`` / ``scan_backward``, or their fused twins (``lif_fused``) when ``fused``."""
 
     @staticmethod
     def forward(ctx, current, params, derivative, fused=False):
-        out = lif_fused.scan_forward(current, params) if fused else None
-        U, spikes = out if out is not None else scan_forward(current, params)
+        ctx.scans = lif_fused if fused else lif_scan
+        U, spikes = ctx.scans.scan_forward(current, params)
         ctx.save_for_backward(U, spikes)
-        ctx.params, ctx.derivative, ctx.fused = params, derivative, fused
+        ctx.params, ctx.derivative = params, derivative
         return spikes
 
     @staticmethod
     def backward(ctx, grad_spikes):
         U, spikes = ctx.saved_tensors
-        g = lif_fused.scan_backward(grad_spikes.contiguous(), U, spikes, ctx.params, ctx.derivative) if ctx.fused else None
-        if g is None:
-            g = scan_backward(grad_spikes, U, spikes, ctx.params, ctx.derivative)
-        return g, None, None, None
+        return ctx.scans.scan_backward(grad_spikes, U, spikes, ctx.params, ctx.derivative), None, None, None
 
 
 class _LIFSequence(torch.autograd.Function):
-    """Step-by-step path (``forward_step`` / ``adjoint_step``), compiled with torch.compile."""
+    """Step-by-step path (``forward_step`` / ``adjoint_step``): the reference the scans are checked against."""
 
     @staticmethod
-    def forward(ctx, current, params, derivative, compiled):
-        step, _ = _kernels(compiled)
+    def forward(ctx, current, params, derivative):
         u = s = torch.zeros_like(current[0])
         us, spikes = [], []
         for cur in current.unbind(0):
-            u, s = step(u, s, cur, params)
+            u, s = forward_step(u, s, cur, params)
             us.append(u)
             spikes.append(s)
         ctx.save_for_backward(*us, *spikes)  # the step outputs themselves: no copies
-        ctx.params, ctx.derivative, ctx.compiled = params, derivative, compiled
+        ctx.params, ctx.derivative = params, derivative
         return torch.stack(spikes)
 
     @staticmethod
     def backward(ctx, grad_spikes):
         saved = ctx.saved_tensors
         T = len(saved) // 2
-        _, adjoint = _kernels(ctx.compiled)
         p = ctx.params
         grads = [None] * T
         g_u = torch.zeros_like(saved[0])
         for t in range(T - 1, -1, -1):
             u, s = saved[t], saved[T + t]
-            g_u = adjoint(grad_spikes[t], g_u, u, s, ctx.derivative(u - p.threshold), p)
+            g_u = adjoint_step(grad_spikes[t], g_u, u, s, ctx.derivative(u - p.threshold), p)
             grads[t] = g_u
-        return torch.stack(grads), None, None, None
+        return torch.stack(grads), None, None
 
 
 def lif_sequence(current: Tensor, params: LIFParams, derivative: Callable[[Tensor], Tensor], *,
@@ -106,5 +92,5 @@ def lif_sequence(current: Tensor, params: LIFParams, derivative: Callable[[Tenso
     ``stepwise=True`` forces the step-by-step path of ``forward_step``/``adjoint_step`` (the
     reference for tests)."""
     if stepwise:
-        return _LIFSequence.apply(current, params, derivative, False)
+        return _LIFSequence.apply(current, params, derivative)
     return _LIFScan.apply(current, params, derivative, compiled)

@@ -76,9 +76,11 @@ def test_saved_optimizer_reloads_and_gives_identical_steps(variant, tmp_path):
     assert torch.equal(runs[0], runs[1]) and not torch.equal(runs[0], torch.linspace(-1, 1, 12).view(3, 4))
 
 
-def test_adam_variant_starts_as_adam():
-    """Zero-initialised head: the untrained default variant takes Adam's steps (lr = init_lr)."""
-    model = CoordinateLSTM("adam", init_lr=0.05)
+@pytest.mark.parametrize("learn_beta1", [False, True])
+def test_adam_variant_starts_as_adam(learn_beta1):
+    """Zero-initialised head: the untrained default variant takes Adam's steps (lr = init_lr), with
+    or without a learnable β₁ (it starts at Adam's 0.9)."""
+    model = CoordinateLSTM("adam", init_lr=0.05, learn_beta1=learn_beta1)
     a, b = torch.nn.Parameter(torch.ones(5)), torch.nn.Parameter(torch.ones(5))
     opts = [LearnedOptimizer([a], model), torch.optim.Adam([b], lr=0.05, eps=1e-8)]
     for t in range(5):
@@ -259,3 +261,41 @@ def test_pes_meta_training_improves_the_held_out_score():
     assert summary["restores"] == 0 and last < first, (first, last)
     with pytest.raises(Exception, match="pes needs"):
         MetaConfig(**{**QUAD, "meta_grad": "pes", "pes_particles": 3}).validate()
+
+
+def test_learnable_beta1_gets_a_meta_gradient_and_survives_a_checkpoint(tmp_path):
+    from neuroplast.optim.meta import _meta_optimizer, _segment_loss
+    cfg = MetaConfig(**{**QUAD, "learn_beta1": True})
+    model = CoordinateLSTM("adam", init_lr=1e-2, learn_beta1=True)
+    problem = NoisyQuadratic(dim=10, noise=1.0, seed=2)
+    loss, *_ = _segment_loss(model, problem, problem.init().requires_grad_(True), model.init_state(10), 0, None,
+                             cfg.horizon, cfg)
+    loss.backward()
+    g = model.beta1_logit.grad
+    assert g is not None and torch.isfinite(g) and float(g) != 0.0
+    groups = _meta_optimizer(model, cfg).param_groups        # β₁ is meta-trained at the scalars' rate
+    assert any(p is model.beta1_logit for p in groups[1]["params"]) and groups[1]["lr"] == cfg.scale_lr
+    with torch.no_grad():
+        model.beta1_logit.fill_(0.3)
+    save_checkpoint(tmp_path / "b.pt", model)
+    again, _ = load_checkpoint(tmp_path / "b.pt")
+    assert again.learn_beta1 and float(again.beta1()) == pytest.approx(float(torch.sigmoid(torch.tensor(0.3))))
+
+
+def test_pes_particles_replay_the_same_batches_and_estimator_noise():
+    """Common random numbers: with (almost) no perturbation every PES particle follows the same
+    trajectory, although each segment draws mini-batches and LocalZO noise."""
+    from neuroplast.optim.meta import pes_segment
+    cfg = MetaConfig(problem="snn", dataset="digits", nets=["64-32-10"], batch_size=16, unroll=3,
+                     meta_grad="pes", pes_particles=4, pes_sigma=1e-9, init_lr=0.03)
+    problem = ProblemSampler(cfg)(5)
+    model = CoordinateLSTM("adam", init_lr=0.03)
+    n_phi = sum(p.numel() for p in model.parameters())
+    particles = [{"theta": problem.init(), "state": model.init_state(problem.n), "l0": None,
+                  "xi": torch.zeros(n_phi)} for _ in range(cfg.pes_particles)]
+    for t in (0, 3):
+        pes_segment(model, problem, particles, t, cfg.horizon, cfg, torch.Generator().manual_seed(t))
+    moved = particles[0]["theta"] - problem.init()
+    assert moved.abs().max() > 1e-3
+    for p in particles[1:]:
+        assert torch.allclose(p["theta"], particles[0]["theta"], atol=1e-6)

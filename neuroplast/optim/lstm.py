@@ -24,6 +24,9 @@ Adam's direction d = m̂_0.9/(√v̂ + ε):
 
 with a zero-initialised head, so it starts as Adam with step size exp(log_scale) and must learn to
 beat it; ``log_scale`` is a learnable scalar (meta-trained with its own, larger learning rate).
+With ``learn_beta1=True`` the momentum of that direction is learnable too, β₁ = σ(κ) (κ starts
+at logit 0.9, Adam's value; same learning rate as the log step size): the optimizer can move from
+Adam's momentum toward RMSprop's none (β₁ = 0) or toward heavier averaging of the noisy estimates.
 With ``relative=True`` the log-multipliers are centred over the coordinates, b = 2·tanh(a/2) −
 mean(2·tanh(a/2)), so the multipliers have geometric mean 1: the LSTM can move step size between
 coordinates but not shrink every step at once — the short-horizon bias of truncated unrolls
@@ -56,7 +59,7 @@ class CoordinateLSTM(nn.Module):
 
     def __init__(self, variant: str = "adam", hidden: int = 20, layers: int = 2, betas=(0.5, 0.9, 0.99),
                  step_input: bool = True, init_lr: float = 1e-3, out_scale: float = 0.1, p: float = 10.0,
-                 relative: bool = False):
+                 relative: bool = False, learn_beta1: bool = False):
         super().__init__()
         if variant not in VARIANTS:
             raise ValueError(f"unknown learned-optimizer variant {variant!r}; valid: {', '.join(VARIANTS)}")
@@ -65,7 +68,7 @@ class CoordinateLSTM(nn.Module):
         self.variant, self.hidden, self.layers = variant, int(hidden), int(layers)
         self.betas, self.step_input = tuple(float(b) for b in betas), bool(step_input)
         self.init_lr, self.out_scale, self.p = float(init_lr), float(out_scale), float(p)
-        self.relative = bool(relative)
+        self.relative, self.learn_beta1 = bool(relative), bool(learn_beta1)
         n_in = 2 if variant == "l2l" else 2 + 1 + len(self.betas) + int(self.step_input)
         self.cells = nn.ModuleList(nn.LSTMCell(n_in if i == 0 else hidden, hidden) for i in range(layers))
         self.head = nn.Linear(hidden, 1)
@@ -73,13 +76,19 @@ class CoordinateLSTM(nn.Module):
             nn.init.zeros_(self.head.weight)
             nn.init.zeros_(self.head.bias)
             self.log_scale = nn.Parameter(torch.tensor(math.log(init_lr)))
+            if self.learn_beta1:
+                self.beta1_logit = nn.Parameter(torch.tensor(math.log(ADAM_BETA1 / (1 - ADAM_BETA1))))
         else:
             self.register_buffer("log_scale", torch.tensor(0.0))
 
     def config(self) -> dict:
         return {"variant": self.variant, "hidden": self.hidden, "layers": self.layers, "betas": list(self.betas),
                 "step_input": self.step_input, "init_lr": self.init_lr, "out_scale": self.out_scale, "p": self.p,
-                "relative": self.relative}
+                "relative": self.relative, "learn_beta1": self.learn_beta1}
+
+    def beta1(self) -> Tensor | float:
+        """β₁ of the Adam-like direction: learnable σ(κ) with ``learn_beta1``, else Adam's 0.9."""
+        return torch.sigmoid(self.beta1_logit) if self.learn_beta1 else ADAM_BETA1
 
     def init_state(self, n: int, device=None, dtype=torch.float32) -> dict:
         z = torch.zeros(n, self.hidden, device=device, dtype=dtype)
@@ -97,8 +106,9 @@ class CoordinateLSTM(nn.Module):
         new["v"] = BETA2 * state["v"] + (1 - BETA2) * g * g
         denom = (new["v"] / (1 - BETA2 ** t)).sqrt() + EPS
         new["m"] = [b * m + (1 - b) * g for b, m in zip(self.betas, state["m"])]
-        new["adam_m"] = ADAM_BETA1 * state["adam_m"] + (1 - ADAM_BETA1) * g
-        direction = new["adam_m"] / (1 - ADAM_BETA1 ** t) / denom
+        b1 = self.beta1()
+        new["adam_m"] = b1 * state["adam_m"] + (1 - b1) * g
+        direction = new["adam_m"] / (1 - b1 ** t) / denom
         cols = [g / denom] + [m / (1 - b ** t) / denom for b, m in zip(self.betas, new["m"])]
         if self.step_input:
             cols.append(torch.full_like(g, math.log(t + 1) / math.log(1e4)))

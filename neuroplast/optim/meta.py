@@ -71,6 +71,7 @@ class MetaConfig:
     hidden: int = 20
     step_input: bool = True
     relative: bool = False                     # multipliers with geometric mean 1 (no global shrinking)
+    learn_beta1: bool = False                  # learnable momentum β₁ of the Adam-like direction
     init_lr: float = 1e-3
     unroll: int = 20
     horizon: int = 200
@@ -245,6 +246,9 @@ def pes_segment(model: CoordinateLSTM, problem, particles: list[dict], t: int, h
     segment run with φ + ε_i (antithetic pairs ε, −ε), the unbiased estimate of ∂(segment loss)/∂φ
     over the whole trajectory is ĝ = Σ_i ξ_i·L_i / (N σ²), with no truncation bias (truncated BPTT
     ignores the effect of φ on the state the segment starts from, which favours small steps).
+    Every particle replays the segment on the same mini-batches and estimator noise (common random
+    numbers), so the loss differences between particles come from their perturbations, not from
+    the data they happened to draw.
     Returns (mean segment loss over the particles, ĝ as a flat vector); inf loss if one diverged."""
     phi = torch.nn.utils.parameters_to_vector(model.parameters()).detach()
     half = len(particles) // 2
@@ -252,8 +256,10 @@ def pes_segment(model: CoordinateLSTM, problem, particles: list[dict], t: int, h
     eps = torch.cat([eps, -eps])
     losses, trainable = [], [p.requires_grad for p in model.parameters()]
     model.requires_grad_(False)      # forward only: no graph through the LSTM (the optimizee's own grads still work)
+    rng = problem.rng_state()
     try:
         for i, p in enumerate(particles):
+            problem.set_rng_state(rng)
             torch.nn.utils.vector_to_parameters(phi + eps[i], model.parameters())
             loss, theta, state, p["l0"] = _segment_loss(model, problem, p["theta"].detach().requires_grad_(True),
                                                         p["state"], t, p["l0"], horizon, cfg, graph=False)
@@ -272,10 +278,12 @@ def pes_segment(model: CoordinateLSTM, problem, particles: list[dict], t: int, h
 
 
 def _meta_optimizer(model: CoordinateLSTM, cfg: MetaConfig) -> torch.optim.Adam:
-    """Adam on the LSTM; the learnable log step size (adam variant) gets its own, larger rate."""
-    groups = [{"params": [p for n, p in model.named_parameters() if n != "log_scale"], "lr": cfg.meta_lr}]
-    if isinstance(model.log_scale, torch.nn.Parameter):
-        groups.append({"params": [model.log_scale], "lr": cfg.scale_lr})
+    """Adam on the LSTM; the learnable global scalars (log step size, β₁) get their own, larger rate."""
+    scalars = ("log_scale", "beta1_logit")
+    groups = [{"params": [p for n, p in model.named_parameters() if n not in scalars], "lr": cfg.meta_lr}]
+    own = [p for n, p in model.named_parameters() if n in scalars]
+    if own:
+        groups.append({"params": own, "lr": cfg.scale_lr})
     return torch.optim.Adam(groups)
 
 
@@ -290,7 +298,7 @@ def meta_train(cfg: MetaConfig, out: str | Path, *, resume: bool = False, overwr
     torch.manual_seed(cfg.seed)
     sampler = ProblemSampler(cfg)
     model = CoordinateLSTM(cfg.variant, hidden=cfg.hidden, step_input=cfg.step_input, init_lr=cfg.init_lr,
-                           relative=cfg.relative)
+                           relative=cfg.relative, learn_beta1=cfg.learn_beta1)
     opt = _meta_optimizer(model, cfg)
     it, best_score, history, restores, next_seed = 0, math.inf, [], 0, cfg.seed * 100_003
     if resume and last.exists():
@@ -313,7 +321,8 @@ def meta_train(cfg: MetaConfig, out: str | Path, *, resume: bool = False, overwr
     def record_eval():
         nonlocal best_score
         ev = evaluate(model, sampler, cfg)
-        row = {"iteration": it, **ev, "step_size": float(model.log_scale.detach().exp()), "wall_s": time.perf_counter() - t0}
+        row = {"iteration": it, **ev, "step_size": float(model.log_scale.detach().exp()),
+               "beta1": float(model.beta1()), "wall_s": time.perf_counter() - t0}
         history.append(row)
         atomic_write_text(out / "history.jsonl", "".join(json.dumps(r) + "\n" for r in history))
         if ev["score"] < best_score:

@@ -49,6 +49,13 @@ class NoisyQuadratic:
     def eval_loss(self, theta: Tensor) -> float:
         return float(self.loss(theta.detach(), 0))
 
+    def rng_state(self):
+        """Snapshot of every random draw to come (restore it to replay the same noise)."""
+        return self.g.get_state()
+
+    def set_rng_state(self, state) -> None:
+        self.g.set_state(state)
+
 
 class SNNProblem:
     """An SNN of network string ``arch`` on ``split`` of ``data``; initial weights × ``init_gain``."""
@@ -79,6 +86,15 @@ class SNNProblem:
 
     def init(self) -> Tensor:
         return self.theta0.clone()
+
+    def rng_state(self):
+        """Snapshot of every random draw to come: mini-batches, encodings, the estimator's and the
+        rule's noise (restore it to replay a segment on the same batches and noise)."""
+        return self.g.get_state(), self._batch
+
+    def set_rng_state(self, state) -> None:
+        self.g.set_state(state[0])
+        self._batch = state[1]
 
     def params(self, theta: Tensor) -> dict[str, Tensor]:
         out, i = {}, 0

@@ -299,3 +299,25 @@ def test_pes_particles_replay_the_same_batches_and_estimator_noise():
     assert moved.abs().max() > 1e-3
     for p in particles[1:]:
         assert torch.allclose(p["theta"], particles[0]["theta"], atol=1e-6)
+
+
+def test_chunked_no_grad_lstm_step_equals_the_autograd_cells():
+    """Without autograd the LSTM runs cache-sized chunks of coordinates with per-gate GEMMs; it must
+    give the steps and states of nn.LSTMCell (more coordinates than one chunk, a trained-looking LSTM)."""
+    from neuroplast.optim import lstm
+    torch.manual_seed(0)
+    model = CoordinateLSTM("adam", init_lr=1e-2, learn_beta1=True)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.3)
+    n = lstm.CHUNK * 2 + 37
+    a, b = model.init_state(n), model.init_state(n)
+    for t in range(4):
+        g = torch.randn(n) * 10.0 ** (-t)
+        ua, a = model.step(g, a)                      # autograd cells (parameters require grad)
+        with torch.no_grad():
+            ub, b = model.step(g, b)                  # chunked
+        assert torch.allclose(ua, ub, rtol=1e-5, atol=1e-9)
+        for key in ("h", "c"):
+            for x, y in zip(a[key], b[key]):
+                assert torch.allclose(x, y, rtol=1e-5, atol=1e-6)

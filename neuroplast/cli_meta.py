@@ -134,7 +134,7 @@ def cmd_meta_bench(args) -> dict:
         print(f"{r['optimizer']:>18}: train loss @{H} {loss_h[0] if loss_h else float('nan'):.4f}, "
               f"@{L} {loss_l[0] if loss_l else float('nan'):.4f}", file=sys.stderr)
     print("wrote " + ", ".join(map(str, paths)), file=sys.stderr)
-    return {k: res[k] for k in ("horizon", "long_horizon", "tuned_lr", "table")}
+    return {k: res[k] for k in ("horizon", "long_horizon", "tuned_lr", "table", "learned")}
 
 
 HANDLERS = {"meta-train": cmd_meta_train, "meta-bench": cmd_meta_bench}

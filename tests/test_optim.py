@@ -194,6 +194,9 @@ adam_cosine = [0.01]
     assert learned["loss@6"][0] > 0 and len(learned["acc@12"]) == 2
     md = (tmp_path / "rep" / "meta_tiny.md").read_text()
     assert "| `learned` |" in md and (tmp_path / "rep" / "meta_tiny.png").stat().st_size > 1000
+    info = res["learned"]["learned"]          # how the learned row was meta-trained, from its checkpoint
+    assert info["meta_config"]["nets"] == ["64-16-10"] and [r["iteration"] for r in info["history"]] == [0, 2]
+    assert "the checkpoint of meta-iteration" in md and "| 2 | " in md
     task.write_text('[bench]\nnet = "64-16-10"\nlearned = { x = "/nonexistent/best.pt" }\n')
     assert main(["meta-bench", "--task", str(task), "--cache", "", "--no-progress"]) == 2
     assert "no [meta] table" in capsys.readouterr().err

@@ -177,9 +177,11 @@ def run_bench(cfg: BenchConfig, *, progress: bool = True, cache_dir: str | Path 
         evaluate(name if name != "adam_cosine" else f"adam_cosine@{long_h}",
                  lambda n, name=name, lr=lr: _baseline_stepper(name, lr, n, long_h), long_h,
                  {"opt": name, "lr": lr, "steps": long_h})
+    learned = {}
     for label, path in cfg.learned.items():
-        model, _ = load_checkpoint(path)
+        model, blob = load_checkpoint(path)
         model.requires_grad_(False)
+        learned[label] = learned_summary(path, model, blob)
         evaluate(label, lambda n, model=model: learned_stepper(model, n), long_h)
     bar.close()
     table = []
@@ -192,7 +194,19 @@ def run_bench(cfg: BenchConfig, *, progress: bool = True, cache_dir: str | Path 
             row[f"acc@{mark}"] = _mean_std(accs)
         table.append(row)
     return {"config": asdict(cfg), "horizon": H, "long_horizon": long_h, "sweep": sweep, "tuned_lr": tuned,
-            "table": table, "runs": runs, "marks": marks}
+            "table": table, "runs": runs, "marks": marks, "learned": learned}
+
+
+def learned_summary(path, model, blob: dict) -> dict:
+    """What a learned row was meta-trained on and how: from its checkpoint (config, held-out history)."""
+    meta_cfg = (blob.get("meta") or {}).get("config") or {}
+    keys = ("dataset", "split", "nets", "estimator", "method", "meta_grad", "pes_particles", "unroll", "horizon",
+            "meta_iters", "weights", "learn_beta1", "relative", "init_lr")
+    return {"path": str(path), "selected_iteration": (blob.get("meta") or {}).get("iteration"),
+            "step_size": float(model.log_scale.exp()), "beta1": float(model.beta1()) if model.variant == "adam" else None,
+            "meta_config": {k: meta_cfg[k] for k in keys if k in meta_cfg},
+            "history": [{k: r.get(k) for k in ("iteration", "loss_at", "step_size", "beta1", "wall_s")}
+                        for r in blob.get("history") or []]}
 
 
 def _mean_std(xs: list[float]) -> list[float] | None:
@@ -227,6 +241,24 @@ def write_bench_report(res: dict, out_dir: str | Path, name: str, command: str, 
     for name_, d in res["sweep"].items():
         lines.append(f"- `{name_}`: " + ", ".join(f"{lr}: {v:.4f}" for lr, v in d.items())
                      + f" → {res['tuned_lr'][name_]}")
+    for label, info in (res.get("learned") or {}).items():
+        mc = info["meta_config"]
+        lines += ["", f"`{label}`: `{info['path']}`, the checkpoint of meta-iteration {info['selected_iteration']} "
+                  f"(selected on held-out problem seeds); step size {info['step_size']:.4g}"
+                  + (f", β₁ {info['beta1']:.3f}" if info["beta1"] is not None else "") + ". Meta-trained on "
+                  f"{mc.get('dataset')} ({mc.get('split', 'train')} split) `{', '.join(mc.get('nets', []))}` with "
+                  f"`{mc.get('estimator')}` ({mc.get('method')}), meta-gradient `{mc.get('meta_grad', 'bptt')}`"
+                  + (f" ({mc.get('pes_particles')} particles)" if mc.get("meta_grad") == "pes" else "")
+                  + f", K = {mc.get('unroll')}, horizon {mc.get('horizon')}, {mc.get('meta_iters')} meta-iterations "
+                  f"planned, meta-loss `{mc.get('weights')}`.", ""]
+        if info["history"]:
+            hs = sorted(info["history"][0]["loss_at"], key=int)
+            lines += ["| meta-iteration | " + " | ".join(f"held-out loss @{h}" for h in hs)
+                      + " | step size | β₁ | wall s |", "|---" * (len(hs) + 4) + "|"]
+            for r in info["history"]:
+                b1 = f"{r['beta1']:.3f}" if r.get("beta1") is not None else "–"
+                lines.append(f"| {r['iteration']} | " + " | ".join(f"{r['loss_at'][h]:.4f}" for h in hs)
+                             + f" | {r['step_size']:.4g} | {b1} | {r['wall_s']:.0f} |")
     stem = name if name.startswith("meta_") else f"meta_{name}"
     lines += ["", f"![curves]({stem}.png)", ""]
     paths = [atomic_write_text(out / f"{stem}.md", "\n".join(lines)),

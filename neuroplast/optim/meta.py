@@ -325,6 +325,10 @@ def meta_train(cfg: MetaConfig, out: str | Path, *, resume: bool = False, overwr
                "beta1": float(model.beta1()), "wall_s": time.perf_counter() - t0}
         history.append(row)
         atomic_write_text(out / "history.jsonl", "".join(json.dumps(r) + "\n" for r in history))
+        if progress:   # a line per evaluation also when stderr is no terminal (runs in the background)
+            held = ", ".join(f"@{h} {v:.4f}" for h, v in ev["loss_at"].items())
+            tqdm.write(f"meta-train: iteration {it}/{cfg.meta_iters}: held-out loss {held}; step size "
+                       f"{row['step_size']:.4g}, β1 {row['beta1']:.3f}; {row['wall_s']:.0f} s", file=sys.stderr)
         if ev["score"] < best_score:
             best_score = ev["score"]
             checkpoint(out / "best.pt")

@@ -203,7 +203,7 @@ def learned_summary(path, model, blob: dict) -> dict:
     keys = ("dataset", "split", "nets", "estimator", "method", "meta_grad", "pes_particles", "unroll", "horizon",
             "meta_iters", "weights", "learn_beta1", "relative", "init_lr")
     return {"path": str(path), "selected_iteration": (blob.get("meta") or {}).get("iteration"),
-            "step_size": float(model.log_scale.exp()), "beta1": float(model.beta1()) if model.variant == "adam" else None,
+            "step_size": float(model.log_scale.exp()), "beta1": model.beta1_value() if model.variant == "adam" else None,
             "meta_config": {k: meta_cfg[k] for k in keys if k in meta_cfg},
             "history": [{k: r.get(k) for k in ("iteration", "loss_at", "step_size", "beta1", "wall_s")}
                         for r in blob.get("history") or []]}

@@ -90,6 +90,9 @@ class CoordinateLSTM(nn.Module):
         """β₁ of the Adam-like direction: learnable σ(κ) with ``learn_beta1``, else Adam's 0.9."""
         return torch.sigmoid(self.beta1_logit) if self.learn_beta1 else ADAM_BETA1
 
+    def beta1_value(self) -> float:
+        return float(torch.as_tensor(self.beta1()).detach())
+
     def init_state(self, n: int, device=None, dtype=torch.float32) -> dict:
         z = torch.zeros(n, self.hidden, device=device, dtype=dtype)
         state = {"h": [z.clone() for _ in self.cells], "c": [z.clone() for _ in self.cells], "t": 0}

@@ -322,7 +322,7 @@ def meta_train(cfg: MetaConfig, out: str | Path, *, resume: bool = False, overwr
         nonlocal best_score
         ev = evaluate(model, sampler, cfg)
         row = {"iteration": it, **ev, "step_size": float(model.log_scale.detach().exp()),
-               "beta1": float(model.beta1()), "wall_s": time.perf_counter() - t0}
+               "beta1": model.beta1_value(), "wall_s": time.perf_counter() - t0}
         history.append(row)
         atomic_write_text(out / "history.jsonl", "".join(json.dumps(r) + "\n" for r in history))
         if progress:   # a line per evaluation also when stderr is no terminal (runs in the background)

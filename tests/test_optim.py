@@ -197,6 +197,11 @@ adam_cosine = [0.01]
     info = res["learned"]["learned"]          # how the learned row was meta-trained, from its checkpoint
     assert info["meta_config"]["nets"] == ["64-16-10"] and [r["iteration"] for r in info["history"]] == [0, 2]
     assert "the checkpoint of meta-iteration" in md and "| 2 | " in md
+    cached = sorted((tmp_path / "cache").iterdir())                # a second bench reads every curve back
+    assert main(["meta-bench", "--task", str(task), "--out", str(tmp_path / "rep"), "--cache", str(tmp_path / "cache"),
+                 "--json", "--no-progress"]) == 0
+    assert json.loads(capsys.readouterr().out)["table"] == res["table"]
+    assert sorted((tmp_path / "cache").iterdir()) == cached
     task.write_text('[bench]\nnet = "64-16-10"\nlearned = { x = "/nonexistent/best.pt" }\n')
     assert main(["meta-bench", "--task", str(task), "--cache", "", "--no-progress"]) == 2
     assert "no [meta] table" in capsys.readouterr().err

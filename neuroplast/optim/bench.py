@@ -14,6 +14,8 @@ on the validation split only, "V").
 """
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 import statistics
 import sys
@@ -109,11 +111,10 @@ def _baseline_stepper(name: str, lr: float, n: int, steps: int):
 
 
 def _cached(cache_dir: Path | None, key: dict, run):
-    """Curves of baselines are the same for every task on the same target: keep them on disk."""
+    """Curves of baselines are the same for every task on the same target, and a learned optimizer's
+    are fixed by its checkpoint's bytes: keep them on disk (a stopped bench resumes seed by seed)."""
     if cache_dir is None:
         return run()
-    import hashlib
-    import json
     path = cache_dir / (hashlib.sha1(json.dumps(key, sort_keys=True).encode()).hexdigest()[:20] + ".json")
     if path.is_file():
         try:
@@ -182,7 +183,9 @@ def run_bench(cfg: BenchConfig, *, progress: bool = True, cache_dir: str | Path 
         model, blob = load_checkpoint(path)
         model.requires_grad_(False)
         learned[label] = learned_summary(path, model, blob)
-        evaluate(label, lambda n, model=model: learned_stepper(model, n), long_h)
+        digest = hashlib.sha1(Path(path).read_bytes()).hexdigest()
+        evaluate(label, lambda n, model=model: learned_stepper(model, n), long_h,
+                 {"learned_sha1": digest, "steps": long_h})
     bar.close()
     table = []
     for label, r in runs.items():

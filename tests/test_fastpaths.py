@@ -5,7 +5,8 @@ import torch
 import torch.nn.functional as F
 
 from neuroplast.data import encode
-from neuroplast.learn import CEMSELoss, batched, make_rule
+from neuroplast.learn import CEMSELoss, batched, ce_mse_loss, make_rule
+from neuroplast.learn.loss import step_losses
 from neuroplast.snn import (
     LIFParams,
     build_network,
@@ -191,3 +192,12 @@ def test_compiled_lif_scans_give_the_eager_spikes_and_gradients(method):
         assert all(torch.equal(a.spike_counts[k], b.spike_counts[k]) for k in a.spike_counts)
     for k in g_ref:
         torch.testing.assert_close(g_comp[k], g_ref[k], rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("loss_fn", [CEMSELoss(), CEMSELoss(0.0), ce_mse_loss,
+                                     lambda o, y: torch.nn.functional.nll_loss(o, y, reduction="sum")])
+def test_step_losses_of_a_window_equal_one_call_per_step(loss_fn):
+    g = torch.Generator().manual_seed(0)
+    o, y = torch.randn(5, 7, 10, generator=g, dtype=torch.float64), torch.randint(0, 10, (7,), generator=g)
+    ref = torch.stack([loss_fn(o[k], y) for k in range(5)])
+    assert torch.equal(step_losses(loss_fn, o, y), ref)  # bit-identical: the folded rules report these

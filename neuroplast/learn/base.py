@@ -41,6 +41,15 @@ class StepAccumulator:
         for k, v in spikes.items():
             self.counts[k] = self.counts[k] + v if k in self.counts else v.clone()
 
+    def add_window(self, losses: Tensor, outputs: Tensor, spikes: dict[str, Tensor]) -> None:
+        """``add`` for K steps at once: their losses [K], outputs [K, B, C], spikes {layer: [K, B, ...]}."""
+        for loss, o in zip(losses.detach().double(), outputs.detach()):  # step by step: the same float sums
+            self.loss = self.loss + loss
+            self.logits = self.logits + o / self.T
+        for k, v in spikes.items():  # spike counts are whole numbers: any order sums them exactly
+            v = v.detach().sum(0)
+            self.counts[k] = self.counts[k] + v if k in self.counts else v
+
     def result(self) -> StepResult:
         return StepResult(loss=float(self.loss), logits=self.logits, spike_counts=self.counts, noise_draws=self.noise_draws)
 

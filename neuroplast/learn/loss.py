@@ -30,3 +30,14 @@ class CEMSELoss:
 def ce_mse_loss(output: torch.Tensor, target: torch.Tensor, mse_weight: float = 0.05) -> torch.Tensor:
     """(1 − α)·cross-entropy + α·mean-squared error to the one-hot target, α = ``mse_weight``."""
     return CEMSELoss(mse_weight)(output, target)
+
+
+def step_losses(loss_fn, outputs: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """[L(o[k], y) for k < K] of a window of K steps, ``outputs`` [K, B, C], as a [K] tensor: one
+    call on the K·B rows when L is a batch mean of per-sample losses (``CEMSELoss``,
+    ``ce_mse_loss``; the same per-sample values and means as K calls), else K calls."""
+    K, B = outputs.shape[:2]
+    per_sample = CEMSELoss().per_sample if loss_fn is ce_mse_loss else getattr(loss_fn, "per_sample", None)
+    if per_sample is None:
+        return torch.stack([loss_fn(outputs[k], target) for k in range(K)])
+    return per_sample(outputs.flatten(0, 1), target.repeat(K)).view(K, B).mean(1)

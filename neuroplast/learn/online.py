@@ -28,6 +28,7 @@ from ..snn import detach_state
 from . import batched
 from .base import Rule, StepAccumulator
 from .local import AuxReadout, local_kind
+from .loss import step_losses
 
 Tensor = torch.Tensor
 NOISE_KINDS = ("gaussian", "rademacher")
@@ -224,8 +225,8 @@ class ThreeFactorRule(Rule):
                 noise = self.noise(net, t, B, x_seq)
                 drawn.append((noise, self.noise_state(), self.last_draws))
             o, spikes = sim.window(x_seq[t0:t1], None if drawn[0][0] is None else [d[0] for d in drawn])
-            losses = [loss_fn(o[k], y) / T for k in range(t1 - t0)]
-            (E,) = torch.autograd.grad(torch.stack(losses).sum(), o, retain_graph=True)
+            losses = step_losses(loss_fn, o, y) / T
+            (E,) = torch.autograd.grad(losses.sum(), o, retain_graph=True)
             window = self.window_signals(net, E, o.detach(), [d[1] for d in drawn], hidden)
             signals = {name: [] for name in hidden}
             for k, (noise, z, draws) in enumerate(drawn):
@@ -235,8 +236,8 @@ class ThreeFactorRule(Rule):
                     for name, d in self.hidden_signals(net, info).items():
                         signals[name].append(d)
                     self.observe(info, noise)
-                acc.add(losses[k], o[k], {name: s[k].detach() for name, s in spikes.items()})
                 acc.noise_draws += draws
+            acc.add_window(losses, o, spikes)
             outs, grads = [o], [E]
             for name in hidden:
                 if spikes[name].requires_grad:  # frozen layers (readout-only control) get nothing
@@ -244,7 +245,7 @@ class ThreeFactorRule(Rule):
                     d = window[name] if window is not None else torch.stack(signals[name])
                     grads.append(d.reshape(spikes[name].shape))
             torch.autograd.backward(outs, grads)
-            del o, spikes, E, window, signals, outs, grads, drawn  # free the window before the next one
+            del o, spikes, losses, E, window, signals, outs, grads, drawn  # free the window before the next one
         return acc.result()
 
 

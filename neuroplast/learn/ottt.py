@@ -10,11 +10,10 @@ Gradients accumulate over t; the update is applied once per sample batch (OTTT_A
 independent of T. With T = 1 it equals BPTT."""
 from __future__ import annotations
 
-import torch
-
 from ..snn import detach_state
 from . import batched
 from .base import Rule, StepAccumulator, register
+from .loss import step_losses
 
 
 @register
@@ -48,9 +47,8 @@ class OTTT(Rule):
         sim, acc = batched.CutSimulator(net, feedback=feedback), StepAccumulator(T)
         for t0, t1 in batched.windows(T):
             o, spikes = sim.window(x_seq[t0:t1])
-            losses = [loss_fn(o[k], y) / T for k in range(t1 - t0)]
-            torch.stack(losses).sum().backward()
-            for k, loss in enumerate(losses):
-                acc.add(loss, o[k], {name: s[k].detach() for name, s in spikes.items()})
+            losses = step_losses(loss_fn, o, y) / T
+            losses.sum().backward()
+            acc.add_window(losses, o, spikes)
             del o, spikes, losses  # free the window before the next one
         return acc.result()

@@ -43,9 +43,9 @@ class Sigmoid(SurrogateEstimator):
     def primitive(self, x):
         return torch.sigmoid(self.k * x)
 
-    def derivative(self, x):
-        sg = torch.sigmoid(self.k * x)
-        return self.k * sg * (1.0 - sg)
+    def derivative(self, x):  # k·σ·(1 − σ) = k·(σ − σ²): one new tensor, in-place passes
+        sg = (x * self.k).sigmoid_()
+        return sg.addcmul_(sg, sg, value=-1.0).mul_(self.k)
 
 
 class FastSigmoid(SurrogateEstimator):
@@ -59,7 +59,7 @@ class FastSigmoid(SurrogateEstimator):
         return (1.0 + self.k * x / (1.0 + self.k * x.abs())) / self.k
 
     def derivative(self, x):
-        return (1.0 + self.k * x.abs()).pow(-2)
+        return x.abs().mul_(self.k).add_(1.0).pow_(-2)
 
 
 class Triangle(SurrogateEstimator):
@@ -76,8 +76,8 @@ class Triangle(SurrogateEstimator):
         right = 1.0 - (w - xc).pow(2) / (2 * w * w)
         return torch.where(xc < 0, left, right)
 
-    def derivative(self, x):
-        return (1.0 - x.abs() / self.w).clamp_min(0.0) / self.w
+    def derivative(self, x):  # (1 − |x|/w)⁺/w = (1/w − |x|/w²)⁺
+        return x.abs().mul_(-1.0 / (self.w * self.w)).add_(1.0 / self.w).clamp_min_(0.0)
 
 
 class ArcTan(SurrogateEstimator):
@@ -91,7 +91,7 @@ class ArcTan(SurrogateEstimator):
         return 0.5 + torch.atan(0.5 * math.pi * self.alpha * x) / math.pi
 
     def derivative(self, x):
-        return 0.5 * self.alpha / (1.0 + (0.5 * math.pi * self.alpha * x).pow(2))
+        return (x * (0.5 * math.pi * self.alpha)).square_().add_(1.0).reciprocal_().mul_(0.5 * self.alpha)
 
 
 class Rectangular(SurrogateEstimator):

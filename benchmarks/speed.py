@@ -159,6 +159,20 @@ def gemm_rate(m: int, k: int, n: int, device: torch.device, repeats: int = 20) -
     return 2 * m * k * n / statistics.median(ts)
 
 
+def rng_time(n: int, device: torch.device, repeats: int = 10) -> float:
+    """Seconds to draw n float32 N(0, 1) numbers with a torch.Generator (median of repeats)."""
+    g = torch.Generator(device).manual_seed(0)
+    out = torch.empty(n, device=device)
+    ts = []
+    for _ in range(repeats + 2):
+        _sync(device)
+        t0 = time.perf_counter()
+        out.normal_(generator=g)
+        _sync(device)
+        ts.append(time.perf_counter() - t0)
+    return statistics.median(ts[2:])
+
+
 def representative_gemm(arch: str, T: int, B: int) -> tuple[int, int, int]:
     """The largest GEMM of the net: FC [T·B, 800]·[800, 800]; conv: conv2's im2col [T·B·14·14, 32·9]·[.., 64]."""
     if "C" in arch:
@@ -271,6 +285,11 @@ def bench_net(key: str, methods: list[str], steps: int, warmup: int, device, dat
                    "samples_per_s": B / med, "step_gflop": bound["step_flop"] / 1e9,
                    "bound_ms": 1000 * bound["step_flop"] / rate, "ratio_to_bound": med * rate / bound["step_flop"],
                    "ratio_to_unhoisted_bound": med * rate / unhoisted["step_flop"]}
+    for m in rows:  # the Gaussian draws of noise-injecting rules alone: a floor no engine change removes
+        draws = getattr(fns[m](), "noise_draws", 0) if m.startswith("opzo") else 0
+        if draws:
+            rows[m]["noise_draws"] = draws
+            rows[m]["rng_ms"] = 1000 * rng_time(draws, device)
     return {"arch": arch, "T": T, "batch": B, "input": source, "gemm": list(representative_gemm(arch, T, B)),
             "gemm_gflops": rate / 1e9, "other_load_cores": load, "steps": steps, "warmup": warmup, "rows": rows}
 
@@ -380,6 +399,11 @@ def write_report(res: dict, path: Path) -> None:
         for m in ("dfa", "opzo", "ottt"):
             if m in rows and "bptt" in rows:
                 notes.append(f"{m} / BPTT = {rows[m]['ms_median'] / rows['bptt']['ms_median']:.2f}")
+        if "rng_ms" in rows.get("opzo", {}) and "bptt" in rows:
+            r = rows["opzo"]
+            notes.append(f"opzo draws {r['noise_draws'] / 1e6:.2f} M Gaussians per step, {r['rng_ms']:.1f} ms alone "
+                         f"(torch.Generator); (opzo − draws) / BPTT = "
+                         f"{(r['ms_median'] - r['rng_ms']) / rows['bptt']['ms_median']:.2f}")
         for m in ("dfa", "opzo"):
             if f"{m}+compile" in rows and "bptt+compile" in rows:
                 notes.append(f"compiled: {m} / BPTT = "

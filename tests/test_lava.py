@@ -204,6 +204,7 @@ def test_lava_floating_pt_learning_models_match_the_exact_engine(method, arch, k
 
 
 def test_first_mismatch_names_layer_step_neuron_and_both_values():
+    pytest.importorskip("lava", reason="lava-nc is not installed")
     import numpy as np
 
     from neuroplast.lava.learning import first_mismatch

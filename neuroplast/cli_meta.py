@@ -64,6 +64,9 @@ def add_parsers(sub, common) -> None:
     mb.add_argument("--baselines-only", action="store_true",
                     help="sweep and evaluate the hand-designed optimizers only (fills the curve cache, e.g. while "
                          "meta-training runs elsewhere); no learned rows, no meta-training")
+    mb.add_argument("--learned-only", action="store_true",
+                    help="evaluate the learned optimizers only (fills the curve cache beside a --baselines-only "
+                         "run); no sweeps, no baseline rows")
     mb.add_argument("--out", default="reports", metavar="DIR", help="where meta_<task>.md/.json/.png go")
     mb.add_argument("--data-dir", default=None, help="folder with data sets (or set NEUROPLAST_DATA)")
     mb.add_argument("--cache", default="runs/meta_bench_cache", metavar="DIR",
@@ -105,8 +108,14 @@ def cmd_meta_bench(args) -> dict:
         bench["seeds"] = args.seeds
     if args.data_dir is not None:
         bench["data_dir"] = args.data_dir
+    if args.baselines_only and args.learned_only:
+        raise UserError("--baselines-only and --learned-only exclude each other; give one (or neither: the full bench)")
     if args.baselines_only:
         bench["learned"] = {}
+    if args.learned_only:
+        bench["sweep"] = {}
+        if not bench.get("learned"):
+            raise UserError(f"--learned-only: task {args.task!r} has no learned optimizers ([bench] learned = ...)")
     cfg = BenchConfig.from_dict(bench)
     args.cache = args.cache or None
     t0 = time.perf_counter()
@@ -125,7 +134,7 @@ def cmd_meta_bench(args) -> dict:
         print(f"meta-bench: {path} missing; meta-training it in {out}", file=sys.stderr)
         meta_train(MetaConfig.from_dict(values), out, resume=(out / "last.pt").exists(), progress=not args.no_progress)
     res = run_bench(cfg, progress=not args.no_progress, cache_dir=args.cache)
-    name = task["name"] + ("_baselines" if args.baselines_only else "")
+    name = task["name"] + ("_baselines" if args.baselines_only else "_learned" if args.learned_only else "")
     paths = write_bench_report(res, args.out, name, "neuroplast " + " ".join(sys.argv[1:]),
                                time.perf_counter() - t0)
     H, L = res["horizon"], res["long_horizon"]

@@ -202,6 +202,11 @@ adam_cosine = [0.01]
                  "--json", "--no-progress"]) == 0
     assert json.loads(capsys.readouterr().out)["table"] == res["table"]
     assert sorted((tmp_path / "cache").iterdir()) == cached
+    assert main(["meta-bench", "--task", str(task), "--out", str(tmp_path / "rep"), "--cache", str(tmp_path / "cache"),
+                 "--json", "--no-progress", "--learned-only"]) == 0                 # the learned rows alone, read back
+    assert json.loads(capsys.readouterr().out)["table"] == res["table"][-1:]
+    assert (tmp_path / "rep" / "meta_tiny_learned.md").is_file()
+    assert main(["meta-bench", "--task", str(task), "--baselines-only", "--learned-only", "--no-progress"]) == 2
     task.write_text('[bench]\nnet = "64-16-10"\nlearned = { x = "/nonexistent/best.pt" }\n')
     assert main(["meta-bench", "--task", str(task), "--cache", "", "--no-progress"]) == 2
     assert "no [meta] table" in capsys.readouterr().err

@@ -37,7 +37,8 @@ def step_losses(loss_fn, outputs: torch.Tensor, target: torch.Tensor) -> torch.T
     call on the K·B rows when L is a batch mean of per-sample losses (``CEMSELoss``,
     ``ce_mse_loss``; the same per-sample values and means as K calls), else K calls."""
     K, B = outputs.shape[:2]
-    per_sample = CEMSELoss().per_sample if loss_fn is ce_mse_loss else getattr(loss_fn, "per_sample", None)
+    per_sample = (CEMSELoss().per_sample if loss_fn is ce_mse_loss else
+                  loss_fn.per_sample if isinstance(loss_fn, CEMSELoss) else None)  # known batch means only
     if per_sample is None:
         return torch.stack([loss_fn(outputs[k], target) for k in range(K)])
     return per_sample(outputs.flatten(0, 1), target.repeat(K)).view(K, B).mean(1)

@@ -276,20 +276,17 @@ def bench_net(key: str, methods: list[str], steps: int, warmup: int, device, dat
     rate = max(rate, rate_after)
     rows = {}
     for m, ts in times.items():
-        bound = flop_bound(nets.get(m, nets.get("bptt") or next(iter(nets.values()))),
-                           "bptt" if m == "plain_loop_bptt" else m, T, B)
+        net, method = nets.get(m, nets.get("bptt") or next(iter(nets.values()))), "bptt" if m == "plain_loop_bptt" else m
+        bound = flop_bound(net, method, T, B)
+        unhoisted = flop_bound(net, method, T, B, constant_input=False)
         med = statistics.median(ts)
-        unhoisted = flop_bound(nets.get(m, nets.get("bptt") or next(iter(nets.values()))),
-                               "bptt" if m == "plain_loop_bptt" else m, T, B, constant_input=False)
         rows[m] = {"ms_median": 1000 * med, "ms_p10": 1000 * _quantile(ts, 0.1), "ms_p90": 1000 * _quantile(ts, 0.9),
                    "samples_per_s": B / med, "step_gflop": bound["step_flop"] / 1e9,
                    "bound_ms": 1000 * bound["step_flop"] / rate, "ratio_to_bound": med * rate / bound["step_flop"],
                    "ratio_to_unhoisted_bound": med * rate / unhoisted["step_flop"]}
-    for m in rows:  # the Gaussian draws of noise-injecting rules alone: a floor no engine change removes
-        draws = getattr(fns[m](), "noise_draws", 0) if m.startswith("opzo") else 0
-        if draws:
-            rows[m]["noise_draws"] = draws
-            rows[m]["rng_ms"] = 1000 * rng_time(draws, device)
+    if "opzo" in rows:  # OPZO's Gaussian draws alone: a floor no engine change removes
+        draws = fns["opzo"]().noise_draws
+        rows["opzo"].update(noise_draws=draws, rng_ms=1000 * rng_time(draws, device))
     return {"arch": arch, "T": T, "batch": B, "input": source, "gemm": list(representative_gemm(arch, T, B)),
             "gemm_gflops": rate / 1e9, "other_load_cores": load, "steps": steps, "warmup": warmup, "rows": rows}
 

@@ -36,14 +36,13 @@ class StepAccumulator:
         self.T, self.loss, self.logits, self.counts, self.noise_draws = time_steps, 0.0, 0.0, {}, 0
 
     def add(self, loss: Tensor, output: Tensor, spikes: dict[str, Tensor]) -> None:
-        self.loss = self.loss + loss.detach().double()  # float64 sum, read once in ``result`` (no sync per step)
-        self.logits = self.logits + output.detach() / self.T
-        for k, v in spikes.items():
-            self.counts[k] = self.counts[k] + v if k in self.counts else v.clone()
+        """One step: its loss, output [B, C] and spikes {layer: [B, ...]}."""
+        self.add_window(loss[None], output[None], {k: v[None] for k, v in spikes.items()})
 
     def add_window(self, losses: Tensor, outputs: Tensor, spikes: dict[str, Tensor]) -> None:
-        """``add`` for K steps at once: their losses [K], outputs [K, B, C], spikes {layer: [K, B, ...]}."""
-        for loss, o in zip(losses.detach().double(), outputs.detach()):  # step by step: the same float sums
+        """K steps at once: their losses [K], outputs [K, B, C], spikes {layer: [K, B, ...]}. Loss and
+        logits are summed step by step in float64/the output dtype (read once in ``result``: no sync per step)."""
+        for loss, o in zip(losses.detach().double(), outputs.detach()):
             self.loss = self.loss + loss
             self.logits = self.logits + o / self.T
         for k, v in spikes.items():  # spike counts are whole numbers: any order sums them exactly

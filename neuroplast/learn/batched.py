@@ -58,7 +58,7 @@ class _CutLIF(torch.autograd.Function):
     @staticmethod
     def forward(ctx, current, params, derivative, state, fused=False):
         ctx.scans = lif_fused if fused else lif_scan
-        U, S = ctx.scans.scan_forward(current, params, state)
+        U, S, _ = ctx.scans.scan_forward(current, params, state)
         ctx.save_for_backward(U)
         ctx.params, ctx.derivative = params, derivative
         ctx.mark_non_differentiable(U)

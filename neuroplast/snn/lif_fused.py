@@ -26,6 +26,7 @@ import torch
 
 from . import lif_scan
 from .neurons import LIFParams
+from .spikefn import raw
 
 Tensor = torch.Tensor
 _failed: list[str] = []
@@ -39,14 +40,15 @@ def _forward(current: Tensor, u: Tensor, s: Tensor, leak: float, threshold: floa
         s = (u > threshold).to(current.dtype)
         us.append(u)
         ss.append(s)
-    return torch.stack(us), torch.stack(ss)
+    S = torch.stack(ss)
+    return torch.stack(us), S, (1.0 - S if hard else None)
 
 
 def _cut(grad: Tensor, U: Tensor, threshold: float, derivative: Callable[[Tensor], Tensor]) -> Tensor:
     return grad * derivative(U - threshold)
 
 
-def _adjoint(grad: Tensor, U: Tensor, S: Tensor, leak: float, threshold: float, hard: bool,
+def _adjoint(grad: Tensor, U: Tensor, K: Tensor | None, leak: float, threshold: float, hard: bool,
              derivative: Callable[[Tensor], Tensor]) -> Tensor:
     T = U.shape[0]
     out = [None] * T
@@ -57,7 +59,7 @@ def _adjoint(grad: Tensor, U: Tensor, S: Tensor, leak: float, threshold: float, 
             g = grad[t] * h
         else:
             q = g_next * leak
-            g = ((grad[t] - q * U[t]) * h + q * (1.0 - S[t])) if hard else ((grad[t] - threshold * q) * h + q)
+            g = ((grad[t] - q * U[t]) * h + q * K[t]) if hard else ((grad[t] - threshold * q) * h + q)
         out[t] = g
         g_next = g
     return torch.stack(out)
@@ -97,7 +99,7 @@ def available() -> bool:
 
 
 def scan_forward(current: Tensor, params: LIFParams, state: tuple[Tensor, Tensor] | None = None):
-    """(U, S) as ``lif_scan.scan_forward``, fused (the eager scan where compiling failed)."""
+    """(U, S, K) as ``lif_scan.scan_forward``, fused (the eager scan where compiling failed)."""
     u0, s0 = state if state is not None else (torch.zeros_like(current[0]),) * 2
     out = _run(0, current, u0, s0, float(params.leak), float(params.threshold), params.reset == "hard")
     return out if out is not None else lif_scan.scan_forward(current, params, state)
@@ -105,12 +107,12 @@ def scan_forward(current: Tensor, params: LIFParams, state: tuple[Tensor, Tensor
 
 def cut_backward(grad: Tensor, U: Tensor, params: LIFParams, derivative) -> Tensor:
     """``lif_scan.cut_backward``, fused."""
-    out = _run(1, grad.contiguous(), U, float(params.threshold), derivative)
+    out = _run(1, grad.contiguous(), U, float(params.threshold), raw(derivative))
     return out if out is not None else lif_scan.cut_backward(grad, U, params, derivative)
 
 
-def scan_backward(grad: Tensor, U: Tensor, S: Tensor, params: LIFParams, derivative) -> Tensor:
+def scan_backward(grad: Tensor, U: Tensor, K: Tensor | None, params: LIFParams, derivative) -> Tensor:
     """``lif_scan.scan_backward``, fused."""
-    out = _run(2, grad.contiguous(), U, S, float(params.leak), float(params.threshold), params.reset == "hard",
-               derivative)
-    return out if out is not None else lif_scan.scan_backward(grad, U, S, params, derivative)
+    out = _run(2, grad.contiguous(), U, K, float(params.leak), float(params.threshold), params.reset == "hard",
+               raw(derivative))
+    return out if out is not None else lif_scan.scan_backward(grad, U, K, params, derivative)

@@ -44,15 +44,15 @@ class _LIFScan(torch.autograd.Function):
     @staticmethod
     def forward(ctx, current, params, derivative, fused=False):
         ctx.scans = lif_fused if fused else lif_scan
-        U, spikes = ctx.scans.scan_forward(current, params)
-        ctx.save_for_backward(U, spikes)
+        U, spikes, K = ctx.scans.scan_forward(current, params)
+        ctx.save_for_backward(U, K)
         ctx.params, ctx.derivative = params, derivative
         return spikes
 
     @staticmethod
     def backward(ctx, grad_spikes):
-        U, spikes = ctx.saved_tensors
-        return ctx.scans.scan_backward(grad_spikes, U, spikes, ctx.params, ctx.derivative), None, None, None
+        U, K = ctx.saved_tensors
+        return ctx.scans.scan_backward(grad_spikes, U, K, ctx.params, ctx.derivative), None, None, None
 
 
 class _LIFSequence(torch.autograd.Function):

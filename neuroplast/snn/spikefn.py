@@ -62,6 +62,36 @@ class _SurrogateSpike(torch.autograd.Function):
         return grad * ctx.derivative(x), None, None
 
 
+class Derivative:
+    """h'(x) of an estimator whose forward is exactly H(x), as the LIF scans use it: called on x it
+    gives h'(x); ``gate(grad, u, θ, out, tmp)`` writes grad·h'(u − θ) into ``out`` with the
+    estimator's own fused form (fewer passes over memory than the product; ``tmp``: scratch)."""
+
+    def __init__(self, fn: Callable[[Tensor], Tensor], fused_gate: Callable[..., Tensor]):
+        self.fn, self._gate = fn, fused_gate
+
+    def __call__(self, x: Tensor) -> Tensor:
+        return self.fn(x)
+
+    def gate(self, grad: Tensor, u: Tensor, threshold: float, out: Tensor, tmp: Tensor) -> Tensor:
+        return self._gate(grad, u, threshold, out, tmp)
+
+
+def gate(derivative: Callable[[Tensor], Tensor], grad: Tensor, u: Tensor, threshold: float, out: Tensor,
+         tmp: Tensor) -> Tensor:
+    """out = grad·h'(u − θ) (``tmp``: scratch shaped as u, overwritten): a ``Derivative``'s fused
+    form, else the product with ``derivative(u − θ)``."""
+    fused = getattr(derivative, "gate", None)
+    if fused is not None:
+        return fused(grad, u, threshold, out, tmp)
+    return torch.mul(grad, derivative(torch.sub(u, threshold, out=tmp)), out=out)
+
+
+def raw(derivative: Callable[[Tensor], Tensor]) -> Callable[[Tensor], Tensor]:
+    """The plain h'(x) function behind a ``Derivative`` (what ``torch.compile`` traces)."""
+    return getattr(derivative, "fn", derivative)
+
+
 class SurrogateEstimator(SpikeEstimator):
     """A deterministic surrogate: subclasses give the smooth ``primitive`` h and its ``derivative`` h'.
 
@@ -76,10 +106,15 @@ class SurrogateEstimator(SpikeEstimator):
     def derivative(self, x: Tensor) -> Tensor:
         raise NotImplementedError
 
+    #: optional ``gate(grad, u, θ, out, tmp)`` = grad·h'(u − θ) in fewer passes (see ``Derivative``)
+    fused_gate: Callable[..., Tensor] | None = None
+
     def forward(self, x: Tensor) -> Tensor:
         return _SurrogateSpike.apply(x, self.derivative, self.primitive if self.relaxed else None)
 
     def pointwise_derivative(self):
-        return None if self.relaxed else self.derivative
+        if self.relaxed:
+            return None
+        return self.derivative if self.fused_gate is None else Derivative(self.derivative, self.fused_gate)
 
 

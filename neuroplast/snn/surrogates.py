@@ -47,6 +47,11 @@ class Sigmoid(SurrogateEstimator):
         sg = (x * self.k).sigmoid_()
         return sg.addcmul_(sg, sg, value=-1.0).mul_(self.k)
 
+    def fused_gate(self, grad, u, threshold, out, tmp):
+        """grad·k·σ(k(u − θ))·(1 − σ) in four passes: k·u − k·θ, σ, torch's sigmoid_backward, ·k."""
+        torch.add(torch.tensor(-self.k * threshold, dtype=u.dtype), u, alpha=self.k, out=tmp).sigmoid_()
+        return torch.ops.aten.sigmoid_backward.grad_input(grad, tmp, grad_input=out).mul_(self.k)
+
 
 class FastSigmoid(SurrogateEstimator):
     name = "fast_sigmoid"

@@ -49,3 +49,40 @@ def test_compiled_kernels_match_eager():
         pytest.skip(f"torch.compile unavailable: {type(exc).__name__}")
     assert torch.equal(eager, comp)
     torch.testing.assert_close(g_comp, g_eager, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("reset", ["hard", "soft"])
+@pytest.mark.parametrize("estimator", ["sigmoid:k=4", "localzo:m=2"])
+def test_constant_current_gradient_is_summed_in_the_scan(reset, estimator):
+    """steps=T (a [B, ...] current seen T times) gives the spikes and the gradient Σ_t ∂L/∂I[t] of the
+    expanded [T, B, ...] current through the reference loop (LocalZO: the same draws)."""
+    params = LIFParams(leak=0.7, threshold=0.6, reset=reset)
+    torch.manual_seed(2)
+    c = (torch.randn(4, 9, dtype=torch.float64) * 0.6 + 0.4).requires_grad_(True)
+    w = torch.randn(6, 4, 9, dtype=torch.float64)
+    grads, outs = [], []
+    for fast in (True, False):
+        est = make_estimator(estimator)
+        est.generator = torch.Generator().manual_seed(5)
+        if fast:
+            out = lif_sequence(c, params, est.pointwise_derivative(), steps=6)
+        else:
+            out = lif_reference(c.unsqueeze(0).expand(6, 4, 9), params, est)
+        outs.append(out)
+        grads.append(torch.autograd.grad((out * w).sum(), c)[0])
+    assert torch.equal(outs[0], outs[1]) and 0 < outs[0].mean() < 1
+    assert grads[0].abs().sum() > 0
+    torch.testing.assert_close(grads[0], grads[1], rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("reset", ["hard", "soft"])
+def test_inference_scan_keeps_only_spikes(reset):
+    """Without a backward pass the scan keeps two steps of u and k, and gives the same spikes."""
+    params = LIFParams(leak=0.7, threshold=0.6, reset=reset)
+    current = torch.randn(7, 5, 11) * 0.8 + 0.3
+    est = make_estimator("sigmoid")
+    with torch.no_grad():
+        fast = lif_sequence(current, params, est.pointwise_derivative())
+        const = lif_sequence(current[0], params, est.pointwise_derivative(), steps=7)
+    assert torch.equal(fast, lif_reference(current, params, est)) and 0 < fast.mean() < 1
+    assert torch.equal(const, lif_reference(current[0].expand(7, 5, 11), params, est))

@@ -58,7 +58,7 @@ class _CutLIF(torch.autograd.Function):
     @staticmethod
     def forward(ctx, current, params, derivative, state, fused=False):
         ctx.scans = lif_fused if fused else lif_scan
-        U, S, _ = ctx.scans.scan_forward(current, params, state)
+        U, S, _ = ctx.scans.scan_forward(current, params, state, keep_k=False)  # the cut backward needs u only
         ctx.save_for_backward(U)
         ctx.params, ctx.derivative = params, derivative
         ctx.mark_non_differentiable(U)
@@ -148,10 +148,12 @@ class CutSimulator:
         self.traces: dict[str, Tensor] = {}
         self.coeff: dict[str, float] = {}
 
-    def window(self, x_seq: Tensor, noise: list[dict[str, Tensor]] | None = None) -> tuple[Tensor, dict[str, Tensor]]:
+    def window(self, x_seq: Tensor, noise: list[dict[str, Tensor]] | None = None, *,
+               last: bool = False) -> tuple[Tensor, dict[str, Tensor]]:
         """Outputs o[t0:t1] and clean spikes per spiking layer of the next K = ``len(x_seq)`` calls of
         ``Network.step(traces=True)`` (``isolate``, ``perturb`` = ``noise[k][name]`` at step k, added
-        after the neuron, ``feedback``), with a graph through which all their gradients go back at once."""
+        after the neuron, ``feedback``), with a graph through which all their gradients go back at once.
+        ``last=True``: no window follows, so no state is carried."""
         h, spikes, first = x_seq, {}, True
         for name, layer in self.net.layers.items():
             if self.isolate:
@@ -165,7 +167,8 @@ class CutSimulator:
                     w_in = None
                     if layer.trace_decay:
                         w_in = _traces(h.detach(), layer.trace_decay, self.traces.get(name))
-                        self.traces[name] = w_in[-1].clone()
+                        if not last:
+                            self.traces[name] = w_in[-1].clone()
                     current = _fold(lambda x, w, f=fb, op=layer.op: synapse(op, x, w, f), h, w_in)
                 first = False
                 if isinstance(layer, Readout):
@@ -173,7 +176,8 @@ class CutSimulator:
                     continue
                 h, U = _CutLIF.apply(current, layer.lif, layer.spike.pointwise_derivative(), self.state.get(name),
                                      layer.compiled)
-                self.state[name] = (U[-1].clone(), h[-1].detach().clone())  # no view: the window's buffers go
+                if not last:
+                    self.state[name] = (U[-1].clone(), h[-1].detach().clone())  # no view: the window's buffers go
                 spikes[name] = h
                 if noise is not None and name in noise[0]:
                     h = _add_steps(h, [n[name] for n in noise])

@@ -224,7 +224,8 @@ class ThreeFactorRule(Rule):
             for t in range(t0, t1):
                 noise = self.noise(net, t, B, x_seq)
                 drawn.append((noise, self.noise_state(), self.last_draws))
-            o, spikes = sim.window(x_seq[t0:t1], None if drawn[0][0] is None else [d[0] for d in drawn])
+            o, spikes = sim.window(x_seq[t0:t1], None if drawn[0][0] is None else [d[0] for d in drawn],
+                                   last=t1 == T)
             losses = step_losses(loss_fn, o, y) / T
             (E,) = torch.autograd.grad(losses.sum(), o, retain_graph=True)
             window = self.window_signals(net, E, o.detach(), [d[1] for d in drawn], hidden)

@@ -46,7 +46,7 @@ class OTTT(Rule):
         T = x_seq.shape[0]
         sim, acc = batched.CutSimulator(net, feedback=feedback), StepAccumulator(T)
         for t0, t1 in batched.windows(T):
-            o, spikes = sim.window(x_seq[t0:t1])
+            o, spikes = sim.window(x_seq[t0:t1], last=t1 == T)
             losses = step_losses(loss_fn, o, y) / T
             losses.sum().backward()
             acc.add_window(losses, o, spikes)

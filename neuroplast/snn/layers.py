@@ -73,10 +73,13 @@ class SpikingLayer(Layer):
         return s, (u, s)
 
     def forward_seq(self, x_seq):
-        current = _seq_apply(self.op, x_seq)
         derivative = self.spike.pointwise_derivative()
         if derivative is not None:  # estimator is "H forward, h'(x) backward": fused recursion
-            return lif_sequence(current, self.lif, derivative, compiled=self.compiled)
+            if x_seq.stride(0) == 0:  # constant input: one synaptic product, its gradient summed in the scan
+                return lif_sequence(self.op(x_seq[0]), self.lif, derivative, compiled=self.compiled,
+                                    steps=x_seq.shape[0])
+            return lif_sequence(_seq_apply(self.op, x_seq), self.lif, derivative, compiled=self.compiled)
+        current = _seq_apply(self.op, x_seq)
         u = s = torch.zeros_like(current[0])
         spikes = []
         for cur in current.unbind(0):  # unbind: one backward for all steps (select would zero-fill T times)

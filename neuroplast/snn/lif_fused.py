@@ -98,11 +98,12 @@ def available() -> bool:
     return not _failed
 
 
-def scan_forward(current: Tensor, params: LIFParams, state: tuple[Tensor, Tensor] | None = None):
-    """(U, S, K) as ``lif_scan.scan_forward``, fused (the eager scan where compiling failed)."""
+def scan_forward(current: Tensor, params: LIFParams, state: tuple[Tensor, Tensor] | None = None, **keep):
+    """(U, S, K) as ``lif_scan.scan_forward``, fused (the eager scan where compiling failed; ``keep``
+    is for it: the fused kernel returns all three)."""
     u0, s0 = state if state is not None else (torch.zeros_like(current[0]),) * 2
     out = _run(0, current, u0, s0, float(params.leak), float(params.threshold), params.reset == "hard")
-    return out if out is not None else lif_scan.scan_forward(current, params, state)
+    return out if out is not None else lif_scan.scan_forward(current, params, state, **keep)
 
 
 def cut_backward(grad: Tensor, U: Tensor, params: LIFParams, derivative) -> Tensor:

@@ -28,33 +28,43 @@ from .spikefn import gate
 Tensor = torch.Tensor
 
 
-def scan_forward(current: Tensor, params: LIFParams,
-                 state: tuple[Tensor, Tensor] | None = None) -> tuple[Tensor, Tensor, Tensor | None]:
+def scan_forward(current: Tensor, params: LIFParams, state: tuple[Tensor, Tensor] | None = None, *,
+                 keep_u: bool = True, keep_k: bool = True) -> tuple[Tensor | None, Tensor, Tensor | None]:
     """(u[0:T], s[0:T], k[0:T]) of a LIF layer driven by I[0:T] (float spikes), from ``state`` =
-    (u[−1], s[−1]) or rest; k = 1 − s for the hard reset (``scan_backward`` needs it), None for soft."""
+    (u[−1], s[−1]) or rest; k = 1 − s for the hard reset (``scan_backward`` needs it), None for soft.
+    ``keep_u=False`` / ``keep_k=False`` (no backward pass needs them): u / k live in two step buffers
+    and None comes back in their place."""
     T = current.shape[0]
-    U, S = torch.empty_like(current), torch.empty_like(current)
+    S = torch.empty_like(current)
+
+    def buffer(full):
+        return torch.empty(((T,) if full else (min(T, 2),)) + current.shape[1:], dtype=current.dtype,
+                           device=current.device)
+    U = buffer(keep_u)
+    n = len(U)
     if params.reset == "hard":
-        K = torch.empty_like(current)
+        K = buffer(keep_k)
+        m = len(K)
         for t in range(T):
+            u, k = U[t % n], K[t % m]
             if t:
-                torch.addcmul(current[t], U[t - 1], K[t - 1], value=params.leak, out=U[t])
+                torch.addcmul(current[t], U[(t - 1) % n], K[(t - 1) % m], value=params.leak, out=u)
             elif state is not None:
                 u_prev, s_prev = state
-                torch.addcmul(current[0], u_prev, torch.rsub(s_prev, 1.0), value=params.leak, out=U[0])
+                torch.addcmul(current[0], u_prev, torch.rsub(s_prev, 1.0), value=params.leak, out=u)
             else:
-                U[0].copy_(current[0])  # from rest: λ·0 + I
-            torch.gt(U[t], params.threshold, out=S[t])  # u > θ ⟺ u − θ > 0 (IEEE subtraction of unequal floats ≠ 0)
-            torch.le(U[t], params.threshold, out=K[t])
-        return U, S, K
+                u.copy_(current[0])  # from rest: λ·0 + I
+            torch.gt(u, params.threshold, out=S[t])  # u > θ ⟺ u − θ > 0 (IEEE subtraction of unequal floats ≠ 0)
+            torch.le(u, params.threshold, out=k)
+        return (U if keep_u else None), S, (K if keep_k else None)
     u_prev, s_prev = state if state is not None else (torch.zeros_like(current[0]),) * 2
     for t in range(T):
-        r = U[t]
+        r = U[t % n]
         torch.addcmul(u_prev, s_prev, s_prev, value=-params.threshold, out=r)  # u − θ·s (s·s = s exactly)
         r.mul_(params.leak).add_(current[t])
         torch.gt(r, params.threshold, out=S[t])
         u_prev, s_prev = r, S[t]
-    return U, S, None
+    return (U if keep_u else None), S, None
 
 
 def cut_backward(grad_spikes: Tensor, U: Tensor, params: LIFParams, derivative: Callable[[Tensor], Tensor]) -> Tensor:
@@ -67,28 +77,34 @@ def cut_backward(grad_spikes: Tensor, U: Tensor, params: LIFParams, derivative: 
 
 
 def scan_backward(grad_spikes: Tensor, U: Tensor, K: Tensor | None, params: LIFParams,
-                  derivative: Callable[[Tensor], Tensor]) -> Tensor:
+                  derivative: Callable[[Tensor], Tensor], *, summed: bool = False) -> Tensor:
     """∂L/∂I[0:T] from ∂L/∂s[0:T], the saved u[0:T] and k[0:T] = 1 − s[0:T] (hard reset; None for
     soft); one step at a time (cache-sized slices), t = T−1 … 0, with q = λ·g_u[t+1]:
 
         hard  g_u[t] = (∂L/∂s[t] − q·u[t])·h[t] + q·k[t]
-        soft  g_u[t] = (∂L/∂s[t] − θ·q)·h[t] + q"""
+        soft  g_u[t] = (∂L/∂s[t] − θ·q)·h[t] + q
+
+    ``summed=True`` returns Σ_t ∂L/∂I[t] instead (the gradient of a current constant in time), with
+    two step buffers in place of the [T, ...] one."""
     T = U.shape[0]
-    G = torch.empty_like(U)
+    G = torch.empty((2,) + U.shape[1:], dtype=U.dtype, device=U.device) if summed else torch.empty_like(U)
+    total = None
     x = torch.empty_like(U[0])
     hard = params.reset == "hard"
     q = None if hard else torch.empty_like(U[0])
     for t in range(T - 1, -1, -1):
-        g = G[t]
+        g, g_next = (G[t % 2], G[(t + 1) % 2]) if summed else (G[t], G[t + 1] if t < T - 1 else None)
         if t == T - 1:
             gate(derivative, grad_spikes[t], U[t], params.threshold, g, x)
         elif hard:
-            torch.addcmul(grad_spikes[t], G[t + 1], U[t], value=-params.leak, out=g)   # (−λ·g_u[t+1])·u = −q·u
+            torch.addcmul(grad_spikes[t], g_next, U[t], value=-params.leak, out=g)   # (−λ·g_u[t+1])·u = −q·u
             gate(derivative, g, U[t], params.threshold, g, x)
-            g.addcmul_(G[t + 1], K[t], value=params.leak)
+            g.addcmul_(g_next, K[t], value=params.leak)
         else:
-            torch.mul(G[t + 1], params.leak, out=q)
+            torch.mul(g_next, params.leak, out=q)
             torch.add(grad_spikes[t], q, alpha=-params.threshold, out=g)
             gate(derivative, g, U[t], params.threshold, g, x)
             g.add_(q)
-    return G
+        if summed:
+            total = g.clone() if total is None else total.add_(g)
+    return total if summed else G

@@ -42,8 +42,10 @@ class _LIFScan(torch.autograd.Function):
     """``lif_scan.scan_forward`` / ``scan_backward``, or their fused twins (``lif_fused``) when ``fused``."""
 
     @staticmethod
-    def forward(ctx, current, params, derivative, fused=False):
-        ctx.scans = lif_fused if fused else lif_scan
+    def forward(ctx, current, params, derivative, fused=False, steps=None):
+        ctx.scans, ctx.constant = (lif_fused if fused else lif_scan), steps is not None
+        if ctx.constant:  # the same current at every step: [B, ...] seen T times
+            current = current.unsqueeze(0).expand(steps, *current.shape)
         U, spikes, K = ctx.scans.scan_forward(current, params)
         ctx.save_for_backward(U, K)
         ctx.params, ctx.derivative = params, derivative
@@ -52,7 +54,12 @@ class _LIFScan(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_spikes):
         U, K = ctx.saved_tensors
-        return ctx.scans.scan_backward(grad_spikes, U, K, ctx.params, ctx.derivative), None, None, None
+        if ctx.constant and ctx.scans is lif_scan:
+            grad = lif_scan.scan_backward(grad_spikes, U, K, ctx.params, ctx.derivative, summed=True)
+        else:
+            grad = ctx.scans.scan_backward(grad_spikes, U, K, ctx.params, ctx.derivative)
+            grad = grad.sum(0) if ctx.constant else grad
+        return grad, None, None, None, None
 
 
 class _LIFSequence(torch.autograd.Function):
@@ -85,12 +92,20 @@ class _LIFSequence(torch.autograd.Function):
 
 
 def lif_sequence(current: Tensor, params: LIFParams, derivative: Callable[[Tensor], Tensor], *,
-                 compiled: bool = False, stepwise: bool = False) -> Tensor:
+                 compiled: bool = False, stepwise: bool = False, steps: int | None = None) -> Tensor:
     """Spikes s[0:T] of a LIF layer driven by I[0:T] (``current``: [T, B, ...]), from zero state.
 
+    ``steps=T``: ``current`` is [B, ...], the same at every one of T steps (direct encoding into the
+    first layer); its gradient Σ_t ∂L/∂I[t] is summed inside the adjoint scan.
     ``compiled=True``: the scans fused by torch.compile (``lif_fused``; eager where that fails).
     ``stepwise=True`` forces the step-by-step path of ``forward_step``/``adjoint_step`` (the
     reference for tests)."""
     if stepwise:
+        if steps is not None:
+            current = current.unsqueeze(0).expand(steps, *current.shape)
         return _LIFSequence.apply(current, params, derivative)
-    return _LIFScan.apply(current, params, derivative, compiled)
+    if not (torch.is_grad_enabled() and current.requires_grad) and not compiled:  # inference: spikes only
+        if steps is not None:
+            current = current.unsqueeze(0).expand(steps, *current.shape)
+        return lif_scan.scan_forward(current, params, keep_u=False, keep_k=False)[1]
+    return _LIFScan.apply(current, params, derivative, compiled, steps)

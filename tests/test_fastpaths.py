@@ -6,7 +6,7 @@ import torch.nn.functional as F
 
 from neuroplast.data import encode
 from neuroplast.learn import CEMSELoss, batched, ce_mse_loss, make_rule
-from neuroplast.learn.loss import step_losses
+from neuroplast.learn.loss import step_losses, step_losses_and_errors
 from neuroplast.snn import (
     LIFParams,
     build_network,
@@ -206,3 +206,18 @@ def test_step_losses_of_a_window_equal_one_call_per_step(loss_fn):
     o, y = torch.randn(5, 7, 10, generator=g, dtype=torch.float64), torch.randint(0, 10, (7,), generator=g)
     ref = torch.stack([loss_fn(o[k], y) for k in range(5)])
     assert torch.equal(step_losses(loss_fn, o, y), ref)  # bit-identical: the folded rules report these
+
+
+@pytest.mark.parametrize("loss_fn", [CEMSELoss(), CEMSELoss(0.0), CEMSELoss(0.5), ce_mse_loss,
+                                     lambda o, y: torch.nn.functional.nll_loss(o, y, reduction="sum")])
+def test_window_errors_equal_autograd(loss_fn):
+    """E = ∂(Σ_k L(o[k], y)/T)/∂o written out for the CE + MSE mix equals autograd's; the losses are
+    step_losses/T to the bit."""
+    g = torch.Generator().manual_seed(1)
+    o = torch.randn(4, 6, 10, generator=g, dtype=torch.float64).requires_grad_(True)
+    y = torch.randint(0, 10, (6,), generator=g)
+    ref_losses = torch.stack([loss_fn(o[k], y) / 9 for k in range(4)])
+    (ref_E,) = torch.autograd.grad(ref_losses.sum(), o)
+    losses, E = step_losses_and_errors(loss_fn, o, y, 9)
+    assert torch.equal(losses, ref_losses.detach()) and not E.requires_grad
+    torch.testing.assert_close(E, ref_E, rtol=1e-12, atol=1e-15)

@@ -106,7 +106,7 @@ def _traces(h: Tensor, decay: float, prev: Tensor | None) -> Tensor:
         if last is None:
             out[t] = h[t]
         else:
-            torch.mul(last, decay, out=out[t]).add_(h[t])
+            torch.add(h[t], last, alpha=decay, out=out[t])  # h + λ·x̂: one pass (may round once, fused)
     return out
 
 

@@ -32,13 +32,44 @@ def ce_mse_loss(output: torch.Tensor, target: torch.Tensor, mse_weight: float = 
     return CEMSELoss(mse_weight)(output, target)
 
 
+def _known(loss_fn) -> CEMSELoss | None:
+    """The ``CEMSELoss`` behind ``loss_fn`` when it is one of the known batch-mean losses."""
+    return CEMSELoss() if loss_fn is ce_mse_loss else loss_fn if isinstance(loss_fn, CEMSELoss) else None
+
+
 def step_losses(loss_fn, outputs: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """[L(o[k], y) for k < K] of a window of K steps, ``outputs`` [K, B, C], as a [K] tensor: one
     call on the K·B rows when L is a batch mean of per-sample losses (``CEMSELoss``,
     ``ce_mse_loss``; the same per-sample values and means as K calls), else K calls."""
     K, B = outputs.shape[:2]
-    per_sample = (CEMSELoss().per_sample if loss_fn is ce_mse_loss else
-                  loss_fn.per_sample if isinstance(loss_fn, CEMSELoss) else None)  # known batch means only
-    if per_sample is None:
+    known = _known(loss_fn)
+    if known is None:
         return torch.stack([loss_fn(outputs[k], target) for k in range(K)])
-    return per_sample(outputs.flatten(0, 1), target.repeat(K)).view(K, B).mean(1)
+    return known.per_sample(outputs.flatten(0, 1), target.repeat(K)).view(K, B).mean(1)
+
+
+def step_losses_and_errors(loss_fn, outputs: torch.Tensor, target: torch.Tensor,
+                           time_steps: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(L(o[k], y)/T for k < K, detached; E = ∂(Σ_k L(o[k], y)/T)/∂o) of a window, ``outputs``
+    [K, B, C], T = ``time_steps``. For the CE + MSE mix E is written out (no autograd pass):
+
+        ∂L/∂o = [(1 − α)·(softmax(o) − onehot(y)) + (2α/C)·(o − onehot(y))] / (B·T)
+
+    (equal to autograd's up to float rounding); any other loss goes through autograd."""
+    known = _known(loss_fn)
+    o = outputs.detach()
+    if known is None:
+        o.requires_grad_(True)
+        with torch.enable_grad():
+            losses = step_losses(loss_fn, o, target) / time_steps
+            (E,) = torch.autograd.grad(losses.sum(), o)
+        return losses.detach(), E
+    with torch.no_grad():
+        losses = step_losses(known, o, target) / time_steps
+        B, C = o.shape[1], o.shape[-1]
+        onehot = F.one_hot(target, C).to(o.dtype)
+        a = known.mse_weight
+        E = torch.softmax(o, -1).sub_(onehot).mul_((1.0 - a) / (B * time_steps))
+        if a:
+            E.add_(o - onehot, alpha=2.0 * a / (B * C * time_steps))
+    return losses, E

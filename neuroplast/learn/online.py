@@ -28,7 +28,7 @@ from ..snn import detach_state
 from . import batched
 from .base import Rule, StepAccumulator
 from .local import AuxReadout, local_kind
-from .loss import step_losses
+from .loss import step_losses_and_errors
 
 Tensor = torch.Tensor
 NOISE_KINDS = ("gaussian", "rademacher")
@@ -226,8 +226,7 @@ class ThreeFactorRule(Rule):
                 drawn.append((noise, self.noise_state(), self.last_draws))
             o, spikes = sim.window(x_seq[t0:t1], None if drawn[0][0] is None else [d[0] for d in drawn],
                                    last=t1 == T)
-            losses = step_losses(loss_fn, o, y) / T
-            (E,) = torch.autograd.grad(losses.sum(), o, retain_graph=True)
+            losses, E = step_losses_and_errors(loss_fn, o, y, T)
             window = self.window_signals(net, E, o.detach(), [d[1] for d in drawn], hidden)
             signals = {name: [] for name in hidden}
             for k, (noise, z, draws) in enumerate(drawn):

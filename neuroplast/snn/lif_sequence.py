@@ -8,7 +8,7 @@ Backward runs the adjoint of the same recursion, from t = T−1 down to 0:
     ∂L/∂I[t] = g_u[t]
 
 with h' the estimator's pointwise derivative (a surrogate, or LocalZO's fresh draw). The eager
-path is the scan of ``lif_scan`` (preallocated buffers, 4 in-place ops per forward step, the adjoint
+path is the scan of ``lif_scan`` (preallocated buffers, 3 in-place ops per forward step, the adjoint
 on one step's cache-sized slice at a time); with ``compiled=True`` the whole forward scan and
 the whole adjoint are each one ``torch.compile``d function (``lif_fused``: needs a C++ compiler;
 compiled once per shape). ``tests/test_lif_sequence.py`` checks both against autograd of the reference.

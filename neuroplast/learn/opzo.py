@@ -67,7 +67,10 @@ class OPZO(ThreeFactorRule):
         self.site = site
         self.sigma = self.sigma0
         self.feedback: dict[str, torch.Tensor] = {}
+        # the step's noise is sign·σ·z: z of the last draw, sign −1 at the antithetic step after it
         self._z: dict[str, torch.Tensor] = {}
+        self._sign = 1.0
+        self._noise: dict[str, torch.Tensor] = {}   # σ·z of the last draw
 
     def set_progress(self, fraction):
         self.sigma = self.sigma0 + (self.sigma_end - self.sigma0) * min(max(fraction, 0.0), 1.0)
@@ -82,21 +85,23 @@ class OPZO(ThreeFactorRule):
         if self.sigma == 0:
             self._z = {}
             return None
-        if self.antithetic and t % 2 == 1 and self._z:
-            self._z = {k: -v for k, v in self._z.items()}
-        else:
-            self._z = draw_noise(net, self.feedback, batch, self.noise_kind, self.generator, like)
-            self.last_draws = sum(int(z.numel()) for z in self._z.values())
-        return {k: self.sigma * v for k, v in self._z.items()}
+        if self.antithetic and t % 2 == 1 and self._z and self._sign > 0:
+            self._sign = -1.0   # σ·(−z) = −(σ·z) exactly: negate the drawn step's noise, keep z
+            return {k: -n for k, n in self._noise.items()}
+        self._z = draw_noise(net, self.feedback, batch, self.noise_kind, self.generator, like)
+        self._sign = 1.0
+        self.last_draws = sum(int(z.numel()) for z in self._z.values())
+        self._noise = {k: self.sigma * v for k, v in self._z.items()}
+        return self._noise
 
     def can_fold_time(self):
         return super().can_fold_time() and not self.subtract_clean
 
     def noise_state(self):
-        return self._z
+        return self._z, self._sign
 
     def set_noise_state(self, state):
-        self._z = state
+        self._z, self._sign = state
 
     def hidden_signals(self, net, info):
         info.ref = info.rerun(None) if self.subtract_clean and self._z else None
@@ -106,25 +111,26 @@ class OPZO(ThreeFactorRule):
         """Signals δ_l[k] = e[k]·M_l[k] of a window of K steps with M_l updated after each step, as the
         step-by-step ``hidden_signals``/``observe`` pair gives them: the momentum recursion on [C, N]
         matrices, then the K signals in one batched product."""
-        if self.subtract_clean or not all(states):
+        if self.subtract_clean or not all(z for z, _ in states):
             return None
         out = {}
         for name in layers:
             M, Ms = self.feedback[name], []
-            for k, z in enumerate(states):    # one [C, B]·[B, N] product per step (no stacked copy of z)
+            for k, (z, sign) in enumerate(states):    # one [C, B]·[B, N] product per step (no stacked copy of z)
                 Ms.append(M)
-                est = feedback_estimate(outs[k], z[name].flatten(1), sigma=self.sigma,
-                                        scale_by_sigma=self.scale_by_sigma)
+                est = feedback_estimate(outs[k] if sign > 0 else -outs[k], z[name].flatten(1), sigma=self.sigma,
+                                        scale_by_sigma=self.scale_by_sigma)   # (−o)ᵀz = oᵀ(−z) exactly
                 M = momentum_step(M, est, self.beta)
             self.feedback[name] = M
             out[name] = torch.bmm(E, torch.stack(Ms))
-        self._z = states[-1]
+        self._z, self._sign = states[-1]
         return out
 
     def observe(self, info, noise):
         if not self._z:
             return
         o = info.o if info.ref is None else info.o - info.ref
+        o = o if self._sign > 0 else -o   # the step's noise is −σ·z: (−o)ᵀz = oᵀ(−z) exactly
         for name in info.layers:
             z = self._z[name]
             self.feedback[name] = momentum_feedback_update(self.feedback[name], o, z.flatten(1), beta=self.beta,

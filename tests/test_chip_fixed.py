@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from neuroplast.chip.fixed import IntLIFParams, int_dense, int_lif_step
+from neuroplast.chip.fixed import IntLIFParams, _i32, exact_float, int_dense, int_lif_step
 
 REF = Path(__file__).parent / "data" / "lava_lif_reference.npz"
 
@@ -67,3 +67,23 @@ def test_live_lava_matches_when_installed():
 
 def test_reference_traces_exercise_spikes_and_saturation():
     assert any((c["v0"] == 0).mean() > 0.1 for c in _cases())  # resets happen
+
+
+def test_int32_wrap_is_modular():
+    """_i32 = ((x + 2^31) mod 2^32) − 2^31 for every int64, edges and far outside int32 included."""
+    g = torch.Generator().manual_seed(0)
+    x = torch.cat([torch.randint(-2**62, 2**62, (10000,), generator=g),
+                   torch.tensor([0, 2**31 - 1, 2**31, -2**31, -2**31 - 1, 2**32, -2**32, 2**40 + 5, -(2**40) - 5])])
+    assert torch.equal(_i32(x), ((x + 2**31) % 2**32) - 2**31)
+
+
+def test_synaptic_products_stay_exact_in_float32_only_when_they_fit():
+    """int_dense takes float32 only where every partial sum is an integer below 2^24, and gives the
+    exact integer product either way (against int64 arithmetic)."""
+    g = torch.Generator().manual_seed(1)
+    m = torch.randint(-127, 128, (7, 300), generator=g)
+    for hi, dtype in [(2, torch.float32), (5000, torch.float64)]:   # spikes; 13-bit payloads
+        x = torch.randint(0, hi, (5, 300), generator=g)
+        assert exact_float(x, 2 * m) == dtype
+        ref = (x.unsqueeze(1) * (2 * m).unsqueeze(0)).sum(-1)
+        assert torch.equal(int_dense(m, x, 0), ((ref + 2**31) % 2**32) - 2**31)

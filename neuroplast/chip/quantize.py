@@ -37,6 +37,7 @@ from .fixed import (
     IntLIFParams,
     _i32,
     _shift,
+    exact_float,
     int_dense,
     int_lif_step,
     lava_weights,
@@ -62,7 +63,9 @@ class FixedSynapse:
     def current(self, x: Tensor) -> Tensor:
         if self.conv is None:
             return int_dense(self.m, x, self.weight_exp)
-        acc = F.conv2d(x.to(torch.float64), lava_weights(self.m).to(torch.float64), **self.conv)
+        w = lava_weights(self.m)
+        dt = exact_float(x, w) if x.numel() else torch.float64
+        acc = F.conv2d(x.to(dt), w.to(dt), **self.conv)
         return _shift(_i32(acc.to(torch.int64)), self.weight_exp)
 
     def lsb(self) -> float:
@@ -238,50 +241,54 @@ class FixedNetwork:
     def simulate(self, x_seq: Tensor, *, record: bool = False, integer_input: bool = False) -> dict:
         """x_seq float [T, B, *input_shape] -> {"v_out": [B, C] int, "spikes": {layer: [B, ...] counts}};
         ``record=True`` adds "steps": {layer: {"u", "v", "s": [steps, B, N]}} (state after each step);
-        ``integer_input=True`` takes x_seq as integer payloads already."""
+        ``integer_input=True`` takes x_seq as integer payloads already.
+
+        Layer by layer over all steps (the net is feed-forward): each synapse is one integer-exact
+        product over steps·B rows, then the integer LIF runs step by step. The same integers as
+        stepping the whole net one time step at a time (rows of a product do not interact)."""
         x_int = x_seq.to(torch.int64) if integer_input else self.encode_input(x_seq)
-        trace: dict[str, dict[str, list]] = {}
         T = x_int.shape[0]
         n_syn = sum(layer.synapse is not None for layer in self.layers)
         steps = T + (n_syn - 1 if self.timing == "lava" else 0)
-        state: dict[str, list] = {}
+        h = x_int if steps == T else torch.cat([x_int, x_int.new_zeros((steps - T, *x_int.shape[1:]))])
+        trace: dict[str, dict[str, Tensor]] = {}
         counts: dict[str, Tensor] = {}
         v_out = None
-        for t in range(steps):
-            h = x_int[t] if t < T else torch.zeros_like(x_int[0])
-            for layer in self.layers:
-                if layer.kind == "pool":
-                    kind, k = layer.pool
-                    hf = h.to(torch.float64)
-                    h = (F.avg_pool2d(hf, k) * k * k if kind == "avg" else F.max_pool2d(hf, k)).round().to(torch.int64)
-                elif layer.kind == "flatten":
-                    h = h.flatten(1)
-                else:
-                    flat = layer.kind == "readout" or layer.synapse.conv is None
-                    a = layer.synapse.current(h.flatten(1) if flat and h.dim() > 2 else h)
-                    shape = a.shape
-                    a = a.flatten(1)
-                    if layer.name not in state:
-                        z = torch.zeros_like(a)
-                        state[layer.name] = [z, z.clone(), z.clone()]  # u, v, Dense buffer
-                    u, v, buf = state[layer.name]
-                    if self.timing == "lava":
-                        a, state[layer.name][2] = buf, a
-                    u, v, s = int_lif_step(u, v, a, layer.lif)
-                    state[layer.name][:2] = [u, v]
-                    if record:
-                        rec = trace.setdefault(layer.name, {"u": [], "v": [], "s": []})
-                        rec["u"].append(u)
-                        rec["v"].append(v)
-                        rec["s"].append(s.to(torch.int64))
-                    if layer.kind == "readout":
-                        v_out = v
-                    else:
-                        h = s.to(torch.int64).view(shape)
-                        counts[layer.name] = counts.get(layer.name, 0) + h
+        for layer in self.layers:
+            if layer.kind == "pool":
+                kind, k = layer.pool
+                hf = h.flatten(0, 1).to(torch.float64)
+                hp = F.avg_pool2d(hf, k) * k * k if kind == "avg" else F.max_pool2d(hf, k)
+                h = hp.round().to(torch.int64).unflatten(0, (steps, -1))
+                continue
+            if layer.kind == "flatten":
+                h = h.flatten(2)
+                continue
+            flat = layer.kind == "readout" or layer.synapse.conv is None
+            x = h.flatten(0, 1)
+            a = layer.synapse.current(x.flatten(1) if flat and x.dim() > 2 else x)
+            shape = a.shape[1:]
+            a = a.flatten(1).unflatten(0, (steps, -1))
+            if self.timing == "lava":   # Lava's Dense delivers a step late: a[t] is the product of step t − 1
+                a = torch.cat([torch.zeros_like(a[:1]), a[:-1]])
+            u = v = torch.zeros_like(a[0])
+            us, vs, ss = [], [], []
+            for t in range(steps):
+                u, v, s = int_lif_step(u, v, a[t], layer.lif)
+                us.append(u)
+                vs.append(v)
+                ss.append(s)
+            S = torch.stack(ss).to(torch.int64)
+            if record:
+                trace[layer.name] = {"u": torch.stack(us), "v": torch.stack(vs), "s": S}
+            if layer.kind == "readout":
+                v_out = v
+            else:
+                h = S.view(steps, -1, *shape)
+                counts[layer.name] = h.sum(0)
         out = {"v_out": v_out, "spikes": counts}
         if record:
-            out["steps"] = {k: {q: torch.stack(v) for q, v in d.items()} for k, d in trace.items()}
+            out["steps"] = trace
         return out
 
     def classify(self, x_seq: Tensor) -> Tensor:

@@ -47,8 +47,14 @@ def _i32(x: Tensor) -> Tensor:
 
 def _decay(x: Tensor, factor: int | Tensor) -> Tensor:
     """sign(x·f)·(|x·f| >> 12): multiply by a 12-bit decay factor, truncate toward zero."""
+    return _i32(_decay_in_range(x, factor))
+
+
+def _decay_in_range(x: Tensor, factor: int | Tensor) -> Tensor:
+    """``_decay`` of an x already in int32 range (LIF states): |x·f| >> 12 ≤ |x| for f ≤ 4096, so
+    the int32 wrap is the identity and is skipped."""
     p = x * factor
-    return _i32(torch.sign(p) * (p.abs() >> DECAY_SHIFT))
+    return torch.sign(p) * (p.abs() >> DECAY_SHIFT)
 
 
 @dataclass(frozen=True)
@@ -73,10 +79,10 @@ class IntLIFParams:
 
 def int_lif_integrate(u: Tensor, v: Tensor, a: Tensor, p: IntLIFParams) -> tuple[Tensor, Tensor]:
     """Sub-threshold part of a step: (u, v, a) -> (u, v before the spike check)."""
-    u = _i32(_decay(u, DECAY_UNITY - (p.du + 1)) + _i32(a << ACT_SHIFT))
+    u = _i32(_decay_in_range(u, DECAY_UNITY - (p.du + 1)) + _i32(a << ACT_SHIFT))   # u, v: int32 range
     wrapped = torch.where(u > UV_MAX, u - 2 * UV_MAX, u)
     u = torch.where(wrapped <= -UV_MAX, u + 2 * UV_MAX, wrapped)   # wraps once, as Lava does
-    v = _i32(_decay(v, DECAY_UNITY - p.dv) + u + p.effective_bias())
+    v = _i32(_decay_in_range(v, DECAY_UNITY - p.dv) + u + p.effective_bias())
     return u, v.clamp(-UV_MAX + 1, UV_MAX - 1)
 
 

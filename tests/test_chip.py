@@ -64,6 +64,25 @@ def test_quantisation_round_trip_within_half_an_lsb(arch, shape, stochastic):
         assert int(syn.m.max()) <= 127 and int(syn.m.min()) >= -128
 
 
+@pytest.mark.parametrize("arch,shape", [("64-40-10", (64,)), ("1x8x8-6C3-AP2-FC", (1, 8, 8))])
+def test_fixed_simulation_of_a_constant_input_equals_the_stepped_input(arch, shape):
+    """Direct input (one stride-0 step repeated) is multiplied once; the integers equal those of the
+    same input materialised step by step: voltages, spike counts and every recorded state."""
+    net = build_network(arch, input_shape=shape, num_classes=10, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        for p in net.parameters():
+            p.mul_(3.0)
+    fixed = quantize(net, load_chip("loihi2"), time_steps=5)
+    x = torch.rand(3, *shape, generator=torch.Generator().manual_seed(1))
+    const = x.unsqueeze(0).expand(5, *x.shape)
+    a, b = fixed.simulate(const, record=True), fixed.simulate(const.contiguous(), record=True)
+    assert torch.equal(a["v_out"], b["v_out"])
+    assert all(torch.equal(a["spikes"][k], b["spikes"][k]) for k in b["spikes"])
+    assert any(int(v.sum()) > 0 for v in b["spikes"].values())
+    for k, rec in b["steps"].items():
+        assert all(torch.equal(a["steps"][k][q], rec[q]) for q in rec)
+
+
 @pytest.fixture(scope="module")
 def digits_runs(tmp_path_factory):
     root = tmp_path_factory.mktemp("runs")

@@ -218,6 +218,15 @@ def quantize(net, chip: Chip, *, encoding: str = "direct", time_steps: int, stoc
                         input_scale=input_scale if encoding == "direct" else 1)
 
 
+def _per_step(fn, h: Tensor) -> Tensor:
+    """fn over the steps of h [steps, B, ...] folded into the batch; once where h is one step repeated
+    (a stride-0 view), expanded again."""
+    if h.stride(0) == 0:
+        y = fn(h[0])
+        return y.unsqueeze(0).expand(h.shape[0], *y.shape)
+    return fn(h.flatten(0, 1)).unflatten(0, h.shape[:2])
+
+
 class FixedNetwork:
     """An integer network; ``simulate`` returns the readout voltages and spikes per layer."""
 
@@ -246,29 +255,34 @@ class FixedNetwork:
         Layer by layer over all steps (the net is feed-forward): each synapse is one integer-exact
         product over steps·B rows, then the integer LIF runs step by step. The same integers as
         stepping the whole net one time step at a time (rows of a product do not interact)."""
-        x_int = x_seq.to(torch.int64) if integer_input else self.encode_input(x_seq)
-        T = x_int.shape[0]
+        T = x_seq.shape[0]
         n_syn = sum(layer.synapse is not None for layer in self.layers)
         steps = T + (n_syn - 1 if self.timing == "lava" else 0)
-        h = x_int if steps == T else torch.cat([x_int, x_int.new_zeros((steps - T, *x_int.shape[1:]))])
+        if x_seq.stride(0) == 0 and steps == T:   # the same input at every step (direct encoding): kept a view
+            first = x_seq[:1].to(torch.int64) if integer_input else self.encode_input(x_seq[:1])
+            h = first.expand(T, *first.shape[1:])
+        else:
+            x_int = x_seq.to(torch.int64) if integer_input else self.encode_input(x_seq)
+            h = x_int if steps == T else torch.cat([x_int, x_int.new_zeros((steps - T, *x_int.shape[1:]))])
         trace: dict[str, dict[str, Tensor]] = {}
         counts: dict[str, Tensor] = {}
         v_out = None
         for layer in self.layers:
             if layer.kind == "pool":
                 kind, k = layer.pool
-                hf = h.flatten(0, 1).to(torch.float64)
-                hp = F.avg_pool2d(hf, k) * k * k if kind == "avg" else F.max_pool2d(hf, k)
-                h = hp.round().to(torch.int64).unflatten(0, (steps, -1))
+
+                def pool(x, kind=kind, k=k):
+                    x = x.to(torch.float64)
+                    return (F.avg_pool2d(x, k) * k * k if kind == "avg" else F.max_pool2d(x, k)).round().to(torch.int64)
+                h = _per_step(pool, h)
                 continue
             if layer.kind == "flatten":
                 h = h.flatten(2)
                 continue
             flat = layer.kind == "readout" or layer.synapse.conv is None
-            x = h.flatten(0, 1)
-            a = layer.synapse.current(x.flatten(1) if flat and x.dim() > 2 else x)
-            shape = a.shape[1:]
-            a = a.flatten(1).unflatten(0, (steps, -1))
+            a = _per_step(lambda x, syn=layer.synapse: syn.current(x.flatten(1) if flat and x.dim() > 2 else x), h)
+            shape = a.shape[2:]
+            a = a.flatten(2)
             if self.timing == "lava":   # Lava's Dense delivers a step late: a[t] is the product of step t − 1
                 a = torch.cat([torch.zeros_like(a[:1]), a[:-1]])
             u = v = torch.zeros_like(a[0])

@@ -83,6 +83,28 @@ def test_fixed_simulation_of_a_constant_input_equals_the_stepped_input(arch, sha
         assert all(torch.equal(a["steps"][k][q], rec[q]) for q in rec)
 
 
+@pytest.mark.parametrize("timing", ["sync", "lava"])
+def test_fixed_simulation_in_windows_of_steps_equals_one_window(monkeypatch, timing):
+    """Windows of a few steps (state and Lava's held product carried over) give the integers of one
+    window over all steps, the drain steps of Lava timing included."""
+    import neuroplast.chip.quantize as q
+    net = build_network("1x8x8-6C3-AP2-12-FC", input_shape=(1, 8, 8), num_classes=10,
+                        generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        for p in net.parameters():
+            p.mul_(3.0)
+    fixed = quantize(net, load_chip("loihi2"), time_steps=9, timing=timing)
+    x = torch.rand(9, 3, 1, 8, 8, generator=torch.Generator().manual_seed(1))
+    whole = fixed.simulate(x, record=True)
+    monkeypatch.setattr(q, "WINDOW_ROWS", 7)   # windows of 2 steps at batch 3
+    parts = fixed.simulate(x, record=True)
+    assert torch.equal(whole["v_out"], parts["v_out"])
+    assert all(torch.equal(whole["spikes"][k], parts["spikes"][k]) for k in whole["spikes"])
+    assert any(int(v.sum()) > 0 for v in whole["spikes"].values())
+    for k, rec in whole["steps"].items():
+        assert all(torch.equal(parts["steps"][k][f], rec[f]) for f in rec)
+
+
 @pytest.fixture(scope="module")
 def digits_runs(tmp_path_factory):
     root = tmp_path_factory.mktemp("runs")

@@ -218,6 +218,16 @@ def quantize(net, chip: Chip, *, encoding: str = "direct", time_steps: int, stoc
                         input_scale=input_scale if encoding == "direct" else 1)
 
 
+#: steps·B rows per window of ``FixedNetwork.simulate`` (long runs stay in cache, short ones are one window)
+WINDOW_ROWS = 8192
+
+
+def _int_pool(x: Tensor, kind: str, k: int) -> Tensor:
+    """Average (as a sum: k²·mean, the payload Lava sends) or max pooling of integer payloads."""
+    x = x.to(torch.float64)
+    return (F.avg_pool2d(x, k) * k * k if kind == "avg" else F.max_pool2d(x, k)).round().to(torch.int64)
+
+
 def _per_step(fn, h: Tensor) -> Tensor:
     """fn over the steps of h [steps, B, ...] folded into the batch; once where h is one step repeated
     (a stride-0 view), expanded again."""
@@ -252,57 +262,68 @@ class FixedNetwork:
         ``record=True`` adds "steps": {layer: {"u", "v", "s": [steps, B, N]}} (state after each step);
         ``integer_input=True`` takes x_seq as integer payloads already.
 
-        Layer by layer over all steps (the net is feed-forward): each synapse is one integer-exact
-        product over steps·B rows, then the integer LIF runs step by step. The same integers as
-        stepping the whole net one time step at a time (rows of a product do not interact)."""
-        T = x_seq.shape[0]
+        Layer by layer over windows of steps (the net is feed-forward): in a window each synapse is
+        one integer-exact product over its steps·B rows (about ``WINDOW_ROWS``; a constant input is
+        multiplied once), then the integer LIF runs step by step, its state carried to the next window.
+        The same integers as stepping the whole net one time step at a time (rows of a product do
+        not interact)."""
+        T, B = x_seq.shape[:2]
         n_syn = sum(layer.synapse is not None for layer in self.layers)
         steps = T + (n_syn - 1 if self.timing == "lava" else 0)
-        if x_seq.stride(0) == 0 and steps == T:   # the same input at every step (direct encoding): kept a view
-            first = x_seq[:1].to(torch.int64) if integer_input else self.encode_input(x_seq[:1])
-            h = first.expand(T, *first.shape[1:])
-        else:
-            x_int = x_seq.to(torch.int64) if integer_input else self.encode_input(x_seq)
-            h = x_int if steps == T else torch.cat([x_int, x_int.new_zeros((steps - T, *x_int.shape[1:]))])
-        trace: dict[str, dict[str, Tensor]] = {}
+        constant = x_seq.stride(0) == 0 and steps == T   # the same input at every step (direct encoding)
+
+        def encode(x):
+            return x.to(torch.int64) if integer_input else self.encode_input(x)
+        first = encode(x_seq[:1]) if constant else None
+        width = max(1, WINDOW_ROWS // max(B, 1))
+        state: dict[str, list] = {}       # layer -> [u, v, the product Lava's Dense still holds]
+        trace = {layer.name: {"u": [], "v": [], "s": []} for layer in self.layers if layer.synapse is not None}
         counts: dict[str, Tensor] = {}
         v_out = None
-        for layer in self.layers:
-            if layer.kind == "pool":
-                kind, k = layer.pool
-
-                def pool(x, kind=kind, k=k):
-                    x = x.to(torch.float64)
-                    return (F.avg_pool2d(x, k) * k * k if kind == "avg" else F.max_pool2d(x, k)).round().to(torch.int64)
-                h = _per_step(pool, h)
-                continue
-            if layer.kind == "flatten":
-                h = h.flatten(2)
-                continue
-            flat = layer.kind == "readout" or layer.synapse.conv is None
-            a = _per_step(lambda x, syn=layer.synapse: syn.current(x.flatten(1) if flat and x.dim() > 2 else x), h)
-            shape = a.shape[2:]
-            a = a.flatten(2)
-            if self.timing == "lava":   # Lava's Dense delivers a step late: a[t] is the product of step t − 1
-                a = torch.cat([torch.zeros_like(a[:1]), a[:-1]])
-            u = v = torch.zeros_like(a[0])
-            us, vs, ss = [], [], []
-            for t in range(steps):
-                u, v, s = int_lif_step(u, v, a[t], layer.lif)
-                us.append(u)
-                vs.append(v)
-                ss.append(s)
-            S = torch.stack(ss).to(torch.int64)
-            if record:
-                trace[layer.name] = {"u": torch.stack(us), "v": torch.stack(vs), "s": S}
-            if layer.kind == "readout":
-                v_out = v
+        for t0 in range(0, steps, width):
+            t1 = min(steps, t0 + width)
+            if constant:
+                h = first.expand(t1 - t0, *first.shape[1:])
             else:
-                h = S.view(steps, -1, *shape)
-                counts[layer.name] = h.sum(0)
+                h = encode(x_seq[t0:min(t1, T)])
+                if t1 > T:   # Lava timing: the net drains for n_syn − 1 steps after the input ends
+                    h = torch.cat([h, h.new_zeros((t1 - max(t0, T), *x_seq.shape[1:]))])
+            for layer in self.layers:
+                if layer.kind == "pool":
+                    h = _per_step(lambda x, pool=layer.pool: _int_pool(x, *pool), h)
+                    continue
+                if layer.kind == "flatten":
+                    h = h.flatten(2)
+                    continue
+                flat = layer.kind == "readout" or layer.synapse.conv is None
+                a = _per_step(lambda x, syn=layer.synapse: syn.current(x.flatten(1) if flat and x.dim() > 2 else x), h)
+                shape = a.shape[2:]
+                a = a.flatten(2)
+                if layer.name not in state:
+                    state[layer.name] = [torch.zeros_like(a[0])] * 3
+                u, v, held = state[layer.name]
+                if self.timing == "lava":   # Lava's Dense delivers a step late: the LIF sees the product of t − 1
+                    a, held = torch.cat([held[None], a[:-1]]), a[-1]
+                spikes = []
+                for t in range(len(a)):
+                    u, v, s = int_lif_step(u, v, a[t], layer.lif)
+                    spikes.append(s)
+                    if record:
+                        trace[layer.name]["u"].append(u)
+                        trace[layer.name]["v"].append(v)
+                state[layer.name] = [u, v, held]
+                S = torch.stack(spikes).to(torch.int64)
+                if record:
+                    trace[layer.name]["s"].append(S)
+                if layer.kind == "readout":
+                    v_out = v
+                else:
+                    h = S.view(len(S), -1, *shape)
+                    counts[layer.name] = counts[layer.name] + h.sum(0) if layer.name in counts else h.sum(0)
         out = {"v_out": v_out, "spikes": counts}
         if record:
-            out["steps"] = trace
+            out["steps"] = {k: {"u": torch.stack(d["u"]), "v": torch.stack(d["v"]), "s": torch.cat(d["s"])}
+                            for k, d in trace.items()}
         return out
 
     def classify(self, x_seq: Tensor) -> Tensor:

@@ -115,19 +115,24 @@ def exact_float(x: Tensor, w: Tensor) -> torch.dtype:
     """A float dtype in which every product x·w and every partial sum of a synaptic product is an
     exact integer: float32 where max|x|·max_out Σ_in |w| < 2^24 (spikes, spike counts, 8-bit payloads
     into the nets here: BLAS at float32 speed, and oneDNN for convolutions), else float64 (exact to 2^53)."""
-    reach = float(w.abs().flatten(1).sum(1).max()) if w.numel() else 0.0
+    if not x.numel() or not w.numel():
+        return torch.float64
+    reach = float(w.abs().flatten(1).sum(1).max())
     return torch.float32 if float(x.abs().max()) * reach < 2 ** 24 else torch.float64
 
 
-def int_dense(m: Tensor, x: Tensor, weight_exp: int) -> Tensor:
-    """a = (x·(2m)ᵀ) << weight_exp for x [..., N_in] int (spikes or graded payloads), m [N_out, N_in].
-
-    Sums are exact in float (``exact_float``: float32 or float64 by their largest possible
-    magnitude), so a BLAS product is used; graded products wrap to int32 as Lava's dot does."""
+def int_product(m: Tensor, x: Tensor, weight_exp: int, product) -> Tensor:
+    """a = product(x, 2m) << weight_exp for integer x (spikes or graded payloads) and mantissas m, with
+    ``product`` a dense or conv product: computed in floats where it is exact (``exact_float``), so
+    BLAS/oneDNN do it; wrapped to int32 as Lava's dot does."""
     w = lava_weights(m)
-    dt = exact_float(x, w) if x.numel() else torch.float64
-    acc = (x.to(dt) @ w.to(dt).t()).to(torch.int64)
-    return _shift(_i32(acc), weight_exp)
+    dt = exact_float(x, w)
+    return _shift(_i32(product(x.to(dt), w.to(dt)).to(torch.int64)), weight_exp)
+
+
+def int_dense(m: Tensor, x: Tensor, weight_exp: int) -> Tensor:
+    """a = (x·(2m)ᵀ) << weight_exp for x [..., N_in] int, m [N_out, N_in] (``int_product``)."""
+    return int_product(m, x, weight_exp, lambda a, w: a @ w.t())
 
 
 def _shift(acc: Tensor, weight_exp: int) -> Tensor:

@@ -35,12 +35,9 @@ from .fixed import (
     VTH_SHIFT,
     W_MANT_MAX,
     IntLIFParams,
-    _i32,
-    _shift,
-    exact_float,
     int_dense,
     int_lif_step,
-    lava_weights,
+    int_product,
 )
 from .hardware import Chip
 
@@ -63,10 +60,7 @@ class FixedSynapse:
     def current(self, x: Tensor) -> Tensor:
         if self.conv is None:
             return int_dense(self.m, x, self.weight_exp)
-        w = lava_weights(self.m)
-        dt = exact_float(x, w) if x.numel() else torch.float64
-        acc = F.conv2d(x.to(dt), w.to(dt), **self.conv)
-        return _shift(_i32(acc.to(torch.int64)), self.weight_exp)
+        return int_product(self.m, x, self.weight_exp, lambda a, w: F.conv2d(a, w, **self.conv))
 
     def lsb(self) -> float:
         """Float weight of one mantissa step: X·2^(exp+7)/S."""

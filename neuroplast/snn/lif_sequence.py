@@ -44,9 +44,7 @@ class _LIFScan(torch.autograd.Function):
     @staticmethod
     def forward(ctx, current, params, derivative, fused=False, steps=None):
         ctx.scans, ctx.constant = (lif_fused if fused else lif_scan), steps is not None
-        if ctx.constant:  # the same current at every step: [B, ...] seen T times
-            current = current.unsqueeze(0).expand(steps, *current.shape)
-        U, spikes, K = ctx.scans.scan_forward(current, params)
+        U, spikes, K = ctx.scans.scan_forward(_repeated(current, steps), params)
         ctx.save_for_backward(U, K)
         ctx.params, ctx.derivative = params, derivative
         return spikes
@@ -101,11 +99,12 @@ def lif_sequence(current: Tensor, params: LIFParams, derivative: Callable[[Tenso
     ``stepwise=True`` forces the step-by-step path of ``forward_step``/``adjoint_step`` (the
     reference for tests)."""
     if stepwise:
-        if steps is not None:
-            current = current.unsqueeze(0).expand(steps, *current.shape)
-        return _LIFSequence.apply(current, params, derivative)
+        return _LIFSequence.apply(_repeated(current, steps), params, derivative)
     if not (torch.is_grad_enabled() and current.requires_grad) and not compiled:  # inference: spikes only
-        if steps is not None:
-            current = current.unsqueeze(0).expand(steps, *current.shape)
-        return lif_scan.scan_forward(current, params, keep_u=False, keep_k=False)[1]
+        return lif_scan.scan_forward(_repeated(current, steps), params, keep_u=False, keep_k=False)[1]
     return _LIFScan.apply(current, params, derivative, compiled, steps)
+
+
+def _repeated(current: Tensor, steps: int | None) -> Tensor:
+    """[T, B, ...] of a current: itself, or with ``steps`` = T the [B, ...] current as a stride-0 view."""
+    return current if steps is None else current.unsqueeze(0).expand(steps, *current.shape)

@@ -72,7 +72,8 @@ class _CutLIF(torch.autograd.Function):
 
 
 class _ConstantTraced(torch.autograd.Function):
-    """I[t] = W ⊛ x + b for a constant x, computed once; weight gradient Σ_t c_t·g[t] ⊗ x."""
+    """I[t] = W ⊛ x + b for a constant x, computed once; weight gradient (Σ_t c_t·g[t]) ⊗ x, bias
+    gradient Σ_t g[t], both sums from one [2, T]·[T, ·] product (g read once)."""
 
     @staticmethod
     def forward(ctx, x, weight, bias, op, coeffs):
@@ -86,15 +87,16 @@ class _ConstantTraced(torch.autograd.Function):
     def backward(ctx, g):
         (x,) = ctx.saved_tensors
         op, c = ctx.op, ctx.coeffs
-        gw = g[0] * c[0]
-        for t in range(1, len(c)):
-            gw.add_(g[t], alpha=c[t])
+        # one pass over g: row 0 = Σ_t c_t·g[t] (the weight's), row 1 = Σ_t g[t] (the bias's)
+        rows = torch.tensor([c, [1.0] * len(c)], dtype=g.dtype, device=g.device)
+        sums = (rows if op.bias is not None else rows[:1]) @ g.reshape(len(c), -1)
+        gw = sums[0].view(g.shape[1:])
         if isinstance(op, torch.nn.Linear):
             grad_w = gw.t() @ x
-            grad_b = g.sum((0, 1)) if op.bias is not None else None
+            grad_b = sums[1].view(g.shape[1:]).sum(0) if op.bias is not None else None
         else:
             grad_w = torch.nn.grad.conv2d_weight(x, op.weight.shape, gw, op.stride, op.padding)
-            grad_b = g.sum((0, 1, 3, 4)) if op.bias is not None else None
+            grad_b = sums[1].view(g.shape[1:]).sum((0, 2, 3)) if op.bias is not None else None
         return None, grad_w, grad_b, None, None
 
 
@@ -110,12 +112,13 @@ def _traces(h: Tensor, decay: float, prev: Tensor | None) -> Tensor:
     return out
 
 
-def _add_steps(h: Tensor, steps: list[Tensor]) -> Tensor:
-    """h[k] + steps[k] for every k, into one new [K, ...] tensor (no stacked copy of the steps)."""
+def _add_steps(h: Tensor, steps: list[Tensor], signs: list[float] | None = None) -> Tensor:
+    """h[k] + signs[k]·steps[k] for every k (signs ±1, default +1), into one new [K, ...] tensor (no
+    stacked copy of the steps; sign −1 subtracts, a − n = a + (−n) exactly)."""
     out = torch.empty(h.shape, dtype=h.dtype, device=h.device)
     with torch.no_grad():
         for k, n in enumerate(steps):
-            torch.add(h[k], n, out=out[k])
+            (torch.sub if signs is not None and signs[k] < 0 else torch.add)(h[k], n, out=out[k])
     return out if not h.requires_grad else _PassGrad.apply(h, out)
 
 
@@ -149,11 +152,11 @@ class CutSimulator:
         self.coeff: dict[str, float] = {}
 
     def window(self, x_seq: Tensor, noise: list[dict[str, Tensor]] | None = None, *,
-               last: bool = False) -> tuple[Tensor, dict[str, Tensor]]:
+               signs: list[float] | None = None, last: bool = False) -> tuple[Tensor, dict[str, Tensor]]:
         """Outputs o[t0:t1] and clean spikes per spiking layer of the next K = ``len(x_seq)`` calls of
-        ``Network.step(traces=True)`` (``isolate``, ``perturb`` = ``noise[k][name]`` at step k, added
-        after the neuron, ``feedback``), with a graph through which all their gradients go back at once.
-        ``last=True``: no window follows, so no state is carried."""
+        ``Network.step(traces=True)`` (``isolate``, ``perturb`` = ``signs[k]·noise[k][name]`` at step k,
+        signs ±1, default +1, added after the neuron, ``feedback``), with a graph through which all
+        their gradients go back at once. ``last=True``: no window follows, so no state is carried."""
         h, spikes, first = x_seq, {}, True
         for name, layer in self.net.layers.items():
             if self.isolate:
@@ -180,7 +183,7 @@ class CutSimulator:
                     self.state[name] = (U[-1].clone(), h[-1].detach().clone())  # no view: the window's buffers go
                 spikes[name] = h
                 if noise is not None and name in noise[0]:
-                    h = _add_steps(h, [n[name] for n in noise])
+                    h = _add_steps(h, [n[name] for n in noise], signs)
             else:
                 h = layer.forward_seq(h)
         return h, spikes

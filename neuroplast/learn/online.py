@@ -137,6 +137,11 @@ class ThreeFactorRule(Rule):
         """Noise added to hidden spiking outputs at step t (None: a clean pass)."""
         return None
 
+    def signed_noise(self, net, t: int, batch: int, like: Tensor) -> tuple[dict[str, Tensor] | None, float]:
+        """``noise`` as (n, sign) with the step's noise sign·n, sign ±1 (the folded path subtracts n
+        where sign = −1 instead of adding a negated copy: a − n = a + (−n) exactly)."""
+        return self.noise(net, t, batch, like), 1.0
+
     def hidden_signals(self, net, info: StepInfo) -> dict[str, Tensor]:
         """δ_l [B, N_l] for every hidden spiking layer in ``info.layers``."""
         raise NotImplementedError
@@ -222,20 +227,20 @@ class ThreeFactorRule(Rule):
         for t0, t1 in batched.windows(T):
             drawn = []
             for t in range(t0, t1):
-                noise = self.noise(net, t, B, x_seq)
-                drawn.append((noise, self.noise_state(), self.last_draws))
+                noise, sign = self.signed_noise(net, t, B, x_seq)
+                drawn.append((noise, sign, self.noise_state(), self.last_draws))
             o, spikes = sim.window(x_seq[t0:t1], None if drawn[0][0] is None else [d[0] for d in drawn],
-                                   last=t1 == T)
+                                   signs=[d[1] for d in drawn], last=t1 == T)
             losses, E = step_losses_and_errors(loss_fn, o, y, T)
-            window = self.window_signals(net, E, o.detach(), [d[1] for d in drawn], hidden)
+            window = self.window_signals(net, E, o.detach(), [d[2] for d in drawn], hidden)
             signals = {name: [] for name in hidden}
-            for k, (noise, z, draws) in enumerate(drawn):
+            for k, (noise, sign, z, draws) in enumerate(drawn):
                 if window is None:
                     self.set_noise_state(z)
                     info = StepInfo(E[k], o[k].detach(), y, T, loss_fn, no_rerun, hidden)
                     for name, d in self.hidden_signals(net, info).items():
                         signals[name].append(d)
-                    self.observe(info, noise)
+                    self.observe(info, noise if noise is None or sign > 0 else {n: -v for n, v in noise.items()})
                 acc.noise_draws += draws
             acc.add_window(losses, o, spikes)
             outs, grads = [o], [E]

@@ -81,18 +81,22 @@ class OPZO(ThreeFactorRule):
                 self.feedback[name] = torch.zeros(feedback_shape(net, name), device=x_seq.device, dtype=x_seq.dtype)
 
     def noise(self, net, t, batch, like):
+        n, sign = self.signed_noise(net, t, batch, like)
+        return n if n is None or sign > 0 else {k: -v for k, v in n.items()}
+
+    def signed_noise(self, net, t, batch, like):
         self.last_draws = 0
         if self.sigma == 0:
             self._z = {}
-            return None
+            return None, 1.0
         if self.antithetic and t % 2 == 1 and self._z and self._sign > 0:
-            self._sign = -1.0   # σ·(−z) = −(σ·z) exactly: negate the drawn step's noise, keep z
-            return {k: -n for k, n in self._noise.items()}
+            self._sign = -1.0   # σ·(−z) = −(σ·z) exactly: the drawn step's noise with sign −1, same z
+            return self._noise, -1.0
         self._z = draw_noise(net, self.feedback, batch, self.noise_kind, self.generator, like)
         self._sign = 1.0
         self.last_draws = sum(int(z.numel()) for z in self._z.values())
         self._noise = {k: self.sigma * v for k, v in self._z.items()}
-        return self._noise
+        return self._noise, 1.0
 
     def can_fold_time(self):
         return super().can_fold_time() and not self.subtract_clean

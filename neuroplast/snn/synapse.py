@@ -13,6 +13,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.modules.utils import _pair
 
 Tensor = torch.Tensor
 
@@ -46,8 +47,10 @@ class _TracedConv2d(torch.autograd.Function):
         x_hat, feedback = ctx.saved_tensors
         x_shape, w_shape, has_bias, stride, padding = ctx.conf
         grad_x = torch.nn.grad.conv2d_input(x_shape, feedback, g, stride, padding) if ctx.needs_input_grad[0] else None
-        grad_w = torch.nn.grad.conv2d_weight(x_hat, w_shape, g, stride, padding)
-        grad_b = g.sum((0, 2, 3)) if has_bias else None
+        # weight and bias gradients from one call (the kernel sums the bias while it reads g)
+        _, grad_w, grad_b = torch.ops.aten.convolution_backward(
+            g, x_hat, g.new_empty(1).expand(w_shape), [w_shape[0]] if has_bias else None, _pair(stride), _pair(padding),
+            [1, 1], False, [0, 0], 1, [False, True, has_bias])
         return grad_x, None, grad_w, grad_b, None, None, None
 
 

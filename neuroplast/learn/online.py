@@ -46,6 +46,11 @@ def draw_noise(net, names, batch: int, kind: str, generator: torch.Generator | N
     return out
 
 
+def signed(noise: dict[str, Tensor] | None, sign: float) -> dict[str, Tensor] | None:
+    """The perturbation sign·n of a ``signed_noise`` pair (a negated copy where sign = −1)."""
+    return noise if noise is None or sign > 0 else {k: -v for k, v in noise.items()}
+
+
 @dataclass
 class StepInfo:
     """What a rule may use to form the top-down signals of one group of layers at one step.
@@ -240,7 +245,7 @@ class ThreeFactorRule(Rule):
                     info = StepInfo(E[k], o[k].detach(), y, T, loss_fn, no_rerun, hidden)
                     for name, d in self.hidden_signals(net, info).items():
                         signals[name].append(d)
-                    self.observe(info, noise if noise is None or sign > 0 else {n: -v for n, v in noise.items()})
+                    self.observe(info, signed(noise, sign))
                 acc.noise_draws += draws
             acc.add_window(losses, o, spikes)
             outs, grads = [o], [E]

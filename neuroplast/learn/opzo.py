@@ -23,7 +23,7 @@ import torch
 
 from ..errors import SpecError
 from .base import register
-from .online import NOISE_KINDS, SITES, ThreeFactorRule, draw_noise, feedback_shape
+from .online import NOISE_KINDS, SITES, ThreeFactorRule, draw_noise, feedback_shape, signed
 
 
 def feedback_estimate(o: torch.Tensor, z: torch.Tensor, *, sigma: float, scale_by_sigma: bool) -> torch.Tensor:
@@ -81,8 +81,7 @@ class OPZO(ThreeFactorRule):
                 self.feedback[name] = torch.zeros(feedback_shape(net, name), device=x_seq.device, dtype=x_seq.dtype)
 
     def noise(self, net, t, batch, like):
-        n, sign = self.signed_noise(net, t, batch, like)
-        return n if n is None or sign > 0 else {k: -v for k, v in n.items()}
+        return signed(*self.signed_noise(net, t, batch, like))
 
     def signed_noise(self, net, t, batch, like):
         self.last_draws = 0

@@ -49,8 +49,16 @@ class Sigmoid(SurrogateEstimator):
 
     def fused_gate(self, grad, u, threshold, out, tmp):
         """grad·k·σ(k(u − θ))·(1 − σ) in four passes: k·u − k·θ, σ, torch's sigmoid_backward, ·k."""
-        torch.add(torch.tensor(-self.k * threshold, dtype=u.dtype), u, alpha=self.k, out=tmp).sigmoid_()
+        torch.add(self._offset(threshold, u.dtype), u, alpha=self.k, out=tmp).sigmoid_()
         return torch.ops.aten.sigmoid_backward.grad_input(grad, tmp, grad_input=out).mul_(self.k)
+
+    def _offset(self, threshold: float, dtype: torch.dtype) -> Tensor:
+        """−k·θ as a 0-dim tensor (the one-pass k·u − k·θ above), made once per (θ, dtype)."""
+        cache = self.__dict__.setdefault("_offsets", {})
+        key = (threshold, dtype)
+        if key not in cache:
+            cache[key] = torch.tensor(-self.k * threshold, dtype=dtype)
+        return cache[key]
 
 
 class FastSigmoid(SurrogateEstimator):

@@ -7,7 +7,8 @@ process, round-robin in blocks of consecutive steps (machine noise hits all alik
 * ms per step (median, p10–p90 over ``--steps`` steps after warm-up) and samples/s; a training step is
   ``zero_grad`` + ``rule.compute_grads`` + Adam ``step`` (the engine's optimizer, ``make_optimizer``:
   torch's fused Adam);
-* the float32 GEMM rate of this machine (``torch.mm`` at the net's representative size, same run);
+* the float32 GEMM rate of this machine (``torch.mm`` at the net's largest GEMM, or ``F.conv2d`` at
+  its largest conv layer where that is faster; before and after the steps, the faster; same run);
 * the FLOP lower bound of the step: the multiply-adds of the synaptic GEMMs/convs only (2 FLOP each),
 
       forward  F = Σ_l rows_l · MAC_l     rows_l = T·B, or B for the first layer on a constant input
@@ -159,6 +160,34 @@ def gemm_rate(m: int, k: int, n: int, device: torch.device, repeats: int = 20) -
     return 2 * m * k * n / statistics.median(ts)
 
 
+def conv_rate(shape: tuple[int, ...], weight: tuple[int, ...], device: torch.device, repeats: int = 10) -> float:
+    """float32 FLOP/s of F.conv2d of an input ``shape`` [N, C, H, W] with a 3×3 ``weight``, padding 1
+    (median of repeats): the kernel the conv layers actually run, which may beat the im2col GEMM."""
+    x, w = torch.randn(shape, device=device), torch.randn(weight, device=device)
+    for _ in range(2):
+        torch.nn.functional.conv2d(x, w, padding=1)
+    ts = []
+    for _ in range(repeats):
+        _sync(device)
+        t0 = time.perf_counter()
+        torch.nn.functional.conv2d(x, w, padding=1)
+        _sync(device)
+        ts.append(time.perf_counter() - t0)
+    n, _, h, wd = shape
+    return 2 * n * h * wd * math.prod(weight) / statistics.median(ts)
+
+
+def machine_rate(arch: str, T: int, B: int, device: torch.device) -> tuple[float, str]:
+    """The rate of the bound: the faster of torch.mm at the net's largest GEMM and, for a conv net,
+    F.conv2d at its largest conv layer (conv2), with the kernel that gave it."""
+    m, k, n = representative_gemm(arch, T, B)
+    rates = {f"mm {m}×{k}·{k}×{n}": gemm_rate(m, k, n, device)}
+    if "C" in arch:
+        rates[f"conv2d {T * B}×32×14×14 ⊛ 64×32×3×3"] = conv_rate((T * B, 32, 14, 14), (64, 32, 3, 3), device)
+    best = max(rates, key=rates.get)
+    return rates[best], best
+
+
 def rng_time(n: int, device: torch.device, repeats: int = 10) -> float:
     """Seconds to draw n float32 N(0, 1) numbers with a torch.Generator (median of repeats)."""
     g = torch.Generator(device).manual_seed(0)
@@ -261,6 +290,38 @@ def time_steps(fns: dict, steps: int, warmup: int, device, block: int = BLOCK) -
     return times
 
 
+#: op names whose self time is a GEMM/conv kernel; RNG ops; scopes that claim the ops inside them
+GEMM_OPS = ("aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm")
+RNG_OPS = ("aten::normal_", "aten::uniform_", "aten::random_", "aten::bernoulli_")
+SCOPES = (("_AvgPool", "pooling"), ("Optimizer.step", "optimizer"))
+PARTS = ("gemm", "pooling", "rng", "optimizer", "other")
+
+
+def breakdown(fn, steps: int = 5) -> dict[str, float]:
+    """ms per step by kind, from the self CPU time of every op under torch.profiler over ``steps``
+    steps: ``gemm`` the synaptic GEMMs and convolutions, ``pooling`` everything inside the avg-pool
+    autograd function (its 0/1 GEMM included), ``rng`` the random draws, ``optimizer`` the optimizer
+    step, ``other`` the rest (LIF scans, surrogates, losses, traces, noise adds, copies). The
+    profiler adds a few µs per op, so the parts sum to more than the timed step."""
+    from torch.profiler import ProfilerActivity, profile
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        for _ in range(steps):
+            fn()
+    out = dict.fromkeys(PARTS, 0.0)
+    for ev in prof.events():
+        if ev.self_cpu_time_total <= 0:
+            continue
+        part, up = None, ev.cpu_parent
+        while up is not None and part is None:
+            part = next((kind for key, kind in SCOPES if key in up.name), None)
+            up = up.cpu_parent
+        if part is None:
+            part = ("gemm" if ev.name in GEMM_OPS or "convolution" in ev.name else
+                    "rng" if ev.name in RNG_OPS else "other")
+        out[part] += ev.self_cpu_time_total / 1000 / steps   # µs -> ms per step
+    return out
+
+
 def _quantile(v: list[float], q: float) -> float:
     s = sorted(v)
     return s[min(len(s) - 1, max(0, round(q * (len(s) - 1))))]
@@ -278,12 +339,11 @@ def bench_net(key: str, methods: list[str], steps: int, warmup: int, device, dat
         model = PlainSNN().to(device)
         popt = torch.optim.Adam(model.parameters(), 1e-3)
         fns["plain_loop_bptt"] = lambda: plain_step(model, popt, x, y, T)
-    rate = gemm_rate(*representative_gemm(arch, T, B), device)
+    before = machine_rate(arch, T, B, device)
     meter = LoadMeter().start()
     times = time_steps(fns, steps, warmup, device)
     load = meter.stop()
-    rate_after = gemm_rate(*representative_gemm(arch, T, B), device)
-    rate = max(rate, rate_after)
+    rate, kernel = max(before, machine_rate(arch, T, B, device))
     rows = {}
     for m, ts in times.items():
         net, method = nets.get(m, nets.get("bptt") or next(iter(nets.values()))), "bptt" if m == "plain_loop_bptt" else m
@@ -294,11 +354,14 @@ def bench_net(key: str, methods: list[str], steps: int, warmup: int, device, dat
                    "samples_per_s": B / med, "step_gflop": bound["step_flop"] / 1e9,
                    "bound_ms": 1000 * bound["step_flop"] / rate, "ratio_to_bound": med * rate / bound["step_flop"],
                    "ratio_to_unhoisted_bound": med * rate / unhoisted["step_flop"]}
+    if device.type == "cpu":   # where the time goes (CPU op times; on a GPU they would be launch times)
+        for m, f in fns.items():
+            rows[m]["breakdown_ms"] = breakdown(f)
     if "opzo" in rows:  # OPZO's Gaussian draws alone: a floor no engine change removes
         draws = fns["opzo"]().noise_draws
         rows["opzo"].update(noise_draws=draws, rng_ms=1000 * rng_time(draws, device))
     return {"arch": arch, "T": T, "batch": B, "input": source, "gemm": list(representative_gemm(arch, T, B)),
-            "gemm_gflops": rate / 1e9, "other_load_cores": load, "steps": steps, "warmup": warmup, "rows": rows}
+            "gemm_gflops": rate / 1e9, "rate_kernel": kernel, "other_load_cores": load, "steps": steps, "warmup": warmup, "rows": rows}
 
 
 # ---------------------------------------------------------------- memory
@@ -382,7 +445,8 @@ def write_report(res: dict, path: Path) -> None:
         "`--compile` (`build_network(compiled=True)`): the LIF scans fused by torch.compile (`snn/lif_fused.py`; "
         "same spikes, gradients to float rounding; compiled during warm-up)."), "",
         ("**Bound** = FLOPs of the synaptic GEMMs/convs of the step / measured float32 GEMM rate (`torch.mm` of the "
-        "net's largest GEMM, same run). Counted: forward F = Σ_l 2·rows·fan-in·outputs with rows = T·B, and B for "
+        "net's largest GEMM, or `F.conv2d` of its largest conv layer where that is faster, same run). "
+        "Counted: forward F = Σ_l 2·rows·fan-in·outputs with rows = T·B, and B for "
         "the first layer on the constant input; BPTT/LocalZO/OTTT 3F − F₁ (weight grads F, input grads F without "
         "the first layer); DFA/OPZO 2F + the top-down products e·B_l; inference F. Not counted: LIF updates, "
         "surrogates, pooling, loss, optimizer (elementwise, memory-bound)."), "",
@@ -390,7 +454,7 @@ def write_report(res: dict, path: Path) -> None:
     for net in res["nets"].values():
         g = net["gemm"]
         lines += [f"## `{net['arch']}`, T={net['T']}, batch {net['batch']}", "",
-                  (f"Input: {net['input']}. GEMM rate {net['gemm_gflops']:.0f} GFLOP/s (mm {g[0]}×{g[1]}·{g[1]}×{g[2]}). "
+                  (f"Input: {net['input']}. GEMM rate {net['gemm_gflops']:.0f} GFLOP/s ({net.get('rate_kernel', f'mm {g[0]}×{g[1]}·{g[1]}×{g[2]}')}; the faster kernel before or after the steps). "
                   f"{net['steps']} steps after {net['warmup']} warm-up, round-robin in blocks of {BLOCK} consecutive steps "
                   f"of a method, the first of each block not timed; other processes used "
                   f"{net['other_load_cores']:.2f} cores on average during the measurement."), "",
@@ -419,6 +483,20 @@ def write_report(res: dict, path: Path) -> None:
         if notes:
             lines += ["", "; ".join(notes) + "."]
         lines.append("")
+        if all("breakdown_ms" in r for r in rows.values()):
+            lines += [("Where the time goes: self CPU time of every op under torch.profiler over 5 more steps, "
+                       "ms per step (`breakdown` in the script; the profiler adds a few µs per op, so a row "
+                       "sums to more than the timed step). GEMM/conv = the synaptic products, against the "
+                       "bound of the table above; pooling = the average-pool function, its 0/1 GEMM "
+                       "included; other = LIF scans, surrogates, losses, traces, noise adds, copies."), "",
+                      "| method | GEMM/conv | GEMM/conv ÷ bound | pooling | RNG | optimizer | other | other ÷ step |",
+                      "|---|---|---|---|---|---|---|---|"]
+            for m, r in rows.items():
+                b = r["breakdown_ms"]
+                lines.append(f"| {m} | {b['gemm']:.1f} | {b['gemm'] / r['bound_ms']:.2f} | {b['pooling']:.1f} | "
+                             f"{b['rng']:.1f} | {b['optimizer']:.1f} | {b['other']:.1f} | "
+                             f"{b['other'] / sum(b.values()):.0%} |")
+            lines.append("")
     if res.get("memory"):
         lines += ["## Memory of a training step, FC net (fresh process each)", "",
                   ("Uniform random input (no data set loaded). Peak resident set of the process over 3 steps "

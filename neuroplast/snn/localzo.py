@@ -88,17 +88,21 @@ class LocalZO(SpikeEstimator):
 
     def sample_derivative(self, x: Tensor) -> Tensor:
         """One fresh draw of g(x) for every element of x (same shape as x)."""
-        a = (x.abs() / self.delta).reshape(-1)
+        a = x.abs().div_(self.delta).reshape(-1)
         if self.dist == "uniform":
             active = (a < SQRT3).nonzero().squeeze(1)
             if active.numel() < a.numel() // 2:  # sparse: sample only neurons that can be non-zero
-                z = self._abs_z(active.numel(), x)
                 g = torch.zeros_like(a)
-                g[active] = (z * (z > a[active])).mean(0) / (2.0 * self.delta)
+                g[active] = self._estimate(self._abs_z(active.numel(), x), a[active])
                 return self._count(g).reshape(x.shape)
-        z = self._abs_z(a.numel(), x)
-        g = (z * (z > a)).mean(0) / (2.0 * self.delta)
-        return self._count(g).reshape(x.shape)
+        return self._count(self._estimate(self._abs_z(a.numel(), x), a)).reshape(x.shape)
+
+    def _estimate(self, z: Tensor, a: Tensor) -> Tensor:
+        """(1/m) Σ_i |z_i|·1{|z_i| > a} / (2δ) from |z| [m, n] and a = |x|/δ [n]: the indicator as a
+        float 0/1 tensor (z·1.0 = z, z·0.0 = 0 exactly; float compares and products take the vectorised
+        path, bool masks do not)."""
+        mask = torch.gt(z, a, out=torch.empty_like(z))
+        return mask.mul_(z).mean(0).div_(2.0 * self.delta)
 
     def _count(self, g: Tensor) -> Tensor:
         prev = self._nonzero.to(g.device) if isinstance(self._nonzero, Tensor) else self._nonzero

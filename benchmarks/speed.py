@@ -512,7 +512,15 @@ def write_report(res: dict, path: Path) -> None:
                 for m in dict.fromkeys(r["method"] for r in res["memory"]) if (m, 6) in by and (m, 30) in by]
         lines += ["; ".join(flat) + ".", ""]
     lines += targets(res)
-    atomic_write_text(path, "\n".join(lines) + "\n")
+    text = "\n".join(lines) + "\n"
+    old = path.read_text(encoding="utf-8") if path.exists() else ""
+    if KEEP in old:   # hand-written notes at the end survive a new run
+        text += "\n" + old[old.index(KEEP):]
+    atomic_write_text(path, text)
+
+
+#: a line after which ``reports/speed.md`` holds hand-written notes that a new run keeps
+KEEP = "<!-- hand-written notes below: speed.py keeps them when it rewrites this report -->"
 
 
 def targets(res: dict) -> list[str]:

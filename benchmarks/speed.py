@@ -295,31 +295,33 @@ GEMM_OPS = ("aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm")
 RNG_OPS = ("aten::normal_", "aten::uniform_", "aten::random_", "aten::bernoulli_")
 SCOPES = (("_AvgPool", "pooling"), ("Optimizer.step", "optimizer"))
 PARTS = ("gemm", "pooling", "rng", "optimizer", "other")
+BREAKDOWN_STEPS = 9
 
 
-def breakdown(fn, steps: int = 5) -> dict[str, float]:
-    """ms per step by kind, from the self CPU time of every op under torch.profiler over ``steps``
-    steps: ``gemm`` the synaptic GEMMs and convolutions, ``pooling`` everything inside the avg-pool
-    autograd function (its 0/1 GEMM included), ``rng`` the random draws, ``optimizer`` the optimizer
-    step, ``other`` the rest (LIF scans, surrogates, losses, traces, noise adds, copies). The
-    profiler adds a few µs per op, so the parts sum to more than the timed step."""
+def breakdown(fn, steps: int = BREAKDOWN_STEPS) -> dict[str, float]:
+    """ms per step by kind, from the self CPU time of every op of a step under torch.profiler (median
+    over ``steps`` steps, each profiled alone): ``gemm`` the synaptic GEMMs and convolutions,
+    ``pooling`` everything inside the avg-pool autograd function (its 0/1 GEMM included), ``rng`` the
+    random draws, ``optimizer`` the optimizer step, ``other`` the rest (LIF scans, surrogates, losses,
+    traces, noise adds, copies). The profiler adds a few µs per op, so the parts sum to more than the
+    timed step."""
     from torch.profiler import ProfilerActivity, profile
-    with profile(activities=[ProfilerActivity.CPU]) as prof:
-        for _ in range(steps):
+    per_step = []
+    for _ in range(steps):
+        with profile(activities=[ProfilerActivity.CPU]) as prof:
             fn()
-    out = dict.fromkeys(PARTS, 0.0)
-    for ev in prof.events():
-        if ev.self_cpu_time_total <= 0:
-            continue
-        part, up = None, ev.cpu_parent
-        while up is not None and part is None:
-            part = next((kind for key, kind in SCOPES if key in up.name), None)
-            up = up.cpu_parent
-        if part is None:
-            part = ("gemm" if ev.name in GEMM_OPS or "convolution" in ev.name else
-                    "rng" if ev.name in RNG_OPS else "other")
-        out[part] += ev.self_cpu_time_total / 1000 / steps   # µs -> ms per step
-    return out
+        parts = dict.fromkeys(PARTS, 0.0)
+        for ev in prof.events():
+            part, up = None, ev.cpu_parent
+            while up is not None and part is None:
+                part = next((kind for key, kind in SCOPES if key in up.name), None)
+                up = up.cpu_parent
+            if part is None:
+                part = ("gemm" if ev.name in GEMM_OPS or "convolution" in ev.name else
+                        "rng" if ev.name in RNG_OPS else "other")
+            parts[part] += ev.self_cpu_time_total / 1000   # µs -> ms
+        per_step.append(parts)
+    return {k: statistics.median(p[k] for p in per_step) for k in PARTS}
 
 
 def _quantile(v: list[float], q: float) -> float:
@@ -484,8 +486,8 @@ def write_report(res: dict, path: Path) -> None:
             lines += ["", "; ".join(notes) + "."]
         lines.append("")
         if all("breakdown_ms" in r for r in rows.values()):
-            lines += [("Where the time goes: self CPU time of every op under torch.profiler over 5 more steps, "
-                       "ms per step (`breakdown` in the script; the profiler adds a few µs per op, so a row "
+            lines += [(f"Where the time goes: self CPU time of every op under torch.profiler, ms per step, median "
+                       f"over {BREAKDOWN_STEPS} more steps profiled one at a time (`breakdown` in the script; the profiler adds a few µs per op, so a row "
                        "sums to more than the timed step). GEMM/conv = the synaptic products, against the "
                        "bound of the table above; pooling = the average-pool function, its 0/1 GEMM "
                        "included; other = LIF scans, surrogates, losses, traces, noise adds, copies."), "",

@@ -1,13 +1,14 @@
-"""Average pooling with kernel = stride = k, as row adds and one 0/1 GEMM (faster than ``F.avg_pool2d`` on CPU).
+"""Average pooling with kernel = stride = k as one GEMM (several times faster than ``F.avg_pool2d`` on CPU).
 
     y[i, j] = (Σ_{a<k} Σ_{b<k} x[k·i + a, k·j + b]) / k²        (rows/columns beyond k·⌊H/k⌋ dropped)
 
-Forward: the k rows of each window are added as strided slices (contiguous along W), then the
-columns of each window are summed by one GEMM with the 0/1 matrix P [k·W', W'] and the result is
-divided by k². On spikes and spike counts (small integers) every sum is exact, so the output equals
-``F.avg_pool2d(x, k)`` to the bit; on arbitrary floats it differs only by the order of the k² adds
-(float rounding). The backward sends ∂L/∂y / k² to each of the k² inputs of a window (zero to
-dropped rows/columns), as ``avg_pool2d_backward`` does.
+The k rows of a window are adjacent in memory (contiguous x), so x viewed as [N·C·H', k·W] holds
+one band of k rows per row, and y = band @ P with P [k·W, W'] the 0/1 matrix that sums the k×k
+window (zero rows for dropped columns); the backward is ∂L/∂x = ∂L/∂y @ Pᵀ, one product per input.
+For k² a power of two P carries 1/k² (scaling by it is exact), otherwise the sum is divided by k²
+and the gradient divided before the product. On spikes and spike counts (small integers) every sum
+is exact, so the output equals ``F.avg_pool2d(x, k)`` to the bit; on arbitrary floats it differs
+only by the order of the k² adds (float rounding). The backward equals ``avg_pool2d_backward``.
 """
 from __future__ import annotations
 
@@ -22,52 +23,38 @@ class _AvgPool(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x: Tensor, k: int) -> Tensor:
         ctx.shape, ctx.k = x.shape, k
-        h2, w2 = x.shape[-2] // k, x.shape[-1] // k
-        xc = x[..., : h2 * k, : w2 * k]
-        rows = torch.add(xc[..., 0::k, :], xc[..., 1::k, :]) if k > 1 else xc.clone()
-        for a in range(2, k):
-            rows.add_(xc[..., a::k, :])
-        y = rows.reshape(-1, w2 * k) @ _sum_matrix(w2, k, x.dtype, x.device)
-        return y.view(*x.shape[:-2], h2, w2).div_(k * k)
+        w, h2, w2 = x.shape[-1], x.shape[-2] // k, x.shape[-1] // k
+        band = x[..., : h2 * k, :].contiguous().view(-1, k * w)   # a copy only where rows are dropped
+        y = (band @ _window_matrix(w, k, x.dtype, x.device)).view(*x.shape[:-2], h2, w2)
+        return y if _exact_scale(k) else y.div_(k * k)
 
     @staticmethod
     def backward(ctx, g: Tensor):
         k, shape = ctx.k, ctx.shape
-        lead, (h2, w2) = g.shape[:-2], g.shape[-2:]
-        if k & (k - 1) == 0 and g.is_floating_point():
-            # k² a power of two: g·(1/k²) = g/k² exactly, so the column repeat is a GEMM with the 0/1·k⁻²
-            # matrix (each output one product plus exact zeros), written into the first row of each window
-            # and copied to the other k − 1 rows (2–4× faster than interleaving copies)
-            out = torch.empty((g[..., 0].numel(), k, w2 * k), dtype=g.dtype, device=g.device)
-            torch.mm(g.reshape(-1, w2), _repeat_matrix(w2, k, g.dtype, g.device), out=out[:, 0])
-            for b in range(1, k):
-                out[:, b].copy_(out[:, 0])
-            g = out.view(*lead, h2 * k, w2 * k)
-        else:
-            g = (g / (k * k)).unsqueeze(-1).expand(*lead, h2, w2, k).reshape(*lead, h2, 1, w2 * k)
-            g = g.expand(*lead, h2, k, w2 * k).reshape(*lead, h2 * k, w2 * k)   # then each row k times
-        if tuple(g.shape) == tuple(shape):
-            return g, None
-        grad = torch.zeros(shape, dtype=g.dtype, device=g.device)  # dropped rows/columns get zero
-        grad[..., : h2 * k, : w2 * k] = g
-        return grad, None
+        (h, w), h2 = shape[-2:], g.shape[-2]
+        g = g if _exact_scale(k) else g / (k * k)
+        grad = (g.reshape(-1, g.shape[-1]) @ _window_matrix(w, k, g.dtype, g.device).t()).view(*shape[:-2], h2 * k, w)
+        if h2 * k == h:
+            return grad, None
+        full = torch.zeros(shape, dtype=grad.dtype, device=grad.device)  # dropped rows get zero
+        full[..., : h2 * k, :] = grad
+        return full, None
+
+
+def _exact_scale(k: int) -> bool:
+    """Whether 1/k² is a power of two (multiplying by it is exact, so it can live in the matrix)."""
+    return k & (k - 1) == 0
 
 
 @functools.lru_cache(maxsize=16)
-def _repeat_matrix(w2: int, k: int, dtype: torch.dtype, device: torch.device) -> Tensor:
-    """[w2, k·w2] with 1/k² at (j, k·j + b): x @ it repeats each column of x k times, divided by k²."""
-    out = torch.zeros(w2, w2 * k, dtype=dtype, device=device)
-    for b in range(k):
-        out[torch.arange(w2), torch.arange(w2) * k + b] = 1.0 / (k * k)
-    return out
-
-
-@functools.lru_cache(maxsize=16)
-def _sum_matrix(w2: int, k: int, dtype: torch.dtype, device: torch.device) -> Tensor:
-    """[k·w2, w2] with 1 at (k·j + b, j): x @ it sums each group of k adjacent columns of x."""
-    out = torch.zeros(w2 * k, w2, dtype=dtype, device=device)
-    for b in range(k):
-        out[torch.arange(w2) * k + b, torch.arange(w2)] = 1.0
+def _window_matrix(w: int, k: int, dtype: torch.dtype, device: torch.device) -> Tensor:
+    """[k·w, w//k]: entry (a·w + c, c//k) is 1/k² (1 where k² is not a power of two) for c < k·(w//k):
+    a band of k rows times it sums each k×k window."""
+    w2 = w // k
+    out = torch.zeros(k * w, w2, dtype=dtype, device=device)
+    cols = torch.arange(w2 * k)
+    for a in range(k):
+        out[a * w + cols, cols // k] = 1.0 / (k * k) if _exact_scale(k) else 1.0
     return out
 
 

@@ -209,6 +209,19 @@ def representative_gemm(arch: str, T: int, B: int) -> tuple[int, int, int]:
     return T * B, 800, 800
 
 
+def _commit() -> str:
+    """The checkout's commit (short hash, ``+changes`` when the tree differs from it), or ``?``."""
+    root = Path(__file__).resolve().parent.parent
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True,
+                              check=True, timeout=10).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", "neuroplast", "benchmarks"],
+                               cwd=root, capture_output=True, text=True, check=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "?"
+    return head + ("+changes" if dirty else "")
+
+
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize()
@@ -432,7 +445,7 @@ def write_report(res: dict, path: Path) -> None:
     idle = res["idle"]
     lines = [
         "# Speed of a training step against its GEMM lower bound (issue 9)", "",
-        f"Command: `{res['command']}`  ",
+        f"Command: `{res['command']}` at commit {res.get('commit', '?')}  ",
         (f"Machine: {res['machine']}; torch {res['torch']}; {res['threads']} intra-op thread(s); device {res['device']}; "
         f"date {res['date']}.  "),
         ("Machine idle before the run (other processes < 0.1 core)." if idle["idle"] else
@@ -597,7 +610,8 @@ def main() -> None:
     print(f"machine load before the run: {idle}", file=sys.stderr)
     res = {"command": "python " + " ".join(sys.argv), "machine": f"{platform.processor() or platform.machine()}, "
            f"{os.cpu_count()} CPUs", "torch": torch.__version__, "threads": torch.get_num_threads(),
-           "device": str(device), "date": time.strftime("%Y-%m-%d %H:%M"), "idle": idle, "nets": {}}
+           "device": str(device), "date": time.strftime("%Y-%m-%d %H:%M"), "commit": _commit(), "idle": idle,
+           "nets": {}}
     for key in args.nets:
         res["nets"][key] = bench_net(key, args.methods, steps, warmup, device, args.data_dir, plain=True)
         print(json.dumps(res["nets"][key]["rows"]), file=sys.stderr)

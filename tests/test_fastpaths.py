@@ -66,6 +66,8 @@ def test_avg_pool_matches_torch(shape, k):
     g = torch.Generator().manual_seed(k)
     for x in [(torch.rand(shape, generator=g) < 0.3).float(), torch.randint(0, 7, shape, generator=g).float()]:
         assert torch.equal(F.avg_pool2d(x, k), avg_pool(x, k))
+        xt = x.transpose(-1, -2)   # a non-contiguous input
+        assert torch.equal(F.avg_pool2d(xt, k), avg_pool(xt, k))
     x = (torch.randn(shape, generator=g) * 3).requires_grad_(True)
     ref, fast = F.avg_pool2d(x, k), avg_pool(x, k)
     torch.testing.assert_close(fast, ref, rtol=1e-6, atol=1e-6)

@@ -118,11 +118,12 @@ def exact_float(x: Tensor, w: Tensor) -> torch.dtype:
     if not x.numel() or not w.numel():
         return torch.float64
     reach = float(w.abs().flatten(1).sum(1).max())
-    return torch.float32 if float(x.abs().max()) * reach < 2 ** 24 else torch.float64
+    x_max = 1.0 if x.dtype == torch.bool else float(x.abs().max())   # spikes as bool: no scan
+    return torch.float32 if x_max * reach < 2 ** 24 else torch.float64
 
 
 def int_product(m: Tensor, x: Tensor, weight_exp: int, product) -> Tensor:
-    """a = product(x, 2m) << weight_exp for integer x (spikes or graded payloads) and mantissas m, with
+    """a = product(x, 2m) << weight_exp for integer x (spikes, int or bool, or graded payloads) and mantissas m, with
     ``product`` a dense or conv product: computed in floats where it is exact (``exact_float``), so
     BLAS/oneDNN do it; wrapped to int32 as Lava's dot does."""
     w = lava_weights(m)

@@ -26,6 +26,7 @@ import torch.nn.functional as F
 
 from ..errors import SpecError
 from ..snn.layers import Dropout, Flatten, Pool, Readout, SpikingLayer
+from ..snn.pooling import avg_pool
 from .fixed import (
     BIAS_EXP_MAX,
     BIAS_MANT_MAX,
@@ -217,9 +218,11 @@ WINDOW_ROWS = 8192
 
 
 def _int_pool(x: Tensor, kind: str, k: int) -> Tensor:
-    """Average (as a sum: k²·mean, the payload Lava sends) or max pooling of integer payloads."""
-    x = x.to(torch.float64)
-    return (F.avg_pool2d(x, k) * k * k if kind == "avg" else F.max_pool2d(x, k)).round().to(torch.int64)
+    """Average (as a sum: k²·mean, the payload Lava sends) or max pooling of integer payloads (int, or
+    bool spikes); the average by ``avg_pool`` (one GEMM), in float32 for spikes (window sums ≤ k² are
+    exact), else float64, rounded back (k² not a power of two leaves the mean inexact)."""
+    xf = x.to(torch.float32 if x.dtype == torch.bool else torch.float64)
+    return (avg_pool(xf, k) * (k * k) if kind == "avg" else F.max_pool2d(xf, k)).round_().to(torch.int64)
 
 
 def _per_step(fn, h: Tensor) -> Tensor:
@@ -306,9 +309,9 @@ class FixedNetwork:
                         trace[layer.name]["u"].append(u)
                         trace[layer.name]["v"].append(v)
                 state[layer.name] = [u, v, held]
-                S = torch.stack(spikes).to(torch.int64)
+                S = torch.stack(spikes)   # bool: the next synapse and pool take spikes as they are
                 if record:
-                    trace[layer.name]["s"].append(S)
+                    trace[layer.name]["s"].append(S.to(torch.int64))
                 if layer.kind == "readout":
                     v_out = v
                 else:

@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 import torch
 
-from neuroplast.chip.fixed import IntLIFParams, _i32, exact_float, int_dense, int_lif_step
+from neuroplast.chip.fixed import (FLOAT_RUN_MAX_A, UV_MAX, IntLIFParams, _decay_in_range, _i32, exact_float,
+                                   int_dense, int_lif_step, int_lif_steps)
 
 REF = Path(__file__).parent / "data" / "lava_lif_reference.npz"
 
@@ -87,3 +88,29 @@ def test_synaptic_products_stay_exact_in_float32_only_when_they_fit():
         assert exact_float(x, 2 * m) == dtype
         ref = (x.unsqueeze(1) * (2 * m).unsqueeze(0)).sum(-1)
         assert torch.equal(int_dense(m, x, 0), ((ref + 2**31) % 2**32) - 2**31)
+
+
+@pytest.mark.parametrize("du,dv,a_max", [(0, 0, FLOAT_RUN_MAX_A), (4095, 4095, 3000), (1000, 300, FLOAT_RUN_MAX_A),
+                                         (1000, 300, 2 ** 21)])   # the last is past the float run's bound
+def test_lif_run_over_steps_equals_the_int64_step_loop(du, dv, a_max):
+    """int_lif_steps (float64 on exact integers where inputs allow, else int64) gives the integers of
+    int_lif_step step by step: states, spikes and every recorded step, through 24-bit wraps and clips."""
+    g = torch.Generator().manual_seed(du + dv + a_max)
+    T, shape = 9, (4, 500)
+    p = IntLIFParams(du=du, dv=dv, vth=int(torch.randint(1, 2000, (), generator=g)),
+                     bias_mant=torch.randint(-4095, 4096, (500,), generator=g), bias_exp=3)
+    u = torch.randint(-UV_MAX + 1, UV_MAX + 1, shape, generator=g)
+    v = torch.randint(-UV_MAX + 1, UV_MAX, shape, generator=g)
+    a = torch.randint(-a_max, a_max + 1, (T, *shape), generator=g)
+    ref_u, ref_v, ref_s, ref_trace, wraps = u, v, [], [], 0
+    for t in range(T):
+        pre = _decay_in_range(ref_u, 4096 - (du + 1)) + (a[t] << 6)
+        wraps += int(((pre > UV_MAX) | (pre <= -UV_MAX)).sum())
+        ref_u, ref_v, s = int_lif_step(ref_u, ref_v, a[t], p)
+        ref_s.append(s)
+        ref_trace.append((ref_u, ref_v))
+    fu, fv, fs, trace = int_lif_steps(u, v, a, p, record=True)
+    assert torch.equal(fu, ref_u) and torch.equal(fv, ref_v) and torch.equal(fs, torch.stack(ref_s))
+    assert all(torch.equal(x, y) and torch.equal(x2, y2) for (x, x2), (y, y2) in zip(trace, ref_trace))
+    assert fu.dtype == fv.dtype == torch.int64 and fs.dtype == torch.bool
+    assert torch.stack(ref_s).any() and (a_max < 2 ** 16 or wraps > 0)   # spikes; wraps where inputs are large

@@ -37,7 +37,7 @@ from .fixed import (
     W_MANT_MAX,
     IntLIFParams,
     int_dense,
-    int_lif_step,
+    int_lif_steps,
     int_product,
 )
 from .hardware import Chip
@@ -301,15 +301,11 @@ class FixedNetwork:
                 u, v, held = state[layer.name]
                 if self.timing == "lava":   # Lava's Dense delivers a step late: the LIF sees the product of t − 1
                     a, held = torch.cat([held[None], a[:-1]]), a[-1]
-                spikes = []
-                for t in range(len(a)):
-                    u, v, s = int_lif_step(u, v, a[t], layer.lif)
-                    spikes.append(s)
-                    if record:
-                        trace[layer.name]["u"].append(u)
-                        trace[layer.name]["v"].append(v)
+                u, v, S, steps_uv = int_lif_steps(u, v, a, layer.lif, record=record)  # S bool [steps, ...]
+                if record:
+                    trace[layer.name]["u"] += [uv[0] for uv in steps_uv]
+                    trace[layer.name]["v"] += [uv[1] for uv in steps_uv]
                 state[layer.name] = [u, v, held]
-                S = torch.stack(spikes)   # bool: the next synapse and pool take spikes as they are
                 if record:
                     trace[layer.name]["s"].append(S.to(torch.int64))
                 if layer.kind == "readout":

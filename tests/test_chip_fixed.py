@@ -5,8 +5,17 @@ import numpy as np
 import pytest
 import torch
 
-from neuroplast.chip.fixed import (FLOAT_RUN_MAX_A, UV_MAX, IntLIFParams, _decay_in_range, _i32, exact_float,
-                                   int_dense, int_lif_step, int_lif_steps)
+from neuroplast.chip.fixed import (
+    FLOAT_RUN_MAX_A,
+    UV_MAX,
+    IntLIFParams,
+    _decay_in_range,
+    _i32,
+    exact_float,
+    int_dense,
+    int_lif_step,
+    int_lif_steps,
+)
 
 REF = Path(__file__).parent / "data" / "lava_lif_reference.npz"
 

@@ -150,12 +150,12 @@ def int_lif_steps(u: Tensor, v: Tensor, a: Tensor, p: IntLIFParams, *, record: b
     return uf.to(torch.int64), vf.to(torch.int64), spikes, trace
 
 
-def _abs_max(x: Tensor) -> int:
-    """max |x| of an integer tensor in one pass (0 when empty)."""
+def _abs_max(x: Tensor) -> float:
+    """max |x| in one pass, no temporary (0 when empty)."""
     if not x.numel():
-        return 0
+        return 0.0
     lo, hi = torch.aminmax(x)
-    return max(-int(lo), int(hi))
+    return max(-float(lo), float(hi))
 
 
 def lava_weights(m: Tensor) -> Tensor:
@@ -170,7 +170,7 @@ def exact_float(x: Tensor, w: Tensor) -> torch.dtype:
     if not x.numel() or not w.numel():
         return torch.float64
     reach = float(w.abs().flatten(1).sum(1).max())
-    x_max = 1.0 if x.dtype == torch.bool else float(x.abs().max())   # spikes as bool: no scan
+    x_max = 1 if x.dtype == torch.bool else _abs_max(x)   # spikes as bool: no scan
     return torch.float32 if x_max * reach < 2 ** 24 else torch.float64
 
 

@@ -302,11 +302,10 @@ class FixedNetwork:
                 if self.timing == "lava":   # Lava's Dense delivers a step late: the LIF sees the product of t − 1
                     a, held = torch.cat([held[None], a[:-1]]), a[-1]
                 u, v, S, steps_uv = int_lif_steps(u, v, a, layer.lif, record=record)  # S bool [steps, ...]
+                state[layer.name] = [u, v, held]
                 if record:
                     trace[layer.name]["u"] += [uv[0] for uv in steps_uv]
                     trace[layer.name]["v"] += [uv[1] for uv in steps_uv]
-                state[layer.name] = [u, v, held]
-                if record:
                     trace[layer.name]["s"].append(S.to(torch.int64))
                 if layer.kind == "readout":
                     v_out = v

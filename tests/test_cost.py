@@ -25,7 +25,7 @@ def test_fan_out_and_synops_on_a_hand_built_conv_net():
     x_seq = torch.zeros(3, 2, 1, 4, 4)
     x_seq[:, 0, 0, 0, 0] = 0.5                # a corner pixel on for 3 steps in sample 0
     x_seq[1, 1, 0, 1, 1] = 1.0                # an interior pixel once in sample 1
-    syn = net.count_synops(x_seq, {"conv1": counts})
+    syn = net.count_synops(x_seq, {"conv1": counts.sum(0)})   # counts summed over the batch too
     assert syn == {"conv1": (5 + 2) * 3.0, "input": 3 * 8.0 + 1 * 18.0}
 
 

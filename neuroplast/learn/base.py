@@ -21,7 +21,8 @@ LossFn = Callable[[Tensor, Tensor], Tensor]
 @dataclass
 class StepResult:
     """What one gradient computation saw: mean loss, logits [B, C] (detached), and per spiking
-    layer the spike count of each neuron summed over the T steps ([B, *shape]; flat in T)."""
+    layer the spike count of each neuron summed over the batch and the T steps ([*shape]: what the
+    cost model needs, one reduction over all T·B rows instead of a [B, *shape] map per step)."""
 
     loss: float
     logits: Tensor
@@ -40,13 +41,13 @@ class StepAccumulator:
         self.add_window(loss[None], output[None], {k: v[None] for k, v in spikes.items()})
 
     def add_window(self, losses: Tensor, outputs: Tensor, spikes: dict[str, Tensor]) -> None:
-        """K steps at once: their losses [K], outputs [K, B, C], spikes {layer: [K, B, ...]}. Loss and
+        """K steps at once: their losses [K], outputs [K, B, C], spikes {layer: [K, B, *shape]}. Loss and
         logits are summed step by step in float64/the output dtype (read once in ``result``: no sync per step)."""
         for loss, o in zip(losses.detach().double(), outputs.detach()):
             self.loss = self.loss + loss
             self.logits = self.logits + o / self.T
         for k, v in spikes.items():  # spike counts are whole numbers: any order sums them exactly
-            v = v.detach().sum(0)
+            v = v.detach().flatten(0, 1).sum(0)
             self.counts[k] = self.counts[k] + v if k in self.counts else v
 
     def result(self) -> StepResult:

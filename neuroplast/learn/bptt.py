@@ -18,4 +18,4 @@ class BPTT(Rule):
         loss = loss_fn(out.logits, y)
         loss.backward()
         return StepResult(loss=float(loss.detach()), logits=out.logits.detach(),
-                          spike_counts={k: v.sum(0) for k, v in out.spikes.items()})
+                          spike_counts={k: v.flatten(0, 1).sum(0) for k, v in out.spikes.items()})

@@ -69,11 +69,10 @@ def scan_forward(current: Tensor, params: LIFParams, state: tuple[Tensor, Tensor
 
 def cut_backward(grad_spikes: Tensor, U: Tensor, params: LIFParams, derivative: Callable[[Tensor], Tensor]) -> Tensor:
     """∂L/∂I[t] = ∂L/∂s[t]·h'(u[t] − θ) for every t, with the graph cut through time after each step
-    (the folded online rules, ``learn.batched``); one step's cache-sized slice at a time."""
-    out, x = torch.empty_like(U), torch.empty_like(U[0])
-    for t in range(U.shape[0]):
-        gate(derivative, grad_spikes[t], U[t], params.threshold, out[t], x)
-    return out
+    (the folded online rules, ``learn.batched``, deterministic estimators only): no recursion, so one
+    gate over the whole window (fewer, longer passes than step by step), the output its own scratch."""
+    out = torch.empty_like(U)
+    return gate(derivative, grad_spikes, U, params.threshold, out, out)
 
 
 def scan_backward(grad_spikes: Tensor, U: Tensor, K: Tensor | None, params: LIFParams,
@@ -85,9 +84,9 @@ def scan_backward(grad_spikes: Tensor, U: Tensor, K: Tensor | None, params: LIFP
         soft  g_u[t] = (∂L/∂s[t] − θ·q)·h[t] + q
 
     ``summed=True`` returns Σ_t ∂L/∂I[t] instead (the gradient of a current constant in time), with
-    two step buffers in place of the [T, ...] one."""
+    two step buffers (and one for the sum) in place of the [T, ...] one."""
     T = U.shape[0]
-    G = torch.empty((2,) + U.shape[1:], dtype=U.dtype, device=U.device) if summed else torch.empty_like(U)
+    G = torch.empty((3,) + U.shape[1:], dtype=U.dtype, device=U.device) if summed else torch.empty_like(U)
     total = None
     x = torch.empty_like(U[0])
     hard = params.reset == "hard"
@@ -105,6 +104,6 @@ def scan_backward(grad_spikes: Tensor, U: Tensor, K: Tensor | None, params: LIFP
             torch.add(grad_spikes[t], q, alpha=-params.threshold, out=g)
             gate(derivative, g, U[t], params.threshold, g, x)
             g.add_(q)
-        if summed:
-            total = g.clone() if total is None else total.add_(g)
+        if summed:   # g[T−1] itself, then g[T−1] + g[T−2] into the third buffer (the ring reuses g's), then += g[t]
+            total = g if total is None else torch.add(total, g, out=G[2]) if t == T - 2 else total.add_(g)
     return total if summed else G

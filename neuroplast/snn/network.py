@@ -100,11 +100,11 @@ class Network(nn.Module):
         return grad[0].float()
 
     def count_synops(self, x_seq: Tensor, spike_counts: dict[str, Tensor]) -> dict[str, float]:
-        """Synaptic events of one batch: Σ_j count_j·fanout_j per spiking layer (counts [B, *shape]
-        summed over T), and for the input its non-zero entries (spikes or graded payloads)."""
+        """Synaptic events of one batch: Σ_j count_j·fanout_j per spiking layer (counts [*shape]
+        summed over the batch and T), and for the input its non-zero entries (spikes or graded payloads)."""
         if getattr(self, "_fan_out", None) is None:
             self._fan_out = {k: self.fan_out(k) for k in ["input", *self.spiking_layers()]}
-        out = {k: float((v.sum(0) * self._fan_out[k].to(v.device)).sum()) for k, v in spike_counts.items()}
+        out = {k: float((v * self._fan_out[k].to(v.device)).sum()) for k, v in spike_counts.items()}
         events = (x_seq != 0).sum((0, 1))
         out["input"] = float((events * self._fan_out["input"].to(events.device)).sum())
         return out

@@ -79,8 +79,8 @@ class Derivative:
 
 def gate(derivative: Callable[[Tensor], Tensor], grad: Tensor, u: Tensor, threshold: float, out: Tensor,
          tmp: Tensor) -> Tensor:
-    """out = grad·h'(u − θ) (``tmp``: scratch shaped as u, overwritten): a ``Derivative``'s fused
-    form, else the product with ``derivative(u − θ)``."""
+    """out = grad·h'(u − θ) (``tmp``: scratch shaped as u, overwritten; it may be ``out`` itself
+    where ``grad`` is not): a ``Derivative``'s fused form, else the product with ``derivative(u − θ)``."""
     fused = getattr(derivative, "gate", None)
     if fused is not None:
         return fused(grad, u, threshold, out, tmp)

@@ -45,15 +45,18 @@ def scan_forward(current: Tensor, params: LIFParams, state: tuple[Tensor, Tensor
     if params.reset == "hard":
         K = buffer(keep_k)
         m = len(K)
+        u = None
         for t in range(T):
-            u, k = U[t % n], K[t % m]
+            u_prev, u, k = u, U[t % n], K[t % m]
             if t:
-                torch.addcmul(current[t], U[(t - 1) % n], K[(t - 1) % m], value=params.leak, out=u)
+                torch.addcmul(current[t], u_prev, K[(t - 1) % m], value=params.leak, out=u)
             elif state is not None:
                 u_prev, s_prev = state
                 torch.addcmul(current[0], u_prev, torch.rsub(s_prev, 1.0), value=params.leak, out=u)
-            else:
+            elif keep_u:
                 u.copy_(current[0])  # from rest: λ·0 + I
+            else:
+                u = current[0]       # nothing keeps u[0]: read I[0] itself, no copy
             torch.gt(u, params.threshold, out=S[t])  # u > θ ⟺ u − θ > 0 (IEEE subtraction of unequal floats ≠ 0)
             torch.le(u, params.threshold, out=k)
         return (U if keep_u else None), S, (K if keep_k else None)

@@ -23,7 +23,7 @@ def test_opzo_feedback_converges_to_expected_jacobian_of_a_linear_layer(scale_by
         a = torch.rand(64, 20, generator=g)
         z = torch.randn(64, 20, generator=g)
         o = (a + sigma * z) @ W.t() + b
-        M = momentum_feedback_update(M, o, z, beta=0.995, sigma=sigma, scale_by_sigma=scale_by_sigma)
+        M = momentum_feedback_update(M, o, sigma * z, beta=0.995, sigma=sigma, scale_by_sigma=scale_by_sigma)
     target = W if scale_by_sigma else sigma * W
     assert float((M - target).norm() / target.norm()) < 0.05
 
@@ -37,7 +37,7 @@ def test_default_feedback_stays_bounded_as_sigma_decays_but_one_over_sigma_blows
             sigma = 0.5 * (1 - i / 2000) + 1e-3
             z = torch.randn(32, 10, generator=g)
             o = torch.randn(32, 3, generator=g) + sigma * z[:, :3]  # output dominated by its clean part
-            M = momentum_feedback_update(M, o, z, beta=0.99, sigma=sigma, scale_by_sigma=scale)
+            M = momentum_feedback_update(M, o, sigma * z, beta=0.99, sigma=sigma, scale_by_sigma=scale)
         norms[scale] = float(M.norm())
     assert norms[False] < 1.0 < 20 * norms[False] < norms[True]
 

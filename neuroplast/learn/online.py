@@ -36,13 +36,19 @@ SITES = ("after", "before")  # noise injected after the neuron (on spikes) or be
 
 
 def draw_noise(net, names, batch: int, kind: str, generator: torch.Generator | None,
-               like: Tensor) -> dict[str, Tensor]:
-    """Unit-variance noise z_l [B, *shape_l] for each named layer: N(0, 1) or Rademacher ±1."""
+               like: Tensor, scale: float = 1.0) -> dict[str, Tensor]:
+    """Noise scale·z_l [B, *shape_l] for each named layer, z unit-variance: N(0, 1) or Rademacher ±1
+    (N(0, scale²) drawn directly: the same numbers as scale·randn, in one pass)."""
     dev = generator.device if generator is not None else like.device
     out = {}
     for name in names:
-        z = torch.randn((batch, *net.shapes[name]), generator=generator, device=dev)
-        out[name] = (z.sign() if kind == "rademacher" else z).to(like.device, like.dtype)
+        z = torch.empty((batch, *net.shapes[name]), device=dev)
+        if kind == "rademacher":
+            z = z.normal_(generator=generator).sign_()
+            z = z if scale == 1.0 else z.mul_(scale)
+        else:
+            z = z.normal_(0.0, scale, generator=generator)
+        out[name] = z.to(like.device, like.dtype)
     return out
 
 

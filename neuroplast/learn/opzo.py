@@ -26,21 +26,13 @@ from .base import register
 from .online import NOISE_KINDS, SITES, ThreeFactorRule, draw_noise, feedback_shape, signed
 
 
-def feedback_estimate(o: torch.Tensor, z: torch.Tensor, *, sigma: float, scale_by_sigma: bool) -> torch.Tensor:
-    """One-point Jacobian estimate (1/B)·Σ_b o_b z_bᵀ (/σ): o [..., B, C], z [..., B, N] -> [..., C, N]
-    (leading dimensions: several steps at once)."""
-    est = o.transpose(-1, -2) @ z / o.shape[-2]
-    return est / sigma if scale_by_sigma else est
-
-
-def momentum_feedback_update(M: torch.Tensor, o: torch.Tensor, z: torch.Tensor, *, beta: float,
-                             sigma: float, scale_by_sigma: bool) -> torch.Tensor:
-    """M ← β·M + (1 − β)·(1/B)·Σ_b o_b z_bᵀ (/σ): o [B, C], z [B, N] -> M [C, N]."""
-    return momentum_step(M, feedback_estimate(o, z, sigma=sigma, scale_by_sigma=scale_by_sigma), beta)
-
-
-def momentum_step(M: torch.Tensor, est: torch.Tensor, beta: float) -> torch.Tensor:
-    return beta * M + (1.0 - beta) * est
+def momentum_feedback_update(M: torch.Tensor, o: torch.Tensor, noise: torch.Tensor, *, beta: float, sigma: float,
+                             scale_by_sigma: bool, sign: float = 1.0, out: torch.Tensor | None = None) -> torch.Tensor:
+    """M ← β·M + (1 − β)·(1/B)·Σ_b o_b (sign·z_b)ᵀ (/σ) for o [B, C] and the drawn noise σ·z [B, N] of
+    a step that injected sign·σ·z (sign −1 at an antithetic step): one addmm, with 1/(B·σ^(1+c)) and
+    the sign in its α (oᵀ(−z) = −(oᵀz) exactly)."""
+    alpha = sign * (1.0 - beta) / (o.shape[0] * (sigma * sigma if scale_by_sigma else sigma))
+    return torch.addmm(M, o.t(), noise, beta=beta, alpha=alpha, out=out)
 
 
 @register
@@ -67,10 +59,9 @@ class OPZO(ThreeFactorRule):
         self.site = site
         self.sigma = self.sigma0
         self.feedback: dict[str, torch.Tensor] = {}
-        # the step's noise is sign·σ·z: z of the last draw, sign −1 at the antithetic step after it
-        self._z: dict[str, torch.Tensor] = {}
+        # the step's noise is sign·σ·z: σ·z of the last draw, sign −1 at the antithetic step after it
+        self._noise: dict[str, torch.Tensor] = {}
         self._sign = 1.0
-        self._noise: dict[str, torch.Tensor] = {}   # σ·z of the last draw
 
     def set_progress(self, fraction):
         self.sigma = self.sigma0 + (self.sigma_end - self.sigma0) * min(max(fraction, 0.0), 1.0)
@@ -86,55 +77,55 @@ class OPZO(ThreeFactorRule):
     def signed_noise(self, net, t, batch, like):
         self.last_draws = 0
         if self.sigma == 0:
-            self._z = {}
+            self._noise = {}
             return None, 1.0
-        if self.antithetic and t % 2 == 1 and self._z and self._sign > 0:
-            self._sign = -1.0   # σ·(−z) = −(σ·z) exactly: the drawn step's noise with sign −1, same z
+        if self.antithetic and t % 2 == 1 and self._noise and self._sign > 0:
+            self._sign = -1.0   # σ·(−z) = −(σ·z) exactly: the drawn step's noise with sign −1
             return self._noise, -1.0
-        self._z = draw_noise(net, self.feedback, batch, self.noise_kind, self.generator, like)
+        # σ·z drawn as N(0, σ²) (rademacher: σ·sign(z)): the noise itself, no unit-variance copy
+        self._noise = draw_noise(net, self.feedback, batch, self.noise_kind, self.generator, like, scale=self.sigma)
         self._sign = 1.0
-        self.last_draws = sum(int(z.numel()) for z in self._z.values())
-        self._noise = {k: self.sigma * v for k, v in self._z.items()}
+        self.last_draws = sum(int(n.numel()) for n in self._noise.values())
         return self._noise, 1.0
 
     def can_fold_time(self):
         return super().can_fold_time() and not self.subtract_clean
 
     def noise_state(self):
-        return self._z, self._sign
+        return self._noise, self._sign
 
     def set_noise_state(self, state):
-        self._z, self._sign = state
+        self._noise, self._sign = state
 
     def hidden_signals(self, net, info):
-        info.ref = info.rerun(None) if self.subtract_clean and self._z else None
+        info.ref = info.rerun(None) if self.subtract_clean and self._noise else None
         return {name: info.e @ self.feedback[name] for name in info.layers}
+
+    def _update(self, M, o, noise, sign, out=None):
+        return momentum_feedback_update(M, o, noise.flatten(1), beta=self.beta, sigma=self.sigma,
+                                        scale_by_sigma=self.scale_by_sigma, sign=sign, out=out)
 
     def window_signals(self, net, E, outs, states, layers):
         """Signals δ_l[k] = e[k]·M_l[k] of a window of K steps with M_l updated after each step, as the
-        step-by-step ``hidden_signals``/``observe`` pair gives them: the momentum recursion on [C, N]
-        matrices, then the K signals in one batched product."""
-        if self.subtract_clean or not all(z for z, _ in states):
+        step-by-step ``hidden_signals``/``observe`` pair gives them: the momentum recursion as K addmm
+        into one [K, C, N] buffer, then the K signals in one batched product."""
+        if self.subtract_clean or not all(n for n, _ in states):
             return None
-        out = {}
+        out, K = {}, len(states)
         for name in layers:
-            M, Ms = self.feedback[name], []
-            for k, (z, sign) in enumerate(states):    # one [C, B]·[B, N] product per step (no stacked copy of z)
-                Ms.append(M)
-                est = feedback_estimate(outs[k] if sign > 0 else -outs[k], z[name].flatten(1), sigma=self.sigma,
-                                        scale_by_sigma=self.scale_by_sigma)   # (−o)ᵀz = oᵀ(−z) exactly
-                M = momentum_step(M, est, self.beta)
+            Ms = torch.empty((K, *self.feedback[name].shape), dtype=E.dtype, device=E.device)
+            Ms[0].copy_(self.feedback[name])
+            for k, (noise, sign) in enumerate(states):
+                last = k == K - 1   # M after the window: its own tensor (the buffer is freed with the window)
+                M = self._update(Ms[k], outs[k], noise[name], sign, out=None if last else Ms[k + 1])
             self.feedback[name] = M
-            out[name] = torch.bmm(E, torch.stack(Ms))
-        self._z, self._sign = states[-1]
+            out[name] = torch.bmm(E, Ms)
+        self._noise, self._sign = states[-1]
         return out
 
     def observe(self, info, noise):
-        if not self._z:
+        if not self._noise:
             return
         o = info.o if info.ref is None else info.o - info.ref
-        o = o if self._sign > 0 else -o   # the step's noise is −σ·z: (−o)ᵀz = oᵀ(−z) exactly
         for name in info.layers:
-            z = self._z[name]
-            self.feedback[name] = momentum_feedback_update(self.feedback[name], o, z.flatten(1), beta=self.beta,
-                                                           sigma=self.sigma, scale_by_sigma=self.scale_by_sigma)
+            self.feedback[name] = self._update(self.feedback[name], o, self._noise[name], self._sign)

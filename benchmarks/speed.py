@@ -1,7 +1,8 @@
 """Benchmark: ms per training step of every method against the GEMM lower bound of that step (issue 9).
 
 For each network (FC 784-800-800-10 at T=6, batch 128; the MNIST conv SNN at T=6, batch 64) and each
-method (BPTT, OTTT, DFA, OPZO, LocalZO-BPTT, float inference, fixed-point inference) it measures, in one
+method (BPTT, OTTT, DFA, OPZO with Gaussian and with Rademacher noise, LocalZO-BPTT, float inference,
+fixed-point inference) it measures, in one
 process, round-robin in blocks of consecutive steps (machine noise hits all alike; see ``time_steps``):
 
 * ms per step (median, p10–p90 over ``--steps`` steps after warm-up) and samples/s; a training step is
@@ -65,6 +66,7 @@ METHODS = {  # name -> (rule spec or None for inference, estimator)
     "ottt": ("ottt", "sigmoid:k=4"),
     "dfa": ("dfa", "sigmoid:k=4"),
     "opzo": ("opzo", "sigmoid:k=4"),
+    "opzo_rademacher": ("opzo:noise=rademacher", "sigmoid:k=4"),   # ±σ noise: 32 signs per random word
     "infer": (None, "sigmoid:k=4"),
     "infer_fixed": ("fixed", "sigmoid:k=4"),
 }
@@ -121,7 +123,7 @@ def wait_idle(max_wait: float, threshold: float = 0.1, window: float = 2.0) -> d
 # ---------------------------------------------------------------- FLOP bound
 def flop_bound(net, method: str, T: int, B: int, constant_input: bool = True) -> dict:
     """FLOPs of the synaptic GEMMs/convs of one step (see the module docstring)."""
-    method = method.removesuffix("+compile")
+    method = method.removesuffix("+compile").removesuffix("_rademacher")
     fwd, first, feedback = 0, None, 0
     shape = INPUT_SHAPE
     for name, layer in net.layers.items():
@@ -483,7 +485,7 @@ def write_report(res: dict, path: Path) -> None:
         notes = []
         if "plain_loop_bptt" in rows and "bptt" in rows:
             notes.append(f"plain loop / engine BPTT = **{rows['plain_loop_bptt']['ms_median'] / rows['bptt']['ms_median']:.2f}×**")
-        for m in ("dfa", "opzo", "ottt"):
+        for m in ("dfa", "opzo", "opzo_rademacher", "ottt"):
             if m in rows and "bptt" in rows:
                 notes.append(f"{m} / BPTT = {rows[m]['ms_median'] / rows['bptt']['ms_median']:.2f}")
         if "rng_ms" in rows.get("opzo", {}) and "bptt" in rows:
@@ -561,7 +563,7 @@ def targets(res: dict) -> list[str]:
         if m in fc:
             row(f"FC {m} / bound", f"{fc[m]['ratio_to_bound']:.2f}", "≤ 1.5", fc[m]["ratio_to_bound"] <= 1.5)
     for name, rows in (("FC", fc), ("conv", conv)):
-        for m in ("dfa", "opzo"):
+        for m in ("dfa", "opzo", "opzo_rademacher"):
             for suffix in ("", "+compile"):
                 if m + suffix in rows and "bptt" + suffix in rows:
                     v = rows[m + suffix]["ms_median"] / rows["bptt" + suffix]["ms_median"]

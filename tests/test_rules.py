@@ -8,6 +8,7 @@ import torch
 from neuroplast.cli import main
 from neuroplast.errors import SpecError
 from neuroplast.learn import CEMSELoss, make_rule
+from neuroplast.learn.online import rademacher
 from neuroplast.learn.opzo import momentum_feedback_update
 from neuroplast.snn import build_network
 
@@ -315,3 +316,18 @@ def test_igl_with_trained_local_readouts_rescues_opzo_on_a_deep_conv_net(capsys)
                      "--batch-size", "32", "--lr", "2e-3", "--json", "--no-progress"]) == 0
         accs[method] = json.loads(capsys.readouterr().out)["test_acc"]
     assert accs["opzo:igl=3,ll=trained"] >= 0.85 and accs["opzo:igl=3,ll=trained"] >= accs["opzo"] + 0.2, accs
+
+
+def test_rademacher_noise_is_balanced_independent_and_seeded():
+    """32 signs per 32-bit word: exactly ±σ; every bit position of the word balanced (a stuck or
+    repeated byte would show); no correlation between neighbours or 32 apart; same seed, same draw."""
+    n = 32 * 20000
+    x = rademacher((n,), torch.Generator().manual_seed(3), "cpu", 0.25)
+    assert set(x.unique().tolist()) == {-0.25, 0.25}
+    s = x / 0.25
+    bound = 5 / (n / 32) ** 0.5
+    assert float(s.view(-1, 32).mean(0).abs().max()) < bound  # per bit position
+    for lag in (1, 8, 31, 32):
+        assert abs(float((s[lag:] * s[:-lag]).mean())) < 5 / n ** 0.5
+    assert torch.equal(rademacher((7, 9), torch.Generator().manual_seed(5), "cpu"),
+                       rademacher((7, 9), torch.Generator().manual_seed(5), "cpu"))

@@ -119,9 +119,11 @@ def int_lif_steps(u: Tensor, v: Tensor, a: Tensor, p: IntLIFParams, *, record: b
     the steps run in float64 on exact integers, the same numbers in fewer and faster passes: a decay
     trunc(x·f/4096) is exact (|x·f| < 2^36 < 2^53, f/4096 a dyadic fraction), no value can reach
     the int32 wrap, and the 24-bit wrap of u is x − 2^24·round((x − ½)/2^24) for |x| < 2^24.
-    Otherwise step by step in int64 (``int_lif_step``)."""
+    Otherwise step by step in int64 (``int_lif_step``). An ``a`` that is one step repeated (a stride-0
+    view: a constant input) is scanned and converted once."""
     bias = p.effective_bias()
-    if _abs_max(a) > FLOAT_RUN_MAX_A or _abs_max(u) > UV_MAX or _abs_max(bias) >= UV_MAX:
+    a_step = a[0] if len(a) and a.stride(0) == 0 else a   # a constant a: its one step
+    if _abs_max(a_step) > FLOAT_RUN_MAX_A or _abs_max(u) > UV_MAX or _abs_max(bias) >= UV_MAX:
         spikes, trace = [], [] if record else None
         for t in range(len(a)):
             u, v, s = int_lif_step(u, v, a[t], p)
@@ -133,7 +135,8 @@ def int_lif_steps(u: Tensor, v: Tensor, a: Tensor, p: IntLIFParams, *, record: b
     cu, cv = (DECAY_UNITY - (p.du + 1)) / DECAY_UNITY, (DECAY_UNITY - p.dv) / DECAY_UNITY
     bias = bias.to(f64)
     vth = float(p.vth << VTH_SHIFT)
-    a64 = a.to(f64).mul_(1 << ACT_SHIFT)
+    a64 = a_step.to(f64).mul_(1 << ACT_SHIFT)
+    a64 = a64.expand(a.shape) if a_step is not a else a64
     uf, vf = u.to(f64), v.to(f64)
     wrap = torch.empty_like(uf)
     spikes = torch.empty(a.shape, dtype=torch.bool, device=a.device)

@@ -123,3 +123,28 @@ def test_lif_run_over_steps_equals_the_int64_step_loop(du, dv, a_max):
     assert all(torch.equal(x, y) and torch.equal(x2, y2) for (x, x2), (y, y2) in zip(trace, ref_trace))
     assert fu.dtype == fv.dtype == torch.int64 and fs.dtype == torch.bool
     assert torch.stack(ref_s).any() and (a_max < 2 ** 16 or wraps > 0)   # spikes; wraps where inputs are large
+
+
+@pytest.mark.parametrize("du,dv,a_max,constant", [(2048, 2048, 3000, False), (2048, 2048, 3000, True),
+                                                  (0, 1, 31, False), (4095, 4095, 1000, True), (0, 0, 2 ** 16, True)])
+def test_lif_run_from_small_states_equals_the_int64_step_loop(du, dv, a_max, constant):
+    """Small initial states: where the bounds rule out the 24-bit wrap and the clip the float run skips
+    them (first four cases), and a large constant input into slow decays reaches both within the run
+    (last case); a constant input is one step as a stride-0 view. The same integers as the int64 loop."""
+    g = torch.Generator().manual_seed(7 + du + a_max)
+    T, shape = 12, (3, 400)
+    p = IntLIFParams(du=du, dv=dv, vth=int(torch.randint(1, 200, (), generator=g)),
+                     bias_mant=torch.randint(-300, 300, (400,), generator=g), bias_exp=0)
+    u = torch.randint(-5000, 5000, shape, generator=g)
+    v = torch.randint(-5000, 5000, shape, generator=g)
+    a = (torch.randint(-a_max, a_max + 1, shape, generator=g).expand(T, *shape) if constant
+         else torch.randint(-a_max, a_max + 1, (T, *shape), generator=g))
+    ref_u, ref_v, ref_s = u, v, []
+    for t in range(T):
+        ref_u, ref_v, s = int_lif_step(ref_u, ref_v, a[t], p)
+        ref_s.append(s)
+    fu, fv, fs, _ = int_lif_steps(u, v, a, p)
+    assert torch.equal(fu, ref_u) and torch.equal(fv, ref_v) and torch.equal(fs, torch.stack(ref_s))
+    assert torch.stack(ref_s).any()
+    if a_max == 2 ** 16:   # the wrap and the clip were reached
+        assert int(ref_v.abs().max()) == UV_MAX - 1 or int(ref_u.abs().max()) > UV_MAX // 2

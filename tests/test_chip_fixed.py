@@ -11,10 +11,13 @@ from neuroplast.chip.fixed import (
     IntLIFParams,
     _decay_in_range,
     _i32,
+    dense_product,
     exact_float,
+    float_product,
     int_dense,
     int_lif_step,
     int_lif_steps,
+    int_product,
 )
 
 REF = Path(__file__).parent / "data" / "lava_lif_reference.npz"
@@ -148,3 +151,21 @@ def test_lif_run_from_small_states_equals_the_int64_step_loop(du, dv, a_max, con
     assert torch.stack(ref_s).any()
     if a_max == 2 ** 16:   # the wrap and the clip were reached
         assert int(ref_v.abs().max()) == UV_MAX - 1 or int(ref_u.abs().max()) > UV_MAX // 2
+
+
+@pytest.mark.parametrize("weight_exp", [-3, 0, 2])
+def test_float_product_gives_the_integers_of_int_product(weight_exp):
+    """Dense and conv products with spikes and 8-bit payloads: float_product (float64, no int64 round
+    trip) equals int_product (floor shifts of negative sums included); None where float32 is not exact."""
+    g = torch.Generator().manual_seed(11 + weight_exp)
+    m = torch.randint(-128, 128, (20, 50), generator=g)
+    for x in (torch.rand(7, 50, generator=g) < 0.3, torch.randint(0, 256, (7, 50), generator=g)):
+        a = float_product(m, x, weight_exp, dense_product)
+        assert a.dtype == torch.float64 and torch.equal(a.to(torch.int64), int_product(m, x, weight_exp, dense_product))
+        assert (a < 0).any() and (a != a.floor()).sum() == 0
+    mc = torch.randint(-128, 128, (4, 3, 3, 3), generator=g)
+    xc = torch.randint(0, 256, (2, 3, 9, 9), generator=g)
+    conv = lambda u, w: torch.nn.functional.conv2d(u, w, padding=1)  # noqa: E731
+    assert torch.equal(float_product(mc, xc, weight_exp, conv).to(torch.int64), int_product(mc, xc, weight_exp, conv))
+    big = torch.full((3, 50), 5000)   # 5000·Σ|2m| > 2^24: float32 would not be exact
+    assert float_product(m, big, weight_exp, dense_product) is None

@@ -113,7 +113,8 @@ FLOAT_RUN_MAX_A = (1 << 17) - 1
 
 def int_lif_steps(u: Tensor, v: Tensor, a: Tensor, p: IntLIFParams, *, record: bool = False):
     """``int_lif_step`` over the steps of a [T, ...]: (u, v, spikes bool [T, ...], [(u, v) per step]
-    if ``record`` else None), all integers as int64 tensors.
+    if ``record`` else None), all integers as int64 tensors (``a`` may also be float64 holding exact
+    integers, as ``float_product`` gives it).
 
     Where |a| ≤ ``FLOAT_RUN_MAX_A``, |u| ≤ 2^23 and |bias| < 2^23 (8-bit weights, thousands of inputs per neuron)
     the steps run in float64 on exact integers, the same numbers in fewer and faster passes: a decay
@@ -129,6 +130,7 @@ def int_lif_steps(u: Tensor, v: Tensor, a: Tensor, p: IntLIFParams, *, record: b
     a_step = a[0] if len(a) and a.stride(0) == 0 else a   # a constant a: its one step
     a_max, u_max, b_max = _abs_max(a_step), _abs_max(u), _abs_max(bias)
     if a_max > FLOAT_RUN_MAX_A or u_max > UV_MAX or b_max >= UV_MAX:
+        a = a.to(torch.int64)
         spikes, trace = [], [] if record else None
         for t in range(len(a)):
             u, v, s = int_lif_step(u, v, a[t], p)
@@ -140,7 +142,7 @@ def int_lif_steps(u: Tensor, v: Tensor, a: Tensor, p: IntLIFParams, *, record: b
     cu, cv = (DECAY_UNITY - (p.du + 1)) / DECAY_UNITY, (DECAY_UNITY - p.dv) / DECAY_UNITY
     bias = bias.to(f64)
     vth = float(p.vth << VTH_SHIFT)
-    a64 = a_step.to(f64).mul_(1 << ACT_SHIFT)
+    a64 = a_step.to(f64, copy=True).mul_(1 << ACT_SHIFT)   # a copy even where a is float64 already
     a64 = a64.expand(a.shape) if a_step is not a else a64
     u_bound = max(u_max, a_max * (1 << ACT_SHIFT) * DECAY_UNITY / (p.du + 1))
     wraps = u_bound + 1 >= UV_MAX                     # u stays in (−2^23, 2^23) otherwise: the wrap is the identity
@@ -197,9 +199,25 @@ def int_product(m: Tensor, x: Tensor, weight_exp: int, product) -> Tensor:
     return _shift(_i32(product(x.to(dt), w.to(dt)).to(torch.int64)), weight_exp)
 
 
+def float_product(m: Tensor, x: Tensor, weight_exp: int, product) -> Tensor | None:
+    """``int_product`` as exact integers in float64, where the product is exact in float32 (then
+    |Σ| < 2^24: no int32 wrap can happen, and Σ << e = Σ·2^e, Σ >> k = floor(Σ·2^−k) exactly), what
+    ``int_lif_steps`` takes without int64 round trips; None where float32 is not exact."""
+    w = lava_weights(m)
+    if exact_float(x, w) != torch.float32:
+        return None
+    acc = product(x.to(torch.float32), w.to(torch.float32)).to(torch.float64)
+    return acc.mul_(2.0 ** weight_exp) if weight_exp >= 0 else acc.mul_(2.0 ** weight_exp).floor_()
+
+
 def int_dense(m: Tensor, x: Tensor, weight_exp: int) -> Tensor:
     """a = (x·(2m)ᵀ) << weight_exp for x [..., N_in] int, m [N_out, N_in] (``int_product``)."""
-    return int_product(m, x, weight_exp, lambda a, w: a @ w.t())
+    return int_product(m, x, weight_exp, dense_product)
+
+
+def dense_product(x: Tensor, w: Tensor) -> Tensor:
+    """x [..., N_in] · w [N_out, N_in]ᵀ: the dense layer's product for ``int_product``/``float_product``."""
+    return x @ w.t()
 
 
 def _shift(acc: Tensor, weight_exp: int) -> Tensor:

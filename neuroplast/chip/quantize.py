@@ -36,6 +36,8 @@ from .fixed import (
     VTH_SHIFT,
     W_MANT_MAX,
     IntLIFParams,
+    dense_product,
+    float_product,
     int_dense,
     int_lif_steps,
     int_product,
@@ -59,9 +61,20 @@ class FixedSynapse:
     conv: dict | None = None  # stride, padding for conv layers
 
     def current(self, x: Tensor) -> Tensor:
+        """The synaptic input a (int64) of integer x."""
         if self.conv is None:
             return int_dense(self.m, x, self.weight_exp)
-        return int_product(self.m, x, self.weight_exp, lambda a, w: F.conv2d(a, w, **self.conv))
+        return int_product(self.m, x, self.weight_exp, self._product)
+
+    def current_exact(self, x: Tensor) -> Tensor:
+        """``current`` as float64 exact integers where the product is exact in float32 (``float_product``:
+        no int64 round trip), else ``current`` itself."""
+        product = dense_product if self.conv is None else self._product
+        a = float_product(self.m, x, self.weight_exp, product)
+        return self.current(x) if a is None else a
+
+    def _product(self, a: Tensor, w: Tensor) -> Tensor:
+        return F.conv2d(a, w, **self.conv)
 
     def lsb(self) -> float:
         """Float weight of one mantissa step: X·2^(exp+7)/S."""
@@ -300,11 +313,12 @@ class FixedNetwork:
                     h = h.flatten(2)
                     continue
                 flat = layer.kind == "readout" or layer.synapse.conv is None
-                a = _per_step(lambda x, syn=layer.synapse: syn.current(x.flatten(1) if flat and x.dim() > 2 else x), h)
+                a = _per_step(lambda x, syn=layer.synapse: syn.current_exact(x.flatten(1) if flat and x.dim() > 2 else x), h)
                 shape = a.shape[2:]
                 a = a.flatten(2)
-                if layer.name not in state:
-                    state[layer.name] = [torch.zeros_like(a[0])] * 3
+                if layer.name not in state:   # u, v (int64) and the product Lava's Dense holds (as a)
+                    zero = torch.zeros(a.shape[1:], dtype=torch.int64, device=a.device)
+                    state[layer.name] = [zero, zero, torch.zeros_like(a[0])]
                 u, v, held = state[layer.name]
                 if self.timing == "lava":   # Lava's Dense delivers a step late: the LIF sees the product of t − 1
                     a, held = torch.cat([held[None], a[:-1]]), a[-1]

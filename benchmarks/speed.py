@@ -546,28 +546,31 @@ def targets(res: dict) -> list[str]:
 
     def row(what, value, target, ok):
         out.append(f"| {what} | {value} | {target} | {'met' if ok else '**not met**'} |")
+
+    def num(v, lim):   # 3 decimals where 2 would round onto the goal and hide the verdict
+        return f"{v:.3f}" if abs(v - lim) < 0.005 else f"{v:.2f}"
     nets = res["nets"]
     fc, conv = (nets.get(k, {}).get("rows", {}) for k in ("fc", "conv"))
     for name, rows, lim in (("FC", fc, 1.4), ("conv", conv, 2.5)):
         for m in ("bptt", "bptt+compile"):
             if m in rows:
                 r = rows[m]
-                row(f"{name} {m} step / bound", f"{r['ratio_to_bound']:.2f}", f"≤ {lim}", r["ratio_to_bound"] <= lim)
+                row(f"{name} {m} step / bound", num(r["ratio_to_bound"], lim), f"≤ {lim}", r["ratio_to_bound"] <= lim)
                 if name == "FC":
                     row(f"{name} {m} step / bound without hoisting (the issue's 4.9 GFLOP count)",
-                        f"{r['ratio_to_unhoisted_bound']:.2f}", f"≤ {lim}", r["ratio_to_unhoisted_bound"] <= lim)
+                        num(r["ratio_to_unhoisted_bound"], lim), f"≤ {lim}", r["ratio_to_unhoisted_bound"] <= lim)
     if "plain_loop_bptt" in fc and "bptt" in fc:
         v = fc["plain_loop_bptt"]["ms_median"] / fc["bptt"]["ms_median"]
-        row("FC plain loop / engine BPTT", f"{v:.2f}×", "≥ 1.5×", v >= 1.5)
+        row("FC plain loop / engine BPTT", f"{num(v, 1.5)}×", "≥ 1.5×", v >= 1.5)
     for m in ("infer", "infer+compile"):
         if m in fc:
-            row(f"FC {m} / bound", f"{fc[m]['ratio_to_bound']:.2f}", "≤ 1.5", fc[m]["ratio_to_bound"] <= 1.5)
+            row(f"FC {m} / bound", num(fc[m]["ratio_to_bound"], 1.5), "≤ 1.5", fc[m]["ratio_to_bound"] <= 1.5)
     for name, rows in (("FC", fc), ("conv", conv)):
         for m in ("dfa", "opzo", "opzo_rademacher"):
             for suffix in ("", "+compile"):
                 if m + suffix in rows and "bptt" + suffix in rows:
                     v = rows[m + suffix]["ms_median"] / rows["bptt" + suffix]["ms_median"]
-                    row(f"{name} {m}{suffix} / bptt{suffix}", f"{v:.2f}", "≤ 0.8", v <= 0.8)
+                    row(f"{name} {m}{suffix} / bptt{suffix}", num(v, 0.8), "≤ 0.8", v <= 0.8)
     by = {(r["method"], r["T"]): r for r in res.get("memory", [])}
     for m in ("ottt", "opzo"):
         if (m, 6) in by and (m, 30) in by:

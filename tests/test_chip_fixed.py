@@ -169,3 +169,18 @@ def test_float_product_gives_the_integers_of_int_product(weight_exp):
     assert torch.equal(float_product(mc, xc, weight_exp, conv).to(torch.int64), int_product(mc, xc, weight_exp, conv))
     big = torch.full((3, 50), 5000)   # 5000·Σ|2m| > 2^24: float32 would not be exact
     assert float_product(m, big, weight_exp, dense_product) is None
+
+
+def test_fixed_synapse_remakes_its_weights_when_the_mantissas_change():
+    """The synapse makes 2m and its float copies once; an in-place change or a new m is seen."""
+    from neuroplast.chip.quantize import FixedSynapse
+    g = torch.Generator().manual_seed(4)
+    syn = FixedSynapse(torch.randint(-128, 128, (5, 40), generator=g), -1, 1, 1.0)
+    x = torch.rand(3, 40, generator=g) < 0.5
+    assert torch.equal(syn.current(x), int_dense(syn.m, x, -1))
+    assert syn.weights() is syn.weights()
+    syn.m.mul_(-1)
+    assert torch.equal(syn.current(x), int_dense(syn.m, x, -1))
+    assert torch.equal(syn.current_exact(x).to(torch.int64), int_dense(syn.m, x, -1))
+    syn.m = torch.randint(-128, 128, (5, 40), generator=g)
+    assert torch.equal(syn.current(x), int_dense(syn.m, x, -1))

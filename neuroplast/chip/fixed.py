@@ -185,28 +185,56 @@ def exact_float(x: Tensor, w: Tensor) -> torch.dtype:
     into the nets here: BLAS at float32 speed, and oneDNN for convolutions), else float64 (exact to 2^53)."""
     if not x.numel() or not w.numel():
         return torch.float64
-    reach = float(w.abs().flatten(1).sum(1).max())
+    return _exact_dtype(x, float(w.abs().flatten(1).sum(1).max()))
+
+
+def _exact_dtype(x: Tensor, reach: float) -> torch.dtype:
     x_max = 1 if x.dtype == torch.bool else _abs_max(x)   # spikes as bool: no scan
     return torch.float32 if x_max * reach < 2 ** 24 else torch.float64
 
 
-def int_product(m: Tensor, x: Tensor, weight_exp: int, product) -> Tensor:
+@dataclass(frozen=True)
+class LavaWeights:
+    """Lava's stored weights w = 2m with what an exact float product needs, computed once per matrix:
+    reach = max_out Σ_in |w| (the largest |Σ| per unit of input) and w in float32 and float64."""
+
+    w: Tensor
+    reach: float
+    f32: Tensor
+    f64: Tensor
+
+    @classmethod
+    def of(cls, m: Tensor) -> LavaWeights:
+        w = lava_weights(m)
+        reach = float(w.abs().flatten(1).sum(1).max()) if w.numel() else 0.0
+        return cls(w, reach, w.to(torch.float32), w.to(torch.float64))
+
+    def dtype_for(self, x: Tensor) -> torch.dtype:
+        """``exact_float`` of x with these weights."""
+        return _exact_dtype(x, self.reach) if x.numel() and self.w.numel() else torch.float64
+
+    def as_dtype(self, dtype: torch.dtype) -> Tensor:
+        return self.f32 if dtype == torch.float32 else self.f64
+
+
+def int_product(m: Tensor, x: Tensor, weight_exp: int, product, weights: LavaWeights | None = None) -> Tensor:
     """a = product(x, 2m) << weight_exp for integer x (spikes, int or bool, or graded payloads) and mantissas m, with
     ``product`` a dense or conv product: computed in floats where it is exact (``exact_float``), so
-    BLAS/oneDNN do it; wrapped to int32 as Lava's dot does."""
-    w = lava_weights(m)
-    dt = exact_float(x, w)
-    return _shift(_i32(product(x.to(dt), w.to(dt)).to(torch.int64)), weight_exp)
+    BLAS/oneDNN do it; wrapped to int32 as Lava's dot does. ``weights``: ``LavaWeights.of(m)`` made
+    once by the caller (else made here)."""
+    lw = weights if weights is not None else LavaWeights.of(m)
+    dt = lw.dtype_for(x)
+    return _shift(_i32(product(x.to(dt), lw.as_dtype(dt)).to(torch.int64)), weight_exp)
 
 
-def float_product(m: Tensor, x: Tensor, weight_exp: int, product) -> Tensor | None:
+def float_product(m: Tensor, x: Tensor, weight_exp: int, product, weights: LavaWeights | None = None) -> Tensor | None:
     """``int_product`` as exact integers in float64, where the product is exact in float32 (then
     |Σ| < 2^24: no int32 wrap can happen, and Σ << e = Σ·2^e, Σ >> k = floor(Σ·2^−k) exactly), what
     ``int_lif_steps`` takes without int64 round trips; None where float32 is not exact."""
-    w = lava_weights(m)
-    if exact_float(x, w) != torch.float32:
+    lw = weights if weights is not None else LavaWeights.of(m)
+    if lw.dtype_for(x) != torch.float32:
         return None
-    acc = product(x.to(torch.float32), w.to(torch.float32)).to(torch.float64)
+    acc = product(x.to(torch.float32), lw.f32).to(torch.float64)
     return acc.mul_(2.0 ** weight_exp) if weight_exp >= 0 else acc.mul_(2.0 ** weight_exp).floor_()
 
 

@@ -36,9 +36,9 @@ from .fixed import (
     VTH_SHIFT,
     W_MANT_MAX,
     IntLIFParams,
+    LavaWeights,
     dense_product,
     float_product,
-    int_dense,
     int_lif_steps,
     int_product,
 )
@@ -62,19 +62,24 @@ class FixedSynapse:
 
     def current(self, x: Tensor) -> Tensor:
         """The synaptic input a (int64) of integer x."""
-        if self.conv is None:
-            return int_dense(self.m, x, self.weight_exp)
-        return int_product(self.m, x, self.weight_exp, self._product)
+        return int_product(self.m, x, self.weight_exp, self._product, self.weights())
 
     def current_exact(self, x: Tensor) -> Tensor:
         """``current`` as float64 exact integers where the product is exact in float32 (``float_product``:
         no int64 round trip), else ``current`` itself."""
-        product = dense_product if self.conv is None else self._product
-        a = float_product(self.m, x, self.weight_exp, product)
+        a = float_product(self.m, x, self.weight_exp, self._product, self.weights())
         return self.current(x) if a is None else a
 
+    def weights(self) -> LavaWeights:
+        """2m and its exact-product data (``LavaWeights``), made once per mantissa tensor (a new or
+        modified ``m`` makes them again)."""
+        m, made = self.m, self.__dict__.get("_weights")
+        if made is None or made[0] is not m or made[1] != m._version:
+            made = self.__dict__["_weights"] = (m, m._version, LavaWeights.of(m))
+        return made[2]
+
     def _product(self, a: Tensor, w: Tensor) -> Tensor:
-        return F.conv2d(a, w, **self.conv)
+        return dense_product(a, w) if self.conv is None else F.conv2d(a, w, **self.conv)
 
     def lsb(self) -> float:
         """Float weight of one mantissa step: X·2^(exp+7)/S."""

@@ -127,6 +127,10 @@ def test_counter_hash_matches_reference_and_rounds_without_bias():
         return x ^ (x >> 16)
     xs = [0, 1, 2, 12345, 2 ** 31, 2 ** 32 - 1]
     assert hash32(torch.tensor(xs)).tolist() == [lowbias32(x) for x in xs]
+    big = torch.randint(0, 2 ** 32, (100_003,), generator=torch.Generator().manual_seed(3))  # vectorised kernels
+    got = hash32(big)
+    idx = torch.randint(0, len(big), (3000,), generator=torch.Generator().manual_seed(4)).tolist() + [len(big) - 1]
+    assert [int(got[i]) for i in idx] == [lowbias32(int(big[i])) for i in idx]
     x = torch.full((1, 20000), 0.3, dtype=torch.float64)
     r = Stream(0, 5).round(x, 7, 0)
     assert set(r.unique().tolist()) == {0, 1} and abs(float(r.double().mean()) - 0.3) < 0.02

@@ -8,7 +8,8 @@ in which order processes run: the vectorised engine (many samples at once) and t
 (one sample after another, one process per unit) draw the same bits.
 
 hash32 is the "lowbias32" integer hash (C. Wellons, 2018): x ^= x >> 16; x *= 0x7feb352d;
-x ^= x >> 15; x *= 0x846ca68b; x ^= x >> 16 (mod 2^32), computed in int64 without overflow.
+x ^= x >> 15; x *= 0x846ca68b; x ^= x >> 16 (mod 2^32), computed in int64 (the products wrap
+modulo 2^64 and are masked to their low 32 bits, see ``_mul32``).
 """
 from __future__ import annotations
 

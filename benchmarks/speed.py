@@ -147,36 +147,33 @@ def flop_bound(net, method: str, T: int, B: int, constant_input: bool = True) ->
     return {"forward_flop": fwd, "step_flop": total}
 
 
-def gemm_rate(m: int, k: int, n: int, device: torch.device, repeats: int = 20) -> float:
-    """float32 FLOP/s of torch.mm [m, k] @ [k, n] (median of repeats)."""
-    a, b = torch.randn(m, k, device=device), torch.randn(k, n, device=device)
-    for _ in range(3):
-        torch.mm(a, b)
+def median_seconds(fn, device: torch.device, repeats: int, warmup: int = 2) -> float:
+    """Median wall time of ``fn()`` over ``repeats`` calls after ``warmup`` untimed ones (synced on a GPU)."""
+    for _ in range(warmup):
+        fn()
     ts = []
     for _ in range(repeats):
         _sync(device)
         t0 = time.perf_counter()
-        torch.mm(a, b)
+        fn()
         _sync(device)
         ts.append(time.perf_counter() - t0)
-    return 2 * m * k * n / statistics.median(ts)
+    return statistics.median(ts)
+
+
+def gemm_rate(m: int, k: int, n: int, device: torch.device, repeats: int = 20) -> float:
+    """float32 FLOP/s of torch.mm [m, k] @ [k, n] (median of repeats)."""
+    a, b = torch.randn(m, k, device=device), torch.randn(k, n, device=device)
+    return 2 * m * k * n / median_seconds(lambda: torch.mm(a, b), device, repeats, warmup=3)
 
 
 def conv_rate(shape: tuple[int, ...], weight: tuple[int, ...], device: torch.device, repeats: int = 10) -> float:
     """float32 FLOP/s of F.conv2d of an input ``shape`` [N, C, H, W] with a 3×3 ``weight``, padding 1
     (median of repeats): the kernel the conv layers actually run, which may beat the im2col GEMM."""
     x, w = torch.randn(shape, device=device), torch.randn(weight, device=device)
-    for _ in range(2):
-        torch.nn.functional.conv2d(x, w, padding=1)
-    ts = []
-    for _ in range(repeats):
-        _sync(device)
-        t0 = time.perf_counter()
-        torch.nn.functional.conv2d(x, w, padding=1)
-        _sync(device)
-        ts.append(time.perf_counter() - t0)
     n, _, h, wd = shape
-    return 2 * n * h * wd * math.prod(weight) / statistics.median(ts)
+    return 2 * n * h * wd * math.prod(weight) / median_seconds(
+        lambda: torch.nn.functional.conv2d(x, w, padding=1), device, repeats)
 
 
 def machine_rate(arch: str, T: int, B: int, device: torch.device) -> tuple[float, str]:
@@ -194,14 +191,7 @@ def rng_time(n: int, device: torch.device, repeats: int = 10) -> float:
     """Seconds to draw n float32 N(0, 1) numbers with a torch.Generator (median of repeats)."""
     g = torch.Generator(device).manual_seed(0)
     out = torch.empty(n, device=device)
-    ts = []
-    for _ in range(repeats + 2):
-        _sync(device)
-        t0 = time.perf_counter()
-        out.normal_(generator=g)
-        _sync(device)
-        ts.append(time.perf_counter() - t0)
-    return statistics.median(ts[2:])
+    return median_seconds(lambda: out.normal_(generator=g), device, repeats)
 
 
 def representative_gemm(arch: str, T: int, B: int) -> tuple[int, int, int]:

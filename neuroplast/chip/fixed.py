@@ -185,7 +185,12 @@ def exact_float(x: Tensor, w: Tensor) -> torch.dtype:
     into the nets here: BLAS at float32 speed, and oneDNN for convolutions), else float64 (exact to 2^53)."""
     if not x.numel() or not w.numel():
         return torch.float64
-    return _exact_dtype(x, float(w.abs().flatten(1).sum(1).max()))
+    return _exact_dtype(x, _reach(w))
+
+
+def _reach(w: Tensor) -> float:
+    """max_out Σ_in |w|: the largest |Σ| of a product per unit of input (0 for no weights)."""
+    return float(w.abs().flatten(1).sum(1).max()) if w.numel() else 0.0
 
 
 def _exact_dtype(x: Tensor, reach: float) -> torch.dtype:
@@ -206,8 +211,7 @@ class LavaWeights:
     @classmethod
     def of(cls, m: Tensor) -> LavaWeights:
         w = lava_weights(m)
-        reach = float(w.abs().flatten(1).sum(1).max()) if w.numel() else 0.0
-        return cls(w, reach, w.to(torch.float32), w.to(torch.float64))
+        return cls(w, _reach(w), w.to(torch.float32), w.to(torch.float64))
 
     def dtype_for(self, x: Tensor) -> torch.dtype:
         """``exact_float`` of x with these weights."""

@@ -19,7 +19,7 @@ adds Lava's one-step Dense delay per synapse and runs depth − 1 extra steps.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -59,6 +59,7 @@ class FixedSynapse:
     x_scale: int              # payload scale X of the input
     v_scale: float            # S of the layer it feeds
     conv: dict | None = None  # stride, padding for conv layers
+    _made: tuple | None = field(default=None, init=False, repr=False, compare=False)  # (m, m's version, LavaWeights)
 
     def current(self, x: Tensor) -> Tensor:
         """The synaptic input a (int64) of integer x."""
@@ -73,10 +74,10 @@ class FixedSynapse:
     def weights(self) -> LavaWeights:
         """2m and its exact-product data (``LavaWeights``), made once per mantissa tensor (a new or
         modified ``m`` makes them again)."""
-        m, made = self.m, self.__dict__.get("_weights")
-        if made is None or made[0] is not m or made[1] != m._version:
-            made = self.__dict__["_weights"] = (m, m._version, LavaWeights.of(m))
-        return made[2]
+        m = self.m
+        if self._made is None or self._made[0] is not m or self._made[1] != m._version:
+            self._made = (m, m._version, LavaWeights.of(m))
+        return self._made[2]
 
     def _product(self, a: Tensor, w: Tensor) -> Tensor:
         return dense_product(a, w) if self.conv is None else F.conv2d(a, w, **self.conv)

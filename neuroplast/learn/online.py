@@ -173,8 +173,9 @@ class ThreeFactorRule(Rule):
         at each step (None: ``hidden_signals`` and ``observe`` step by step)."""
         return None
 
-    def observe(self, info: StepInfo, noise: dict[str, Tensor] | None) -> None:
-        """See a group's output after the signals were used (OPZO updates its feedback here)."""
+    def observe(self, info: StepInfo) -> None:
+        """See a group's output after the signals were used (OPZO updates its feedback here, from the
+        noise of the step that ``noise_state`` describes)."""
 
     def compute_grads(self, net, x_seq, y, loss_fn):
         net.check_input(x_seq)
@@ -226,7 +227,7 @@ class ThreeFactorRule(Rule):
                     grads.append(signals[name].reshape(target.shape))
             torch.autograd.backward(outs, grads)
             for info in infos:
-                self.observe(info, noise)
+                self.observe(info)
             state = detach_state(state)
             acc.add(loss, o, s_t)
             acc.noise_draws += self.last_draws
@@ -255,13 +256,13 @@ class ThreeFactorRule(Rule):
             losses, E = step_losses_and_errors(loss_fn, o, y, T)
             window = self.window_signals(net, E, o.detach(), [d[2] for d in drawn], hidden)
             signals = {name: [] for name in hidden}
-            for k, (noise, sign, z, draws) in enumerate(drawn):
+            for k, (_, _, state, draws) in enumerate(drawn):
                 if window is None:
-                    self.set_noise_state(z)
+                    self.set_noise_state(state)
                     info = StepInfo(E[k], o[k].detach(), y, T, loss_fn, no_rerun, hidden)
                     for name, d in self.hidden_signals(net, info).items():
                         signals[name].append(d)
-                    self.observe(info, signed(noise, sign))
+                    self.observe(info)
                 acc.noise_draws += draws
             acc.add_window(losses, o, spikes)
             outs, grads = [o], [E]

@@ -123,7 +123,7 @@ class OPZO(ThreeFactorRule):
         self._noise, self._sign = states[-1]
         return out
 
-    def observe(self, info, noise):
+    def observe(self, info):
         if not self._noise:
             return
         o = info.o if info.ref is None else info.o - info.ref

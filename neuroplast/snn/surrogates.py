@@ -39,6 +39,7 @@ class Sigmoid(SurrogateEstimator):
     def __init__(self, k: float = 4.0):
         super().__init__()
         self.k = _positive(self.name, "k", k)
+        self._offsets: dict[tuple[float, torch.dtype], Tensor] = {}   # −k·θ per (θ, dtype), see _offset
 
     def primitive(self, x):
         return torch.sigmoid(self.k * x)
@@ -54,11 +55,10 @@ class Sigmoid(SurrogateEstimator):
 
     def _offset(self, threshold: float, dtype: torch.dtype) -> Tensor:
         """−k·θ as a 0-dim tensor (the one-pass k·u − k·θ above), made once per (θ, dtype)."""
-        cache = self.__dict__.setdefault("_offsets", {})
         key = (threshold, dtype)
-        if key not in cache:
-            cache[key] = torch.tensor(-self.k * threshold, dtype=dtype)
-        return cache[key]
+        if key not in self._offsets:
+            self._offsets[key] = torch.tensor(-self.k * threshold, dtype=dtype)
+        return self._offsets[key]
 
 
 class FastSigmoid(SurrogateEstimator):

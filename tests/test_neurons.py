@@ -56,6 +56,24 @@ def test_estimator_contract(name):
         torch.testing.assert_close(g, g_ref)
 
 
+@pytest.mark.parametrize("k", [4.0, 2.0])
+def test_sigmoid_derivative_and_fused_gate_are_accurate_in_float32(k):
+    """Sigmoid's h' stays within 1e-6 relative of the float64 k·σ(kx)(1 − σ(kx)) wherever h' > 1e-3
+    (σ − σ² in float32 is off by 3e-4 there, from cancellation); its fused eager gate (through tanh)
+    within 2.5e-7·(k/4) absolute per unit of grad (σ − σ² reaches 3.6e-7)."""
+    est = make_estimator(f"sigmoid:k={k}")
+    x = torch.linspace(-6, 6, 20001)
+    s = torch.sigmoid(k * x.double())
+    truth = k * s * (1 - s)
+    where = truth > 1e-3
+    rel = ((est.derivative(x.clone()).double() - truth).abs() / truth)[where]
+    assert rel.max() < 1e-6
+    grad = torch.randn(x.shape, generator=torch.Generator().manual_seed(0)) + 3.0   # no zeros
+    out = est.pointwise_derivative().gate(grad, x, 0.0, torch.empty_like(x), torch.empty_like(x))
+    err_gate = (out.double() - grad.double() * truth).abs() / grad.double().abs()
+    assert err_gate.max() < 2.5e-7 * k / 4
+
+
 def test_sigmoid_width_option_and_errors():
     est = make_estimator("sigmoid:k=2")
     assert est.k == 2.0

@@ -201,6 +201,18 @@ def representative_gemm(arch: str, T: int, B: int) -> tuple[int, int, int]:
     return T * B, 800, 800
 
 
+def _machine(device: torch.device) -> str:
+    """The CPU's model (``/proc/cpuinfo`` where there is one) and count, and the GPU's name on CUDA."""
+    model = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            model = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), model)
+    except OSError:
+        pass
+    gpu = f"; GPU {torch.cuda.get_device_name(device)}" if device.type == "cuda" else ""
+    return f"{model}, {os.cpu_count()} CPUs{gpu}"
+
+
 def _commit() -> str:
     """The checkout's commit (short hash, ``+changes`` when the tree differs from it), or ``?``."""
     root = Path(__file__).resolve().parent.parent
@@ -603,8 +615,7 @@ def main() -> None:
     max_wait = args.max_wait if args.max_wait is not None else (0 if args.quick else 600)
     idle = wait_idle(max_wait)
     print(f"machine load before the run: {idle}", file=sys.stderr)
-    res = {"command": "python " + " ".join(sys.argv), "machine": f"{platform.processor() or platform.machine()}, "
-           f"{os.cpu_count()} CPUs", "torch": torch.__version__, "threads": torch.get_num_threads(),
+    res = {"command": "python " + " ".join(sys.argv), "machine": _machine(device), "torch": torch.__version__, "threads": torch.get_num_threads(),
            "device": str(device), "date": time.strftime("%Y-%m-%d %H:%M"), "commit": _commit(), "idle": idle,
            "nets": {}}
     for key in args.nets:

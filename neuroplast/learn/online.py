@@ -16,6 +16,7 @@ top-down signal for the layers before it (intermediate global learning). See ``l
 """
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -55,11 +56,18 @@ def rademacher(shape: tuple[int, ...], generator: torch.Generator | None, device
     """±scale with probability ½ each, independent: 32 signs from each 32-bit random word (its 4 bytes
     looked up in a [256, 8] table of their bits), 10× cheaper than the sign of a Gaussian draw."""
     n = math.prod(shape)
+    shifts, table = _sign_table(float(scale), torch.device(device))
     words = torch.empty(-(-n // 32), dtype=torch.int64, device=device).random_(0, 1 << 32, generator=generator)
-    nbytes = (words[:, None] >> torch.arange(0, 32, 8, device=device)) & 255
-    bits = (torch.arange(256, device=device)[:, None] >> torch.arange(8, device=device)) & 1
-    table = torch.where(bits.bool(), scale, -scale).float()
+    nbytes = (words[:, None] >> shifts) & 255
     return torch.nn.functional.embedding(nbytes.flatten(), table).view(-1)[:n].view(shape)
+
+
+@functools.lru_cache(maxsize=16)
+def _sign_table(scale: float, device: torch.device) -> tuple[Tensor, Tensor]:
+    """The byte shifts (0, 8, 16, 24) of a word and the [256, 8] table of ±scale for the bits of each
+    byte value, made once per (scale, device) rather than at every draw."""
+    bits = (torch.arange(256, device=device)[:, None] >> torch.arange(8, device=device)) & 1
+    return torch.arange(0, 32, 8, device=device), torch.where(bits.bool(), scale, -scale).float()
 
 
 def signed(noise: dict[str, Tensor] | None, sign: float) -> dict[str, Tensor] | None:

@@ -112,8 +112,11 @@ def _rule_run(arch, shape, method, fold, *, encoding="direct", T=7, readout_only
 
 @pytest.mark.parametrize("method,window", [("ottt", 3), ("fa", 3), ("dfa", 3), ("opzo", 3), ("opzo", 8),
                                            ("opzo:noise=rademacher,antithetic=0,beta=0.5", 3)])
-@pytest.mark.parametrize("arch,shape", [("16-12-10-10", (16,)), ("1x8x8-4C3-AP2-12-FC", (1, 8, 8))])
+@pytest.mark.parametrize("arch,shape", [("16-12-10-10", (16,)), ("1x8x8-4C3-AP2-12-FC", (1, 8, 8)),
+                                        ("1x4x4-AP2-F-12-10", (1, 4, 4))])   # pooling and flatten before the first synapse
 def test_online_rules_with_time_folded_match_the_steplif_reference(method, window, arch, shape, monkeypatch):
+    """T = 7 in windows of 3 (or one of 8): the last window is a single step, where a constant input must
+    stay constant (stride 0) through the layers before the first synapse, or its trace restarts."""
     monkeypatch.setattr(batched, "WINDOW", window)
     assert batched.supported(build_network(arch, input_shape=shape, num_classes=10))
     for encoding in ("direct", "poisson"):
@@ -122,8 +125,9 @@ def test_online_rules_with_time_folded_match_the_steplif_reference(method, windo
         assert set(g_ref) == set(g_fast)
         for k in g_ref:
             torch.testing.assert_close(g_fast[k], g_ref[k], **TOL)
-        for a, b in zip(ref, fast):
-            assert a.loss == b.loss and torch.equal(a.logits, b.logits) and a.noise_draws == b.noise_draws
+        for a, b in zip(ref, fast):   # one GEMM over K·B rows may round differently from K GEMMs of B rows
+            assert a.loss == pytest.approx(b.loss, rel=1e-6) and a.noise_draws == b.noise_draws
+            torch.testing.assert_close(a.logits, b.logits, **TOL)
             assert all(torch.equal(a.spike_counts[k], b.spike_counts[k]) for k in a.spike_counts)
         for k in getattr(r_ref, "feedback", {}):
             torch.testing.assert_close(r_fast.feedback[k], r_ref.feedback[k], **TOL)

@@ -10,7 +10,8 @@ gradient of every step can go back at once through a graph in which each spiking
 
 and each synapse uses the presynaptic trace x̂[t] = λ·x̂[t−1] + x[t] for its weight gradient. The
 sums over t move into the GEMMs, so gradients equal the step loop's up to float summation order;
-forward values (spikes, outputs, losses) are the same computations. A first layer on a constant
+forward values (spikes, outputs, losses) are the same computations, though one GEMM over K·B rows
+may round a real-valued input (OPZO's spikes + noise) differently from K GEMMs of B rows (~1 ulp). A first layer on a constant
 input (direct encoding) is multiplied once, and its weight gradient is (Σ_t c_t·∂L/∂I[t]) ⊗ x with
 x̂[t] = c_t·x, c_t = Σ_{k≤t} λ^k.
 
@@ -167,6 +168,9 @@ class CutSimulator:
                     current = _ConstantTraced.apply(h[0], layer.op.weight, layer.op.bias, layer.op,
                                                     self._coefficients(name, layer.trace_decay, h.shape[0]))
                 else:
+                    if first and name in self.coeff:   # earlier windows took the constant path above
+                        raise RuntimeError(f"internal: the input of {name!r} was constant in time in earlier "
+                                           "windows of this sequence but not in this one; its trace would restart")
                     w_in = None
                     if layer.trace_decay:
                         w_in = _traces(h.detach(), layer.trace_decay, self.traces.get(name))

@@ -25,9 +25,12 @@ Tensor = torch.Tensor
 
 def _seq_apply(fn, x_seq: Tensor) -> Tensor:
     """Apply a per-step function to all T steps at once by folding time into the batch."""
-    if x_seq.stride(0) == 0:  # constant in time: compute once, keep it a view
+    if x_seq.stride(0) == 0:  # constant in time: compute once, keep it a stride-0 view
         y = fn(x_seq[0])
-        return y.unsqueeze(0).expand(x_seq.shape[0], *y.shape)
+        # expanded to at least 2 steps, then cut: a 1-step window of a constant input keeps stride 0
+        # (expand(1, ...) would not), so the layers after it still see a constant input
+        T = x_seq.shape[0]
+        return y.unsqueeze(0).expand(max(T, 2), *y.shape)[:T]
     y = fn(x_seq.flatten(0, 1))
     return y.unflatten(0, x_seq.shape[:2])
 

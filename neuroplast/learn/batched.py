@@ -11,9 +11,9 @@ gradient of every step can go back at once through a graph in which each spiking
 and each synapse uses the presynaptic trace x̂[t] = λ·x̂[t−1] + x[t] for its weight gradient. The
 sums over t move into the GEMMs, so gradients equal the step loop's up to float summation order;
 forward values (spikes, outputs, losses) are the same computations, though one GEMM over K·B rows
-may round a real-valued input (OPZO's spikes + noise) differently from K GEMMs of B rows (~1 ulp). A first layer on a constant
-input (direct encoding) is multiplied once, and its weight gradient is (Σ_t c_t·∂L/∂I[t]) ⊗ x with
-x̂[t] = c_t·x, c_t = Σ_{k≤t} λ^k.
+may round a real-valued input (OPZO's spikes + noise) differently from K GEMMs of B rows (~1 ulp).
+A first layer on a constant input (direct encoding) is multiplied once, and its weight gradient is
+(Σ_t c_t·∂L/∂I[t]) ⊗ x with x̂[t] = c_t·x, c_t = Σ_{k≤t} λ^k.
 
 ``supported(net)`` says when this applies: only spiking, readout, pooling, flatten layers (dropout
 in eval or p = 0) and deterministic surrogate estimators (LocalZO's draws and ASGL's noise would come

@@ -331,3 +331,35 @@ def test_rademacher_noise_is_balanced_independent_and_seeded():
         assert abs(float((s[lag:] * s[:-lag]).mean())) < 5 / n ** 0.5
     assert torch.equal(rademacher((7, 9), torch.Generator().manual_seed(5), "cpu"),
                        rademacher((7, 9), torch.Generator().manual_seed(5), "cpu"))
+
+
+@pytest.mark.parametrize("estimator", ["sigmoid", "asgl:p=0.5"])
+def test_reruns_see_the_steps_dropout_mask_and_spike_noise_and_change_no_later_draw(estimator):
+    """ZO's clean/antithetic reruns and OPZO's subtract_clean rerun the step from its previous state: the
+    rerun must draw the step's own dropout mask (drawn at t = 0) and ASGL spike noise, or the "clean"
+    pass is another network, and must leave the generators where the step left them."""
+    from neuroplast.data import encode
+
+    def run(baseline):
+        net = build_network("20-D0.5-16-3", input_shape=(20,), num_classes=3, estimator=estimator,
+                            generator=torch.Generator().manual_seed(0))
+        net.train()
+        g = torch.Generator().manual_seed(1)
+        for m in net.modules():
+            if hasattr(m, "generator"):
+                m.generator = g
+        rule = make_rule(f"zo:sigma=0.5,baseline={baseline}")
+        rule.generator = g
+        same, signals = [], rule.hidden_signals
+
+        def spy(net, info):   # rerunning the step's own perturbation must give the step's output
+            same.append(torch.equal(info.rerun({k: rule.sigma * z for k, z in rule._z.items()}), info.o))
+            return signals(net, info)
+        rule.hidden_signals = spy
+        x = torch.rand(5, 20, generator=torch.Generator().manual_seed(2)) * 2
+        rule.compute_grads(net, encode("direct", x, 4), torch.tensor([0, 1, 2, 0, 1]), CEMSELoss())
+        return same, rule._z
+    same, z_clean = run("clean")
+    assert len(same) == 4 and all(same)
+    _, z_running = run("running")   # no reruns of its own: the same later draws
+    assert all(torch.equal(z_clean[k], z_running[k]) for k in z_clean)

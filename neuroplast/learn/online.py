@@ -16,6 +16,7 @@ top-down signal for the layers before it (intermediate global learning). See ``l
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
 from collections.abc import Callable
@@ -91,6 +92,49 @@ class StepInfo:
     layers: list[str] = field(default_factory=list)    # the hidden layers this output's error reaches
     head: str | None = None                             # None: the network's readout; else the IGL layer
     ref: Tensor | None = None                           # a rule's reference output (OPZO subtract_clean)
+
+
+class StepReplay:
+    """Lets a rerun of a step draw what the step drew, so that a "clean" or antithetic rerun (ZO's
+    baselines, OPZO's ``subtract_clean``) sees the same network as the noisy step: the same dropout
+    mask (drawn at t = 0), the same ASGL spike noise. ``arm()`` before the step keeps the state of
+    every generator the network's layers draw from (the default generators for layers without one);
+    ``replaying()`` sets it again for the rerun and afterwards restores the state the step left, so
+    reruns change no later draw."""
+
+    def __init__(self, net):
+        own = {id(m.generator): m.generator for m in net.modules() if getattr(m, "generator", None) is not None}
+        self.generators = list(own.values())
+        self.default = any(hasattr(m, "generator") and m.generator is None for m in net.modules())
+        self._before = None
+
+    def _states(self):
+        states = [g.get_state() for g in self.generators]
+        if self.default:
+            states.append(torch.get_rng_state())
+            if torch.cuda.is_available() and torch.cuda.is_initialized():
+                states.append(torch.cuda.get_rng_state_all())
+        return states
+
+    def _set(self, states):
+        for g, s in zip(self.generators, states):
+            g.set_state(s)
+        if self.default:
+            torch.set_rng_state(states[len(self.generators)])
+            if len(states) > len(self.generators) + 1:
+                torch.cuda.set_rng_state_all(states[-1])
+
+    def arm(self) -> None:
+        self._before = self._states()
+
+    @contextlib.contextmanager
+    def replaying(self):
+        after = self._states()
+        self._set(self._before)
+        try:
+            yield
+        finally:
+            self._set(after)
 
 
 class ThreeFactorRule(Rule):
@@ -193,10 +237,11 @@ class ThreeFactorRule(Rule):
         if self.fold_time and self.can_fold_time() and batched.supported(net):
             return self._compute_batched(net, x_seq, y, loss_fn)
         T = x_seq.shape[0]
-        state, acc = net.init_state(), StepAccumulator(T)
+        state, acc, replay = net.init_state(), StepAccumulator(T), StepReplay(net)
         for t in range(T):
             noise = self.noise(net, t, x_seq.shape[1], x_seq)
             prev = state
+            replay.arm()
 
             def sent(spikes, perturb, name):  # what layer ``name`` passes on (with its noise after the neuron)
                 a = spikes[name]
@@ -205,7 +250,7 @@ class ThreeFactorRule(Rule):
                 return a
 
             def rerun(perturb, head=None, x=x_seq[t], prev=prev):
-                with torch.no_grad():
+                with torch.no_grad(), replay.replaying():   # the step's own dropout mask and spike noise
                     o, _, spikes = net.step(x, prev, perturb=perturb, perturb_site=self.site)
                 return o if head is None else self.readouts[f"igl_{head}"](sent(spikes, perturb, head))
             o, state, s_t = net.step(x_seq[t], prev, traces=True, isolate=True, perturb=noise, perturb_site=self.site)

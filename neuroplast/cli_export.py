@@ -79,13 +79,18 @@ def cmd_import(args) -> dict:
     fmt = detect_format(args.file)
     if fmt == "netx":
         import h5py
+        import numpy as np
 
+        from .errors import DataError
         from .export.netx import import_netx
         fixed = import_netx(args.file)
         with h5py.File(args.file, "r") as f:
             arch, file_T = str(f.attrs.get("arch", "?")), f.attrs.get("time_steps")
         res = {"file": args.file, "format": fmt, "arch": arch,
                "params": sum(int(s.m.numel()) for s in fixed.synapses().values())}
+        if args.time_steps is None and file_T is not None and not (isinstance(file_T, np.integer) and file_T >= 1):
+            raise DataError(f"{args.file}: attribute time_steps = {file_T!r} is not a number of steps; "
+                            "pass --time-steps")
         T = args.time_steps or (int(file_T) if file_T is not None else 4)
         print(f"{args.file}: netx, {arch} ({res['params']} integer weights, Loihi fixed point)", file=sys.stderr)
     else:

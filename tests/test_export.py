@@ -6,7 +6,7 @@ import torch
 
 from neuroplast.cli import main
 from neuroplast.errors import DataError, SpecError
-from neuroplast.export.nir_graph import export_nir, import_nir, to_nir
+from neuroplast.export.nir_graph import export_nir, from_nir, import_nir, to_nir
 from neuroplast.snn import LIFParams, build_network
 
 nir = pytest.importorskip("nir")
@@ -21,9 +21,11 @@ def _net(arch, shape, **lif):
     return net
 
 
-@pytest.mark.parametrize("arch,shape", [("64-32-16-10", (64,)), ("1x8x8-4C3-AP2-16-FC", (1, 8, 8))])
-def test_round_trip_gives_the_same_outputs_and_passes_nir_validation(arch, shape, tmp_path):
-    net = _net(arch, shape, leak=0.75, threshold=0.8)
+@pytest.mark.parametrize("arch,shape,leak", [("64-32-16-10", (64,), 0.75), ("1x8x8-4C3-AP2-16-FC", (1, 8, 8), 0.75),
+                                             ("1x8x8-4C3S2-AP2-16-FC", (1, 8, 8), 0.75),   # strided conv
+                                             ("64-32-16-10", (64,), 1.0)])                  # no leak: τ = ∞
+def test_round_trip_gives_the_same_outputs_and_passes_nir_validation(arch, shape, leak, tmp_path):
+    net = _net(arch, shape, leak=leak, threshold=0.8)
     g = to_nir(net)
     nir.NIRGraph(nodes=g.nodes, edges=g.edges, metadata=g.metadata)  # nir's type inference and checks
     back = import_nir(export_nir(net, tmp_path / "net.nir"))
@@ -32,7 +34,45 @@ def test_round_trip_gives_the_same_outputs_and_passes_nir_validation(arch, shape
         a, b = net.simulate(x), back.simulate(x)
     assert torch.allclose(a.logits, b.logits, atol=1e-6)
     assert all(torch.equal(a.spikes[k], b.spikes[k]) for k in a.spikes)
-    assert back.layers[back.spiking_layers()[0]].lif.leak == pytest.approx(0.75)
+    assert all(float(s.sum()) > 0 for s in a.spikes.values())     # every layer spikes: the comparison means something
+    assert back.shapes == net.shapes and back.layers[back.spiking_layers()[0]].lif.leak == pytest.approx(leak)
+
+
+def test_foreign_gain_r_is_folded_into_the_weights():
+    net = _net("64-16-10", (64,), leak=0.75)
+    g = to_nir(net)
+    g.nodes["dense1"].r *= 2                                          # R = 2τ/dt: twice the input current
+    back = from_nir(g)
+    assert torch.allclose(back.layers["dense1"].op.weight, 2 * net.layers["dense1"].op.weight)
+    assert torch.allclose(back.layers["readout"].op.weight, net.layers["readout"].op.weight)
+
+
+def _only(g, names):
+    """The chain of g's nodes ``names``, then an Output of the last one's shape."""
+    nodes = {n: g.nodes[n] for n in names} | {"output": nir.Output(output_type=g.nodes[names[-1]].output_type["output"])}
+    return nir.NIRGraph(nodes=nodes, edges=list(zip([*names], [*names[1:], "output"])), metadata=g.metadata)
+
+
+@pytest.mark.parametrize("arch,shape,change,message", [
+    ("64-16-10", (64,), lambda g: g.nodes["dense1"].v_threshold.__setitem__(1, 5.0),
+     r"dense1: v_threshold must be one number for all neurons, got \[0.5, 5\]"),
+    ("64-16-10", (64,), lambda g: g.nodes["dense1"].tau.__setitem__(3, 3.0), r"dense1: tau must be one number"),
+    ("64-16-10", (64,), lambda g: g.nodes["dense1"].v_leak.fill(0.5), r"dense1: v_leak = 0.5; .*leaks and resets to 0"),
+    ("64-16-10", (64,), lambda g: g.nodes["dense1"].v_reset.fill(-1), r"dense1: v_reset = -1; "),
+    ("64-16-10", (64,), lambda g: _only(g, ["input", "dense1_syn", "dense1"]),
+     r"ends with dense1 \(LIF\) before its Output; .*non-spiking Affine readout"),
+    ("64-16-10", (64,), lambda g: _only(g, ["input"]), r"ends with its Input before its Output"),
+    ("1x8x8-4C3-16-FC", (1, 8, 8), lambda g: setattr(g.nodes["conv1_syn"], "padding", (0, 0)),
+     r"conv1_syn: Conv2d with stride \(1, 1\), padding \(0, 0\), .* padding k//2 = 1"),
+])
+def test_graphs_the_importer_cannot_represent_are_refused(arch, shape, change, message, tmp_path, capsys):
+    g = to_nir(_net(arch, shape, threshold=0.5))
+    g = change(g) or g
+    with pytest.raises(DataError, match=message):
+        from_nir(g)
+    nir.write(str(tmp_path / "f.nir"), g)
+    assert main(["import", str(tmp_path / "f.nir")]) == 2                # the CLI: a clear message, no traceback
+    assert capsys.readouterr().err.startswith("neuroplast: error: ")
 
 
 @pytest.mark.parametrize("arch,shape,lif,message", [
@@ -62,3 +102,6 @@ def test_export_and_import_commands(tmp_path, capsys):
     capsys.readouterr()
     assert main(["import", str(tmp_path / "n.nir"), "--task", "digits", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["test_acc"] == pytest.approx(acc)
+    for dt in ("0", "-1", "nan"):                                       # τ = dt/(1 − λ) needs dt > 0
+        assert main(["export", str(run), str(tmp_path / "bad.nir"), "--dt", dt]) == 2
+        assert "dt = " in capsys.readouterr().err and not (tmp_path / "bad.nir").exists()

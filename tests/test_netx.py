@@ -3,6 +3,7 @@ engine, the layout lava-dl reads, refusals that name the layer, bad files, the C
 lava-nc and lava-dl installed) the same spikes from lava-dl's own netx loader running in Lava."""
 import importlib
 import json
+import re
 import sys
 import types
 
@@ -149,6 +150,57 @@ def test_bad_files_fail_clearly(tmp_path):
     with pytest.raises(DataError, match="not a valid netx file"):
         import_netx(path)
     assert not list(tmp_path.glob(".*tmp"))   # atomic writes leave no temporary files
+
+
+def _replace(f, key, data):
+    del f[key]
+    f.create_dataset(key, data=data)
+
+
+@pytest.mark.parametrize("arch,shape,change,message", [
+    ("64-16-10", (64,), lambda f: f.attrs.__setitem__("version", "x"),
+     r"format version 'x'; this neuroplast reads version 1: export it again"),
+    ("64-16-10", (64,), lambda f: _replace(f, "layer/1/bias", np.zeros(5, np.int64)),
+     r"layer 1 \(dense\): bias has 5 values; a layer of shape \(16,\) takes one of \[1, 16\]"),
+    ("64-16-10", (64,), lambda f: _replace(f, "layer/1/weight", np.zeros((8, 60), np.int64)),
+     r"layer 1 \(dense\): weight of shape \(8, 60\) does not fit its 64 inputs"),
+    ("64-16-10", (64,), lambda f: _replace(f, "layer/1/weight", f["layer/1/weight"][()] + 0.5),
+     r"layer 1 \(dense\) weight holds float64 values that are not whole numbers"),
+    ("64-16-10", (64,), lambda f: _replace(f, "layer/2/shape", np.array([12])),
+     r"layer 2 \(dense\): its shape \(12,\) is not the \(10,\) its weight gives"),
+    ("64-16-10", (64,), lambda f: _replace(f, "layer/1/neuron/vThMant", np.float64(80.5)),
+     r"layer 1 \(dense\) neuron vThMant holds float64 values that are not whole numbers"),
+    ("1x8x8-4C3-8C3S2-16-FC", (1, 8, 8), lambda f: _replace(f, "layer/2/stride", np.array([1, 1])),
+     r"layer 2 \(conv\): its shape \(8, 4, 4\) is not the \(8, 8, 8\) its weight gives"),
+    ("1x8x8-4C3-8C3S2-16-FC", (1, 8, 8), lambda f: _replace(f, "layer/2/weight", np.zeros((8, 3, 3, 3), np.int64)),
+     r"layer 2 \(conv\): a conv of weight \(8, 3, 3, 3\) .* does not fit its input of shape \(4, 8, 8\)"),
+])
+def test_corrupt_files_are_refused_clearly(arch, shape, change, message, tmp_path, capsys):
+    path = export_netx(netx_fixed(_net(arch, shape), time_steps=4), tmp_path / "c.net")
+    with h5py.File(path, "a") as f:
+        change(f)
+    with pytest.raises(DataError, match=message):
+        import_netx(path)
+    assert main(["import", str(path)]) == 2                       # the CLI: exit 2, the message, no traceback
+    assert re.search(message, capsys.readouterr().err)
+
+
+def test_whole_number_float_weights_import_exactly(tmp_path):
+    """lava-dl writes its quantised weights as floats: whole numbers are read as the integers they are."""
+    fixed = netx_fixed(_net("64-16-10", (64,), scale=3.0), time_steps=4)
+    path = export_netx(fixed, tmp_path / "f.net")
+    with h5py.File(path, "a") as f:
+        _replace(f, "layer/1/weight", f["layer/1/weight"][()].astype(np.float32))
+    x = torch.rand(4, 8, 64, generator=torch.Generator().manual_seed(2))
+    a, b = fixed.simulate(x), import_netx(path).simulate(x)
+    assert torch.equal(a["v_out"], b["v_out"]) and a["v_out"].abs().max() > 0
+
+
+def test_import_command_refuses_a_bad_time_steps_attribute(tmp_path, capsys):
+    path = export_netx(netx_fixed(_net("64-16-10", (64,)), time_steps=4), tmp_path / "t.net", meta={"time_steps": "x"})
+    assert main(["import", str(path)]) == 2
+    assert "attribute time_steps = 'x' is not a number of steps; pass --time-steps" in capsys.readouterr().err
+    assert main(["import", str(path), "--time-steps", "4"]) == 0
 
 
 def test_export_and_import_commands(tmp_path, capsys):

@@ -184,6 +184,31 @@ def _read_str(ds) -> str:
     return v.decode("ascii") if isinstance(v, bytes) else str(v)
 
 
+def _ints(ds, what: str, size: int | None = None) -> np.ndarray:
+    """A dataset's values as int64; DataError unless they are whole numbers (lava-dl writes integral
+    floats) and, with ``size``, that many."""
+    a = np.asarray(ds[()])
+    whole = a.dtype.kind in "iu" or (a.dtype.kind == "f" and bool(np.all(np.isfinite(a) & (a == np.round(a))
+                                                                          & (np.abs(a) < 2.0 ** 62))))
+    if not whole:
+        raise DataError(f"{what} holds {a.dtype} values that are not whole numbers; netx stores integers: "
+                        "export the network again")
+    if size is not None and a.size != size:
+        raise DataError(f"{what} has {a.size} values, expected {size}: export the network again")
+    return a.astype(np.int64)
+
+
+def _conv_shape(where: str, shape: tuple[int, ...], w: np.ndarray, conv: dict) -> tuple[int, ...]:
+    """The output shape of a conv layer on an input of ``shape`` (as the engine computes it); DataError
+    when the weight and settings do not fit that input."""
+    try:
+        out = torch.nn.functional.conv2d(torch.zeros(1, *shape), torch.zeros(w.shape), **conv)
+    except (RuntimeError, ValueError, TypeError) as exc:
+        raise DataError(f"{where}: a conv of weight {w.shape} with {conv} does not fit its input of shape "
+                        f"{shape} ({exc}); the file is inconsistent: export it again") from None
+    return tuple(out.shape[1:])
+
+
 def _synapse_from_weights(name: str, w: np.ndarray, conv: dict | None, x_scale: int, v_scale: float) -> FixedSynapse:
     """Mantissas m with Lava weights 2m: W = 2m (exponent 0) when W is even, else m = W, exponent −1
     (Lava: (Σ 2W·x) >> 1 = Σ W·x exactly)."""
@@ -196,7 +221,8 @@ def _synapse_from_weights(name: str, w: np.ndarray, conv: dict | None, x_scale: 
 
 
 def import_netx(path: str | Path) -> FixedNetwork:
-    """Read a netx HDF5 file into a FixedNetwork (``timing="lava"``), runnable by our integer engine."""
+    """Read a netx HDF5 file into a FixedNetwork (``timing="lava"``), runnable by our integer engine;
+    DataError for a missing, corrupt or inconsistent file."""
     import h5py
     path = Path(path)
     if not path.is_file():
@@ -207,27 +233,31 @@ def import_netx(path: str | Path) -> FixedNetwork:
         raise DataError(f"{path} is not a readable netx HDF5 file ({exc}); it may be truncated: export it again "
                         "with `neuroplast export RUN_DIR --format netx OUT.net`") from None
     with f:
-        version = f.attrs.get("version")
-        if f.attrs.get("format") == FORMAT and int(version) != VERSION:
-            raise DataError(f"{path}: netx file of neuroplast format version {int(version)}; this neuroplast reads "
-                            f"version {VERSION}: export it again with this version")
         try:
-            return _read(f, path)
+            return _read(f)
+        except DataError as exc:
+            raise DataError(f"{path}: {exc}") from None
         except (KeyError, ValueError, TypeError, OSError) as exc:
             raise DataError(f"{path} is not a valid netx file ({type(exc).__name__}: {exc}); export it again") from None
 
 
-def _read(f, path: Path) -> FixedNetwork:
+def _read(f) -> FixedNetwork:
+    """The FixedNetwork of an open netx file (layout: module docstring); DataError naming what is wrong."""
+    version = f.attrs.get("version")
+    version = version.tolist() if isinstance(version, (np.generic, np.ndarray)) else version
+    if str(f.attrs.get("format")) == FORMAT and (isinstance(version, bool) or version != VERSION):
+        raise DataError(f"netx file of neuroplast format version {version!r}; this neuroplast reads version "
+                        f"{VERSION}: export it again with this version")
     if "layer" not in f:
-        raise DataError(f"{path} has no 'layer' group: not a netx file")
+        raise DataError("no 'layer' group: not a netx file")
     groups = [f["layer"][str(i)] for i in range(len(f["layer"]))]
     synaptic = [i for i, g in enumerate(groups) if _read_str(g["type"]) in ("dense", "conv")]
     if not synaptic:
-        raise DataError(f"{path}: no dense or conv layer")
+        raise DataError("no dense or conv layer")
     first = groups[0]
     if _read_str(first["type"]) != "input":
-        raise DataError(f"{path}: layer 0 must be the input layer (type 'input' with its shape)")
-    input_shape = tuple(int(s) for s in np.asarray(first["shape"][()]).reshape(-1))
+        raise DataError("layer 0 must be the input layer (type 'input' with its shape)")
+    input_shape = tuple(_ints(first["shape"], "netx layer 0 shape").reshape(-1).tolist())
     encoding = str(f.attrs.get("encoding", "spikes"))
     layers, shape = [], input_shape
     for i, g in enumerate(groups[1:], start=1):
@@ -245,29 +275,48 @@ def _read(f, path: Path) -> FixedNetwork:
             raise DataError(f"netx layer {i}: neuron type {ntype!r}; neuroplast runs CUBA LIF neurons only")
         if "delay" in g:
             raise DataError(f"netx layer {i}: synaptic delays are not supported")
-        du, dv, vth = (int(nrn[k][()]) for k in ("iDecay", "vDecay", "vThMant"))
-        w = np.asarray(g["weight"][()]).astype(np.int64)
+        where = f"netx layer {i} ({kind})"
+        du, dv, vth = (_ints(nrn[k], f"{where} neuron {k}", size=1).item() for k in ("iDecay", "vDecay", "vThMant"))
+        w = _ints(g["weight"], f"{where} weight")
         x_scale, v_scale = int(g.attrs.get("x_scale", 1)), float(g.attrs.get("v_scale", 1.0))
-        out_shape = tuple(int(s) for s in np.asarray(g["shape"][()]).reshape(-1))
+        out_shape = tuple(_ints(g["shape"], f"{where} shape").reshape(-1).tolist())
         if kind == "conv":
-            stride, pad, dil = (tuple(int(v) for v in np.broadcast_to(np.asarray(g[k][()]), (2,)))
+            stride, pad, dil = (tuple(np.broadcast_to(_ints(g[k], f"{where} {k}").reshape(-1), (2,)).tolist())
                                 for k in ("stride", "padding", "dilation"))
-            conv = {"stride": stride, "padding": pad, "dilation": dil, "groups": int(np.asarray(g["groups"][()]))}
+            conv = {"stride": stride, "padding": pad, "dilation": dil,
+                    "groups": _ints(g["groups"], f"{where} groups", size=1).item()}
+            if w.ndim < 4 or w.size != np.prod(w.shape[:4]):   # lava-dl may add trailing axes of size 1
+                raise DataError(f"{where}: weight of shape {w.shape} is not [out, in, kh, kw]: export it again")
             w = w.reshape(w.shape[:4])
+            expected = _conv_shape(where, shape, w, conv)
         else:
-            conv = None
-            w = w.reshape(int(np.prod(out_shape)), -1)
+            conv, n_in = None, int(np.prod(shape))
+            if w.ndim < 2 or w.size != w.shape[0] * n_in:
+                raise DataError(f"{where}: weight of shape {w.shape} does not fit its {n_in} inputs ([out, {n_in}] "
+                                "expected): the file is inconsistent: export it again")
+            w = w.reshape(-1, n_in)
+            expected = w.shape[:1]
+        if out_shape != expected:
+            raise DataError(f"{where}: its shape {out_shape} is not the {expected} its weight gives on an input of "
+                            f"shape {shape}: the file is inconsistent: export it again")
         syn = _synapse_from_weights(str(i), w, conv, x_scale, v_scale)
         n = int(np.prod(out_shape))
-        bias = torch.as_tensor(np.asarray(g["bias"][()]).astype(np.int64)) if "bias" in g else torch.zeros(1, dtype=torch.int64)
+        bias = torch.as_tensor(_ints(g["bias"], f"{where} bias").reshape(-1)) if "bias" in g else torch.zeros(1, dtype=torch.int64)
+        if bias.numel() not in (1, n, out_shape[0]):
+            raise DataError(f"{where}: bias has {bias.numel()} values; a layer of shape {out_shape} takes one of "
+                            f"{sorted({1, out_shape[0], n})}: export it again")
         if conv is not None and bias.numel() == out_shape[0]:
             bias = bias.view(-1, 1, 1).expand(out_shape)
         bias = bias.reshape(-1).expand(n).clone()
-        if not (1 <= du <= DECAY_MAX + 1 and 0 <= dv <= DECAY_MAX and 0 <= vth <= VTH_MAX):
-            raise DataError(f"netx layer {i}: neuron iDecay={du}, vDecay={dv}, vThMant={vth} outside Loihi's ranges "
-                            f"(1..4096, 0..4095, 0..{VTH_MAX})")
+        if not (1 <= du <= DECAY_MAX + 1 and 0 <= dv <= DECAY_MAX and 0 <= vth <= VTH_MAX
+                and -BIAS_MANT_MAX - 1 <= int(bias.min()) and int(bias.max()) <= BIAS_MANT_MAX):
+            raise DataError(f"netx layer {i}: neuron iDecay={du}, vDecay={dv}, vThMant={vth}, bias in "
+                            f"[{int(bias.min())}, {int(bias.max())}] outside Loihi's ranges (1..4096, 0..4095, "
+                            f"0..{VTH_MAX}, {-BIAS_MANT_MAX - 1}..{BIAS_MANT_MAX})")
         lif = IntLIFParams(du - 1, dv, vth, bias, torch.full_like(bias, NETX_BIAS_EXP))
         role = str(g.attrs.get("role", "readout" if i == synaptic[-1] else "spiking"))
+        if role not in ("spiking", "readout"):
+            raise DataError(f"{where}: role {role!r}; a synaptic layer is 'spiking' or 'readout'")
         layers.append(FixedLayer(name, role, syn, lif))
         shape = out_shape
     num_classes = int(f.attrs.get("num_classes", int(np.prod(shape))))

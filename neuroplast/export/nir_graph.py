@@ -2,7 +2,8 @@
 
 Our discrete LIF u[t] = λ·u[t−1]·(1 − s[t−1]) + I[t], s = H(u − θ), is NIR's
 LIF τ·du/dt = (v_leak − u) + R·I stepped with dt (u ← u + dt/τ·(v_leak − u + R·I)) when
-τ = dt/(1 − λ), R = τ/dt, v_leak = 0, v_threshold = θ and v_reset = 0 (hard reset). Synapses are
+τ = dt/(1 − λ), R = τ/dt, v_leak = 0, v_threshold = θ and v_reset = 0 (hard reset); λ = 1 (no leak) is
+τ = R = ∞, imported with the limit R·dt/τ = 1. Synapses are
 ``Affine`` (dense) and ``Conv2d``; average pooling is ``AvgPool2d``; flattening is ``Flatten``; the
 readout is an ``Affine`` whose per-step output is averaged over time (graph metadata ``readout``).
 Soft reset and max pooling have no NIR form and are refused with the layer named.
@@ -29,6 +30,8 @@ def _np(t) -> np.ndarray:
 def to_nir(net, dt: float = 1.0):
     """NIRGraph of a neuroplast network (input → … → output), validated by ``nir``."""
     import nir
+    if not (math.isfinite(dt) and dt > 0):
+        raise SpecError(f"NIR time step dt = {dt:g}: it must be > 0 (e.g. --dt 1)")
     nodes, order = {"input": nir.Input(input_type=np.array(net.input_shape))}, ["input"]
     shape = tuple(net.input_shape)
     for name, layer in net.layers.items():
@@ -89,65 +92,152 @@ def export_nir(net, path: str | Path, dt: float = 1.0) -> Path:
 
 
 def _chain(graph) -> list[str]:
+    """Node names after the Input, in order; DataError unless the graph is one chain through every node."""
+    inputs = [k for k, v in graph.nodes.items() if type(v).__name__ == "Input"]
+    if len(inputs) != 1:
+        raise DataError(f"this NIR graph has {len(inputs)} Input nodes; neuroplast imports graphs with one input")
     nxt = dict(graph.edges)
     if len(nxt) != len(graph.edges):
         raise DataError("this NIR graph branches; neuroplast imports feed-forward chains only")
-    node, order = next(k for k, v in graph.nodes.items() if type(v).__name__ == "Input"), []
-    while node in nxt:
-        node = nxt[node]
-        order.append(node)
-    return order
+    order = inputs
+    while order[-1] in nxt and len(order) <= len(graph.nodes):
+        order.append(nxt[order[-1]])
+    if len(order) != len(graph.nodes) or set(order) != set(graph.nodes):
+        raise DataError("this NIR graph is not one chain from its Input through every node (it has a cycle, a "
+                        "merge or unconnected nodes); neuroplast imports feed-forward chains only")
+    return order[1:]
+
+
+def _uniform(name: str, node, key: str) -> float:
+    """The one value of a per-neuron parameter; DataError if its neurons differ (a layer shares one)."""
+    vals = np.unique(np.asarray(getattr(node, key), dtype=np.float64))
+    if vals.size != 1 or np.isnan(vals[0]):
+        shown = ", ".join(f"{v:g}" for v in vals[:4]) + (", …" if vals.size > 4 else "")
+        raise DataError(f"NIR node {name}: {key} must be one number for all neurons, got [{shown}]; a neuroplast "
+                        f"layer shares one {key}")
+    return float(vals[0])
+
+
+def _lif(name: str, node, dt: float) -> tuple[LIFParams, float]:
+    """(our LIF, the input gain R·dt/τ folded into the synapse) of an NIR LIF node (module docstring)."""
+    tau, r, th = (_uniform(name, node, k) for k in ("tau", "r", "v_threshold"))
+    for key in ("v_leak", "v_reset"):
+        v = _uniform(name, node, key) if getattr(node, key, None) is not None else 0.0
+        if v != 0:
+            raise DataError(f"NIR node {name}: {key} = {v:g}; neuroplast's LIF leaks and resets to 0 "
+                            "(v_leak = v_reset = 0)")
+    if not tau > dt:
+        raise DataError(f"NIR node {name}: τ = {tau:g} is not above dt = {dt:g}; the leak λ = 1 − dt/τ must be in (0, 1]")
+    if not th > 0:
+        raise DataError(f"NIR node {name}: v_threshold = {th:g}; neuroplast's threshold must be > 0")
+    if math.isinf(tau):  # λ = 1: to_nir writes τ = r = ∞ (r = τ/dt, gain 1)
+        if r != math.inf:
+            raise DataError(f"NIR node {name}: τ = ∞ with r = {r:g} lets no input reach the neuron; write r = ∞ "
+                            "(r = τ/dt) for an integrate-and-fire layer")
+        return LIFParams(leak=1.0, threshold=th, reset="hard"), 1.0
+    gain = r * dt / tau
+    if not math.isfinite(gain):
+        raise DataError(f"NIR node {name}: r = {r:g} with τ = {tau:g} gives no finite input gain r·dt/τ")
+    return LIFParams(leak=1 - dt / tau, threshold=th, reset="hard"), gain
+
+
+def _pair(value) -> tuple:
+    v = np.asarray(value).reshape(-1).tolist()
+    return tuple(v * 2 if len(v) == 1 else v)
+
+
+def _conv_token(name: str, syn) -> str:
+    """``<c>C<k>[S<s>]`` of an NIR Conv2d; DataError unless it is one the architecture grammar builds."""
+    w = np.asarray(syn.weight)
+    if w.ndim != 4 or w.shape[2] != w.shape[3]:
+        raise DataError(f"NIR node {name}: Conv2d weight of shape {w.shape}; neuroplast convolutions have square "
+                        "kernels ([out, in, k, k])")
+    k = w.shape[-1]
+    stride, padding, dilation = (_pair(getattr(syn, key)) for key in ("stride", "padding", "dilation"))
+    if len(stride) != 2 or stride[0] != stride[1] or padding != (k // 2, k // 2) or dilation != (1, 1) \
+            or int(syn.groups) != 1:
+        raise DataError(f"NIR node {name}: Conv2d with stride {stride}, padding {padding}, dilation {dilation}, "
+                        f"groups {syn.groups}; neuroplast's convolutions (<c>C<k>S<s>) have one stride for both "
+                        f"axes, padding k//2 = {k // 2}, dilation 1 and groups 1")
+    return f"{w.shape[0]}C{k}" + (f"S{stride[0]}" if stride[0] != 1 else "")
+
+
+def _pool_token(name: str, node) -> str:
+    """``AP<k>`` of an NIR AvgPool2d; DataError unless kernel = stride = k (square) and padding 0."""
+    k, stride, padding = (_pair(getattr(node, key)) for key in ("kernel_size", "stride", "padding"))
+    if len(k) != 2 or k[0] != k[1] or stride != k or padding != (0, 0):
+        raise DataError(f"NIR node {name}: AvgPool2d with kernel {k}, stride {stride}, padding {padding}; neuroplast "
+                        "pools (AP<k>) have a square kernel, stride = kernel and no padding")
+    return f"AP{k[0]}"
 
 
 def from_nir(graph):
-    """Rebuild a runnable neuroplast Network from an NIRGraph written by ``to_nir`` (or of that shape)."""
+    """Rebuild a runnable neuroplast Network from an NIRGraph written by ``to_nir`` (or of that shape:
+    Input, then Affine/Conv2d → LIF, AvgPool2d and Flatten nodes, then an Affine readout → Output);
+    DataError naming what else a graph holds."""
     meta = dict(getattr(graph, "metadata", {}) or {})
-    dt = float(meta.get("dt", 1.0))
+    try:
+        dt = float(meta.get("dt", 1.0))
+    except (TypeError, ValueError):
+        dt = math.nan
+    if not (math.isfinite(dt) and dt > 0):
+        raise DataError(f"NIR graph metadata dt = {meta.get('dt')!r}; the time step must be a number > 0")
+    order = _chain(graph)
+    if not order or type(graph.nodes[order[-1]]).__name__ != "Output":
+        raise DataError("this NIR graph's chain does not end at an Output node; neuroplast imports Input → … → Output")
+    body = order[:-1]
     inp = next(v for v in graph.nodes.values() if type(v).__name__ == "Input")
-    input_shape = tuple(int(x) for x in np.asarray(inp.input_type["input"]).reshape(-1))
-    tokens, weights, lif = [], [], None
-    pending = None
-    for name in _chain(graph):
+    input_shape = tuple(int(x) for x in np.asarray(next(iter(inp.input_type.values()))).reshape(-1))
+    tokens, weights, lif, pending = [], [], None, None
+    for name in body:
         node = graph.nodes[name]
         kind = type(node).__name__
+        if pending is not None and kind != "LIF":
+            raise DataError(f"NIR node {pending[0]} ({type(pending[1]).__name__}) is followed by {name} ({kind}); "
+                            "neuroplast needs an LIF after every synapse but the readout Affine before Output")
         if kind in ("Affine", "Conv2d"):
             pending = (name, node)
         elif kind == "LIF":
             if pending is None:
                 raise DataError(f"NIR node {name}: an LIF must follow an Affine or Conv2d")
-            syn = pending[1]
-            tau, r, th = (float(np.asarray(getattr(node, k)).reshape(-1)[0]) for k in ("tau", "r", "v_threshold"))
-            gain = r * dt / tau  # folded into the synapse: our LIF takes I with unit gain
-            params = LIFParams(leak=1 - dt / tau if math.isfinite(tau) else 1.0, threshold=th, reset="hard")
+            syn_name, syn = pending
+            params, gain = _lif(name, node, dt)  # the gain is folded into the synapse: our LIF takes I with unit gain
             if lif is not None and params != lif:
                 raise DataError(f"NIR node {name}: neuroplast networks share one LIF setting; this graph mixes them")
             lif = params
-            w, b = np.asarray(syn.weight) * gain, np.asarray(syn.bias) * gain
-            tokens.append(f"{w.shape[0]}C{w.shape[-1]}" if type(syn).__name__ == "Conv2d" else str(w.shape[0]))
-            weights.append((w, b))
+            conv = type(syn).__name__ == "Conv2d"
+            tokens.append(_conv_token(syn_name, syn) if conv else str(np.asarray(syn.weight).shape[0]))
+            weights.append((syn_name, np.asarray(syn.weight) * gain, np.asarray(syn.bias) * gain))
             pending = None
         elif kind == "AvgPool2d":
-            tokens.append(f"AP{int(np.asarray(node.kernel_size).reshape(-1)[0])}")
-        elif kind in ("Flatten", "Output"):
-            if kind == "Output" and pending is not None:  # the readout
-                w, b = np.asarray(pending[1].weight), np.asarray(pending[1].bias)
-                tokens.append(f"FC{w.shape[0]}")
-                weights.append((w, b))
-                pending = None
-        else:
+            tokens.append(_pool_token(name, node))
+        elif kind != "Flatten":
             raise DataError(f"NIR node {name} ({kind}) has no neuroplast layer")
+    if pending is None or type(pending[1]).__name__ != "Affine":
+        end = f"{body[-1]} ({type(graph.nodes[body[-1]]).__name__})" if body else "its Input"
+        raise DataError(f"this NIR graph ends with {end} before its Output; neuroplast networks end with a "
+                        "non-spiking Affine readout (its per-step output averaged over time)")
+    w, b = np.asarray(pending[1].weight), np.asarray(pending[1].bias)
+    tokens.append(f"FC{w.shape[0]}")
+    weights.append((pending[0], w, b))
     arch = "-".join(["x".join(map(str, input_shape)), *tokens])
-    num_classes = int(weights[-1][0].shape[0])
-    net = build_network(arch, input_shape=input_shape, num_classes=num_classes, lif=lif or LIFParams())
+    try:
+        net = build_network(arch, input_shape=input_shape, num_classes=int(w.shape[0]), lif=lif or LIFParams())
+    except SpecError as exc:
+        raise DataError(f"this NIR graph does not form a neuroplast network: {exc}") from None
     layers = [layer for layer in net.layers.values() if hasattr(layer, "op")]
     with torch.no_grad():
-        for layer, (w, b) in zip(layers, weights, strict=True):
-            layer.op.weight.copy_(torch.as_tensor(w, dtype=layer.op.weight.dtype).reshape(layer.op.weight.shape))
+        for layer, (name, w, b) in zip(layers, weights, strict=True):
+            if w.shape != tuple(layer.op.weight.shape) or b.shape != tuple(layer.op.bias.shape):
+                raise DataError(f"NIR node {name}: weight {w.shape} and bias {b.shape} do not fit its input; "
+                                f"{arch} needs weight {tuple(layer.op.weight.shape)} and bias {tuple(layer.op.bias.shape)}")
+            layer.op.weight.copy_(torch.as_tensor(w, dtype=layer.op.weight.dtype))
             layer.op.bias.copy_(torch.as_tensor(b, dtype=layer.op.bias.dtype))
     return net
 
 
 def import_nir(path: str | Path):
+    """``from_nir`` of an NIR file; DataError for a missing, unreadable or unsupported one."""
     import nir
     path = Path(path)
     if not path.is_file():

@@ -33,9 +33,9 @@ def resolve_device(name: str) -> torch.device:
 
 
 def noise_generator(seed: int, device: torch.device) -> torch.Generator:
-    """The generator of everything drawn while running (noise, LocalZO samples, dropout masks,
-    feedback matrices): its own stream, so that e.g. a random feedback matrix never repeats the
-    weights drawn by ``build_network`` from the same seed."""
+    """The generator of what the rule and the training loop draw while running (noise, feedback
+    matrices, input spikes): its own stream, so that e.g. a random feedback matrix never repeats the
+    weights drawn by ``build_network`` from the same seed (the layers' own draws: ``Network.seed_draws``)."""
     return torch.Generator(device).manual_seed(seed + 1_000_003)
 
 
@@ -125,9 +125,7 @@ def _train(cfg, rule, device, run, progress, on_epoch):
     gen = torch.Generator().manual_seed(cfg.seed)  # CPU: weight init, shuffling
     dev_gen = noise_generator(cfg.seed, device)
     net = make_network(cfg, data, gen).to(device)
-    for m in net.modules():  # dropout masks, LocalZO draws, ASGL spike noise
-        if hasattr(m, "generator"):
-            m.generator = dev_gen
+    net.seed_draws(cfg.seed, device)  # dropout masks, LocalZO draws, ASGL spike noise: a stream per layer
     rule.generator = dev_gen  # noise and feedback matrices of rules that draw them
     if cfg.trainable == "readout":  # control: hidden layers frozen at their initialisation
         for name, layer in net.layers.items():

@@ -47,6 +47,23 @@ def _family(method: str) -> tuple[str, bool, bool]:
     return fam, bool(getattr(rule, "local", None)), fam in ("zo", "opzo") and getattr(rule, "site", "after") == "after"
 
 
+def new_activity() -> dict:
+    """The training activity a run records for the cost model (summed over its optimizer steps)."""
+    return {"updates": 0, "noise_draws": 0, "samples": 0, "train_spikes": {}, "train_synops": {}}
+
+
+def record_step(activity: dict, net, x_seq, spike_counts: dict, noise_draws: int, samples: int) -> None:
+    """Add one optimizer step to ``activity``: its spikes per layer (counts [*shape] summed over the batch
+    and T), the synaptic events they cause (``Network.count_synops``), noise draws and samples."""
+    activity["updates"] += 1
+    activity["noise_draws"] += int(noise_draws)
+    for k, v in spike_counts.items():
+        activity["train_spikes"][k] = activity["train_spikes"].get(k, 0) + int(v.sum())
+    for k, v in net.count_synops(x_seq, spike_counts).items():
+        activity["train_synops"][k] = activity["train_synops"].get(k, 0.0) + v
+    activity["samples"] += int(samples)
+
+
 def layer_table(net) -> list[dict]:
     """Synaptic layers of a network: neurons, fan-in synapses, and the spiking layer feeding each."""
     rows, prev = [], "input"

@@ -7,7 +7,7 @@ import torch
 from neuroplast.chip.hardware import available_chips, load_chip
 from neuroplast.chip.quantize import quantize
 from neuroplast.cli import main
-from neuroplast.errors import SpecError
+from neuroplast.errors import DataError, SpecError
 from neuroplast.snn import build_network
 
 
@@ -132,3 +132,48 @@ def test_chip_eval_errors(digits_runs, tmp_path, capsys):
     assert "config.json not found" in capsys.readouterr().err
     assert main(["chip", "eval", str(digits_runs["fc"]), "--hw", "loihi7"]) == 2
     assert "unknown chip" in capsys.readouterr().err
+
+
+def _biased(arch, bias, gain, leak=0.9, layer="dense1"):
+    from neuroplast.snn import LIFParams
+    net = build_network(arch, input_shape=(16,), num_classes=4, lif=LIFParams(leak=leak),
+                        generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        for p in net.parameters():
+            p.mul_(gain)
+        net.layers[layer].op.bias.copy_(torch.as_tensor(bias, dtype=torch.float32))
+    return net
+
+
+def test_a_large_bias_lowers_the_scale_and_is_never_clipped():
+    """A hidden bias of 1.5θ at λ = 0.9: at the weights' own scale b·S would pass the chip's bias range
+    (4095·2^7); S is lowered so that it fits, the integer bias is b·S, and at zero input the chip
+    fires at every step as the float network does."""
+    net = _biased("16-8-4", 1.5, 0.1)
+    fixed = quantize(net, load_chip("loihi2"), time_steps=8)
+    layer = fixed.layers[0]
+    bias, s = layer.lif.effective_bias(), layer.synapse.v_scale
+    assert (bias.double() - 1.5 * s).abs().max() <= 2.0 ** int(layer.lif.bias_exp.max()) / 2
+    x = torch.zeros(8, 2, 16)
+    want = net.simulate(x).spikes["dense1"].sum(0)
+    assert int(want.min()) == 8
+    assert torch.equal(fixed.simulate(x)["spikes"]["dense1"], want.long())
+
+
+def test_a_large_readout_bias_fits_and_keeps_the_float_outputs():
+    """Readout biases [0, 1, 2, 3] with small weights: S is capped so that the largest bias fits the chip's
+    bias, and v_out/S is the float readout's sum over T steps (argmax included)."""
+    net = _biased("16-8-4", [0.0, 1.0, 2.0, 3.0], 0.01, layer="readout")
+    fixed = quantize(net, load_chip("loihi2"), time_steps=4)
+    x = torch.rand(4, 5, 16, generator=torch.Generator().manual_seed(1))
+    want = 4 * net.simulate(x).logits.double()
+    got = fixed.simulate(x)["v_out"].double() / fixed.synapses()["readout"].v_scale
+    assert (got - want).abs().max() < 1e-3 * want.abs().max()
+    assert torch.equal(fixed.classify(x), want.argmax(1))
+
+
+def test_a_bias_no_scale_can_hold_is_a_data_error():
+    with pytest.raises(DataError, match="layer dense1: a bias of 100000 .*does not fit the chip's bias"):
+        quantize(_biased("16-8-4", 1e5, 0.1), load_chip("loihi2"), time_steps=8)
+    with pytest.raises(DataError, match="layer readout: its biases .* too large next to its weights"):
+        quantize(_biased("16-8-4", [0.0, 1e9, 0.0, 0.0], 1e-6, layer="readout"), load_chip("loihi2"), time_steps=8)

@@ -12,7 +12,8 @@ Per spiking layer S = vth·64/θ, with vth = 127·θ·X·2^(exp+1)/max|W| and th
 keeping vth ≤ 2^14 (m uses the whole 8 bits; v keeps ±8θ of range before its 24-bit saturation). The readout
 integrates (dv = 0) with S chosen so that T steps of worst-case input cannot saturate v (and lowered when the
 chip's largest weight exponent cannot hold max|W|·S in 8 bits). Biases:
-b·S = bias_mant·2^bias_exp, the smallest exponent with a 13-bit mantissa.
+b·S = bias_mant·2^bias_exp, the smallest exponent with a 13-bit mantissa; S is capped so that
+max|b|·S ≤ 4095·2^bias_exp_max (``bias_vth_cap``; the readout likewise), never clipped.
 ``timing="sync"`` runs every layer on this step's input (the float engine's timing); ``"lava"``
 adds Lava's one-step Dense delay per synapse and runs depth − 1 extra steps.
 """
@@ -24,7 +25,7 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
-from ..errors import SpecError
+from ..errors import DataError, SpecError
 from ..snn.layers import Dropout, Flatten, Pool, Readout, SpikingLayer
 from ..snn.pooling import avg_pool
 from .fixed import (
@@ -99,14 +100,14 @@ class FixedLayer:
     pool: tuple[str, int] | None = None
 
 
-def threshold_scale(theta: float, x_scale: int, lsb: float, lo: int, hi: int) -> tuple[int, int]:
+def threshold_scale(theta: float, x_scale: int, lsb: float, lo: int, hi: int, cap: int = VTH_CAP) -> tuple[int, int]:
     """(weight_exp, vth) for a layer whose weights should step by ``lsb`` (float units): the largest
-    exponent in [lo, hi] with 1 ≤ vth ≤ VTH_CAP, vth = ⌊θ·X·2^(exp+1)/lsb⌋ (from m·2^(exp+7) = W·S/X,
-    S = vth·64/θ); clipped to [1, VTH_CAP] when no exponent fits."""
+    exponent in [lo, hi] with 1 ≤ vth ≤ cap, vth = ⌊θ·X·2^(exp+1)/lsb⌋ (from m·2^(exp+7) = W·S/X,
+    S = vth·64/θ); clipped to [1, cap] when no exponent fits."""
     def vth_of(e):
         return math.floor(theta * x_scale * 2.0 ** (e + 1) / lsb)
-    exp = next((e for e in range(hi, lo - 1, -1) if 1 <= vth_of(e) <= VTH_CAP), lo)
-    return exp, int(min(max(vth_of(exp), 1), VTH_CAP))
+    exp = next((e for e in range(hi, lo - 1, -1) if 1 <= vth_of(e) <= cap), lo)
+    return exp, int(min(max(vth_of(exp), 1), cap))
 
 
 def _round(y: Tensor, stochastic: bool, generator) -> Tensor:
@@ -149,14 +150,42 @@ def constant_drive_vth(w: Tensor, b: Tensor | None, theta: float, x_scale: int, 
     return vth
 
 
+def _abs_max(t: Tensor | None) -> float:
+    return float(t.detach().abs().max()) if t is not None and t.numel() else 0.0
+
+
+def bias_limit(exp_max: int = BIAS_EXP_MAX) -> int:
+    """The largest |b·S| the chip's bias holds: BIAS_MANT_MAX·2^exp_max (4095·2^7 = 524160 on Loihi)."""
+    return BIAS_MANT_MAX << exp_max
+
+
+def bias_vth_cap(name: str, b: Tensor | None, theta: float, exp_max: int = BIAS_EXP_MAX) -> int:
+    """The largest vth whose scale S = vth·64/θ keeps every bias on the chip, max|b|·S ≤ BIAS_MANT_MAX·2^exp_max:
+    ⌊BIAS_MANT_MAX·2^exp_max·θ/(64·max|b|)⌋ (VTH_MAX without biases); DataError where not even vth = 1 fits."""
+    bmax = _abs_max(b)
+    if bmax == 0:
+        return VTH_MAX
+    cap = math.floor(bias_limit(exp_max) * theta / (2 ** VTH_SHIFT * bmax))
+    if cap < 1:
+        raise DataError(f"layer {name}: a bias of {bmax:g} ({bmax / theta:g}·θ) does not fit the chip's bias, "
+                        f"{BIAS_MANT_MAX}·2^{exp_max}, even at the smallest threshold scale (vth = 1): at most "
+                        f"{bias_limit(exp_max) / 2 ** VTH_SHIFT:g}·θ")
+    return min(cap, VTH_MAX)
+
+
 def _bias(b: Tensor | None, s: float, n: int, exp_max: int = BIAS_EXP_MAX) -> tuple[Tensor, Tensor]:
+    """b·S = mant·2^exp, the smallest exp in [0, exp_max] with |mant| ≤ 4095; the caller caps S so that
+    max|b|·S fits (``bias_limit``): a bias that does not is an error, never clipped."""
     if b is None:
         return torch.zeros(n, dtype=torch.int64), torch.zeros(n, dtype=torch.int64)
     b_int = torch.round(b.detach().to(torch.float64) * s)
     exp = torch.zeros_like(b_int)
     while bool(((b_int.abs() / 2 ** exp) > BIAS_MANT_MAX).any()) and int(exp.max()) < exp_max:
         exp = torch.where((b_int.abs() / 2 ** exp) > BIAS_MANT_MAX, exp + 1, exp)
-    mant = torch.round(b_int / 2 ** exp).clamp(-BIAS_MANT_MAX - 1, BIAS_MANT_MAX)
+    mant = torch.round(b_int / 2 ** exp)
+    if bool((mant.abs() > BIAS_MANT_MAX).any()):
+        raise DataError(f"a bias of {float(b_int.abs().max()):g} (b·S) does not fit the chip's bias "
+                        f"({BIAS_MANT_MAX}·2^{exp_max}); lower the scale S")
     return mant.to(torch.int64), exp.to(torch.int64)
 
 
@@ -194,7 +223,8 @@ def quantize(net, chip: Chip, *, encoding: str = "direct", time_steps: int, stoc
                 raise SpecError(f"layer {name}: Loihi's LIF resets to 0 (hard reset); {layer.lif.reset!r} cannot run")
             w, theta = layer.op.weight, layer.lif.threshold
             wmax = float(w.detach().abs().max()) or 1e-12
-            exp, vth = threshold_scale(theta, x_scale, wmax / W_MANT_MAX, lo, hi)
+            cap = min(VTH_CAP, bias_vth_cap(name, layer.op.bias, theta, bias_exp_max))
+            exp, vth = threshold_scale(theta, x_scale, wmax / W_MANT_MAX, lo, hi, cap)
             if encoding == "direct" and not any(f.synapse is not None for f in layers) and vth == VTH_CAP:
                 vth = constant_drive_vth(w, layer.op.bias, theta, x_scale, exp, vth, bias_exp_max)
             s = vth * 2.0 ** VTH_SHIFT / theta
@@ -210,10 +240,16 @@ def quantize(net, chip: Chip, *, encoding: str = "direct", time_steps: int, stoc
         elif isinstance(layer, Readout):
             w, b = layer.op.weight.detach(), layer.op.bias
             reach = float((w.abs().sum(1) + (b.detach().abs() if b is not None else 0)).max()) or 1e-12
-            s = READOUT_VMAX / (steps * reach)
+            s, bmax = READOUT_VMAX / (steps * reach), _abs_max(b)
+            if bmax > 0:
+                s = min(s, bias_limit(bias_exp_max) / bmax)     # the biases fit the chip's bias
             wmax = float(w.abs().max()) or 1e-12
             exp = next((e for e in range(lo, hi + 1) if wmax * s / (x_scale * 2.0 ** (e + 7)) <= W_MANT_MAX + 0.5), hi)
             s = min(s, W_MANT_MAX * x_scale * 2.0 ** (exp + 7) / wmax)  # no exponent fits: coarser v, no clipping
+            if _abs_max(w) > 0 and wmax * s / (x_scale * 2.0 ** (exp + 7)) < 0.5:
+                raise DataError(f"layer {name}: its biases (up to {bmax:g}) are too large next to its weights "
+                                f"(up to {wmax:g}): at a scale that keeps them on the chip's bias "
+                                f"({BIAS_MANT_MAX}·2^{bias_exp_max}) every weight rounds to 0")
             syn = FixedSynapse(_mantissas(w, s, x_scale, exp, stochastic, generator), exp, x_scale, s)
             mant, bexp = _bias(b, s, w.shape[0], bias_exp_max)
             layers.append(FixedLayer(name, "readout", syn, IntLIFParams(DECAY_MAX, 0, VTH_MAX, mant, bexp)))

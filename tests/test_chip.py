@@ -177,3 +177,40 @@ def test_a_bias_no_scale_can_hold_is_a_data_error():
         quantize(_biased("16-8-4", 1e5, 0.1), load_chip("loihi2"), time_steps=8)
     with pytest.raises(DataError, match="layer readout: its biases .* too large next to its weights"):
         quantize(_biased("16-8-4", [0.0, 1e9, 0.0, 0.0], 1e-6, layer="readout"), load_chip("loihi2"), time_steps=8)
+
+
+def test_a_strong_drive_lowers_the_threshold_so_that_u_cannot_wrap():
+    """dense1 fires at every step into 200 weights of 0.1θ: a current of 20θ, whose a << 6 at the default
+    scale wraps past 24 bits and silences dense2. vth is lowered until the largest current fits: the chip
+    fires as the float network does, u = a << 6 unwrapped, and the mantissas still use all 8 bits."""
+    net = build_network("16-200-8-4", input_shape=(16,), num_classes=4, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        for name, w in (("dense1", 0.3), ("dense2", 0.1)):
+            net.layers[name].op.weight.fill_(w)
+            net.layers[name].op.bias.zero_()
+    x = torch.ones(8, 2, 16)
+    want = net.simulate(x).spikes["dense2"].sum(0)
+    fixed = quantize(net, load_chip("loihi2"), time_steps=8)
+    out = fixed.simulate(x, record=True)
+    assert int(want.min()) > 0 and torch.equal(out["spikes"]["dense2"], want.long())
+    syn = fixed.synapses()["dense2"]
+    a = int(syn.current(torch.ones(1, 200, dtype=torch.int64)).max())
+    assert int(out["steps"]["dense2"]["u"].min()) == a << 6 > 0
+    assert int(syn.m.abs().max()) == 127
+
+
+@pytest.mark.parametrize("arch,shape", [("64-300-300-10", (64,)), ("1x8x8-16C3-AP2-40-FC", (1, 8, 8))])
+def test_no_input_can_wrap_u_in_any_layer(arch, shape):
+    """Every synaptic layer's largest current over all inputs (each at 0 or its largest payload X, where
+    it adds to the sum) keeps u = a << 6 inside 24 bits, for positive-heavy weights with wide fan-in."""
+    net = build_network(arch, input_shape=shape, num_classes=10, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        for p in net.parameters():
+            p.abs_().mul_(2.0)
+    fixed = quantize(net, load_chip("loihi2"), time_steps=6)
+    for name, syn in fixed.synapses().items():
+        m = syn.m.flatten(1)
+        worst = torch.maximum(m.clamp_min(0).sum(1), (-m).clamp_min(0).sum(1)).max()
+        assert 2 * int(worst) * syn.x_scale * 2.0 ** syn.weight_exp * 64 < 2 ** 23, name
+        # precision kept: all 8 bits (the readout, whose S is set by T steps of input: at least 7)
+        assert int(syn.m.abs().max()) >= (64 if name == "readout" else 127), name

@@ -9,7 +9,10 @@ for inputs on a 1/L grid, ``input_scale``), k² after a k×k average pool) store
     m = round(W·S / (X·2^(weight_exp + 7)))  ∈ [−128, 127]   (Lava weight 2m; a = Σ 2m·x_int << exp)
 
 Per spiking layer S = vth·64/θ, with vth = 127·θ·X·2^(exp+1)/max|W| and the largest weight exponent
-keeping vth ≤ 2^14 (m uses the whole 8 bits; v keeps ±8θ of range before its 24-bit saturation). The readout
+keeping vth ≤ 2^14 (m uses the whole 8 bits; v keeps ±8θ of range before its 24-bit saturation) and
+vth ≤ (2^17 − 1)·θ/max_i max(Σ_j W⁺_ij, Σ_j W⁻_ij) (``drive_vth_cap``: the largest input current, every
+input at its largest payload, keeps u = a << 6 inside its 24 bits; a stronger drive would wrap u and
+silence the layer). The readout
 integrates (dv = 0) with S chosen so that T steps of worst-case input cannot saturate v (and lowered when the
 chip's largest weight exponent cannot hold max|W|·S in 8 bits). Biases:
 b·S = bias_mant·2^bias_exp, the smallest exponent with a 13-bit mantissa; S is capped so that
@@ -29,6 +32,7 @@ from ..errors import DataError, SpecError
 from ..snn.layers import Dropout, Flatten, Pool, Readout, SpikingLayer
 from ..snn.pooling import avg_pool
 from .fixed import (
+    ACT_SHIFT,
     BIAS_EXP_MAX,
     BIAS_MANT_MAX,
     DECAY_MAX,
@@ -51,6 +55,7 @@ V_HEADROOM = 8              # v must reach ±8θ before it saturates (a larger v
 VTH_CAP = min(VTH_MAX, (1 << 23) // ((1 << VTH_SHIFT) * V_HEADROOM))
 READOUT_VMAX = (VTH_MAX << VTH_SHIFT) - 1   # an integrating readout must stay below its own threshold
 UV_LIMIT = 1 << 23          # u and v are 24-bit signed: a << 6 must stay below this
+A_MAX = (UV_LIMIT >> ACT_SHIFT) - 1   # the largest |a| whose u = a << 6 cannot wrap (2^17 − 1)
 
 
 @dataclass
@@ -121,6 +126,40 @@ def _mantissas(w: Tensor, s: float, x_scale: int, exp: int, stochastic: bool, ge
     return _round(y, stochastic, generator).clamp(-W_MANT_MAX - 1, W_MANT_MAX).to(torch.int64)
 
 
+def signed_reach(w: Tensor) -> float:
+    """max_i max(Σ_j W⁺_ij, Σ_j W⁻_ij): the largest |Σ_j W_ij·x_j| over inputs x in [0, 1] (0 for no weights)."""
+    wd = w.detach().to(torch.float64).flatten(1)
+    return float(torch.maximum(wd.clamp_min(0).sum(1), (-wd).clamp_min(0).sum(1)).max()) if wd.numel() else 0.0
+
+
+def drive_bound(w: Tensor, s: float, x_scale: int, exp: int) -> int:
+    """The largest |a| = |Σ 2m·x << exp| over payloads 0 ≤ x ≤ X for mantissas m of y = W·S/(X·2^(exp+7))
+    under any rounding (|m| ≤ ⌈|y|⌉): ⌈2·signed_reach(m)·X·2^exp⌉. u = a << 6 cannot wrap while it is ≤ A_MAX."""
+    y = w.detach().to(torch.float64).flatten(1) * (s / (x_scale * 2.0 ** (exp + 7)))
+    return math.ceil(2 * signed_reach(torch.ceil(y.abs()).clamp_max(W_MANT_MAX + 1) * y.sign()) * x_scale * 2.0 ** exp)
+
+
+def drive_vth_cap(w: Tensor, theta: float) -> int:
+    """The largest vth at which the float current keeps u from wrapping: a·2^6 = S·Σ W·x ≤ vth·64·R/θ with
+    R = ``signed_reach(W)`` (inputs in [0, 1]), so vth ≤ ⌊A_MAX·θ/R⌋."""
+    reach = signed_reach(w)
+    return VTH_MAX if reach == 0 else min(VTH_MAX, math.floor(A_MAX * theta / reach))
+
+
+def fit_drive(name: str, w: Tensor, theta: float, x_scale: int, lsb: float, lo: int, hi: int, exp: int, vth: int,
+              ) -> tuple[int, int]:
+    """(exp, vth) with vth lowered (and the exponent chosen again, ``threshold_scale``) until the rounded
+    mantissas' worst current ``drive_bound`` ≤ A_MAX; DataError where not even vth = 1 keeps u from wrapping."""
+    while (a := drive_bound(w, vth * 2.0 ** VTH_SHIFT / theta, x_scale, exp)) > A_MAX:
+        cap = min(vth - 1, math.floor(vth * A_MAX / a))
+        if cap < 1:
+            raise DataError(f"layer {name}: its input current reaches {signed_reach(w) / theta:g}·θ per step (every "
+                            "input at its largest value), more than the chip's 24-bit u holds even at the smallest "
+                            "threshold scale (vth = 1); scale the weights down")
+        exp, vth = threshold_scale(theta, x_scale, lsb, lo, hi, cap)
+    return exp, vth
+
+
 def constant_drive_vth(w: Tensor, b: Tensor | None, theta: float, x_scale: int, exp: int, vth: int,
                        bias_exp_max: int = BIAS_EXP_MAX) -> int:
     """A threshold above VTH_CAP for a layer whose input is constant over the T steps (the first layer
@@ -132,7 +171,7 @@ def constant_drive_vth(w: Tensor, b: Tensor | None, theta: float, x_scale: int, 
     happens above threshold (a spike either way) and at −2^23 only on a falling trajectory that never
     spikes again, in the float network as on the chip. What remains to guard is exact: u = a << 6
     must not wrap (the worst-case |a| over all inputs in [0, 1], from the rounded-up mantissas,
-    stays below 2^17) and the biases must fit the chip's bias range. Returns the largest vth ≤ the
+    stays below 2^17, ``drive_bound``) and the biases must fit the chip's bias range. Returns the largest vth ≤ the
     wanted ⌊θ·X·2^(exp+1)/lsb⌋ (and ≤ VTH_MAX) meeting both, at least ``vth``."""
     wd = w.detach().to(torch.float64).flatten(1)
     lsb = float(wd.abs().max()) / W_MANT_MAX or 1e-12
@@ -141,10 +180,7 @@ def constant_drive_vth(w: Tensor, b: Tensor | None, theta: float, x_scale: int, 
     bias_lim = BIAS_MANT_MAX * 2 ** bias_exp_max
     while cand > vth:
         s = cand * 2.0 ** VTH_SHIFT / theta
-        m = torch.ceil((wd * s / (x_scale * 2.0 ** (exp + 7))).abs()).clamp_max(W_MANT_MAX) * wd.sign()
-        reach = torch.maximum(m.clamp_min(0).sum(1), (-m).clamp_min(0).sum(1)).max()
-        a_max = float(2 * reach * x_scale * 2.0 ** exp)          # |Σ 2m·x << exp| for 0 ≤ x ≤ X
-        if a_max * 2 ** VTH_SHIFT < UV_LIMIT and bmax * s <= bias_lim:
+        if drive_bound(wd, s, x_scale, exp) <= A_MAX and bmax * s <= bias_lim:
             return cand
         cand = math.floor(cand * 0.97)
     return vth
@@ -189,6 +225,14 @@ def _bias(b: Tensor | None, s: float, n: int, exp_max: int = BIAS_EXP_MAX) -> tu
     return mant.to(torch.int64), exp.to(torch.int64)
 
 
+def readout_exp(w: Tensor, s: float, x_scale: int, lo: int, hi: int) -> tuple[int, float]:
+    """(weight_exp, S) of the readout: the smallest exponent with max|W|·S/(X·2^(exp+7)) ≤ 127.5 (the most
+    mantissa bits), else the largest with S lowered to fit it (coarser v, no clipping)."""
+    wmax = _abs_max(w) or 1e-12
+    exp = next((e for e in range(lo, hi + 1) if wmax * s / (x_scale * 2.0 ** (e + 7)) <= W_MANT_MAX + 0.5), hi)
+    return exp, min(s, W_MANT_MAX * x_scale * 2.0 ** (exp + 7) / wmax)
+
+
 def input_grid(x: Tensor) -> int:
     """The smallest L ≤ 255 with every value of ``x`` (in [0, 1]) a multiple of 1/L, else 255: graded
     payloads round(L·x) then carry such inputs exactly (digits: pixel/16, L = 16), and the first
@@ -223,10 +267,11 @@ def quantize(net, chip: Chip, *, encoding: str = "direct", time_steps: int, stoc
                 raise SpecError(f"layer {name}: Loihi's LIF resets to 0 (hard reset); {layer.lif.reset!r} cannot run")
             w, theta = layer.op.weight, layer.lif.threshold
             wmax = float(w.detach().abs().max()) or 1e-12
-            cap = min(VTH_CAP, bias_vth_cap(name, layer.op.bias, theta, bias_exp_max))
+            cap = min(VTH_CAP, bias_vth_cap(name, layer.op.bias, theta, bias_exp_max), drive_vth_cap(w, theta))
             exp, vth = threshold_scale(theta, x_scale, wmax / W_MANT_MAX, lo, hi, cap)
             if encoding == "direct" and not any(f.synapse is not None for f in layers) and vth == VTH_CAP:
                 vth = constant_drive_vth(w, layer.op.bias, theta, x_scale, exp, vth, bias_exp_max)
+            exp, vth = fit_drive(name, w, theta, x_scale, wmax / W_MANT_MAX, lo, hi, exp, vth)
             s = vth * 2.0 ** VTH_SHIFT / theta
             conv = None if w.dim() == 2 else {"stride": layer.op.stride, "padding": layer.op.padding}
             syn = FixedSynapse(_mantissas(w, s, x_scale, exp, stochastic, generator), exp, x_scale, s, conv)
@@ -243,10 +288,15 @@ def quantize(net, chip: Chip, *, encoding: str = "direct", time_steps: int, stoc
             s, bmax = READOUT_VMAX / (steps * reach), _abs_max(b)
             if bmax > 0:
                 s = min(s, bias_limit(bias_exp_max) / bmax)     # the biases fit the chip's bias
-            wmax = float(w.abs().max()) or 1e-12
-            exp = next((e for e in range(lo, hi + 1) if wmax * s / (x_scale * 2.0 ** (e + 7)) <= W_MANT_MAX + 0.5), hi)
-            s = min(s, W_MANT_MAX * x_scale * 2.0 ** (exp + 7) / wmax)  # no exponent fits: coarser v, no clipping
-            if _abs_max(w) > 0 and wmax * s / (x_scale * 2.0 ** (exp + 7)) < 0.5:
+            exp, s = readout_exp(w, s, x_scale, lo, hi)
+            for _ in range(64):   # rounded-up mantissas can lift the current past u's range: lower S
+                if (a := drive_bound(w, s, x_scale, exp)) <= A_MAX:
+                    break
+                exp, s = readout_exp(w, s * A_MAX / a * (1 - 1e-9), x_scale, lo, hi)
+            else:
+                raise DataError(f"layer {name}: no scale keeps its input current inside the chip's 24-bit u")
+            wmax = _abs_max(w)
+            if wmax > 0 and wmax * s / (x_scale * 2.0 ** (exp + 7)) < 0.5:
                 raise DataError(f"layer {name}: its biases (up to {bmax:g}) are too large next to its weights "
                                 f"(up to {wmax:g}): at a scale that keeps them on the chip's bias "
                                 f"({BIAS_MANT_MAX}·2^{bias_exp_max}) every weight rounds to 0")

@@ -1,11 +1,12 @@
 """Chip files, quantisation and float-vs-fixed accuracy of trained networks."""
+import dataclasses
 import json
 
 import pytest
 import torch
 
 from neuroplast.chip.hardware import available_chips, load_chip
-from neuroplast.chip.quantize import quantize
+from neuroplast.chip.quantize import quantize, threshold_scale
 from neuroplast.cli import main
 from neuroplast.errors import DataError, SpecError
 from neuroplast.snn import build_network
@@ -214,3 +215,27 @@ def test_no_input_can_wrap_u_in_any_layer(arch, shape):
         assert 2 * int(worst) * syn.x_scale * 2.0 ** syn.weight_exp * 64 < 2 ** 23, name
         # precision kept: all 8 bits (the readout, whose S is set by T steps of input: at least 7)
         assert int(syn.m.abs().max()) >= (64 if name == "readout" else 127), name
+
+
+def test_weights_too_large_for_every_scale_are_a_data_error_not_clipped():
+    """Weights above 127·θ·X·2^(hi+1) clip even at the largest exponent and vth = 1 (netx's exponents
+    [−1, 0]: 254θ for spike input); a current past 2^17·θ wraps u even at vth = 1. Both are refused."""
+    assert threshold_scale(1.0, 1, 2.0, -8, 7) == (7, 128)
+    with pytest.raises(DataError, match="do not fit the chip's 8-bit mantissas"):
+        threshold_scale(1.0, 1, 3.0, -1, 0)
+    base = load_chip("loihi2")
+    netx_like = dataclasses.replace(base, numerics={**base.numerics, "weight_exp_min": -1, "weight_exp_max": 0})
+    net = _biased("16-8-8-4", 0.0, 1.0)
+    for w, m in ((250.0, 125), (300.0, None)):
+        with torch.no_grad():
+            net.layers["dense2"].op.weight.fill_(w)
+        if m is not None:   # fits at vth = 1: 250/254 of the mantissa range
+            fixed = quantize(net, netx_like, encoding="poisson", time_steps=4)
+            assert int(fixed.synapses()["dense2"].m.max()) == m and fixed.layers[1].lif.vth == 1
+        else:               # the old fallback took exponent −1 and clipped every mantissa at 127
+            with pytest.raises(DataError, match=r"layer dense2: weights up to 300 .*they reach 254"):
+                quantize(net, netx_like, encoding="poisson", time_steps=4)
+    with torch.no_grad():
+        net.layers["dense1"].op.weight.fill_(1e4)   # Σ W = 1.6e5·θ at full input
+    with pytest.raises(DataError, match=r"layer dense1: its input current reaches 160000·θ"):
+        quantize(net, base, time_steps=4)

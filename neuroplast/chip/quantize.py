@@ -105,14 +105,21 @@ class FixedLayer:
     pool: tuple[str, int] | None = None
 
 
-def threshold_scale(theta: float, x_scale: int, lsb: float, lo: int, hi: int, cap: int = VTH_CAP) -> tuple[int, int]:
+def threshold_scale(theta: float, x_scale: int, lsb: float, lo: int, hi: int, cap: int = VTH_CAP, *,
+                    name: str | None = None) -> tuple[int, int]:
     """(weight_exp, vth) for a layer whose weights should step by ``lsb`` (float units): the largest
     exponent in [lo, hi] with 1 ≤ vth ≤ cap, vth = ⌊θ·X·2^(exp+1)/lsb⌋ (from m·2^(exp+7) = W·S/X,
-    S = vth·64/θ); clipped to [1, cap] when no exponent fits."""
+    S = vth·64/θ); (lo, cap) when every exponent wants vth > cap (the mantissas then use fewer bits).
+    Weights too large for even (hi, vth = 1), |W| > 127·θ·X·2^(hi+1), would clip: DataError."""
     def vth_of(e):
         return math.floor(theta * x_scale * 2.0 ** (e + 1) / lsb)
+    if vth_of(hi) < 1:
+        raise DataError(f"{f'layer {name}' if name else 'a layer'}: weights up to {W_MANT_MAX * lsb:g} do not fit the "
+                        f"chip's 8-bit mantissas next to its threshold θ = {theta:g}: at the largest weight exponent "
+                        f"({hi}) and the smallest threshold (vth = 1) they reach {W_MANT_MAX * theta * x_scale * 2.0 ** (hi + 1):g}; "
+                        "scale the weights down")
     exp = next((e for e in range(hi, lo - 1, -1) if 1 <= vth_of(e) <= cap), lo)
-    return exp, int(min(max(vth_of(exp), 1), cap))
+    return exp, int(min(vth_of(exp), cap))
 
 
 def _round(y: Tensor, stochastic: bool, generator) -> Tensor:
@@ -141,9 +148,10 @@ def drive_bound(w: Tensor, s: float, x_scale: int, exp: int) -> int:
 
 def drive_vth_cap(w: Tensor, theta: float) -> int:
     """The largest vth at which the float current keeps u from wrapping: a·2^6 = S·Σ W·x ≤ vth·64·R/θ with
-    R = ``signed_reach(W)`` (inputs in [0, 1]), so vth ≤ ⌊A_MAX·θ/R⌋."""
+    R = ``signed_reach(W)`` (inputs in [0, 1]), so vth ≤ ⌊A_MAX·θ/R⌋ (at least 1: ``fit_drive`` says where
+    not even that fits)."""
     reach = signed_reach(w)
-    return VTH_MAX if reach == 0 else min(VTH_MAX, math.floor(A_MAX * theta / reach))
+    return VTH_MAX if reach == 0 else max(1, min(VTH_MAX, math.floor(A_MAX * theta / reach)))
 
 
 def fit_drive(name: str, w: Tensor, theta: float, x_scale: int, lsb: float, lo: int, hi: int, exp: int, vth: int,
@@ -268,7 +276,7 @@ def quantize(net, chip: Chip, *, encoding: str = "direct", time_steps: int, stoc
             w, theta = layer.op.weight, layer.lif.threshold
             wmax = float(w.detach().abs().max()) or 1e-12
             cap = min(VTH_CAP, bias_vth_cap(name, layer.op.bias, theta, bias_exp_max), drive_vth_cap(w, theta))
-            exp, vth = threshold_scale(theta, x_scale, wmax / W_MANT_MAX, lo, hi, cap)
+            exp, vth = threshold_scale(theta, x_scale, wmax / W_MANT_MAX, lo, hi, cap, name=name)
             if encoding == "direct" and not any(f.synapse is not None for f in layers) and vth == VTH_CAP:
                 vth = constant_drive_vth(w, layer.op.bias, theta, x_scale, exp, vth, bias_exp_max)
             exp, vth = fit_drive(name, w, theta, x_scale, wmax / W_MANT_MAX, lo, hi, exp, vth)

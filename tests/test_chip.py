@@ -239,3 +239,24 @@ def test_weights_too_large_for_every_scale_are_a_data_error_not_clipped():
         net.layers["dense1"].op.weight.fill_(1e4)   # Σ W = 1.6e5·θ at full input
     with pytest.raises(DataError, match=r"layer dense1: its input current reaches 160000·θ"):
         quantize(net, base, time_steps=4)
+
+
+@pytest.mark.parametrize("field,value", [("weight_mantissa_bits", 4), ("threshold_mantissa_bits", 8),
+                                         ("voltage_bits", 12), ("bias_mantissa_bits", 4)])
+def test_a_chip_file_with_other_widths_is_refused_by_the_integer_model(tmp_path, field, value):
+    """The fixed-point engine is Lava's Loihi with its widths built in: a chip file asking for other
+    widths is refused (naming the field) by quantize and the on-chip learner instead of being run at
+    Loihi's widths (|m| = 127, a 17-bit vth) as if it had been honoured."""
+    import re
+
+    from neuroplast.chip.onchip import OnChipLearner
+    text = open(load_chip("loihi2").path).read()
+    path = tmp_path / "narrow.toml"
+    path.write_text(re.sub(rf"(?m)^{field} = \d+", f"{field} = {value}", text).replace('"loihi2"', '"narrow"'))
+    chip = load_chip(path)
+    assert chip.numerics[field] == value
+    net = build_network("16-8-4", input_shape=(16,), num_classes=4, generator=torch.Generator().manual_seed(0))
+    for make in (lambda: quantize(net, chip, time_steps=4), lambda: OnChipLearner(net, chip, "dfa", lr=0.1, time_steps=4)):
+        with pytest.raises(DataError, match=rf"chip narrow .*\[numerics\] {field} = {value} \(the model implements"):
+            make()
+    assert quantize(net, load_chip("loihi1"), encoding="poisson", time_steps=4).layers[0].lif.vth > 255

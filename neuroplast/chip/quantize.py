@@ -42,6 +42,7 @@ from .fixed import (
     W_MANT_MAX,
     IntLIFParams,
     LavaWeights,
+    check_numerics,
     dense_product,
     float_product,
     int_lif_steps,
@@ -258,6 +259,7 @@ def quantize(net, chip: Chip, *, encoding: str = "direct", time_steps: int, stoc
     coarser grid)."""
     if not chip.fixed:
         raise SpecError(f"chip {chip.name!r} has float precision; there is nothing to quantise")
+    check_numerics(chip)
     lo, hi = chip.numerics["weight_exp_min"], chip.numerics["weight_exp_max"]
     graded = chip.numerics["graded_spike_bits"]
     if not 1 <= input_scale <= GRADED_INPUT:

@@ -260,3 +260,18 @@ def test_a_chip_file_with_other_widths_is_refused_by_the_integer_model(tmp_path,
         with pytest.raises(DataError, match=rf"chip narrow .*\[numerics\] {field} = {value} \(the model implements"):
             make()
     assert quantize(net, load_chip("loihi1"), encoding="poisson", time_steps=4).layers[0].lif.vth > 255
+
+
+def test_spike_counts_are_refused_on_a_chip_with_binary_spikes():
+    """loihi1 sends 1-bit spikes: event-frame input with counts above 1 is a DataError (as floats and as
+    integer payloads), 0/1 frames run, and loihi2 (graded spikes) takes the counts."""
+    net = build_network("16-8-4", input_shape=(16,), num_classes=4, generator=torch.Generator().manual_seed(0))
+    x = torch.randint(0, 6, (4, 2, 16), generator=torch.Generator().manual_seed(1)).float()
+    binary = quantize(net, load_chip("loihi1"), encoding="frames", time_steps=4)
+    for run in (lambda: binary.simulate(x), lambda: binary.simulate(x.long(), integer_input=True)):
+        with pytest.raises(DataError, match=r"payloads in \[0, 5\] .*binary spikes only"):
+            run()
+    assert binary.simulate((x > 0).float())["v_out"].shape == (2, 4)
+    graded = quantize(net, load_chip("loihi2"), encoding="frames", time_steps=4)
+    assert torch.equal(graded.encode_input(x), x.long())
+    assert not torch.equal(graded.simulate(x)["v_out"], graded.simulate((x > 0).float())["v_out"])

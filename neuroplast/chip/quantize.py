@@ -325,7 +325,7 @@ def quantize(net, chip: Chip, *, encoding: str = "direct", time_steps: int, stoc
         elif not isinstance(layer, Dropout):
             raise SpecError(f"layer {name} ({type(layer).__name__}) has no fixed-point form")
     return FixedNetwork(layers, net.input_shape, net.num_classes, encoding, timing,
-                        input_scale=input_scale if encoding == "direct" else 1)
+                        input_scale=input_scale if encoding == "direct" else 1, binary_spikes=graded < 8)
 
 
 #: steps·B rows per window of ``FixedNetwork.simulate`` (long runs stay in cache, short ones are one window)
@@ -360,12 +360,13 @@ class FixedNetwork:
     """An integer network; ``simulate`` returns the readout voltages and spikes per layer."""
 
     def __init__(self, layers: list[FixedLayer], input_shape, num_classes: int, encoding: str, timing: str,
-                 input_scale: int = GRADED_INPUT):
+                 input_scale: int = GRADED_INPUT, binary_spikes: bool = False):
         if timing not in ("sync", "lava"):
             raise SpecError(f"timing must be sync or lava, got {timing!r}")
         self.input_scale = input_scale
         self.layers, self.input_shape, self.num_classes = layers, tuple(input_shape), num_classes
         self.encoding, self.timing = encoding, timing
+        self.binary_spikes = binary_spikes   # the chip sends 1-bit spikes only (graded_spike_bits < 8)
 
     def encode_input(self, x_seq: Tensor) -> Tensor:
         """Float input steps [T, B, ...] -> integer payloads (graded round(input_scale·x) for direct input)."""
@@ -373,7 +374,16 @@ class FixedNetwork:
             return torch.round(x_seq.clamp(0, 1) * self.input_scale).to(torch.int64)
         if not torch.equal(x_seq, x_seq.round()):
             raise SpecError("spike inputs must be integers (counts) for the chip")
-        return x_seq.to(torch.int64)
+        return self.check_payloads(x_seq.to(torch.int64))
+
+    def check_payloads(self, x: Tensor) -> Tensor:
+        """x itself; DataError where a chip with binary spikes would be sent anything but 0 or 1 (a count)."""
+        if self.binary_spikes and x.numel() and (int(x.max()) > 1 or int(x.min()) < 0):
+            lo, hi = int(x.min()), int(x.max())
+            raise DataError(f"the input holds payloads in [{lo}, {hi}] (spike counts) but this network runs on a chip "
+                            "with binary spikes only (graded_spike_bits < 8), which sends 0 or 1 per step: binarise "
+                            "the input (e.g. counts > 0 -> 1) or use a chip with graded spikes (loihi2)")
+        return x
 
     @torch.no_grad()
     def simulate(self, x_seq: Tensor, *, record: bool = False, integer_input: bool = False) -> dict:
@@ -392,7 +402,7 @@ class FixedNetwork:
         constant = x_seq.stride(0) == 0 and steps == T   # the same input at every step (direct encoding)
 
         def encode(x):
-            return x.to(torch.int64) if integer_input else self.encode_input(x)
+            return self.check_payloads(x.to(torch.int64)) if integer_input else self.encode_input(x)
         first = encode(x_seq[:1]) if constant else None
         width = max(1, WINDOW_ROWS // max(B, 1))
         state: dict[str, list] = {}       # layer -> [u, v, the product Lava's Dense still holds]

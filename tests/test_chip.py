@@ -275,3 +275,26 @@ def test_spike_counts_are_refused_on_a_chip_with_binary_spikes():
     graded = quantize(net, load_chip("loihi2"), encoding="frames", time_steps=4)
     assert torch.equal(graded.encode_input(x), x.long())
     assert not torch.equal(graded.simulate(x)["v_out"], graded.simulate((x > 0).float())["v_out"])
+
+
+@pytest.mark.parametrize("arch", ["16-FC4", "16-8-4", "16-8-8-4"])
+def test_lava_timing_runs_until_the_last_input_step_reaches_the_readout(arch):
+    """Each of the n synapses delays by one step, so input at step T − 1 reaches the readout at step
+    T − 1 + n: the run takes T + n steps. Without biases the Lava-timed run is the sync run of the same
+    integers delayed by n steps (readout v zero for the first n); input at the last step alone moves v_out."""
+    from neuroplast.chip.quantize import FixedNetwork
+    net = build_network(arch, input_shape=(16,), num_classes=4, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        for name, p in net.named_parameters():
+            p.mul_(0.0 if name.endswith("bias") else 3.0)
+    T, n = 5, arch.count("-")
+    lava = quantize(net, load_chip("loihi2"), time_steps=T, timing="lava")
+    sync = FixedNetwork(lava.layers, lava.input_shape, lava.num_classes, lava.encoding, "sync")
+    x = torch.rand(T, 3, 16, generator=torch.Generator().manual_seed(1))
+    a, b = lava.simulate(x, record=True), sync.simulate(x, record=True)
+    v = a["steps"]["readout"]["v"]
+    assert len(v) == T + n and not v[:n].any() and torch.equal(v[n:], b["steps"]["readout"]["v"])
+    assert torch.equal(a["v_out"], b["v_out"]) and all(torch.equal(a["spikes"][k], b["spikes"][k]) for k in b["spikes"])
+    last = torch.zeros(T, 1, 16)
+    last[-1] = 1.0
+    assert not lava.simulate(last)["v_out"].eq(0).all()

@@ -18,7 +18,7 @@ chip's largest weight exponent cannot hold max|W|·S in 8 bits). Biases:
 b·S = bias_mant·2^bias_exp, the smallest exponent with a 13-bit mantissa; S is capped so that
 max|b|·S ≤ 4095·2^bias_exp_max (``bias_vth_cap``; the readout likewise), never clipped.
 ``timing="sync"`` runs every layer on this step's input (the float engine's timing); ``"lava"``
-adds Lava's one-step Dense delay per synapse and runs depth − 1 extra steps.
+adds Lava's one-step Dense delay per synapse and runs n_syn extra steps (``run_steps``).
 """
 from __future__ import annotations
 
@@ -104,6 +104,13 @@ class FixedLayer:
     synapse: FixedSynapse | None = None
     lif: IntLIFParams | None = None
     pool: tuple[str, int] | None = None
+
+
+def run_steps(time_steps: int, n_syn: int, timing: str) -> int:
+    """Steps a run of T input steps takes: T with sync timing; with Lava's, where each of the n_syn
+    synapses (Dense) delivers one step late, the input of step T − 1 reaches the readout at step
+    T − 1 + n_syn, so T + n_syn steps (the net drains for n_syn steps after the input ends)."""
+    return time_steps + (n_syn if timing == "lava" else 0)
 
 
 def threshold_scale(theta: float, x_scale: int, lsb: float, lo: int, hi: int, cap: int = VTH_CAP, *,
@@ -270,7 +277,7 @@ def quantize(net, chip: Chip, *, encoding: str = "direct", time_steps: int, stoc
         raise SpecError(f"{chip.name} has binary spikes only; a network with real-valued (direct) input needs graded "
                         "spikes: train it with --encoding poisson, or use a chip with graded spikes (loihi2)")
     layers, n_syn = [], sum(isinstance(m, (SpikingLayer, Readout)) for m in net.layers.values())
-    steps = time_steps + (n_syn - 1 if timing == "lava" else 0)
+    steps = run_steps(time_steps, n_syn, timing)
     for name, layer in net.layers.items():
         if isinstance(layer, SpikingLayer):
             if layer.lif.reset != "hard":
@@ -398,7 +405,7 @@ class FixedNetwork:
         not interact)."""
         T, B = x_seq.shape[:2]
         n_syn = sum(layer.synapse is not None for layer in self.layers)
-        steps = T + (n_syn - 1 if self.timing == "lava" else 0)
+        steps = run_steps(T, n_syn, self.timing)
         constant = x_seq.stride(0) == 0 and steps == T   # the same input at every step (direct encoding)
 
         def encode(x):
@@ -415,7 +422,7 @@ class FixedNetwork:
                 h = first.expand(t1 - t0, *first.shape[1:])
             else:
                 h = encode(x_seq[t0:min(t1, T)])
-                if t1 > T:   # Lava timing: the net drains for n_syn − 1 steps after the input ends
+                if t1 > T:   # Lava timing: the net drains for n_syn steps after the input ends
                     h = torch.cat([h, h.new_zeros((t1 - max(t0, T), *x_seq.shape[1:]))])
             for layer in self.layers:
                 if layer.kind == "pool":

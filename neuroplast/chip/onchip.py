@@ -36,6 +36,7 @@ from .fixed import (
     VTH_SHIFT,
     W_MANT_MAX,
     IntLIFParams,
+    check_numerics,
     int_lif_fire,
 )
 from .hardware import Chip
@@ -181,6 +182,7 @@ class OnChipLearner:
                             f"(the neuron); got noise={noise!r}, site={site!r}")
         if not chip.fixed:
             raise SpecError(f"chip {chip.name!r} has float precision; on-chip learning needs a fixed-point chip")
+        check_numerics(chip)
         if method in ("opzo", "zo") and chip.numerics["graded_spike_bits"] < 8:
             raise SpecError(f"{method} injects noise into the spikes a layer sends, which needs graded spikes; "
                             f"{chip.name} has binary spikes only (use dfa, or loihi2)")

@@ -334,3 +334,20 @@ def test_chunked_no_grad_lstm_step_equals_the_autograd_cells():
         for key in ("h", "c"):
             for x, y in zip(a[key], b[key]):
                 assert torch.allclose(x, y, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("arch,estimator", [("64-D0.5-32-10", "localzo:m=2"), ("64-32-10", "asgl:p=0.5"),
+                                            ("64-32-10", "sigmoid")])
+def test_snn_problem_evaluates_as_a_trained_network_runs(arch, estimator):
+    """Accuracy and held-out loss of θ in eval mode (no dropout, ASGL's pure spikes), poisson input from
+    their own generator: the same at every call, and the training draws untouched."""
+    from neuroplast.data import load_dataset
+    from neuroplast.optim.problems import SNNProblem
+    data = load_dataset("digits")
+    prob = SNNProblem(data, arch, estimator=estimator, encoding="poisson", batch_size=16, eval_samples=64)
+    theta = prob.theta0.clone()
+    state = prob.g.get_state()
+    accs = [prob.accuracy(theta, limit=200) for _ in range(3)]
+    losses = [prob.eval_loss(theta) for _ in range(2)]
+    assert len(set(accs)) == 1 and losses[0] == losses[1] and torch.equal(prob.g.get_state(), state)
+    assert prob.net.training   # back in training mode for the trajectory

@@ -12,6 +12,7 @@ learning rule's ``.grad`` (``"opzo"``, ``"zo"``, ...), computed on a worker copy
 """
 from __future__ import annotations
 
+import contextlib
 import math
 
 import torch
@@ -63,7 +64,7 @@ class SNNProblem:
     def __init__(self, data: Dataset, arch: str, *, split: str = "train", seed: int = 0, estimator: str = "localzo:m=2",
                  method: str = "bptt", batch_size: int = 128, time_steps: int = 4, encoding: str = "direct",
                  init_gain: float = 1.0, lif: LIFParams | None = None, eval_samples: int = 1024):
-        self.g = torch.Generator().manual_seed(seed)
+        self.seed, self.g = seed, torch.Generator().manual_seed(seed)
         self.net = build_network(arch, input_shape=data.input_shape, num_classes=data.num_classes, lif=lif,
                                  estimator=estimator, generator=self.g)
         for m in self.net.modules():
@@ -129,11 +130,24 @@ class SNNProblem:
         return torch.cat([(p.grad if p.grad is not None else torch.zeros_like(p)).reshape(-1)
                           for p in self.net.parameters()])
 
+    @contextlib.contextmanager
+    def _evaluating(self):
+        """Evaluation as a trained network runs: eval mode (no dropout, ASGL's pure spikes) and input
+        spikes from a generator of its own (the same at every call), so that evaluating θ neither
+        varies from call to call nor moves the training draws of ``self.g``."""
+        was_training = self.net.training
+        self.net.eval()
+        try:
+            yield torch.Generator().manual_seed(self.seed + 104_729)
+        finally:
+            self.net.train(was_training)
+
     @torch.no_grad()
     def eval_loss(self, theta: Tensor) -> float:
         x = self.split.x[self.eval_idx]
-        return float(self._loss_at(theta.detach(), encode(self.encoding, x, self.T, generator=self.g),
-                                   self.split.y[self.eval_idx]))
+        with self._evaluating() as g:
+            return float(self._loss_at(theta.detach(), encode(self.encoding, x, self.T, generator=g),
+                                       self.split.y[self.eval_idx]))
 
     @torch.no_grad()
     def accuracy(self, theta: Tensor, split: str = "test", limit: int | None = None, batch: int = 500) -> float:
@@ -141,8 +155,9 @@ class SNNProblem:
         data = getattr(self.data, split)
         n = len(data) if limit is None else min(limit, len(data))
         params, correct = self.params(theta.detach()), 0
-        for i in range(0, n, batch):
-            x, y = data.x[i:min(i + batch, n)], data.y[i:min(i + batch, n)]
-            logits = functional_call(self.net, params, (encode(self.encoding, x, self.T, generator=self.g),))
-            correct += int((logits.argmax(1) == y).sum())
+        with self._evaluating() as g:
+            for i in range(0, n, batch):
+                x, y = data.x[i:min(i + batch, n)], data.y[i:min(i + batch, n)]
+                logits = functional_call(self.net, params, (encode(self.encoding, x, self.T, generator=g),))
+                correct += int((logits.argmax(1) == y).sum())
         return correct / max(n, 1)

@@ -138,13 +138,8 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
 
 
 def _run_config(run_dir: str) -> dict:
-    path = Path(run_dir) / "config.json"
-    try:
-        return json.loads(path.read_text())
-    except FileNotFoundError:
-        raise UserError(f"{path} not found: --from-run needs a run directory written by train --save") from None
-    except json.JSONDecodeError as exc:
-        raise UserError(f"{path} is corrupt ({exc}); re-run the training with --save") from None
+    from .runs import read_run_config
+    return read_run_config(run_dir)
 
 
 def _load_weights(run_dir: str) -> dict:

@@ -25,9 +25,13 @@ from .fileio import atomic_write, atomic_write_json, atomic_write_text
 
 
 def _read_run(path: Path) -> dict:
+    from .runs import read_run_config
+    if not (path / "config.json").exists():
+        raise UserError(f"{path} is not a run directory (config.json missing); "
+                        "give directories written by `neuroplast train --save`")
+    config = read_run_config(path)
     try:
         summary = json.loads((path / "summary.json").read_text())
-        config = json.loads((path / "config.json").read_text())
         metrics = [json.loads(line) for line in (path / "metrics.jsonl").read_text().splitlines() if line.strip()]
     except FileNotFoundError as exc:
         raise UserError(f"{path} is not a run directory ({Path(exc.filename).name} missing); "

@@ -77,16 +77,31 @@ class RunDir:
             self.tmp = None
 
 
+def read_run_config(run_dir: str | Path) -> dict:
+    """The settings of a run directory (its config.json), checked: keys and value types of ``TrainConfig``."""
+    from .spec import config_from_dict
+    path = Path(run_dir) / "config.json"
+    try:
+        values = json.loads(path.read_text(encoding="utf-8"))
+    except (FileNotFoundError, NotADirectoryError):
+        raise UserError(f"{path} not found: give a run directory written by `neuroplast train --save`") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise UserError(f"{path} is corrupt ({exc}); re-run the training with --save") from None
+    except OSError as exc:
+        raise UserError(f"{path} cannot be read ({exc.strerror or exc}); give a run directory written by "
+                        "`neuroplast train --save`") from None
+    if not isinstance(values, dict):
+        raise UserError(f"{path} is not a run configuration (a JSON object of settings; it holds a "
+                        f"{type(values).__name__}); re-run the training with --save")
+    config_from_dict(values, source=str(path))
+    return values
+
+
 def load_run(run_dir: str | Path, data_dir: str | None = None) -> tuple[TrainConfig, Network, Dataset]:
     """(config, network with the trained weights, data set) of a run directory written by train --save."""
     from .spec import config_from_dict
     run_dir = Path(run_dir)
-    try:
-        values = json.loads((run_dir / "config.json").read_text())
-    except FileNotFoundError:
-        raise UserError(f"{run_dir / 'config.json'} not found: give a run directory written by `neuroplast train --save`") from None
-    except json.JSONDecodeError as exc:
-        raise UserError(f"{run_dir / 'config.json'} is corrupt ({exc}); re-run the training with --save") from None
+    values = read_run_config(run_dir)
     if data_dir is not None:
         values["data_dir"] = data_dir
     cfg = config_from_dict(values, source=str(run_dir / "config.json")).resolved()

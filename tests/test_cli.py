@@ -155,3 +155,75 @@ def test_written_files_have_normal_permissions(tmp_path, capsys):
     os.umask(mask)
     assert stat.S_IMODE(run.stat().st_mode) == 0o777 & ~mask
     assert stat.S_IMODE((run / "config.json").stat().st_mode) == 0o666 & ~mask
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    """A saved 1-epoch digits run (64-16-10) that tests copy and break."""
+    run = tmp_path_factory.mktemp("tiny") / "run"
+    assert main(["train", "--net", "64-16-10", "--epochs", "1", "--save", str(run), "--no-progress"]) == 0
+    return run
+
+
+def _copy_run(src, dst):
+    import shutil
+    shutil.copytree(src, dst)
+    return dst
+
+
+def _bad_input(capsys, *argv, match):
+    """Exit code 2, nothing on stdout, one line on stderr that matches ``match``."""
+    code, out, err = _run(capsys, *argv)
+    assert code == 2 and out == "", (code, out, err)
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+    assert re.search(match, err), err
+    return err
+
+
+@pytest.mark.parametrize("toml,match", [
+    ('[train]\nepochs = "x"\n', r"epochs must be an integer, got 'x'"),
+    ('[train]\nlr = "fast"\n', r"lr must be a number"),
+    ('[train]\nbatch_size = 2.5\n', r"batch_size must be an integer, got 2.5"),
+    ('[train]\nepochs = true\n', r"epochs must be an integer, got True"),
+    ('net = 64\n', r"net must be a string"),
+    ('[data]\ndataset = ["digits"]\n', r"dataset must be a string"),
+    ('compiled = 1\n', r"compiled must be true or false"),
+    ('[train]\nmomentum = -1\n', r"momentum must be in \[0, 1\)"),
+    ('[train]\nmomentum = nan\n', r"momentum must be a finite number"),
+    ('[train]\nweight_decay = -0.5\n', r"weight_decay must be >= 0"),
+    ('[train]\nlr = inf\n', r"lr must be a finite number"),
+])
+def test_task_file_values_are_type_and_range_checked(tmp_path, capsys, toml, match):
+    task = tmp_path / "t.toml"
+    task.write_text(toml)
+    _bad_input(capsys, "train", "--task", str(task), "--epochs", "1", "--no-progress", match=match)
+
+
+@pytest.mark.parametrize("flags,match", [
+    (["--weight-decay", "-1"], r"weight_decay must be >= 0, got -1"),
+    (["--weight-decay", "nan"], r"weight_decay must be a finite number"),
+    (["--weight-decay", "inf"], r"weight_decay must be a finite number"),
+    (["--lr", "inf"], r"lr must be a finite number"),
+    (["--lr", "nan"], r"lr must be a finite number"),
+    (["--lr", "-1"], r"lr must be > 0"),
+])
+def test_optimizer_numbers_are_checked_before_training(capsys, flags, match):
+    _bad_input(capsys, "train", "--net", "64-16-10", "--optimizer", "sgd", "--epochs", "1", "--no-progress", *flags,
+               match=match)
+
+
+@pytest.mark.parametrize("config,match", [
+    ("[1, 2]", r"config.json is not a run configuration .* list"),
+    ('"digits"', r"config.json is not a run configuration .* str"),
+    (None, r"config.json: epochs must be an integer, got 'x'"),
+    ("{not json", r"config.json is corrupt"),
+])
+@pytest.mark.parametrize("command", [["probe-gradients", "--batches", "1", "--from-run"], ["chip", "eval"], ["cost"],
+                                     ["report", "--grad-batches", "0", "--hw", ""]])
+def test_a_broken_run_config_is_bad_input_for_every_command(tiny_run, tmp_path, capsys, config, match, command):
+    run = _copy_run(tiny_run, tmp_path / "run")
+    if config is None:
+        values = json.loads((run / "config.json").read_text())
+        config = json.dumps({**values, "epochs": "x"})
+    (run / "config.json").write_text(config)
+    _bad_input(capsys, *command, str(run), "--no-progress", match=match)

@@ -43,6 +43,9 @@ def load_task(path: str | Path) -> dict:
     extra = sorted(set(data) - {"meta", "bench", "title"})
     if extra:
         raise SpecError(f"{path}: unknown table(s) {extra}; a meta task file has [meta] and [bench]")
+    for table in ("meta", "bench"):
+        if not isinstance(data.get(table, {}), dict):
+            raise SpecError(f"{path}: {table} must be a table ([{table}] with its keys below), got {data[table]!r}")
     return {"name": path.stem, "meta": data.get("meta", {}), "bench": data.get("bench", {})}
 
 

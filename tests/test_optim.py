@@ -334,3 +334,62 @@ def test_chunked_no_grad_lstm_step_equals_the_autograd_cells():
         for key in ("h", "c"):
             for x, y in zip(a[key], b[key]):
                 assert torch.allclose(x, y, rtol=1e-5, atol=1e-6)
+
+
+def _meta_bad_input(capsys, argv, match):
+    import re
+
+    from neuroplast.cli import main
+    code = main(argv)
+    out, err = capsys.readouterr()
+    assert code == 2 and out == "" and "Traceback" not in err and len(err.strip().splitlines()) == 1, (code, err)
+    assert re.search(match, err), err
+
+
+@pytest.mark.parametrize("meta,match", [
+    ('unroll = "x"', r"\[meta\]: unroll must be an integer, got 'x'"),
+    ("horizon = true", r"\[meta\]: horizon must be an integer, got True"),
+    ('nets = "64-16-10"', r"\[meta\]: nets must be a list of strings, got '64-16-10'"),
+    ('meta_lr = "fast"', r"\[meta\]: meta_lr must be a number"),
+    ("meta_lr = inf", r"meta_lr, clip and init_lr must be finite"),
+    ("init_gains = [nan]", r"init_gains must be finite numbers > 0"),
+    ("eval_horizons = [0]", r"eval_horizons must be >= 1"),
+    ("hidden = 0", r"meta hidden must be >= 1"),
+])
+def test_meta_task_values_are_type_and_range_checked(tmp_path, capsys, meta, match):
+    task = tmp_path / "m.toml"
+    task.write_text(f"[meta]\n{meta}\n")
+    _meta_bad_input(capsys, ["meta-train", "--task", str(task), "--out", str(tmp_path / "out"), "--no-progress"], match)
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("bench,match", [
+    ('horizon = "x"', r"\[bench\]: horizon must be an integer, got 'x'"),
+    ("seeds = 1.5", r"\[bench\]: seeds must be an integer"),
+    ("sweep = { sgd = [-0.1] }", r"\[bench.sweep\] sgd = \[-0.1\]: learning rates must be finite numbers > 0"),
+    ("sweep = { sgd = [nan] }", r"\[bench.sweep\] sgd = \[nan\]"),
+    ("sweep = { sgd = [inf] }", r"\[bench.sweep\] sgd = \[inf\]"),
+    ("sweep = { sgd = [] }", r"\[bench.sweep\] sgd is empty"),
+    ('sweep = { sgd = ["x"] }', r"\[bench\]: sweep must be a table of lists of numbers"),
+    ("batch_size = 0", r"\[bench\] batch_size must be >= 1, got 0"),
+    ("test_samples = 0", r"\[bench\] test_samples must be >= 1, got 0"),
+    ("eval_points = 0", r"\[bench\] eval_points must be >= 1, got 0"),
+    ("time_steps = -1", r"\[bench\] time_steps must be >= 1"),
+    ("val_fraction = 1.0", r"\[bench\] val_fraction must be in \[0, 1\)"),
+    ("learned = { x = 1 }", r"\[bench\]: learned must be a table of strings"),
+])
+def test_bench_values_are_type_and_range_checked(tmp_path, capsys, bench, match):
+    task = tmp_path / "b.toml"
+    task.write_text(f'[bench]\ndataset = "digits"\nnet = "64-16-10"\n{bench}\n')
+    only = "--learned-only" if bench.startswith("learned") else "--baselines-only"   # no work should start
+    _meta_bad_input(capsys, ["meta-bench", "--task", str(task), "--out", str(tmp_path / "rep"), "--cache", "",
+                             only, "--no-progress"], match)
+    assert not (tmp_path / "rep").exists()
+
+
+@pytest.mark.parametrize("text,match", [("bench = 5\n", r"bench must be a table"),
+                                        ('meta = "x"\n', r"meta must be a table")])
+def test_meta_task_tables_must_be_tables(tmp_path, capsys, text, match):
+    task = tmp_path / "t.toml"
+    task.write_text(text)
+    _meta_bad_input(capsys, ["meta-bench", "--task", str(task), "--no-progress"], match)

@@ -40,6 +40,7 @@ from tqdm import tqdm
 
 from ..errors import SpecError, UserError
 from ..fileio import atomic_write_json, atomic_write_text
+from ..spec import check_types
 from .learned import load_checkpoint, save_checkpoint
 from .lstm import VARIANTS, CoordinateLSTM, detach_state
 from .problems import NoisyQuadratic, SNNProblem
@@ -91,6 +92,7 @@ class MetaConfig:
     seed: int = 0
 
     def validate(self) -> MetaConfig:
+        check_types(asdict(self), MetaConfig, "[meta]")
         if self.problem not in ("snn", "quadratic"):
             raise SpecError(f"meta problem must be snn or quadratic, got {self.problem!r}")
         if self.variant not in VARIANTS:
@@ -101,18 +103,34 @@ class MetaConfig:
             raise SpecError(f"meta split must be train or val, got {self.split!r}")
         if self.split == "val" and not self.val_fraction > 0:
             raise SpecError("meta-training on the validation split needs val_fraction > 0 (e.g. 0.1)")
-        for name in ("unroll", "horizon", "meta_iters", "eval_every", "eval_seeds", "batch_size", "time_steps"):
-            if int(getattr(self, name)) < 1:
+        if not 0.0 <= self.val_fraction < 1.0:
+            raise SpecError(f"meta val_fraction must be in [0, 1), got {self.val_fraction}")
+        for name in ("unroll", "horizon", "meta_iters", "eval_every", "eval_seeds", "batch_size", "time_steps",
+                     "dim", "hidden"):
+            if getattr(self, name) < 1:
                 raise SpecError(f"meta {name} must be >= 1, got {getattr(self, name)}")
-        if not (self.meta_lr > 0 and self.scale_lr >= 0 and self.clip > 0 and self.init_lr > 0):
-            raise SpecError("meta_lr, clip and init_lr must be > 0, and scale_lr >= 0 (0 keeps the step size at "
-                            "init_lr)")
+        if self.horizon_start < 0:
+            raise SpecError(f"meta horizon_start must be >= 0 (0: no curriculum), got {self.horizon_start}")
+        rates = (self.meta_lr, self.scale_lr, self.clip, self.init_lr)
+        if not (all(math.isfinite(x) for x in rates) and self.meta_lr > 0 and self.scale_lr >= 0 and self.clip > 0
+                and self.init_lr > 0):
+            raise SpecError("meta_lr, clip and init_lr must be finite and > 0, and scale_lr finite and >= 0 (0 keeps "
+                            f"the step size at init_lr); got {self.meta_lr}, {self.clip}, {self.init_lr} and "
+                            f"{self.scale_lr}")
+        if not (math.isfinite(self.noise) and self.noise >= 0):
+            raise SpecError(f"meta noise must be a finite number >= 0, got {self.noise}")
+        if not self.save_every_s > 0:
+            raise SpecError(f"meta save_every_s must be > 0, got {self.save_every_s}")
         if not self.nets or not self.init_gains:
             raise SpecError("meta nets and init_gains must be non-empty lists")
+        if not all(math.isfinite(g) and g > 0 for g in self.init_gains):
+            raise SpecError(f"meta init_gains must be finite numbers > 0, got {self.init_gains}")
+        if any(h < 1 for h in self.eval_horizons):
+            raise SpecError(f"meta eval_horizons must be >= 1, got {self.eval_horizons}")
         if self.meta_grad not in META_GRADS:
             raise SpecError(f"unknown meta_grad {self.meta_grad!r}; valid: {', '.join(META_GRADS)}")
         if self.meta_grad == "pes" and not (self.pes_particles >= 2 and self.pes_particles % 2 == 0
-                                             and self.pes_sigma > 0):
+                                             and math.isfinite(self.pes_sigma) and self.pes_sigma > 0):
             raise SpecError(f"pes needs an even pes_particles >= 2 and pes_sigma > 0, got {self.pes_particles} "
                             f"and {self.pes_sigma}")
         if not self.eval_horizons:

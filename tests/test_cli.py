@@ -227,3 +227,27 @@ def test_a_broken_run_config_is_bad_input_for_every_command(tiny_run, tmp_path, 
         config = json.dumps({**values, "epochs": "x"})
     (run / "config.json").write_text(config)
     _bad_input(capsys, *command, str(run), "--no-progress", match=match)
+
+
+BINARY = b"\x89PNG\r\n\x1a\n\xff\xfe\x00\x01binary"
+
+
+@pytest.mark.parametrize("make,match", [
+    (lambda p: p.mkdir(), r"task file .*t.toml is a folder"),
+    (lambda p: p.write_bytes(BINARY), r"task file .*t.toml is not a text file"),
+])
+@pytest.mark.parametrize("command", [["train"], ["meta-train", "--out", "never"], ["meta-bench"]])
+def test_unreadable_task_files_are_bad_input(tmp_path, capsys, make, match, command):
+    make(tmp_path / "t.toml")
+    _bad_input(capsys, *command, "--task", str(tmp_path / "t.toml"), "--no-progress", match=match)
+
+
+@pytest.mark.parametrize("make,match", [
+    (lambda p: p.mkdir(), r"chip file .*chip.toml is a folder"),
+    (lambda p: p.write_bytes(BINARY), r"chip file .*chip.toml is not a text file"),
+    (lambda p: p.write_text(open(ROOT / "hardware_models" / "loihi1.toml").read().replace(
+        "synaptic_op = 23.6", "synaptic_op = nan")), r"\[energy\] synaptic_op must be a finite number, got nan"),
+])
+def test_cost_with_an_unusable_chip_file_is_bad_input(tiny_run, tmp_path, capsys, make, match):
+    make(tmp_path / "chip.toml")
+    _bad_input(capsys, "cost", str(tiny_run), "--hw", str(tmp_path / "chip.toml"), "--json", match=match)

@@ -77,6 +77,35 @@ class RunDir:
             self.tmp = None
 
 
+def load_weights(net: Network, state, what: str, *, strict: bool = True) -> None:
+    """Load ``state`` into ``net``, or a one-line UserError ``what: <the first parameter that does not fit>``.
+    ``strict=False`` still needs every weight and bias (only other state, e.g. an estimator's, may differ)."""
+    if not isinstance(state, dict):
+        raise UserError(f"{what}: the file holds no state dict of weights")
+    own = net.state_dict()
+    problem = None
+    for key, val in state.items():
+        if key in own and tuple(getattr(val, "shape", ())) != tuple(own[key].shape):
+            problem = (f"parameter {key} has shape {list(getattr(val, 'shape', ()))} in the weights but "
+                       f"{list(own[key].shape)} in network {net.arch!r}")
+            break
+    if problem is None:
+        needed = (lambda k: True) if strict else (lambda k: k.endswith((".weight", ".bias")))
+        missing = [k for k in own if k not in state and needed(k)]
+        extra = [k for k in state if k not in own and needed(k)]
+        if missing:
+            problem = f"the weights have no {missing[0]}" + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else "")
+        elif extra:
+            problem = f"network {net.arch!r} has no parameter {extra[0]} of the weights"
+    if problem is None:
+        try:
+            net.load_state_dict(state, strict=strict)
+        except (RuntimeError, TypeError, AttributeError) as exc:
+            problem = str(exc).strip().splitlines()[0]
+    if problem is not None:
+        raise UserError(f"{what}: {problem}")
+
+
 def read_run_config(run_dir: str | Path) -> dict:
     """The settings of a run directory (its config.json), checked: keys and value types of ``TrainConfig``."""
     from .spec import config_from_dict
@@ -116,9 +145,6 @@ def load_run(run_dir: str | Path, data_dir: str | None = None) -> tuple[TrainCon
     data = load_dataset(cfg.dataset, data_dir=cfg.data_dir, val_fraction=cfg.val_fraction,
                         split_seed=cfg.split_seed, time_steps=cfg.time_steps)
     net = make_network(cfg, data)
-    try:
-        net.load_state_dict(state)
-    except RuntimeError as exc:
-        raise UserError(f"{run_dir / 'weights.pt'} does not fit the network {cfg.net!r} of its config ({exc})") from None
+    load_weights(net, state, f"{run_dir / 'weights.pt'} does not fit the network {cfg.net!r} of its config")
     net.eval()
     return cfg, net, data

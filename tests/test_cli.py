@@ -255,3 +255,21 @@ def test_unreadable_task_files_are_bad_input(tmp_path, capsys, make, match, comm
 def test_cost_with_an_unusable_chip_file_is_bad_input(tiny_run, tmp_path, capsys, make, match):
     make(tmp_path / "chip.toml")
     _bad_input(capsys, "cost", str(tiny_run), "--hw", str(tmp_path / "chip.toml"), "--json", match=match)
+
+
+@pytest.mark.parametrize("net,match", [
+    ("64-100-10", r"parameter layers.dense1.op.weight has shape \[16, 64\] in the weights but \[100, 64\]"),
+    ("64-16-16-10", r"the weights have no layers.dense2.op.weight"),
+])
+def test_probe_from_run_with_another_network_is_one_line(tiny_run, capsys, net, match):
+    _bad_input(capsys, "probe-gradients", "--from-run", str(tiny_run), "--net", net, "--batches", "1",
+               "--no-progress", match=match)
+
+
+@pytest.mark.parametrize("command", [["chip", "eval"], ["cost"], ["report", "--hw", "", "--grad-batches", "0"]])
+def test_weights_that_do_not_fit_the_config_are_one_line(tiny_run, tmp_path, capsys, command):
+    run = _copy_run(tiny_run, tmp_path / "run")
+    values = json.loads((run / "config.json").read_text())
+    (run / "config.json").write_text(json.dumps({**values, "net": "64-100-10"}))
+    _bad_input(capsys, *command, str(run), match=r"weights.pt does not fit the network '64-100-10' of its config: "
+               r"parameter layers.dense1.op.weight has shape \[16, 64\] in the weights but \[100, 64\]")

@@ -36,9 +36,43 @@ def _read_run(path: Path) -> dict:
     except FileNotFoundError as exc:
         raise UserError(f"{path} is not a run directory ({Path(exc.filename).name} missing); "
                         "give directories written by `neuroplast train --save`") from None
-    except json.JSONDecodeError as exc:
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise UserError(f"{path}: a run file is corrupt ({exc})") from None
+    except OSError as exc:
+        raise UserError(f"{path}: a run file cannot be read ({exc.strerror or exc})") from None
+    _check_run_files(path, summary, metrics)
     return {"path": str(path), "summary": summary, "config": config, "metrics": metrics}
+
+
+#: what the report reads from summary.json (key -> type) and from every metrics.jsonl row
+_SUMMARY = {"net": str, "method": str, "epochs": int, "test_acc": float, "wall_s": float}
+_METRICS = {"train_loss": float, "train_acc": float}
+
+
+def _fits(val, typ) -> bool:
+    if isinstance(val, bool):
+        return False
+    return isinstance(val, (int, float)) if typ is float else isinstance(val, typ)
+
+
+def _check_run_files(path: Path, summary, metrics: list) -> None:
+    """UserError naming the file and key unless summary.json and metrics.jsonl hold what the report reads."""
+    where = path / "summary.json"
+    if not isinstance(summary, dict):
+        raise UserError(f"{where} is not a run summary (a JSON object); re-run the training with --save")
+    missing = [k for k in _SUMMARY if k not in summary]
+    if missing:
+        raise UserError(f"{where} lacks {', '.join(missing)}; give run directories written by `neuroplast train --save`")
+    bad = [k for k, typ in _SUMMARY.items() if not _fits(summary[k], typ)]
+    rates = summary.get("firing_rates", {})
+    if not (isinstance(rates, dict) and all(_fits(v, float) for v in rates.values())):
+        bad.append("firing_rates")
+    if bad:
+        raise UserError(f"{where}: {', '.join(bad)} of the wrong type; re-run the training with --save")
+    for i, row in enumerate(metrics, 1):
+        if not (isinstance(row, dict) and all(_fits(row.get(k), typ) for k, typ in _METRICS.items())):
+            raise UserError(f"{path / 'metrics.jsonl'}: line {i} is not an epoch record with train_loss and "
+                            "train_acc; re-run the training with --save")
 
 
 def _ms(xs: list[float]) -> tuple[float, float]:

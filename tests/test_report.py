@@ -1,7 +1,10 @@
 """neuroplast report: a markdown report with valid PNG figures from tiny digits runs."""
 import json
+import re
+import shutil
 
 import matplotlib.image as mpimg
+import pytest
 
 from neuroplast.cli import main
 
@@ -40,3 +43,34 @@ def test_report_from_tiny_digits_runs(tmp_path, capsys):
         assert img.shape[0] > 100 and img.shape[1] > 100
     assert main(["report", str(tmp_path / "nothing")]) == 2
     assert "not a run directory" in capsys.readouterr().err
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    run = tmp_path_factory.mktemp("tiny") / "run"
+    assert main(["train", "--net", "64-16-10", "--epochs", "1", "--save", str(run), "--no-progress"]) == 0
+    return run
+
+
+def _report_fails(capsys, *argv, match):
+    code = main(["report", *argv])
+    out, err = capsys.readouterr()
+    assert code == 2 and out == "" and "Traceback" not in err and len(err.strip().splitlines()) == 1, (code, err)
+    assert re.search(match, err), err
+
+
+@pytest.mark.parametrize("file,text,match", [
+    ("summary.json", "{}", r"summary.json lacks net, method, epochs, test_acc, wall_s"),
+    ("summary.json", "[1]", r"summary.json is not a run summary"),
+    ("summary.json", '{"net": "64-16-10", "method": "bptt", "epochs": 1, "test_acc": "high", "wall_s": 1}',
+     r"summary.json: test_acc of the wrong type"),
+    ("metrics.jsonl", '{"epoch": 1}\n', r"metrics.jsonl: line 1 is not an epoch record"),
+    ("metrics.jsonl", "[1]\n", r"metrics.jsonl: line 1 is not an epoch record"),
+    ("summary.json", "{", r"a run file is corrupt"),
+])
+def test_report_on_broken_run_files_is_one_line(tiny_run, tmp_path, capsys, file, text, match):
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    (run / file).write_text(text)
+    _report_fails(capsys, str(run), "--out", str(tmp_path / "rep"), "--hw", "", "--grad-batches", "0", match=match)
+    assert not (tmp_path / "rep").exists()

@@ -14,6 +14,7 @@ from pathlib import Path
 from . import cli_chip, cli_export, cli_lava, cli_meta
 from .data import dataset_names
 from .errors import Interrupted, NeuroplastError, UserError
+from .fileio import check_output_dir
 from .spec import TrainConfig, config_from_dict, load_task_file
 
 #: the demo: digits, 64-256-10 SNN, BPTT, reaches >= 95% test accuracy in well under 2 min on 2 cores
@@ -163,6 +164,8 @@ def _cmd_train(args) -> dict:
 def _cmd_probe(args) -> dict:
     from .probe import probe_gradients, write_probe_report
     from .snn import ESTIMATORS
+    if args.out:
+        check_output_dir(args.out, "--out")
     cfg = config_from_args(args)
     weights = _load_weights(args.from_run) if args.from_run else None
     if args.batches is not None and args.batches < 1:
@@ -203,6 +206,8 @@ def _cmd_compare(args) -> dict:
     from .learn import make_rule
     if args.seeds < 1:
         raise UserError(f"--seeds must be >= 1, got {args.seeds}")
+    check_output_dir(args.out, "--out")
+    check_output_dir(args.runs_dir, "--runs-dir")
     methods = _split_methods(args.methods)
     for m in methods:
         make_rule(m)  # unknown names fail before any training
@@ -239,6 +244,9 @@ def _main(argv: list[str] | None) -> int:
         print("neuroplast: interrupted", file=sys.stderr)
         return 1
     except NeuroplastError as exc:
+        print(f"neuroplast: failed: {exc}", file=sys.stderr)
+        return 1
+    except OSError as exc:  # backstop: a file system failure (disk full, a path that became unusable) is one line
         print(f"neuroplast: failed: {exc}", file=sys.stderr)
         return 1
     if args.json:

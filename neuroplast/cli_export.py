@@ -13,6 +13,7 @@ def add_parsers(sub, common) -> None:
                          "(.nir -> nir, otherwise netx)")
     ex.add_argument("--hw", default="loihi2", help="netx: chip whose numerics quantise the network (default loihi2)")
     ex.add_argument("--dt", type=float, default=1.0, help="NIR time step dt (LIF τ = dt/(1 − λ))")
+    ex.add_argument("--overwrite", action="store_true", help="replace an existing output file")
     ex.add_argument("--data-dir", default=None, help="folder with data sets (or set NEUROPLAST_DATA)")
     common(ex)
     im = sub.add_parser("import", help="read an NIR or netx file back into a runnable network (and evaluate it)")
@@ -35,8 +36,10 @@ def add_parsers(sub, common) -> None:
 def cmd_export(args) -> dict:
     import torch
 
+    from .fileio import check_output_file
     from .runs import load_run
     fmt = args.format or ("nir" if str(args.out).lower().endswith(".nir") else "netx")
+    check_output_file(args.out, "output file", overwrite=args.overwrite)
     cfg, net, data = load_run(args.run_dir, args.data_dir)
     if fmt == "nir":
         from .export.nir_graph import export_nir
@@ -114,7 +117,9 @@ def cmd_import(args) -> dict:
 
 
 def cmd_report(args) -> dict:
+    from .fileio import check_output_dir
     from .report import build_report, write_report
+    check_output_dir(args.out, "--out")
     res = build_report(args.run_dirs, hw=args.hw or None, grad_batches=args.grad_batches)
     paths = write_report(res, args.out, name=args.name, command="neuroplast " + " ".join(sys.argv[1:]))
     for t in res["table"]:

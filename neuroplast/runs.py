@@ -13,7 +13,7 @@ import torch
 from .data import load_dataset
 from .data.datasets import Dataset, Split
 from .errors import UserError
-from .fileio import atomic_write_json, make_temp_dir
+from .fileio import atomic_write_json, folder_problem, make_temp_dir
 from .snn import LIFParams, Network, build_network
 from .spec import TrainConfig
 
@@ -38,14 +38,29 @@ def batches(split: Split, batch_size: int, *, generator: torch.Generator | None 
 
 
 class RunDir:
-    """A run directory written atomically: built in a hidden temp folder, renamed at the end."""
+    """A run directory written atomically: built in a hidden temp folder, renamed at the end.
+
+    ``overwrite`` replaces an existing run directory (one with a config.json) only: a folder of other
+    files or a file at ``path`` is refused, so that --overwrite never deletes what neuroplast did not write."""
 
     def __init__(self, path: str | Path | None, overwrite: bool = False):
-        self.path = Path(path) if path else None
+        self.path = Path(path).resolve() if path else None   # resolved: "." and ".." have a name to rename
         self.tmp: Path | None = None
         if self.path is not None:
-            if self.path.exists() and not overwrite:
-                raise UserError(f"run directory {self.path} exists; pass --overwrite to replace it or choose another")
+            shown = path
+            if not self.path.name:
+                raise UserError(f"run directory {shown} is the root folder; give a folder to write the run in")
+            if self.path.exists() and not self.path.is_dir():
+                raise UserError(f"run directory {shown} is a file, not a run directory; choose another path")
+            if self.path.exists():
+                if not overwrite:
+                    raise UserError(f"run directory {shown} exists; pass --overwrite to replace it or choose another")
+                if not (self.path / "config.json").is_file() and any(self.path.iterdir()):
+                    raise UserError(f"{shown} is not a neuroplast run directory (no config.json): --overwrite replaces "
+                                    "run directories (or empty folders) only; choose another path or empty it yourself")
+            problem = folder_problem(Path(path).parent)
+            if problem:
+                raise UserError(f"run directory {shown}: {problem}; choose another path")
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self.tmp = make_temp_dir(self.path.parent, f".{self.path.name}.")
 
@@ -63,10 +78,10 @@ class RunDir:
                     "state_dict": net.state_dict()}, self.tmp / "weights.pt")
         if self.path.exists():
             old = self.path.with_name(f".{self.path.name}.old")
-            shutil.rmtree(old, ignore_errors=True)
+            _remove(old)
             self.path.rename(old)
             self.tmp.rename(self.path)
-            shutil.rmtree(old, ignore_errors=True)
+            _remove(old)
         else:
             self.tmp.rename(self.path)
         self.tmp = None
@@ -75,6 +90,13 @@ class RunDir:
         if self.tmp is not None:
             shutil.rmtree(self.tmp, ignore_errors=True)
             self.tmp = None
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
 
 
 def load_weights(net: Network, state, what: str, *, strict: bool = True) -> None:

@@ -273,3 +273,85 @@ def test_weights_that_do_not_fit_the_config_are_one_line(tiny_run, tmp_path, cap
     (run / "config.json").write_text(json.dumps({**values, "net": "64-100-10"}))
     _bad_input(capsys, *command, str(run), match=r"weights.pt does not fit the network '64-100-10' of its config: "
                r"parameter layers.dense1.op.weight has shape \[16, 64\] in the weights but \[100, 64\]")
+
+
+TINY_BENCH = '[bench]\ndataset = "digits"\nnet = "64-16-10"\nhorizon = 2\nlong = 1\nseeds = 1\ntest_samples = 10\n' \
+             'eval_points = 1\n[bench.sweep]\nsgd = [0.1]\n'
+
+
+@pytest.mark.parametrize("argv,match", [
+    (["probe-gradients", "--batches", "1", "--out", "{file}"], r"--out .*FILE: .*FILE is a file, not a folder"),
+    (["compare", "--methods", "bptt", "--seeds", "1", "--net", "64-16-10", "--epochs", "1", "--out", "{file}"],
+     r"--out .*FILE is a file"),
+    (["compare", "--methods", "bptt", "--seeds", "1", "--net", "64-16-10", "--epochs", "1", "--runs-dir", "{file}"],
+     r"--runs-dir .*FILE is a file"),
+    (["meta-bench", "--task", "{task}", "--baselines-only", "--out", "{file}"], r"--out .*FILE is a file"),
+    (["meta-bench", "--task", "{task}", "--baselines-only", "--cache", "{file}/cache"], r"--cache .*FILE is a file"),
+    (["report", "{run}", "--hw", "", "--grad-batches", "0", "--out", "{file}"], r"--out .*FILE is a file"),
+    (["meta-train", "--nets", "64-16-10", "--meta-iters", "1", "--out", "{file}"], r"FILE is a file, not a folder"),
+    (["train", "--net", "64-16-10", "--epochs", "1", "--save", "{file}/sub"], r"run directory .*FILE/sub: .*FILE is a file"),
+    (["export", "{run}", "{dir}"], r"output file .*existing is a folder; give a file name"),
+    (["export", "{run}", "{file}/x.nir"], r"output file .*FILE/x.nir: .*FILE is a file, not a folder"),
+])
+def test_unusable_output_paths_fail_before_any_work(tiny_run, tmp_path, capsys, argv, match):
+    file, task, folder = tmp_path / "FILE", tmp_path / "tiny.toml", tmp_path / "existing"
+    file.write_text("keep me")
+    task.write_text(TINY_BENCH)
+    folder.mkdir()
+    argv = [a.format(file=file, task=task, run=tiny_run, dir=folder) for a in argv]
+    _bad_input(capsys, *argv, "--no-progress", match=match)
+    assert file.read_text() == "keep me" and list(folder.iterdir()) == []
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["FILE", "existing", "tiny.toml"]
+
+
+@pytest.mark.parametrize("name", ["net.nir", "net.net"])
+def test_export_makes_missing_folders_and_replaces_a_file_only_with_overwrite(tiny_run, tmp_path, capsys, name):
+    out = tmp_path / "new" / "deeper" / name
+    assert _run(capsys, "export", str(tiny_run), str(out), "--json")[0] == 0 and out.stat().st_size > 0
+    out.write_bytes(b"older")
+    _bad_input(capsys, "export", str(tiny_run), str(out), match=r"exists; pass --overwrite")
+    assert out.read_bytes() == b"older"
+    assert _run(capsys, "export", str(tiny_run), str(out), "--overwrite")[0] == 0
+    assert out.read_bytes() != b"older" and sorted(p.name for p in out.parent.iterdir()) == [name]
+
+
+def test_a_file_system_failure_is_one_line_and_exit_1(tiny_run, tmp_path, capsys, monkeypatch):
+    import errno
+
+    import neuroplast.report
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+    monkeypatch.setattr(neuroplast.report, "write_report", full)
+    code, out, err = _run(capsys, "report", str(tiny_run), "--hw", "", "--grad-batches", "0",
+                          "--out", str(tmp_path / "rep"))
+    assert code == 1 and out == "" and err.strip() == "neuroplast: failed: [Errno 28] No space left on device"
+
+
+def test_save_dot_with_overwrite_replaces_the_run_in_the_current_folder(tiny_run, tmp_path, capsys, monkeypatch):
+    run = _copy_run(tiny_run, tmp_path / "run")
+    monkeypatch.chdir(run)
+    code, out, err = _run(capsys, "train", "--net", "64-16-10", "--epochs", "1", "--seed", "5", "--save", ".",
+                          "--overwrite", "--no-progress")
+    assert code == 0, err
+    assert json.loads((run / "config.json").read_text())["seed"] == 5
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]      # no .run.old or temp folder left
+
+
+def test_overwrite_replaces_run_directories_and_empty_folders_only(tmp_path, capsys):
+    train = ["train", "--net", "64-16-10", "--epochs", "1", "--no-progress", "--save"]
+    precious = tmp_path / "precious"
+    precious.mkdir()
+    (precious / "thesis.txt").write_text("years of work")
+    _bad_input(capsys, *train, str(precious), "--overwrite", match=r"precious is not a neuroplast run directory "
+               r"\(no config.json\)")
+    assert (precious / "thesis.txt").read_text() == "years of work"
+    file = tmp_path / "notes"
+    file.write_text("mine")
+    for extra in ([], ["--overwrite"]):
+        _bad_input(capsys, *train, str(file), *extra, match=r"notes is a file, not a run directory")
+    assert file.read_text() == "mine"
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert _run(capsys, *train, str(empty), "--overwrite")[0] == 0 and (empty / "config.json").is_file()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["empty", "notes", "precious"]

@@ -39,7 +39,7 @@ import torch
 from tqdm import tqdm
 
 from ..errors import SpecError, UserError
-from ..fileio import atomic_write_json, atomic_write_text
+from ..fileio import atomic_write_json, atomic_write_text, check_output_dir
 from ..spec import check_types
 from .learned import load_checkpoint, save_checkpoint
 from .lstm import VARIANTS, CoordinateLSTM, detach_state
@@ -309,7 +309,7 @@ def meta_train(cfg: MetaConfig, out: str | Path, *, resume: bool = False, overwr
                progress: bool = True) -> dict:
     """Meta-train; writes ``out``/{config.json, history.jsonl, last.pt, best.pt, summary.json}."""
     cfg.validate()
-    out = Path(out)
+    out = check_output_dir(out, "meta-training folder")
     last = out / "last.pt"
     if last.exists() and not (resume or overwrite):
         raise UserError(f"{out} already holds a meta-training run; pass --resume to continue it or --overwrite")

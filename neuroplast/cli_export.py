@@ -118,8 +118,9 @@ def cmd_import(args) -> dict:
 
 def cmd_report(args) -> dict:
     from .fileio import check_output_dir
-    from .report import build_report, write_report
+    from .report import build_report, check_report_name, write_report
     check_output_dir(args.out, "--out")
+    check_report_name(args.name)
     res = build_report(args.run_dirs, hw=args.hw or None, grad_batches=args.grad_batches)
     paths = write_report(res, args.out, name=args.name, command="neuroplast " + " ".join(sys.argv[1:]))
     for t in res["table"]:

@@ -110,6 +110,11 @@ def _raster(run: dict, sample: int = 0) -> dict:
 
 def build_report(run_dirs: list[str | Path], hw: str | None = "loihi1", grad_batches: int = 8) -> dict:
     """Tables and figure data of the report; ``grad_batches`` = 0 skips the gradient variance."""
+    if isinstance(grad_batches, bool) or not isinstance(grad_batches, int) or grad_batches < 0:
+        raise UserError(f"--grad-batches must be >= 0 (0 skips the gradient variance), got {grad_batches}")
+    if hw:
+        from .chip.hardware import load_chip
+        load_chip(hw)   # an unknown chip or a bad chip file is an error of the command, not a note per method
     runs = [_read_run(Path(p)) for p in run_dirs]
     groups: dict[str, list[dict]] = defaultdict(list)
     several_nets = len({r["summary"]["net"] for r in runs}) > 1
@@ -131,10 +136,10 @@ def build_report(run_dirs: list[str | Path], hw: str | None = "loihi1", grad_bat
         if hw and any(r["summary"].get("trainable", "all") != "all" for r in rs):
             cost_notes[method] = "the cost model counts the training of the whole network, not of the readout alone."
         elif hw:
-            from .chip.cost import run_cost
+            from .chip.cost import CostUnavailable, run_cost
             try:   # runs without recorded SynOps: reconstructed from spike totals where that is exact (FC)
                 per = [run_cost(r["path"], hw) for r in rs]
-            except UserError as exc:
+            except CostUnavailable as exc:
                 cost_notes[method] = str(exc)
                 continue
             costs[method] = {"activity": per[0]["activity_source"],"energy_uj_per_sample": statistics.fmean(c["energy_uj_per_sample_total"] for c in per),
@@ -154,7 +159,22 @@ def build_report(run_dirs: list[str | Path], hw: str | None = "loihi1", grad_bat
             "curves": {m: [r["metrics"] for r in rs] for m, rs in groups.items()}}
 
 
+#: every figure a report can have (NAME_<what>.png)
+FIGURES = ("curves", "rates", "costs", "gradients", "raster")
+
+
+def check_report_name(name: str) -> str:
+    """The file name stem of a report: not empty, not hidden, no folders (UserError otherwise)."""
+    if not name or name.startswith(".") or "/" in name or "\\" in name or name in (".", ".."):
+        raise UserError(f"--name {name!r}: give a plain file name stem such as 'report' (not empty, no '/', "
+                        "not starting with '.')")
+    return name
+
+
 def write_report(res: dict, out_dir: str | Path, *, name: str = "report", command: str = "") -> list[Path]:
+    """Write NAME.md, NAME.json and the figures into ``out_dir``; figures of an earlier report of the same
+    name that this one does not have (e.g. costs without --hw) are removed, so the folder holds one report."""
+    check_report_name(name)
     out = Path(out_dir)
     lines = [f"# Training report: {', '.join(sorted({t['net'] for t in res['table']}))}", ""]
     if command:
@@ -198,8 +218,11 @@ def write_report(res: dict, out_dir: str | Path, *, name: str = "report", comman
     if res.get("raster"):
         figs.append(("raster", _plot_raster))
     lines += ["", *(f"![{what}]({name}_{what}.png)" for what, _ in figs), ""]
-    return [atomic_write_text(out / f"{name}.md", "\n".join(lines)), atomic_write_json(out / f"{name}.json", res),
-            *(plot(res, out / f"{name}_{what}.png") for what, plot in figs)]
+    paths = [atomic_write_text(out / f"{name}.md", "\n".join(lines)), atomic_write_json(out / f"{name}.json", res),
+             *(plot(res, out / f"{name}_{what}.png") for what, plot in figs)]
+    for what in set(FIGURES) - {what for what, _ in figs}:
+        (out / f"{name}_{what}.png").unlink(missing_ok=True)
+    return paths
 
 
 def _save(fig, path: Path) -> Path:

@@ -74,3 +74,39 @@ def test_report_on_broken_run_files_is_one_line(tiny_run, tmp_path, capsys, file
     (run / file).write_text(text)
     _report_fails(capsys, str(run), "--out", str(tmp_path / "rep"), "--hw", "", "--grad-batches", "0", match=match)
     assert not (tmp_path / "rep").exists()
+
+
+@pytest.mark.parametrize("argv,match", [
+    (["--hw", "nosuch"], r"unknown chip 'nosuch'"),
+    (["--hw", "{tmp}/chip.toml"], r"chip file .*chip.toml does not exist"),
+    (["--grad-batches", "-1"], r"--grad-batches must be >= 0"),
+    (["--name", ""], r"--name '': give a plain file name"),
+    (["--name", ".hidden"], r"--name '.hidden'"),
+    (["--name", "sub/report"], r"--name 'sub/report'"),
+])
+def test_report_bad_options_are_errors(tiny_run, tmp_path, capsys, argv, match):
+    argv = [a.format(tmp=tmp_path) for a in argv]
+    _report_fails(capsys, str(tiny_run), "--out", str(tmp_path / "rep"), *argv, match=match)
+    assert not (tmp_path / "rep").exists()
+
+
+def test_report_rerun_into_the_same_folder_leaves_no_stale_figures(tiny_run, tmp_path, capsys):
+    rep = tmp_path / "rep"
+    assert main(["report", str(tiny_run), "--out", str(rep), "--grad-batches", "1"]) == 0
+    assert {"report_costs.png", "report_gradients.png"} <= {p.name for p in rep.iterdir()}
+    assert main(["report", str(tiny_run), "--out", str(rep), "--hw", "", "--grad-batches", "0"]) == 0
+    capsys.readouterr()
+    assert sorted(p.name for p in rep.iterdir()) == ["report.json", "report.md", "report_curves.png",
+                                                     "report_raster.png", "report_rates.png"]
+    assert "costs.png" not in (rep / "report.md").read_text()
+
+
+def test_a_run_without_recorded_activity_gets_a_cost_note(tiny_run, tmp_path, capsys):
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    summary = json.loads((run / "summary.json").read_text())
+    summary.pop("activity")
+    (run / "summary.json").write_text(json.dumps(summary))
+    assert main(["report", str(run), "--out", str(tmp_path / "rep"), "--grad-batches", "0", "--json"]) == 0
+    res = json.loads(capsys.readouterr().out)
+    assert res["costs"] == {} and "no recorded training activity" in (tmp_path / "rep" / "report.md").read_text()

@@ -202,13 +202,12 @@ def _split_methods(items: list[str]) -> list[str]:
 
 
 def _cmd_compare(args) -> dict:
-    from .compare import compare, write_compare_report
+    from .compare import check_compare_args, compare, write_compare_report
     from .learn import make_rule
-    if args.seeds < 1:
-        raise UserError(f"--seeds must be >= 1, got {args.seeds}")
     check_output_dir(args.out, "--out")
     check_output_dir(args.runs_dir, "--runs-dir")
     methods = _split_methods(args.methods)
+    check_compare_args(methods, args.seeds, args.probe_batches)
     for m in methods:
         make_rule(m)  # unknown names fail before any training
     res = compare(config_from_args(args), methods, seeds=args.seeds, runs_dir=args.runs_dir,

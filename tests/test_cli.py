@@ -355,3 +355,19 @@ def test_overwrite_replaces_run_directories_and_empty_folders_only(tmp_path, cap
     empty.mkdir()
     assert _run(capsys, *train, str(empty), "--overwrite")[0] == 0 and (empty / "config.json").is_file()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["empty", "notes", "precious"]
+
+
+@pytest.mark.parametrize("argv,match", [
+    (["--methods", ""], r"--methods: give at least one method"),
+    (["--methods", ","], r"--methods: give at least one method"),
+    (["--methods", "bptt", "bptt"], r"--methods: 'bptt' is given twice"),
+    (["--methods", "bptt,dfa", "dfa"], r"--methods: 'dfa' is given twice"),
+    (["--methods", "readout-only"], r"'readout-only' is the control"),
+    (["--methods", "bptt", "--probe-batches", "0"], r"--probe-batches must be >= 1, got 0"),
+    (["--methods", "bptt", "--probe-batches", "-1"], r"--probe-batches must be >= 1, got -1"),
+    (["--methods", "bptt", "--seeds", "0"], r"--seeds must be >= 1, got 0"),
+])
+def test_compare_bad_options_fail_before_training(tmp_path, capsys, argv, match):
+    _bad_input(capsys, "compare", "--net", "64-16-10", "--epochs", "1", "--seeds", "1", *argv,
+               "--out", str(tmp_path / "rep"), "--runs-dir", str(tmp_path / "runs"), "--no-progress", match=match)
+    assert list(tmp_path.iterdir()) == []

@@ -79,13 +79,17 @@ def _ms(xs: list[float]) -> tuple[float, float]:
     return statistics.fmean(xs), (statistics.stdev(xs) if len(xs) > 1 else 0.0)
 
 
-def _grad_rows(runs: list[dict], grad_batches: int) -> list[dict]:
-    """Per-layer gradient variance of each run's rule at its trained weights (see the module docstring)."""
+def _grad_rows(runs: list[dict], grad_batches: int, device: str = "cpu") -> list[dict]:
+    """Per-layer gradient variance of each run's rule at its trained weights (see the module docstring),
+    computed on ``device`` (not the device the run was trained on)."""
+    import dataclasses
+
     from .probe import probe_gradients
     from .runs import load_run
     rows = []
     for r in runs:
         cfg, net, _ = load_run(r["path"])
+        cfg = dataclasses.replace(cfg, device=device)
         res = probe_gradients(cfg, methods=[cfg.method], weights=net.state_dict(), max_batches=grad_batches)
         trained = {"readout"} if getattr(cfg, "trainable", "all") == "readout" else None   # readout-only control
         rows += [{**row, "run": r["path"]} for row in res["rows"] if trained is None or row["layer"] in trained]
@@ -108,8 +112,10 @@ def _raster(run: dict, sample: int = 0) -> dict:
             "neurons": {k: int(v[0, 0].numel()) for k, v in res.spikes.items()}}
 
 
-def build_report(run_dirs: list[str | Path], hw: str | None = "loihi1", grad_batches: int = 8) -> dict:
-    """Tables and figure data of the report; ``grad_batches`` = 0 skips the gradient variance."""
+def build_report(run_dirs: list[str | Path], hw: str | None = "loihi1", grad_batches: int = 8,
+                 device: str = "cpu") -> dict:
+    """Tables and figure data of the report; ``grad_batches`` = 0 skips the gradient variance (else
+    computed on ``device``)."""
     if isinstance(grad_batches, bool) or not isinstance(grad_batches, int) or grad_batches < 0:
         raise UserError(f"--grad-batches must be >= 0 (0 skips the gradient variance), got {grad_batches}")
     if hw:
@@ -149,7 +155,7 @@ def build_report(run_dirs: list[str | Path], hw: str | None = "loihi1", grad_bat
     grads = []
     if grad_batches > 0:
         for method, rs in groups.items():
-            rows = _grad_rows(rs, grad_batches)
+            rows = _grad_rows(rs, grad_batches, device)
             for layer in dict.fromkeys(row["layer"] for row in rows):
                 mine = [row for row in rows if row["layer"] == layer]
                 grads.append({"method": method, "layer": layer, "batches": mine[0]["batches"], "runs": len(mine),

@@ -371,3 +371,38 @@ def test_compare_bad_options_fail_before_training(tmp_path, capsys, argv, match)
     _bad_input(capsys, "compare", "--net", "64-16-10", "--epochs", "1", "--seeds", "1", *argv,
                "--out", str(tmp_path / "rep"), "--runs-dir", str(tmp_path / "runs"), "--no-progress", match=match)
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.fixture(scope="module")
+def tiny_exports(tiny_run, tmp_path_factory):
+    """The tiny run exported as NIR and as netx."""
+    out = tmp_path_factory.mktemp("exports")
+    for name in ("net.nir", "net.net"):
+        assert main(["export", str(tiny_run), str(out / name)]) == 0
+    return out
+
+
+def _no_cuda():
+    import torch
+    return not torch.cuda.is_available()
+
+
+@pytest.mark.parametrize("device,match", [
+    ("bogus", r"unknown device 'bogus'"),
+    pytest.param("cuda", r"CUDA is not available", marks=pytest.mark.skipif(not _no_cuda(), reason="CUDA present")),
+])
+@pytest.mark.parametrize("argv", [["cost", "{run}"], ["export", "{run}", "{tmp}/x.nir"], ["import", "{nir}"],
+                                  ["import", "{nir}", "--task", "digits"],
+                                  ["report", "{run}", "--out", "{tmp}/rep", "--hw", "", "--grad-batches", "1"]])
+def test_every_command_checks_its_device(tiny_run, tiny_exports, tmp_path, capsys, device, match, argv):
+    argv = [a.format(run=tiny_run, tmp=tmp_path, nir=tiny_exports / "net.nir") for a in argv]
+    _bad_input(capsys, *argv, "--device", device, match=match)
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("name", ["net.nir", "net.net"])
+@pytest.mark.parametrize("steps", ["0", "-2"])
+def test_import_time_steps_must_be_positive(tiny_exports, capsys, name, steps):
+    _bad_input(capsys, "import", str(tiny_exports / name), "--task", "digits", "--time-steps", steps,
+               match=rf"--time-steps must be >= 1, got {steps}")
+

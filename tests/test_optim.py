@@ -393,3 +393,32 @@ def test_meta_task_tables_must_be_tables(tmp_path, capsys, text, match):
     task = tmp_path / "t.toml"
     task.write_text(text)
     _meta_bad_input(capsys, ["meta-bench", "--task", str(task), "--no-progress"], match)
+
+
+@pytest.mark.parametrize("change,match", [
+    ({"variant": "l2l"}, r"--resume: .* was meta-trained with variant = 'adam'; this run asks for variant = 'l2l'"),
+    ({"hidden": 8}, r"hidden = 20; this run asks for hidden = 8"),
+    ({"unroll": 10, "init_lr": 0.1}, r"init_lr = 0.01, unroll = 20; this run asks for init_lr = 0.1, unroll = 10"),
+])
+def test_resume_refuses_settings_that_differ_from_the_checkpoint(tmp_path, change, match):
+    import dataclasses
+    import json
+
+    from neuroplast.errors import UserError
+    cfg = MetaConfig(**{**QUAD, "meta_iters": 2, "eval_every": 2, "eval_seeds": 1})
+    meta_train(cfg, tmp_path / "m", progress=False)
+    before = {p.name: p.read_bytes() for p in (tmp_path / "m").iterdir()}
+    with pytest.raises(UserError, match=match):
+        meta_train(dataclasses.replace(cfg, meta_iters=4, **change), tmp_path / "m", resume=True, progress=False)
+    assert {p.name: p.read_bytes() for p in (tmp_path / "m").iterdir()} == before     # config.json not rewritten
+    assert json.loads((tmp_path / "m" / "config.json").read_text())["variant"] == "adam"
+
+
+@pytest.mark.parametrize("argv,match", [
+    (["--nets", "10-10"], r"network '10-10', layer 1 \('10'\): declares input 10"),
+    (["--nets", "64-0-10"], r"the width must be >= 1"),
+    (["--nets", "64-16-10", "--method", "nosuch"], r"unknown method 'nosuch'"),
+])
+def test_a_failed_meta_train_start_writes_nothing(tmp_path, capsys, argv, match):
+    _meta_bad_input(capsys, ["meta-train", *argv, "--out", str(tmp_path / "out"), "--no-progress"], match)
+    assert not (tmp_path / "out").exists()

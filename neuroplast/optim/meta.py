@@ -156,6 +156,19 @@ class ProblemSampler:
             self.data = load_dataset(cfg.dataset, data_dir=cfg.data_dir, val_fraction=cfg.val_fraction,
                                      time_steps=cfg.time_steps)
 
+    def check(self) -> None:
+        """Build every optimizee network once (SpecError for a bad network string or method) and throw it
+        away: meta_train calls this before it writes anything. Own generator: the global one is untouched."""
+        from ..learn import make_rule
+        from ..snn import build_network
+        if self.cfg.problem != "snn":
+            return
+        for arch in self.cfg.nets:
+            build_network(arch, input_shape=self.data.input_shape, num_classes=self.data.num_classes,
+                          estimator=self.cfg.estimator, generator=torch.Generator().manual_seed(0))
+        if self.cfg.method != "bptt":
+            make_rule(self.cfg.method)
+
     def __call__(self, seed: int):
         cfg = self.cfg
         if cfg.problem == "quadratic":
@@ -305,6 +318,22 @@ def _meta_optimizer(model: CoordinateLSTM, cfg: MetaConfig) -> torch.optim.Adam:
     return torch.optim.Adam(groups)
 
 
+#: settings a resumed meta-training may change; every other one must equal the checkpoint's
+RESUMABLE = ("meta_iters", "eval_every", "save_every_s", "data_dir")
+
+
+def _check_resume(cfg: MetaConfig, blob: dict, out: Path) -> None:
+    """UserError naming the settings in which ``cfg`` differs from the checkpoint it would continue."""
+    old = (blob.get("meta") or {}).get("config") or {}
+    new = asdict(cfg)
+    diff = [k for k in new if k not in RESUMABLE and k in old and old[k] != new[k]]
+    if diff:
+        raise UserError(f"--resume: {out} was meta-trained with " + ", ".join(f"{k} = {old[k]!r}" for k in diff)
+                        + "; this run asks for " + ", ".join(f"{k} = {new[k]!r}" for k in diff)
+                        + f". Give the same settings (only {', '.join(RESUMABLE)} may change) or start over "
+                        "with --overwrite")
+
+
 def meta_train(cfg: MetaConfig, out: str | Path, *, resume: bool = False, overwrite: bool = False,
                progress: bool = True) -> dict:
     """Meta-train; writes ``out``/{config.json, history.jsonl, last.pt, best.pt, summary.json}."""
@@ -315,12 +344,14 @@ def meta_train(cfg: MetaConfig, out: str | Path, *, resume: bool = False, overwr
         raise UserError(f"{out} already holds a meta-training run; pass --resume to continue it or --overwrite")
     torch.manual_seed(cfg.seed)
     sampler = ProblemSampler(cfg)
+    sampler.check()
     model = CoordinateLSTM(cfg.variant, hidden=cfg.hidden, step_input=cfg.step_input, init_lr=cfg.init_lr,
                            relative=cfg.relative, learn_beta1=cfg.learn_beta1)
     opt = _meta_optimizer(model, cfg)
     it, best_score, history, restores, next_seed = 0, math.inf, [], 0, cfg.seed * 100_003
     if resume and last.exists():
         model, blob = load_checkpoint(last)
+        _check_resume(cfg, blob, out)
         opt = _meta_optimizer(model, cfg)
         opt.load_state_dict(blob["opt"])
         it, best_score, restores, next_seed = blob["iteration"], blob["best_score"], blob["restores"], blob["next_seed"]

@@ -406,3 +406,15 @@ def test_import_time_steps_must_be_positive(tiny_exports, capsys, name, steps):
     _bad_input(capsys, "import", str(tiny_exports / name), "--task", "digits", "--time-steps", steps,
                match=rf"--time-steps must be >= 1, got {steps}")
 
+
+
+@pytest.mark.parametrize("argv,match", [
+    (["build", "--timeout", "nan"], r"--timeout must be a finite number of seconds > 0, got nan"),
+    (["run", "--timeout", "-1"], r"--timeout must be a finite number of seconds > 0, got -1"),
+    (["run", "--timeout", "inf"], r"--timeout must be a finite number"),
+    (["run", "--learn", "--lr", "nan"], r"--lr must be a finite number > 0, got nan"),
+    (["run", "--learn", "--lr", "-0.5"], r"--lr must be a finite number > 0, got -0.5"),
+])
+def test_lava_options_are_checked(tiny_run, capsys, argv, match):
+    command, *rest = argv
+    _bad_input(capsys, "lava", command, str(tiny_run), *rest, match=match)

@@ -73,7 +73,10 @@ def main() -> int:
         lines.append(f"| `{m}` | " + " | ".join(f"{mean(m, lambda r, k=k: r['energy_uj_per_sample'][k]):.4g}"
                                               for k in first["energy_uj_per_sample"]) + " |")
     lines += ["", "How each column is counted (neuroplast/chip/cost.py): forward SynOps = Σ spikes × fan-out (and input "
-              "events × fan-out), counted during training; feedback ops and learning memory follow OPZO's Table 5 "
+              "events × fan-out), counted during training, except for ZO and OPZO with their noise after the neuron "
+              "(the default): every hidden neuron then sends a graded s + σz at every step, so each synapse after a "
+              "hidden layer carries T events and the forward pass is not spike-sparse (noise before the neuron, "
+              "`site=before`, keeps it sparse); feedback ops and learning memory follow OPZO's Table 5 "
               "(BP: a transposed copy of W and T steps of activations; DFA: C·ΣN_l; ZO: ΣN_l; OPZO: C·ΣN_l with the "
               "momentum update doubling the ops); ANN-equivalent MACs per forward pass: "
               f"{first['per_sample']['ann_macs_forward']:.4g}. BP's feedback is dense (not spike-driven) and "

@@ -252,9 +252,7 @@ def make_step(arch: str, method: str, T: int, x: torch.Tensor, y: torch.Tensor, 
     net = build_network(arch, input_shape=INPUT_SHAPE, num_classes=CLASSES, estimator=estimator,
                         generator=gen, compiled=method.endswith("+compile")).to(device)
     dev_gen = torch.Generator(device).manual_seed(1)
-    for m in net.modules():
-        if hasattr(m, "generator"):
-            m.generator = dev_gen
+    net.seed_draws(1, device)
     if rule_spec is None:
         net.eval()
 

@@ -45,7 +45,7 @@ def cmd_export(args) -> dict:
     cfg, net, data = load_run(args.run_dir, args.data_dir)
     if fmt == "nir":
         from .export.nir_graph import export_nir
-        path = export_nir(net, args.out, dt=args.dt)
+        path = export_nir(net, args.out, dt=args.dt, time_steps=cfg.time_steps, encoding=cfg.encoding)
         print(f"wrote {path} (NIR graph of {net.arch})", file=sys.stderr)
         return {"out": str(path), "format": fmt, "arch": net.arch}
     from .chip.quantize import GRADED_INPUT, input_grid
@@ -106,9 +106,11 @@ def cmd_import(args) -> dict:
         T = args.time_steps if args.time_steps is not None else (int(file_T) if file_T is not None else 4)
         print(f"{args.file}: netx, {arch} ({res['params']} integer weights, Loihi fixed point)", file=sys.stderr)
     else:
-        from .export.nir_graph import import_nir
-        net = import_nir(args.file).to(device)
-        T = args.time_steps if args.time_steps is not None else 4
+        from .export.nir_graph import read_nir
+        net, settings = read_nir(args.file)
+        net = net.to(device)
+        T = args.time_steps if args.time_steps is not None else settings.get("time_steps", 4)
+        enc = settings.get("encoding", "direct")
         res = {"file": args.file, "format": fmt, "arch": net.arch, "params": sum(p.numel() for p in net.parameters())}
         print(f"{args.file}: {net.arch} ({res['params']} parameters)", file=sys.stderr)
     if args.task:
@@ -119,7 +121,8 @@ def cmd_import(args) -> dict:
             pred = torch.cat([fixed.classify(x[:, i:i + 256]) for i in range(0, x.shape[1], 256)])
         else:
             with torch.no_grad():
-                pred = net.simulate(encode("direct", data.test.x.to(device), T), record=False).logits.argmax(1).cpu()
+                x = encode(enc, data.test.x, T, generator=torch.Generator().manual_seed(0)).to(device)
+                pred = net.simulate(x, record=False).logits.argmax(1).cpu()
         res["test_acc"] = float((pred == data.test.y).float().mean())
         print(f"test accuracy on {args.task}: {100 * res['test_acc']:.2f}%", file=sys.stderr)
     return res

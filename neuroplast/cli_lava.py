@@ -61,6 +61,7 @@ def _setup(args):
 def cmd_lava(args) -> dict:
     import torch
 
+    from .chip.quantize import run_steps
     from .data import encode
     cfg, net, data, steps, fixed = _setup(args)
     if getattr(args, "learn", False):
@@ -93,7 +94,7 @@ def cmd_lava(args) -> dict:
     wall = time.perf_counter() - t0
     return {"samples": results, "bit_exact": all(r["bit_exact"] for r in results), "wall_s": wall,
             "ok": all(r["bit_exact"] for r in results),
-            "ms_per_step": 1000 * wall / (args.samples * (steps + len(fixed.synapses()) - 1))}
+            "ms_per_step": 1000 * wall / (args.samples * run_steps(steps, len(fixed.synapses()), "lava"))}
 
 
 def _float(args, cfg, net, data, steps) -> dict:

@@ -13,6 +13,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
+from .chip.cost import new_activity, record_step
 from .data import encode, load_dataset
 from .data.datasets import Split
 from .errors import TrainingDiverged, UserError
@@ -33,9 +34,9 @@ def resolve_device(name: str) -> torch.device:
 
 
 def noise_generator(seed: int, device: torch.device) -> torch.Generator:
-    """The generator of everything drawn while running (noise, LocalZO samples, dropout masks,
-    feedback matrices): its own stream, so that e.g. a random feedback matrix never repeats the
-    weights drawn by ``build_network`` from the same seed."""
+    """The generator of what the rule and the training loop draw while running (noise, feedback
+    matrices, input spikes): its own stream, so that e.g. a random feedback matrix never repeats the
+    weights drawn by ``build_network`` from the same seed (the layers' own draws: ``Network.seed_draws``)."""
     return torch.Generator(device).manual_seed(seed + 1_000_003)
 
 
@@ -125,9 +126,7 @@ def _train(cfg, rule, device, run, progress, on_epoch):
     gen = torch.Generator().manual_seed(cfg.seed)  # CPU: weight init, shuffling
     dev_gen = noise_generator(cfg.seed, device)
     net = make_network(cfg, data, gen).to(device)
-    for m in net.modules():  # dropout masks, LocalZO draws, ASGL spike noise
-        if hasattr(m, "generator"):
-            m.generator = dev_gen
+    net.seed_draws(cfg.seed, device)  # dropout masks, LocalZO draws, ASGL spike noise: a stream per layer
     rule.generator = dev_gen  # noise and feedback matrices of rules that draw them
     if cfg.trainable == "readout":  # control: hidden layers frozen at their initialisation
         for name, layer in net.layers.items():
@@ -139,7 +138,7 @@ def _train(cfg, rule, device, run, progress, on_epoch):
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=steps) if cfg.schedule == "cosine" else None
     loss_fn = CEMSELoss(cfg.mse_weight)
     step, train_loss = 0, float("nan")
-    activity = {"updates": 0, "noise_draws": 0, "samples": 0, "train_spikes": {}, "train_synops": {}}  # cost model
+    activity = new_activity()  # what the cost model counts
     for epoch in range(1, cfg.epochs + 1):
         net.train()
         loss_sum = correct = seen = 0
@@ -156,13 +155,7 @@ def _train(cfg, rule, device, run, progress, on_epoch):
                 raise TrainingDiverged(f"loss became {res.loss} at epoch {epoch}, step {step} "
                                        f"(learning rate {opt.param_groups[0]['lr']:.3g}); lower --lr or check the data")
             opt.step()
-            activity["updates"] += 1
-            activity["noise_draws"] += res.noise_draws
-            for k, v in res.spike_counts.items():
-                activity["train_spikes"][k] = activity["train_spikes"].get(k, 0) + int(v.sum())
-            for k, v in net.count_synops(x_seq, res.spike_counts).items():
-                activity["train_synops"][k] = activity["train_synops"].get(k, 0.0) + v
-            activity["samples"] += len(y)
+            record_step(activity, net, x_seq, res.spike_counts, res.noise_draws, len(y))
             if sched is not None:
                 sched.step()
             loss_sum += res.loss * len(y)

@@ -53,9 +53,8 @@ def probe_gradients(cfg: TrainConfig, estimators: list[str] | None = None, *, me
         net = make_network(TrainConfig(**{**cfg.to_dict(), "estimator": est}), data).to(device)
         net.load_state_dict(ref_net.state_dict(), strict=False)  # same weights for everyone
         rule = make_rule(method)
-        for m in [*net.modules(), rule]:
-            if hasattr(m, "generator"):
-                m.generator = noise_generator(cfg.seed, device)
+        net.seed_draws(cfg.seed, device)
+        rule.generator = noise_generator(cfg.seed, device)
         nets[method, est], rules[method, est] = net, rule
     ref_rule = make_rule(ref_method)
     loss_fn = CEMSELoss(cfg.mse_weight)

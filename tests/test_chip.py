@@ -1,13 +1,14 @@
 """Chip files, quantisation and float-vs-fixed accuracy of trained networks."""
+import dataclasses
 import json
 
 import pytest
 import torch
 
 from neuroplast.chip.hardware import available_chips, load_chip
-from neuroplast.chip.quantize import quantize
+from neuroplast.chip.quantize import quantize, threshold_scale
 from neuroplast.cli import main
-from neuroplast.errors import SpecError
+from neuroplast.errors import DataError, SpecError
 from neuroplast.snn import build_network
 
 
@@ -146,3 +147,168 @@ def test_chip_eval_errors(digits_runs, tmp_path, capsys):
     assert "config.json not found" in capsys.readouterr().err
     assert main(["chip", "eval", str(digits_runs["fc"]), "--hw", "loihi7"]) == 2
     assert "unknown chip" in capsys.readouterr().err
+
+
+def _biased(arch, bias, gain, leak=0.9, layer="dense1"):
+    from neuroplast.snn import LIFParams
+    net = build_network(arch, input_shape=(16,), num_classes=4, lif=LIFParams(leak=leak),
+                        generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        for p in net.parameters():
+            p.mul_(gain)
+        net.layers[layer].op.bias.copy_(torch.as_tensor(bias, dtype=torch.float32))
+    return net
+
+
+def test_a_large_bias_lowers_the_scale_and_is_never_clipped():
+    """A hidden bias of 1.5θ at λ = 0.9: at the weights' own scale b·S would pass the chip's bias range
+    (4095·2^7); S is lowered so that it fits, the integer bias is b·S, and at zero input the chip
+    fires at every step as the float network does."""
+    net = _biased("16-8-4", 1.5, 0.1)
+    fixed = quantize(net, load_chip("loihi2"), time_steps=8)
+    layer = fixed.layers[0]
+    bias, s = layer.lif.effective_bias(), layer.synapse.v_scale
+    assert (bias.double() - 1.5 * s).abs().max() <= 2.0 ** int(layer.lif.bias_exp.max()) / 2
+    x = torch.zeros(8, 2, 16)
+    want = net.simulate(x).spikes["dense1"].sum(0)
+    assert int(want.min()) == 8
+    assert torch.equal(fixed.simulate(x)["spikes"]["dense1"], want.long())
+
+
+def test_a_large_readout_bias_fits_and_keeps_the_float_outputs():
+    """Readout biases [0, 1, 2, 3] with small weights: S is capped so that the largest bias fits the chip's
+    bias, and v_out/S is the float readout's sum over T steps (argmax included)."""
+    net = _biased("16-8-4", [0.0, 1.0, 2.0, 3.0], 0.01, layer="readout")
+    fixed = quantize(net, load_chip("loihi2"), time_steps=4)
+    x = torch.rand(4, 5, 16, generator=torch.Generator().manual_seed(1))
+    want = 4 * net.simulate(x).logits.double()
+    got = fixed.simulate(x)["v_out"].double() / fixed.synapses()["readout"].v_scale
+    assert (got - want).abs().max() < 1e-3 * want.abs().max()
+    assert torch.equal(fixed.classify(x), want.argmax(1))
+
+
+def test_a_bias_no_scale_can_hold_is_a_data_error():
+    with pytest.raises(DataError, match="layer dense1: a bias of 100000 .*does not fit the chip's bias"):
+        quantize(_biased("16-8-4", 1e5, 0.1), load_chip("loihi2"), time_steps=8)
+    with pytest.raises(DataError, match="layer readout: its biases .* too large next to its weights"):
+        quantize(_biased("16-8-4", [0.0, 1e9, 0.0, 0.0], 1e-6, layer="readout"), load_chip("loihi2"), time_steps=8)
+
+
+def test_a_strong_drive_lowers_the_threshold_so_that_u_cannot_wrap():
+    """dense1 fires at every step into 200 weights of 0.1θ: a current of 20θ, whose a << 6 at the default
+    scale wraps past 24 bits and silences dense2. vth is lowered until the largest current fits: the chip
+    fires as the float network does, u = a << 6 unwrapped, and the mantissas still use all 8 bits."""
+    net = build_network("16-200-8-4", input_shape=(16,), num_classes=4, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        for name, w in (("dense1", 0.3), ("dense2", 0.1)):
+            net.layers[name].op.weight.fill_(w)
+            net.layers[name].op.bias.zero_()
+    x = torch.ones(8, 2, 16)
+    want = net.simulate(x).spikes["dense2"].sum(0)
+    fixed = quantize(net, load_chip("loihi2"), time_steps=8)
+    out = fixed.simulate(x, record=True)
+    assert int(want.min()) > 0 and torch.equal(out["spikes"]["dense2"], want.long())
+    syn = fixed.synapses()["dense2"]
+    a = int(syn.current(torch.ones(1, 200, dtype=torch.int64)).max())
+    assert int(out["steps"]["dense2"]["u"].min()) == a << 6 > 0
+    assert int(syn.m.abs().max()) == 127
+
+
+@pytest.mark.parametrize("arch,shape", [("64-300-300-10", (64,)), ("1x8x8-16C3-AP2-40-FC", (1, 8, 8))])
+def test_no_input_can_wrap_u_in_any_layer(arch, shape):
+    """Every synaptic layer's largest current over all inputs (each at 0 or its largest payload X, where
+    it adds to the sum) keeps u = a << 6 inside 24 bits, for positive-heavy weights with wide fan-in."""
+    net = build_network(arch, input_shape=shape, num_classes=10, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        for p in net.parameters():
+            p.abs_().mul_(2.0)
+    fixed = quantize(net, load_chip("loihi2"), time_steps=6)
+    for name, syn in fixed.synapses().items():
+        m = syn.m.flatten(1)
+        worst = torch.maximum(m.clamp_min(0).sum(1), (-m).clamp_min(0).sum(1)).max()
+        assert 2 * int(worst) * syn.x_scale * 2.0 ** syn.weight_exp * 64 < 2 ** 23, name
+        # precision kept: all 8 bits (the readout, whose S is set by T steps of input: at least 7)
+        assert int(syn.m.abs().max()) >= (64 if name == "readout" else 127), name
+
+
+def test_weights_too_large_for_every_scale_are_a_data_error_not_clipped():
+    """Weights above 127·θ·X·2^(hi+1) clip even at the largest exponent and vth = 1 (netx's exponents
+    [−1, 0]: 254θ for spike input); a current past 2^17·θ wraps u even at vth = 1. Both are refused."""
+    assert threshold_scale(1.0, 1, 2.0, -8, 7) == (7, 128)
+    with pytest.raises(DataError, match="do not fit the chip's 8-bit mantissas"):
+        threshold_scale(1.0, 1, 3.0, -1, 0)
+    base = load_chip("loihi2")
+    netx_like = dataclasses.replace(base, numerics={**base.numerics, "weight_exp_min": -1, "weight_exp_max": 0})
+    net = _biased("16-8-8-4", 0.0, 1.0)
+    for w, m in ((250.0, 125), (300.0, None)):
+        with torch.no_grad():
+            net.layers["dense2"].op.weight.fill_(w)
+        if m is not None:   # fits at vth = 1: 250/254 of the mantissa range
+            fixed = quantize(net, netx_like, encoding="poisson", time_steps=4)
+            assert int(fixed.synapses()["dense2"].m.max()) == m and fixed.layers[1].lif.vth == 1
+        else:               # the old fallback took exponent −1 and clipped every mantissa at 127
+            with pytest.raises(DataError, match=r"layer dense2: weights up to 300 .*they reach 254"):
+                quantize(net, netx_like, encoding="poisson", time_steps=4)
+    with torch.no_grad():
+        net.layers["dense1"].op.weight.fill_(1e4)   # Σ W = 1.6e5·θ at full input
+    with pytest.raises(DataError, match=r"layer dense1: its input current reaches 160000·θ"):
+        quantize(net, base, time_steps=4)
+
+
+@pytest.mark.parametrize("field,value", [("weight_mantissa_bits", 4), ("threshold_mantissa_bits", 8),
+                                         ("voltage_bits", 12), ("bias_mantissa_bits", 4)])
+def test_a_chip_file_with_other_widths_is_refused_by_the_integer_model(tmp_path, field, value):
+    """The fixed-point engine is Lava's Loihi with its widths built in: a chip file asking for other
+    widths is refused (naming the field) by quantize and the on-chip learner instead of being run at
+    Loihi's widths (|m| = 127, a 17-bit vth) as if it had been honoured."""
+    import re
+
+    from neuroplast.chip.onchip import OnChipLearner
+    text = open(load_chip("loihi2").path).read()
+    path = tmp_path / "narrow.toml"
+    path.write_text(re.sub(rf"(?m)^{field} = \d+", f"{field} = {value}", text).replace('"loihi2"', '"narrow"'))
+    chip = load_chip(path)
+    assert chip.numerics[field] == value
+    net = build_network("16-8-4", input_shape=(16,), num_classes=4, generator=torch.Generator().manual_seed(0))
+    for make in (lambda: quantize(net, chip, time_steps=4), lambda: OnChipLearner(net, chip, "dfa", lr=0.1, time_steps=4)):
+        with pytest.raises(DataError, match=rf"chip narrow .*\[numerics\] {field} = {value} \(the model implements"):
+            make()
+    assert quantize(net, load_chip("loihi1"), encoding="poisson", time_steps=4).layers[0].lif.vth > 255
+
+
+def test_spike_counts_are_refused_on_a_chip_with_binary_spikes():
+    """loihi1 sends 1-bit spikes: event-frame input with counts above 1 is a DataError (as floats and as
+    integer payloads), 0/1 frames run, and loihi2 (graded spikes) takes the counts."""
+    net = build_network("16-8-4", input_shape=(16,), num_classes=4, generator=torch.Generator().manual_seed(0))
+    x = torch.randint(0, 6, (4, 2, 16), generator=torch.Generator().manual_seed(1)).float()
+    binary = quantize(net, load_chip("loihi1"), encoding="frames", time_steps=4)
+    for run in (lambda: binary.simulate(x), lambda: binary.simulate(x.long(), integer_input=True)):
+        with pytest.raises(DataError, match=r"payloads in \[0, 5\] .*binary spikes only"):
+            run()
+    assert binary.simulate((x > 0).float())["v_out"].shape == (2, 4)
+    graded = quantize(net, load_chip("loihi2"), encoding="frames", time_steps=4)
+    assert torch.equal(graded.encode_input(x), x.long())
+    assert not torch.equal(graded.simulate(x)["v_out"], graded.simulate((x > 0).float())["v_out"])
+
+
+@pytest.mark.parametrize("arch", ["16-FC4", "16-8-4", "16-8-8-4"])
+def test_lava_timing_runs_until_the_last_input_step_reaches_the_readout(arch):
+    """Each of the n synapses delays by one step, so input at step T − 1 reaches the readout at step
+    T − 1 + n: the run takes T + n steps. Without biases the Lava-timed run is the sync run of the same
+    integers delayed by n steps (readout v zero for the first n); input at the last step alone moves v_out."""
+    from neuroplast.chip.quantize import FixedNetwork
+    net = build_network(arch, input_shape=(16,), num_classes=4, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        for name, p in net.named_parameters():
+            p.mul_(0.0 if name.endswith("bias") else 3.0)
+    T, n = 5, arch.count("-")
+    lava = quantize(net, load_chip("loihi2"), time_steps=T, timing="lava")
+    sync = FixedNetwork(lava.layers, lava.input_shape, lava.num_classes, lava.encoding, "sync")
+    x = torch.rand(T, 3, 16, generator=torch.Generator().manual_seed(1))
+    a, b = lava.simulate(x, record=True), sync.simulate(x, record=True)
+    v = a["steps"]["readout"]["v"]
+    assert len(v) == T + n and not v[:n].any() and torch.equal(v[n:], b["steps"]["readout"]["v"])
+    assert torch.equal(a["v_out"], b["v_out"]) and all(torch.equal(a["spikes"][k], b["spikes"][k]) for k in b["spikes"])
+    last = torch.zeros(T, 1, 16)
+    last[-1] = 1.0
+    assert not lava.simulate(last)["v_out"].eq(0).all()

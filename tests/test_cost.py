@@ -32,7 +32,8 @@ def test_fan_out_and_synops_on_a_hand_built_conv_net():
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     root, out = tmp_path_factory.mktemp("cost"), {}
-    for method, T in (("bptt", 2), ("bptt", 4), ("dfa", 4), ("opzo", 4), ("opzo+ll", 4), ("zo", 4)):
+    for method, T in (("bptt", 2), ("bptt", 4), ("dfa", 4), ("opzo", 4), ("opzo+ll", 4), ("zo", 4),
+                      ("opzo:site=before", 4)):
         path = root / f"{method}_{T}"
         assert main(["train", "--method", method, "--net", "64-32-16-10", "--time-steps", str(T), "--epochs", "1",
                      "--save", str(path), "--no-progress"]) == 0
@@ -62,11 +63,22 @@ def test_counted_figures_match_the_table5_formulas(runs):
             assert per["noise_draws"] == T * hidden
         if method.startswith("opzo"):
             assert per["noise_draws"] == T * hidden / 2  # antithetic pairs: fresh noise every other step
-        # forward SynOps: Σ spikes x fan-out; FC fan-out is the next layer's width
+        assert 0 < res["per_layer"]["dense1"]["firing_rate"] < 1
+        if method == "dfa":
+            continue
+        # noise after the neuron: every hidden neuron sends s + σz every step, so each synapse after a
+        # hidden layer carries T events (not spike-sparse); the input layer stays event-driven
+        assert res["per_layer"]["dense2"]["synops_in"] == T * 32 * 16
+        assert res["per_layer"]["readout"]["synops_in"] == T * 16 * 10
+        assert res["per_layer"]["dense1"]["messages"] == T * 32 and per["messages"] == T * hidden
+        assert res["per_layer"]["dense1"]["synops_in"] == pytest.approx(act["train_synops"]["input"] / act["samples"])
+        assert per["spikes"] < per["messages"]
+    for method in ("dfa", "opzo:site=before"):   # spikes alone leave the neurons: Σ spikes × fan-out
+        res, act = run_cost(runs[(method, T)], "loihi1"), _summary(runs[(method, T)])["activity"]
         spikes = {k: v / act["samples"] for k, v in act["train_spikes"].items()}
         assert res["per_layer"]["dense2"]["synops_in"] == pytest.approx(spikes["dense1"] * 16)
         assert res["per_layer"]["readout"]["synops_in"] == pytest.approx(spikes["dense2"] * 10)
-        assert 0 < res["per_layer"]["dense1"]["firing_rate"] < 1
+        assert res["per_sample"]["messages"] == res["per_sample"]["spikes"]
 
 
 def test_bp_memory_grows_with_time_steps_and_online_rules_do_not(runs):

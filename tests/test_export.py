@@ -95,13 +95,18 @@ def test_bad_files_fail_clearly(tmp_path):
 
 
 def test_export_and_import_commands(tmp_path, capsys):
+    """The NIR file carries the run's T (here 2, not the default 4), so the imported network scores what
+    the run scored."""
     run = tmp_path / "run"
-    assert main(["train", "--net", "64-32-10", "--epochs", "3", "--save", str(run), "--no-progress", "--json"]) == 0
+    assert main(["train", "--net", "64-32-10", "--epochs", "3", "--time-steps", "2", "--save", str(run),
+                 "--no-progress", "--json"]) == 0
     acc = json.loads(capsys.readouterr().out)["test_acc"]
     assert main(["export", str(run), str(tmp_path / "n.nir"), "--json"]) == 0
     capsys.readouterr()
     assert main(["import", str(tmp_path / "n.nir"), "--task", "digits", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["test_acc"] == pytest.approx(acc)
+    assert main(["import", str(tmp_path / "n.nir"), "--task", "digits", "--time-steps", "4", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["test_acc"] != pytest.approx(acc)   # T matters: the file's is used
     for dt in ("0", "-1", "nan"):                                       # τ = dt/(1 − λ) needs dt > 0
         assert main(["export", str(run), str(tmp_path / "bad.nir"), "--dt", dt]) == 2
         assert "dt = " in capsys.readouterr().err and not (tmp_path / "bad.nir").exists()

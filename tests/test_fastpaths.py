@@ -50,6 +50,34 @@ def test_lif_scan_localzo_draws_as_the_step_by_step_adjoint():
     torch.testing.assert_close(grads[1], grads[0], rtol=1e-12, atol=1e-12)
 
 
+@pytest.mark.parametrize("estimator", ["localzo:m=2", "asgl:p=0.5"])
+def test_bptt_of_a_deep_net_draws_as_the_step_loop_with_a_stream_per_layer(estimator):
+    """LocalZO draws in the backward pass and ASGL in the forward pass: layer by layer over all T in
+    ``simulate``, interleaved over layers and steps in the step loop. ``seed_draws`` gives each layer
+    its own stream, so both orders draw the same numbers for every layer."""
+    grads = []
+    for fast in (True, False):
+        net = build_network("20-16-12-3", input_shape=(20,), num_classes=3, estimator=estimator,
+                            generator=torch.Generator().manual_seed(0)).double()
+        net.train()
+        net.seed_draws(5)
+        x = encode("direct", torch.rand(4, 20, generator=torch.Generator().manual_seed(1), dtype=torch.float64) * 2, 5)
+        y = torch.tensor([0, 1, 2, 1])
+        if fast:
+            o = net.simulate(x).logits
+        else:
+            state, outs = net.init_state(), []
+            for t in range(5):
+                out, state, _ = net.step(x[t], state)
+                outs.append(out)
+            o = torch.stack(outs).mean(0)
+        CEMSELoss()(o, y).backward()
+        grads.append({k: p.grad for k, p in net.named_parameters() if p.grad is not None})
+    assert set(grads[0]) == set(grads[1]) and grads[0]["layers.dense1.op.weight"].abs().sum() > 0
+    for k in grads[0]:
+        torch.testing.assert_close(grads[0][k], grads[1][k], rtol=1e-10, atol=1e-12)
+
+
 def test_lif_scan_carries_state_across_windows():
     params = LIFParams(leak=0.6)
     current = torch.randn(9, 4, 7) + 0.6

@@ -85,7 +85,7 @@ def test_lava_build_and_run_commands_on_a_trained_run(tmp_path, capsys):
     capsys.readouterr()
     assert main(["lava", "build", str(run), "--json"]) == 0
     built = json.loads(capsys.readouterr().out)
-    assert [layer["dense"] for layer in built["layers"]] == [[24, 64], [10, 24]] and built["steps_per_sample"] == 5
+    assert [layer["dense"] for layer in built["layers"]] == [[24, 64], [10, 24]] and built["steps_per_sample"] == 4 + 2
     assert main(["lava", "run", str(run), "--samples", "2", "--json"]) == 0
     res = json.loads(capsys.readouterr().out)
     assert res["bit_exact"] and len(res["samples"]) == 2
@@ -268,3 +268,28 @@ def test_float_graph_refuses_soft_reset_and_conv_by_layer_name():
     conv = build_network("1x6x6-4C3-FC", input_shape=(1, 6, 6), num_classes=3)
     with pytest.raises(SpecError, match="layer conv1"):
         build_float_graph(conv, torch.zeros(4, 36).numpy())
+
+
+@pytest.mark.parametrize("arch", ["24-4", "24-20-16-4"])
+def test_lava_runs_until_the_last_input_step_reaches_the_readout(arch):
+    """Every Dense delays by one step, so Lava needs T + n_syn steps for the input of step T − 1 to reach
+    the readout. Input at the last step only, no biases: Lava (fixed_pt, bit-exact with the engine, and
+    floating_pt, equal to float_reference) keeps the readout at 0 until that input arrives at the last step."""
+    pytest.importorskip("neuroplast.lava.network", reason="lava-nc is not installed")
+    from neuroplast.lava.equivalence import compare_float_sample, compare_sample
+    net = _net(arch, 24, 0, 3.0)
+    with torch.no_grad():
+        for layer in net.layers.values():
+            layer.op.bias.zero_()
+    T, n_syn = 5, arch.count("-")
+    x = torch.zeros(T, 24)
+    x[-1] = 1.0
+    fixed = quantize(net, load_chip("loihi2"), time_steps=T, timing="lava")
+    mismatch, lava = compare_sample(fixed, fixed.encode_input(x.unsqueeze(1))[:, 0])
+    assert mismatch is None, str(mismatch)
+    mismatch, lava_float = compare_float_sample(net, x)
+    assert mismatch is None, str(mismatch)
+    for rec in (lava, lava_float):
+        v = rec["readout"]["v"]
+        assert v.shape[0] == T + n_syn and not v[:-1].any() and v[-1].any()
+    assert not multiprocessing.active_children()

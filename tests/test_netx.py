@@ -67,6 +67,11 @@ def test_file_has_the_layout_lava_dl_reads(tmp_path):
         assert n["vThMant"][()] == syn.lif.vth
         ro = f["layer/5/neuron"]
         assert ro["vDecay"][()] == 0 and ro["vThMant"][()] == VTH_MAX
+        assert f.attrs["input_message_bits"] == 8                              # graded direct input
+    for encoding, bits in (("frames", 8), ("poisson", 0)):   # frame counts stay graded; lava-dl binarises 0-bit input
+        fixed = netx_fixed(_net(*CASES[1]), time_steps=4, encoding=encoding)
+        with h5py.File(export_netx(fixed, tmp_path / f"{encoding}.net"), "r") as f:
+            assert f.attrs["input_message_bits"] == bits and f.attrs["encoding"] == encoding
 
 
 def test_netx_quantisation_stays_within_one_weight_step_of_the_float_net():

@@ -148,3 +148,27 @@ def test_counter_hash_matches_reference_and_rounds_without_bias():
 def test_on_chip_bad_input(args, message, capsys):
     assert main(["train", *args, "--epochs", "1", "--no-progress"]) == 2
     assert message in capsys.readouterr().err
+
+
+def test_on_chip_runs_record_the_activity_the_cost_model_counts(tmp_path, capsys):
+    """Spikes per neuron summed over a batch equal the recorded per-step spikes; a saved on-chip run
+    has the activity ``neuroplast cost`` needs (DFA sends spikes only: SynOps = spikes x fan-out)."""
+    net = build_network("20-16-4", input_shape=(20,), num_classes=4, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        net.layers["dense1"].op.weight.abs_()   # excitatory: the hidden layer spikes
+    learner = OnChipLearner(net, load_chip("loihi2"), "opzo", lr=0.3, time_steps=4, seed=1)
+    record = {}
+    learner.train_batch(torch.rand(4, 3, 20, generator=torch.Generator().manual_seed(2)), torch.tensor([0, 1, 3]), record)
+    steps = torch.stack(record["hidden1"]["s"])   # [T, B, N]
+    assert torch.equal(learner.last_spike_counts[0], steps.sum((0, 1))) and 0 < steps.sum() < steps.numel()
+    assert learner.last_noise_draws == 4 * 3 * 16
+    run = tmp_path / "dfa"
+    assert main(["train", "--method", "dfa", "--precision", "loihi2", "--net", "64-32-10", "--epochs", "1",
+                 "--save", str(run), "--no-progress"]) == 0
+    capsys.readouterr()
+    assert main(["cost", str(run), "--hw", "loihi2", "--json"]) == 0
+    res = json.loads(capsys.readouterr().out)
+    act = json.loads((run / "summary.json").read_text())["activity"]
+    assert act["samples"] > 0 and act["train_spikes"]["dense1"] > 0 and act["feedback_entries"] == {"dense1": 320}
+    per = res["runs"][0]["per_layer"]
+    assert per["readout"]["synops_in"] == pytest.approx(act["train_spikes"]["dense1"] / act["samples"] * 10)

@@ -4,6 +4,10 @@ Per training sample (T time steps), layers l = 1..L−1 hidden with N_l neurons,
 S_l = Σ_j s_j·fanout_j the counted synaptic events leaving layer l (spike-driven accumulates):
 
   forward (all methods)  SynOps = Σ_l S_l (+ input events);  neuron updates = T·Σ_{l≥1} N_l
+      except ZO/OPZO with noise after the neuron (``site=after``, the default): every hidden neuron
+      then sends a graded s + σz at every step (``chip.onchip`` payloads), so a hidden layer sends
+      T·N_l messages and the layer after it takes T·(its synapses) SynOps: the forward pass is no
+      longer spike-sparse (noise before the neuron keeps it so; OPZO Sec. 4.4)
   BP  (OPZO Table 5, "if possible"): backward error through Wᵀ every step, T·Σ_{l≥2} N_l·N_{l−1}
       dense ops; memory: a transposed copy of every W plus T steps of activations (s and u per
       neuron) kept for the backward pass
@@ -38,13 +42,32 @@ class CostUnavailable(UserError):
 METHOD_FAMILY = {"bptt": "bp", "ottt": "bp", "fa": "bp", "dfa": "dfa", "zo": "zo", "opzo": "opzo"}
 
 
-def _family(method: str) -> tuple[str, bool]:
-    """(cost family, local learning on?) of a method spec, as ``make_rule`` reads it."""
+def _family(method: str) -> tuple[str, bool, bool]:
+    """(cost family, local learning on?, hidden layers send graded noisy messages every step?) of a
+    method spec, as ``make_rule`` reads it."""
     from ..learn import make_rule
     rule = make_rule(method)
     if rule.name not in METHOD_FAMILY:
         raise CostUnavailable(f"no cost model for method {rule.name!r}; known: {', '.join(METHOD_FAMILY)}")
-    return METHOD_FAMILY[rule.name], bool(getattr(rule, "local", None))
+    fam = METHOD_FAMILY[rule.name]
+    return fam, bool(getattr(rule, "local", None)), fam in ("zo", "opzo") and getattr(rule, "site", "after") == "after"
+
+
+def new_activity() -> dict:
+    """The training activity a run records for the cost model (summed over its optimizer steps)."""
+    return {"updates": 0, "noise_draws": 0, "samples": 0, "train_spikes": {}, "train_synops": {}}
+
+
+def record_step(activity: dict, net, x_seq, spike_counts: dict, noise_draws: int, samples: int) -> None:
+    """Add one optimizer step to ``activity``: its spikes per layer (counts [*shape] summed over the batch
+    and T), the synaptic events they cause (``Network.count_synops``), noise draws and samples."""
+    activity["updates"] += 1
+    activity["noise_draws"] += int(noise_draws)
+    for k, v in spike_counts.items():
+        activity["train_spikes"][k] = activity["train_spikes"].get(k, 0) + int(v.sum())
+    for k, v in net.count_synops(x_seq, spike_counts).items():
+        activity["train_synops"][k] = activity["train_synops"].get(k, 0.0) + v
+    activity["samples"] += int(samples)
 
 
 def layer_table(net) -> list[dict]:
@@ -70,22 +93,25 @@ def cost_model(summary: dict, net, chip: Chip, *, time_steps: int, method: str) 
     if not samples or "train_synops" not in act:
         raise CostUnavailable("this run has no recorded training activity (samples, train_synops); re-run it with this "
                         "version of neuroplast (`neuroplast train ... --save`)")
-    fam, ll = _family(method)
+    fam, ll, graded = _family(method)
     T, C = time_steps, net.num_classes
     rows = layer_table(net)
     hidden = [r for r in rows if r["spiking"]]
     sum_hidden = sum(r["neurons"] for r in hidden)
+    noisy = {r["layer"] for r in hidden} if graded else set()   # layers sending s + σz every step
     per = {}
     for r in rows:
         spikes = act["train_spikes"].get(r["layer"], 0) / samples
-        synops_in = act["train_synops"].get(r["pre"], 0.0) / samples
+        synops_in = T * r["synapses"] if r["pre"] in noisy else act["train_synops"].get(r["pre"], 0.0) / samples
         per[r["layer"]] = {"neurons": r["neurons"], "synapses": r["synapses"],
                            "spikes": spikes, "firing_rate": spikes / (T * r["neurons"]) if r["spiking"] else None,
+                           "messages": T * r["neurons"] if r["layer"] in noisy else spikes,
                            "synops_in": synops_in, "neuron_updates": T * r["neurons"],
                            "ann_macs": r["synapses"]}
     fwd_synops = sum(p["synops_in"] for p in per.values())
     neuron_updates = sum(p["neuron_updates"] for p in per.values())
     spikes = sum(p["spikes"] for p in per.values())
+    messages = sum(p["messages"] for p in per.values())   # spikes, or graded noisy payloads
     synapses = sum(r["synapses"] for r in rows)
     weights = sum(r["weights"] for r in rows)
     if fam == "bp":
@@ -106,15 +132,15 @@ def cost_model(summary: dict, net, chip: Chip, *, time_steps: int, method: str) 
     e = chip.energy_pj
     energy = {"forward_synops": fwd_synops * e["synaptic_op"], "feedback": feedback_ops * e["synaptic_op"],
               "neuron_updates": neuron_updates * e["neuron_update_active"],
-              "weight_updates": updates * e["synaptic_update"], "spikes": spikes * e["spike_within_tile"]}
+              "weight_updates": updates * e["synaptic_update"], "spikes": messages * e["spike_within_tile"]}
     tn = chip.time_ns
     busy = (fwd_synops + feedback_ops) * tn["synaptic_op"] + neuron_updates * tn["neuron_update_active"] + \
-        updates * tn["synaptic_update"] + spikes * tn["spike_within_tile"]
+        updates * tn["synaptic_update"] + messages * tn["spike_within_tile"]
     mapping = core_mapping(rows, chip, learn_entries=learn_mem if fam != "bp" else 0, hidden=hidden)
     return {"method": method, "family": fam, "local_learning": ll, "chip": chip.name, "time_steps": T,
             "samples": samples, "per_layer": per,
             "per_sample": {"synops_forward": fwd_synops, "feedback_ops": feedback_ops, "neuron_updates": neuron_updates,
-                           "spikes": spikes, "weight_updates": updates, "noise_draws": noise,
+                           "spikes": spikes, "messages": messages, "weight_updates": updates, "noise_draws": noise,
                            "ann_macs_forward": synapses, "ann_macs_training": 3 * synapses},
             "memory_entries": {"synapses": synapses, "parameters": weights, "learning_state": learn_mem,
                                "traces": traces},

@@ -22,6 +22,8 @@ from dataclasses import dataclass
 
 import torch
 
+from ..errors import DataError
+
 Tensor = torch.Tensor
 
 DECAY_SHIFT = 12                 # decays du, dv are 12-bit fractions of 4096
@@ -30,11 +32,32 @@ ACT_SHIFT = 6                    # synaptic input is MSB-aligned by 6 bits befor
 VTH_SHIFT = 6                    # threshold mantissa is MSB-aligned by 6 bits
 UV_BITS = 24                     # u and v are 24-bit signed registers
 UV_MAX = 1 << (UV_BITS - 1)
-VTH_MAX = (1 << 17) - 1          # vth: unsigned 17-bit
-BIAS_MANT_MAX = (1 << 12) - 1    # bias_mant: signed 13-bit
-BIAS_EXP_MAX = 7                 # bias_exp: unsigned 3-bit (0..7)
+VTH_BITS = 17                    # vth: unsigned 17-bit
+VTH_MAX = (1 << VTH_BITS) - 1
+BIAS_MANT_BITS = 13              # bias_mant: signed 13-bit
+BIAS_MANT_MAX = (1 << (BIAS_MANT_BITS - 1)) - 1
+BIAS_EXP_BITS = 3                # bias_exp: unsigned 3-bit (0..7)
+BIAS_EXP_MAX = (1 << BIAS_EXP_BITS) - 1
 DECAY_MAX = DECAY_UNITY - 1      # du, dv: unsigned 12-bit
-W_MANT_MAX = 127                 # weight mantissa m: signed 8-bit; Lava weight = 2·m
+W_MANT_BITS = 8                  # weight mantissa m: signed 8-bit; Lava weight = 2·m
+W_MANT_MAX = (1 << (W_MANT_BITS - 1)) - 1
+
+#: the chip-file [numerics] widths this integer model implements (Lava's Loihi CUBA LIF and Dense)
+MODEL_NUMERICS = {"weight_mantissa_bits": W_MANT_BITS, "current_bits": UV_BITS, "voltage_bits": UV_BITS,
+                  "decay_bits": DECAY_SHIFT, "threshold_mantissa_bits": VTH_BITS, "threshold_shift": VTH_SHIFT,
+                  "activation_shift": ACT_SHIFT, "bias_mantissa_bits": BIAS_MANT_BITS,
+                  "bias_exponent_bits": BIAS_EXP_BITS}
+
+
+def check_numerics(chip) -> None:
+    """DataError naming every [numerics] width of ``chip`` that differs from ``MODEL_NUMERICS``: the
+    engine computes with Lava's Loihi widths only, so a chip file asking for others cannot run on it
+    (its weight exponent range and graded_spike_bits are read from the file)."""
+    bad = [f"{key} = {chip.numerics.get(key)} (the model implements {val})"
+           for key, val in MODEL_NUMERICS.items() if chip.numerics.get(key) != val]
+    if bad:
+        raise DataError(f"chip {chip.name} ({chip.path}): [numerics] {'; '.join(bad)}. The fixed-point model is "
+                        "Lava's Loihi LIF/Dense with these widths built in; use a chip file with Loihi's widths")
 
 
 def _i32(x: Tensor) -> Tensor:

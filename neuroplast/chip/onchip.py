@@ -36,6 +36,7 @@ from .fixed import (
     VTH_SHIFT,
     W_MANT_MAX,
     IntLIFParams,
+    check_numerics,
     int_lif_fire,
 )
 from .hardware import Chip
@@ -181,6 +182,7 @@ class OnChipLearner:
                             f"(the neuron); got noise={noise!r}, site={site!r}")
         if not chip.fixed:
             raise SpecError(f"chip {chip.name!r} has float precision; on-chip learning needs a fixed-point chip")
+        check_numerics(chip)
         if method in ("opzo", "zo") and chip.numerics["graded_spike_bits"] < 8:
             raise SpecError(f"{method} injects noise into the spikes a layer sends, which needs graded spikes; "
                             f"{chip.name} has binary spikes only (use dfa, or loihi2)")
@@ -292,10 +294,16 @@ class OnChipLearner:
         traces = [torch.zeros(B, ly["m"].shape[1], dtype=ar.dtype) for ly in self.layers]
         grads = [torch.zeros_like(ly["m"]) for ly in self.layers]
         loss_sum, logits = 0.0, 0.0
+        # activity of this batch (cost model): spikes per hidden neuron summed over the batch and T, noise draws
+        self.last_spike_counts = [torch.zeros(h["m"].shape[0], dtype=torch.int64) for h in self.hidden]
+        self.last_noise_draws = 0
         for t in range(T):
             z = None if self.method == "dfa" else [h["noise"].draw(samples, t, h["m"].shape[0])
                                                    for h in self.hidden]
             o, new_state, seen = self._forward_step(x_int[t], state, z)
+            for k, counts in enumerate(self.last_spike_counts):
+                counts += seen[k][1].sum(0, dtype=torch.int64)
+            self.last_noise_draws += sum(int(n.numel()) for n in z) if z is not None else 0
             if record is not None:
                 for k in range(len(self.hidden)):
                     rec = record.setdefault(f"hidden{k + 1}", {"u": [], "v": [], "s": []})

@@ -12,6 +12,7 @@ from ..data import encode, load_dataset
 from ..errors import SpecError, TrainingDiverged
 from ..registry import parse_options
 from ..runs import batches, log, make_network
+from .cost import new_activity, record_step
 from .hardware import load_chip
 from .onchip import METHODS, OnChipLearner
 
@@ -42,6 +43,7 @@ def train_onchip(cfg, run, *, progress: bool, on_epoch=None):
                             noise=str(opts.get("noise", "rademacher")), site=str(opts.get("site", "after")))
     steps, step = cfg.epochs * math.ceil(len(data.train) / cfg.batch_size), 0
     base_lr, train_loss = learner.lr, float("nan")
+    activity, hidden = new_activity(), net.spiking_layers()   # what the cost model counts
     for epoch in range(1, cfg.epochs + 1):
         loss_sum = correct = seen = 0
         bar = tqdm(batches(data.train, cfg.batch_size, generator=gen), total=math.ceil(len(data.train) / cfg.batch_size),
@@ -50,7 +52,10 @@ def train_onchip(cfg, run, *, progress: bool, on_epoch=None):
         for x, y in bar:
             if cfg.schedule == "cosine":
                 learner.lr = base_lr * 0.5 * (1 + math.cos(math.pi * step / steps))
-            loss, logits = learner.train_batch(encode(cfg.encoding, x, cfg.time_steps, generator=gen), y)
+            x_seq = encode(cfg.encoding, x, cfg.time_steps, generator=gen)
+            loss, logits = learner.train_batch(x_seq, y)
+            record_step(activity, net, x_seq, {k: c.view(net.shapes[k]) for k, c in zip(hidden, learner.last_spike_counts)},
+                        learner.last_noise_draws, len(y))
             step += 1
             if not math.isfinite(loss):
                 raise TrainingDiverged(f"on-chip loss became {loss} at epoch {epoch}; lower --lr")
@@ -79,6 +84,8 @@ def train_onchip(cfg, run, *, progress: bool, on_epoch=None):
                "test_acc": _accuracy(learner, data.test, cfg), "train_loss": train_loss,
                "firing_rates": {}, "params": sum(int(ly["m"].numel()) for ly in learner.layers),
                "trainable": "all", "weight_mantissa_saturation": learner.saturation(),
+               "activity": {**activity, "readout_entries": {},
+                            "feedback_entries": {k: int(h["fb"].numel()) for k, h in zip(hidden, learner.hidden) if "fb" in h}},
                "wall_s": time.perf_counter() - t0}
     return summary, net
 

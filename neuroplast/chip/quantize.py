@@ -9,12 +9,16 @@ for inputs on a 1/L grid, ``input_scale``), k² after a k×k average pool) store
     m = round(W·S / (X·2^(weight_exp + 7)))  ∈ [−128, 127]   (Lava weight 2m; a = Σ 2m·x_int << exp)
 
 Per spiking layer S = vth·64/θ, with vth = 127·θ·X·2^(exp+1)/max|W| and the largest weight exponent
-keeping vth ≤ 2^14 (m uses the whole 8 bits; v keeps ±8θ of range before its 24-bit saturation). The readout
+keeping vth ≤ 2^14 (m uses the whole 8 bits; v keeps ±8θ of range before its 24-bit saturation) and
+vth ≤ (2^17 − 1)·θ/max_i max(Σ_j W⁺_ij, Σ_j W⁻_ij) (``drive_vth_cap``: the largest input current, every
+input at its largest payload, keeps u = a << 6 inside its 24 bits; a stronger drive would wrap u and
+silence the layer). The readout
 integrates (dv = 0) with S chosen so that T steps of worst-case input cannot saturate v (and lowered when the
 chip's largest weight exponent cannot hold max|W|·S in 8 bits). Biases:
-b·S = bias_mant·2^bias_exp, the smallest exponent with a 13-bit mantissa.
+b·S = bias_mant·2^bias_exp, the smallest exponent with a 13-bit mantissa; S is capped so that
+max|b|·S ≤ 4095·2^bias_exp_max (``bias_vth_cap``; the readout likewise), never clipped.
 ``timing="sync"`` runs every layer on this step's input (the float engine's timing); ``"lava"``
-adds Lava's one-step Dense delay per synapse and runs depth − 1 extra steps.
+adds Lava's one-step Dense delay per synapse and runs n_syn extra steps (``run_steps``).
 """
 from __future__ import annotations
 
@@ -24,10 +28,11 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
-from ..errors import SpecError
+from ..errors import DataError, SpecError
 from ..snn.layers import Dropout, Flatten, Pool, Readout, SpikingLayer
 from ..snn.pooling import avg_pool
 from .fixed import (
+    ACT_SHIFT,
     BIAS_EXP_MAX,
     BIAS_MANT_MAX,
     DECAY_MAX,
@@ -37,6 +42,7 @@ from .fixed import (
     W_MANT_MAX,
     IntLIFParams,
     LavaWeights,
+    check_numerics,
     dense_product,
     float_product,
     int_lif_steps,
@@ -50,6 +56,7 @@ V_HEADROOM = 8              # v must reach ±8θ before it saturates (a larger v
 VTH_CAP = min(VTH_MAX, (1 << 23) // ((1 << VTH_SHIFT) * V_HEADROOM))
 READOUT_VMAX = (VTH_MAX << VTH_SHIFT) - 1   # an integrating readout must stay below its own threshold
 UV_LIMIT = 1 << 23          # u and v are 24-bit signed: a << 6 must stay below this
+A_MAX = (UV_LIMIT >> ACT_SHIFT) - 1   # the largest |a| whose u = a << 6 cannot wrap (2^17 − 1)
 
 
 @dataclass
@@ -99,14 +106,28 @@ class FixedLayer:
     pool: tuple[str, int] | None = None
 
 
-def threshold_scale(theta: float, x_scale: int, lsb: float, lo: int, hi: int) -> tuple[int, int]:
+def run_steps(time_steps: int, n_syn: int, timing: str) -> int:
+    """Steps a run of T input steps takes: T with sync timing; with Lava's, where each of the n_syn
+    synapses (Dense) delivers one step late, the input of step T − 1 reaches the readout at step
+    T − 1 + n_syn, so T + n_syn steps (the net drains for n_syn steps after the input ends)."""
+    return time_steps + (n_syn if timing == "lava" else 0)
+
+
+def threshold_scale(theta: float, x_scale: int, lsb: float, lo: int, hi: int, cap: int = VTH_CAP, *,
+                    name: str | None = None) -> tuple[int, int]:
     """(weight_exp, vth) for a layer whose weights should step by ``lsb`` (float units): the largest
-    exponent in [lo, hi] with 1 ≤ vth ≤ VTH_CAP, vth = ⌊θ·X·2^(exp+1)/lsb⌋ (from m·2^(exp+7) = W·S/X,
-    S = vth·64/θ); clipped to [1, VTH_CAP] when no exponent fits."""
+    exponent in [lo, hi] with 1 ≤ vth ≤ cap, vth = ⌊θ·X·2^(exp+1)/lsb⌋ (from m·2^(exp+7) = W·S/X,
+    S = vth·64/θ); (lo, cap) when every exponent wants vth > cap (the mantissas then use fewer bits).
+    Weights too large for even (hi, vth = 1), |W| > 127·θ·X·2^(hi+1), would clip: DataError."""
     def vth_of(e):
         return math.floor(theta * x_scale * 2.0 ** (e + 1) / lsb)
-    exp = next((e for e in range(hi, lo - 1, -1) if 1 <= vth_of(e) <= VTH_CAP), lo)
-    return exp, int(min(max(vth_of(exp), 1), VTH_CAP))
+    if vth_of(hi) < 1:
+        raise DataError(f"{f'layer {name}' if name else 'a layer'}: weights up to {W_MANT_MAX * lsb:g} do not fit the "
+                        f"chip's 8-bit mantissas next to its threshold θ = {theta:g}: at the largest weight exponent "
+                        f"({hi}) and the smallest threshold (vth = 1) they reach {W_MANT_MAX * theta * x_scale * 2.0 ** (hi + 1):g}; "
+                        "scale the weights down")
+    exp = next((e for e in range(hi, lo - 1, -1) if 1 <= vth_of(e) <= cap), lo)
+    return exp, int(min(vth_of(exp), cap))
 
 
 def _round(y: Tensor, stochastic: bool, generator) -> Tensor:
@@ -120,6 +141,41 @@ def _mantissas(w: Tensor, s: float, x_scale: int, exp: int, stochastic: bool, ge
     return _round(y, stochastic, generator).clamp(-W_MANT_MAX - 1, W_MANT_MAX).to(torch.int64)
 
 
+def signed_reach(w: Tensor) -> float:
+    """max_i max(Σ_j W⁺_ij, Σ_j W⁻_ij): the largest |Σ_j W_ij·x_j| over inputs x in [0, 1] (0 for no weights)."""
+    wd = w.detach().to(torch.float64).flatten(1)
+    return float(torch.maximum(wd.clamp_min(0).sum(1), (-wd).clamp_min(0).sum(1)).max()) if wd.numel() else 0.0
+
+
+def drive_bound(w: Tensor, s: float, x_scale: int, exp: int) -> int:
+    """The largest |a| = |Σ 2m·x << exp| over payloads 0 ≤ x ≤ X for mantissas m of y = W·S/(X·2^(exp+7))
+    under any rounding (|m| ≤ ⌈|y|⌉): ⌈2·signed_reach(m)·X·2^exp⌉. u = a << 6 cannot wrap while it is ≤ A_MAX."""
+    y = w.detach().to(torch.float64).flatten(1) * (s / (x_scale * 2.0 ** (exp + 7)))
+    return math.ceil(2 * signed_reach(torch.ceil(y.abs()).clamp_max(W_MANT_MAX + 1) * y.sign()) * x_scale * 2.0 ** exp)
+
+
+def drive_vth_cap(w: Tensor, theta: float) -> int:
+    """The largest vth at which the float current keeps u from wrapping: a·2^6 = S·Σ W·x ≤ vth·64·R/θ with
+    R = ``signed_reach(W)`` (inputs in [0, 1]), so vth ≤ ⌊A_MAX·θ/R⌋ (at least 1: ``fit_drive`` says where
+    not even that fits)."""
+    reach = signed_reach(w)
+    return VTH_MAX if reach == 0 else max(1, min(VTH_MAX, math.floor(A_MAX * theta / reach)))
+
+
+def fit_drive(name: str, w: Tensor, theta: float, x_scale: int, lsb: float, lo: int, hi: int, exp: int, vth: int,
+              ) -> tuple[int, int]:
+    """(exp, vth) with vth lowered (and the exponent chosen again, ``threshold_scale``) until the rounded
+    mantissas' worst current ``drive_bound`` ≤ A_MAX; DataError where not even vth = 1 keeps u from wrapping."""
+    while (a := drive_bound(w, vth * 2.0 ** VTH_SHIFT / theta, x_scale, exp)) > A_MAX:
+        cap = min(vth - 1, math.floor(vth * A_MAX / a))
+        if cap < 1:
+            raise DataError(f"layer {name}: its input current reaches {signed_reach(w) / theta:g}·θ per step (every "
+                            "input at its largest value), more than the chip's 24-bit u holds even at the smallest "
+                            "threshold scale (vth = 1); scale the weights down")
+        exp, vth = threshold_scale(theta, x_scale, lsb, lo, hi, cap)
+    return exp, vth
+
+
 def constant_drive_vth(w: Tensor, b: Tensor | None, theta: float, x_scale: int, exp: int, vth: int,
                        bias_exp_max: int = BIAS_EXP_MAX) -> int:
     """A threshold above VTH_CAP for a layer whose input is constant over the T steps (the first layer
@@ -131,7 +187,7 @@ def constant_drive_vth(w: Tensor, b: Tensor | None, theta: float, x_scale: int, 
     happens above threshold (a spike either way) and at −2^23 only on a falling trajectory that never
     spikes again, in the float network as on the chip. What remains to guard is exact: u = a << 6
     must not wrap (the worst-case |a| over all inputs in [0, 1], from the rounded-up mantissas,
-    stays below 2^17) and the biases must fit the chip's bias range. Returns the largest vth ≤ the
+    stays below 2^17, ``drive_bound``) and the biases must fit the chip's bias range. Returns the largest vth ≤ the
     wanted ⌊θ·X·2^(exp+1)/lsb⌋ (and ≤ VTH_MAX) meeting both, at least ``vth``."""
     wd = w.detach().to(torch.float64).flatten(1)
     lsb = float(wd.abs().max()) / W_MANT_MAX or 1e-12
@@ -140,24 +196,57 @@ def constant_drive_vth(w: Tensor, b: Tensor | None, theta: float, x_scale: int, 
     bias_lim = BIAS_MANT_MAX * 2 ** bias_exp_max
     while cand > vth:
         s = cand * 2.0 ** VTH_SHIFT / theta
-        m = torch.ceil((wd * s / (x_scale * 2.0 ** (exp + 7))).abs()).clamp_max(W_MANT_MAX) * wd.sign()
-        reach = torch.maximum(m.clamp_min(0).sum(1), (-m).clamp_min(0).sum(1)).max()
-        a_max = float(2 * reach * x_scale * 2.0 ** exp)          # |Σ 2m·x << exp| for 0 ≤ x ≤ X
-        if a_max * 2 ** VTH_SHIFT < UV_LIMIT and bmax * s <= bias_lim:
+        if drive_bound(wd, s, x_scale, exp) <= A_MAX and bmax * s <= bias_lim:
             return cand
         cand = math.floor(cand * 0.97)
     return vth
 
 
+def _abs_max(t: Tensor | None) -> float:
+    return float(t.detach().abs().max()) if t is not None and t.numel() else 0.0
+
+
+def bias_limit(exp_max: int = BIAS_EXP_MAX) -> int:
+    """The largest |b·S| the chip's bias holds: BIAS_MANT_MAX·2^exp_max (4095·2^7 = 524160 on Loihi)."""
+    return BIAS_MANT_MAX << exp_max
+
+
+def bias_vth_cap(name: str, b: Tensor | None, theta: float, exp_max: int = BIAS_EXP_MAX) -> int:
+    """The largest vth whose scale S = vth·64/θ keeps every bias on the chip, max|b|·S ≤ BIAS_MANT_MAX·2^exp_max:
+    ⌊BIAS_MANT_MAX·2^exp_max·θ/(64·max|b|)⌋ (VTH_MAX without biases); DataError where not even vth = 1 fits."""
+    bmax = _abs_max(b)
+    if bmax == 0:
+        return VTH_MAX
+    cap = math.floor(bias_limit(exp_max) * theta / (2 ** VTH_SHIFT * bmax))
+    if cap < 1:
+        raise DataError(f"layer {name}: a bias of {bmax:g} ({bmax / theta:g}·θ) does not fit the chip's bias, "
+                        f"{BIAS_MANT_MAX}·2^{exp_max}, even at the smallest threshold scale (vth = 1): at most "
+                        f"{bias_limit(exp_max) / 2 ** VTH_SHIFT:g}·θ")
+    return min(cap, VTH_MAX)
+
+
 def _bias(b: Tensor | None, s: float, n: int, exp_max: int = BIAS_EXP_MAX) -> tuple[Tensor, Tensor]:
+    """b·S = mant·2^exp, the smallest exp in [0, exp_max] with |mant| ≤ 4095; the caller caps S so that
+    max|b|·S fits (``bias_limit``): a bias that does not is an error, never clipped."""
     if b is None:
         return torch.zeros(n, dtype=torch.int64), torch.zeros(n, dtype=torch.int64)
     b_int = torch.round(b.detach().to(torch.float64) * s)
     exp = torch.zeros_like(b_int)
     while bool(((b_int.abs() / 2 ** exp) > BIAS_MANT_MAX).any()) and int(exp.max()) < exp_max:
         exp = torch.where((b_int.abs() / 2 ** exp) > BIAS_MANT_MAX, exp + 1, exp)
-    mant = torch.round(b_int / 2 ** exp).clamp(-BIAS_MANT_MAX - 1, BIAS_MANT_MAX)
+    mant = torch.round(b_int / 2 ** exp)
+    if bool((mant.abs() > BIAS_MANT_MAX).any()):
+        raise DataError(f"a bias of {float(b_int.abs().max()):g} (b·S) does not fit the chip's bias "
+                        f"({BIAS_MANT_MAX}·2^{exp_max}); lower the scale S")
     return mant.to(torch.int64), exp.to(torch.int64)
+
+
+def readout_exp(w: Tensor, s: float, x_scale: int, lo: int, hi: int) -> tuple[int, float]:
+    """(weight_exp, S) of the readout: the smallest exponent with max|W|·S/(X·2^(exp+7)) ≤ 127.5 (the most
+    mantissa bits), else the largest with S lowered to fit it (coarser v, no clipping)."""
+    wmax = _abs_max(w) or 1e-12
+    exp = next((e for e in range(lo, hi + 1) if wmax * s / (x_scale * 2.0 ** (e + 7)) <= W_MANT_MAX + 0.5), hi)
+    return exp, min(s, W_MANT_MAX * x_scale * 2.0 ** (exp + 7) / wmax)
 
 
 def input_grid(x: Tensor) -> int:
@@ -177,6 +266,7 @@ def quantize(net, chip: Chip, *, encoding: str = "direct", time_steps: int, stoc
     coarser grid)."""
     if not chip.fixed:
         raise SpecError(f"chip {chip.name!r} has float precision; there is nothing to quantise")
+    check_numerics(chip)
     lo, hi = chip.numerics["weight_exp_min"], chip.numerics["weight_exp_max"]
     graded = chip.numerics["graded_spike_bits"]
     if not 1 <= input_scale <= GRADED_INPUT:
@@ -187,16 +277,18 @@ def quantize(net, chip: Chip, *, encoding: str = "direct", time_steps: int, stoc
         raise SpecError(f"{chip.name} has binary spikes only; a network with real-valued (direct) input needs graded "
                         "spikes: train it with --encoding poisson, or use a chip with graded spikes (loihi2)")
     layers, n_syn = [], sum(isinstance(m, (SpikingLayer, Readout)) for m in net.layers.values())
-    steps = time_steps + (n_syn - 1 if timing == "lava" else 0)
+    steps = run_steps(time_steps, n_syn, timing)
     for name, layer in net.layers.items():
         if isinstance(layer, SpikingLayer):
             if layer.lif.reset != "hard":
                 raise SpecError(f"layer {name}: Loihi's LIF resets to 0 (hard reset); {layer.lif.reset!r} cannot run")
             w, theta = layer.op.weight, layer.lif.threshold
             wmax = float(w.detach().abs().max()) or 1e-12
-            exp, vth = threshold_scale(theta, x_scale, wmax / W_MANT_MAX, lo, hi)
+            cap = min(VTH_CAP, bias_vth_cap(name, layer.op.bias, theta, bias_exp_max), drive_vth_cap(w, theta))
+            exp, vth = threshold_scale(theta, x_scale, wmax / W_MANT_MAX, lo, hi, cap, name=name)
             if encoding == "direct" and not any(f.synapse is not None for f in layers) and vth == VTH_CAP:
                 vth = constant_drive_vth(w, layer.op.bias, theta, x_scale, exp, vth, bias_exp_max)
+            exp, vth = fit_drive(name, w, theta, x_scale, wmax / W_MANT_MAX, lo, hi, exp, vth)
             s = vth * 2.0 ** VTH_SHIFT / theta
             conv = None if w.dim() == 2 else {"stride": layer.op.stride, "padding": layer.op.padding}
             syn = FixedSynapse(_mantissas(w, s, x_scale, exp, stochastic, generator), exp, x_scale, s, conv)
@@ -210,10 +302,21 @@ def quantize(net, chip: Chip, *, encoding: str = "direct", time_steps: int, stoc
         elif isinstance(layer, Readout):
             w, b = layer.op.weight.detach(), layer.op.bias
             reach = float((w.abs().sum(1) + (b.detach().abs() if b is not None else 0)).max()) or 1e-12
-            s = READOUT_VMAX / (steps * reach)
-            wmax = float(w.abs().max()) or 1e-12
-            exp = next((e for e in range(lo, hi + 1) if wmax * s / (x_scale * 2.0 ** (e + 7)) <= W_MANT_MAX + 0.5), hi)
-            s = min(s, W_MANT_MAX * x_scale * 2.0 ** (exp + 7) / wmax)  # no exponent fits: coarser v, no clipping
+            s, bmax = READOUT_VMAX / (steps * reach), _abs_max(b)
+            if bmax > 0:
+                s = min(s, bias_limit(bias_exp_max) / bmax)     # the biases fit the chip's bias
+            exp, s = readout_exp(w, s, x_scale, lo, hi)
+            for _ in range(64):   # rounded-up mantissas can lift the current past u's range: lower S
+                if (a := drive_bound(w, s, x_scale, exp)) <= A_MAX:
+                    break
+                exp, s = readout_exp(w, s * A_MAX / a * (1 - 1e-9), x_scale, lo, hi)
+            else:
+                raise DataError(f"layer {name}: no scale keeps its input current inside the chip's 24-bit u")
+            wmax = _abs_max(w)
+            if wmax > 0 and wmax * s / (x_scale * 2.0 ** (exp + 7)) < 0.5:
+                raise DataError(f"layer {name}: its biases (up to {bmax:g}) are too large next to its weights "
+                                f"(up to {wmax:g}): at a scale that keeps them on the chip's bias "
+                                f"({BIAS_MANT_MAX}·2^{bias_exp_max}) every weight rounds to 0")
             syn = FixedSynapse(_mantissas(w, s, x_scale, exp, stochastic, generator), exp, x_scale, s)
             mant, bexp = _bias(b, s, w.shape[0], bias_exp_max)
             layers.append(FixedLayer(name, "readout", syn, IntLIFParams(DECAY_MAX, 0, VTH_MAX, mant, bexp)))
@@ -229,7 +332,7 @@ def quantize(net, chip: Chip, *, encoding: str = "direct", time_steps: int, stoc
         elif not isinstance(layer, Dropout):
             raise SpecError(f"layer {name} ({type(layer).__name__}) has no fixed-point form")
     return FixedNetwork(layers, net.input_shape, net.num_classes, encoding, timing,
-                        input_scale=input_scale if encoding == "direct" else 1)
+                        input_scale=input_scale if encoding == "direct" else 1, binary_spikes=graded < 8)
 
 
 #: steps·B rows per window of ``FixedNetwork.simulate`` (long runs stay in cache, short ones are one window)
@@ -264,12 +367,13 @@ class FixedNetwork:
     """An integer network; ``simulate`` returns the readout voltages and spikes per layer."""
 
     def __init__(self, layers: list[FixedLayer], input_shape, num_classes: int, encoding: str, timing: str,
-                 input_scale: int = GRADED_INPUT):
+                 input_scale: int = GRADED_INPUT, binary_spikes: bool = False):
         if timing not in ("sync", "lava"):
             raise SpecError(f"timing must be sync or lava, got {timing!r}")
         self.input_scale = input_scale
         self.layers, self.input_shape, self.num_classes = layers, tuple(input_shape), num_classes
         self.encoding, self.timing = encoding, timing
+        self.binary_spikes = binary_spikes   # the chip sends 1-bit spikes only (graded_spike_bits < 8)
 
     def encode_input(self, x_seq: Tensor) -> Tensor:
         """Float input steps [T, B, ...] -> integer payloads (graded round(input_scale·x) for direct input)."""
@@ -277,7 +381,16 @@ class FixedNetwork:
             return torch.round(x_seq.clamp(0, 1) * self.input_scale).to(torch.int64)
         if not torch.equal(x_seq, x_seq.round()):
             raise SpecError("spike inputs must be integers (counts) for the chip")
-        return x_seq.to(torch.int64)
+        return self.check_payloads(x_seq.to(torch.int64))
+
+    def check_payloads(self, x: Tensor) -> Tensor:
+        """x itself; DataError where a chip with binary spikes would be sent anything but 0 or 1 (a count)."""
+        if self.binary_spikes and x.numel() and (int(x.max()) > 1 or int(x.min()) < 0):
+            lo, hi = int(x.min()), int(x.max())
+            raise DataError(f"the input holds payloads in [{lo}, {hi}] (spike counts) but this network runs on a chip "
+                            "with binary spikes only (graded_spike_bits < 8), which sends 0 or 1 per step: binarise "
+                            "the input (e.g. counts > 0 -> 1) or use a chip with graded spikes (loihi2)")
+        return x
 
     @torch.no_grad()
     def simulate(self, x_seq: Tensor, *, record: bool = False, integer_input: bool = False) -> dict:
@@ -292,11 +405,11 @@ class FixedNetwork:
         not interact)."""
         T, B = x_seq.shape[:2]
         n_syn = sum(layer.synapse is not None for layer in self.layers)
-        steps = T + (n_syn - 1 if self.timing == "lava" else 0)
+        steps = run_steps(T, n_syn, self.timing)
         constant = x_seq.stride(0) == 0 and steps == T   # the same input at every step (direct encoding)
 
         def encode(x):
-            return x.to(torch.int64) if integer_input else self.encode_input(x)
+            return self.check_payloads(x.to(torch.int64)) if integer_input else self.encode_input(x)
         first = encode(x_seq[:1]) if constant else None
         width = max(1, WINDOW_ROWS // max(B, 1))
         state: dict[str, list] = {}       # layer -> [u, v, the product Lava's Dense still holds]
@@ -309,7 +422,7 @@ class FixedNetwork:
                 h = first.expand(t1 - t0, *first.shape[1:])
             else:
                 h = encode(x_seq[t0:min(t1, T)])
-                if t1 > T:   # Lava timing: the net drains for n_syn − 1 steps after the input ends
+                if t1 > T:   # Lava timing: the net drains for n_syn steps after the input ends
                     h = torch.cat([h, h.new_zeros((t1 - max(t0, T), *x_seq.shape[1:]))])
             for layer in self.layers:
                 if layer.kind == "pool":

@@ -119,7 +119,8 @@ def netx_bytes(fixed: FixedNetwork, meta: dict | None = None) -> bytes:
     with h5py.File(buf, "w") as f:
         f.attrs.update({"format": FORMAT, "version": VERSION, "num_classes": fixed.num_classes,
                         "input_shape": np.asarray(fixed.input_shape, dtype=np.int64), "encoding": fixed.encoding,
-                        "input_message_bits": 8 if fixed.encoding == "direct" else 0,
+                        # graded input for direct values and frame counts; poisson input is 0/1 spikes
+                        "input_message_bits": 0 if fixed.encoding == "poisson" else 8,
                         "input_scale": fixed.input_scale,
                         "readout": "v of the last layer (vDecay = 0, never spikes)"})
         for k, v in (meta or {}).items():

@@ -27,8 +27,9 @@ def _np(t) -> np.ndarray:
     return t.detach().cpu().numpy().astype(np.float32)
 
 
-def to_nir(net, dt: float = 1.0):
-    """NIRGraph of a neuroplast network (input → … → output), validated by ``nir``."""
+def to_nir(net, dt: float = 1.0, *, time_steps: int | None = None, encoding: str | None = None):
+    """NIRGraph of a neuroplast network (input → … → output), validated by ``nir``; the run's T and
+    input encoding, where given, go into the metadata (``neuroplast import`` evaluates with them)."""
     import nir
     if not (math.isfinite(dt) and dt > 0):
         raise SpecError(f"NIR time step dt = {dt:g}: it must be > 0 (e.g. --dt 1)")
@@ -72,15 +73,20 @@ def to_nir(net, dt: float = 1.0):
     edges = list(zip(order[:-1], order[1:]))
     meta = {"format": FORMAT, "arch": net.arch, "dt": dt, "readout": "mean over time of the per-step output",
             "num_classes": net.num_classes}
+    if time_steps is not None:
+        meta["time_steps"] = int(time_steps)
+    if encoding is not None:
+        meta["encoding"] = str(encoding)
     return nir.NIRGraph(nodes=nodes, edges=edges, metadata=meta, type_check=False)
 
 
-def export_nir(net, path: str | Path, dt: float = 1.0) -> Path:
-    """Write ``net`` as an NIR file (HDF5), atomically."""
+def export_nir(net, path: str | Path, dt: float = 1.0, *, time_steps: int | None = None,
+               encoding: str | None = None) -> Path:
+    """Write ``net`` as an NIR file (HDF5), atomically (``to_nir``'s metadata)."""
     import nir
 
     from ..fileio import atomic_write
-    graph = to_nir(net, dt)
+    graph = to_nir(net, dt, time_steps=time_steps, encoding=encoding)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)   # nir.write (h5py) makes no folders
     tmp = path.with_name(f".{path.name}.tmp")
@@ -239,6 +245,12 @@ def from_nir(graph):
 
 def import_nir(path: str | Path):
     """``from_nir`` of an NIR file; DataError for a missing, unreadable or unsupported one."""
+    return read_nir(path)[0]
+
+
+def read_nir(path: str | Path) -> tuple:
+    """(network, run settings) of an NIR file: the settings are the time steps and input encoding that
+    ``export_nir`` recorded ({} for a file from elsewhere); DataError for malformed ones."""
     import nir
     path = Path(path)
     if not path.is_file():
@@ -247,4 +259,17 @@ def import_nir(path: str | Path):
         graph = nir.read(str(path))
     except Exception as exc:  # truncated or not HDF5: h5py and nir raise several types
         raise DataError(f"{path} is not a readable NIR file ({type(exc).__name__}: {exc})") from None
-    return from_nir(graph)
+    net, meta, settings = from_nir(graph), dict(getattr(graph, "metadata", {}) or {}), {}
+    if "time_steps" in meta:
+        T = meta["time_steps"]
+        if not (isinstance(T, (int, np.integer)) and not isinstance(T, bool) and T >= 1):
+            raise DataError(f"{path}: metadata time_steps = {T!r} is not a number of steps; pass --time-steps")
+        settings["time_steps"] = int(T)
+    if "encoding" in meta:
+        enc = meta["encoding"]
+        enc = enc.decode() if isinstance(enc, bytes) else str(enc)
+        from ..data.encode import encoding_names
+        if enc not in encoding_names():
+            raise DataError(f"{path}: metadata encoding = {enc!r} is not one of {', '.join(encoding_names())}")
+        settings["encoding"] = enc
+    return net, settings

@@ -57,12 +57,13 @@ def compare_sample(fixed, x_int: torch.Tensor, sample: int = 0, timeout: float =
 def float_reference(net, x: torch.Tensor) -> dict[str, dict[str, np.ndarray]]:
     """The engine's float LIF (``lif_step``) with Lava's timing (one step of delay per Dense, biases
     from the first step): per layer the membrane after reset v [steps, N] and spikes, float64."""
+    from ..chip.quantize import run_steps
     from ..snn.neurons import lif_step
     from ..snn.spikefn import heaviside
     from .network import float_layers
     layers = float_layers(net)
     T = x.shape[0]
-    steps = T + len(layers) - 1
+    steps = run_steps(T, len(layers), "lava")
     prev = torch.zeros(steps, x.shape[1], dtype=torch.float64)
     prev[:T] = x.to(torch.float64)
     out = {}

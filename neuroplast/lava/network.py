@@ -28,6 +28,7 @@ from lava.proc.lif.process import LIF
 from lava.proc.monitor.process import Monitor
 
 from ..chip.fixed import lava_weights
+from ..chip.quantize import run_steps
 from ..errors import NeuroplastError, SpecError
 
 
@@ -59,7 +60,7 @@ def build_graph(fixed, x_int: np.ndarray) -> LavaGraph:
         raise SpecError("build the Lava graph from a FixedNetwork quantised with timing='lava'")
     n_syn = sum(k in ("spiking", "readout") for k in kinds)
     T = x_int.shape[0]
-    steps = T + n_syn - 1
+    steps = run_steps(T, n_syn, "lava")
     data = np.zeros((x_int.shape[1], steps), dtype=np.int32)
     data[:, :T] = x_int.T
     source = RingBuffer(data=data)
@@ -186,7 +187,7 @@ def build_float_graph(net, x: np.ndarray) -> LavaGraph:
     is an integrating LIF (dv = 0) that never fires. ``x`` [T, N_in] one sample."""
     layers = float_layers(net)
     T = x.shape[0]
-    steps = T + len(layers) - 1
+    steps = run_steps(T, len(layers), "lava")
     data = np.zeros((x.shape[1], steps))
     data[:, :T] = x.T
     source = RingBuffer(data=data)
@@ -217,7 +218,7 @@ def netx_graph(path, x_int: np.ndarray) -> LavaGraph:
                  if f["layer"][str(i)]["type"][()] in (b"dense", b"conv")]
     net = netx.hdf5.Network(net_config=str(path), input_message_bits=bits)
     T = x_int.shape[0]
-    steps = T + len(net.layers) - 1
+    steps = run_steps(T, len(net.layers), "lava")      # net.layers: its dense and conv blocks (no input block)
     sample = np.moveaxis(x_int, 0, -1)                      # [*input_shape, T]
     if sample.ndim == 4:                                    # C, H, W -> netx's W, H, C
         sample = sample.transpose(2, 1, 0, 3)

@@ -109,6 +109,17 @@ class Network(nn.Module):
         out["input"] = float((events * self._fan_out["input"].to(events.device)).sum())
         return out
 
+    def seed_draws(self, seed: int, device=None) -> None:
+        """Give every part of the network that draws while running (dropout masks, LocalZO samples,
+        ASGL spike noise) a generator of its own, seeded from ``seed`` and its place in the network.
+        Each layer then draws the same numbers whatever order the layers run in: all T steps layer by
+        layer (``simulate``) or step by step, with autograd interleaving layers and steps (``step``);
+        and no two layers share, or repeat, a stream."""
+        drawing = [m for m in self.modules() if m is not self and hasattr(m, "generator")]
+        for i, m in enumerate(drawing):
+            m.generator = torch.Generator(device if device is not None else "cpu").manual_seed(
+                seed + 2_000_029 + 7_919 * i)
+
     def init_state(self) -> dict:
         """Zero state for ``step``: neuron states, dropout masks and presynaptic traces."""
         return {"layers": {k: None for k in self.layers}, "traces": {k: None for k in self.layers}}

@@ -14,6 +14,7 @@ from pathlib import Path
 from . import cli_chip, cli_export, cli_lava, cli_meta
 from .data import dataset_names
 from .errors import Interrupted, NeuroplastError, UserError
+from .fileio import check_output_dir
 from .spec import TrainConfig, config_from_dict, load_task_file
 
 #: the demo: digits, 64-256-10 SNN, BPTT, reaches >= 95% test accuracy in well under 2 min on 2 cores
@@ -138,13 +139,8 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
 
 
 def _run_config(run_dir: str) -> dict:
-    path = Path(run_dir) / "config.json"
-    try:
-        return json.loads(path.read_text())
-    except FileNotFoundError:
-        raise UserError(f"{path} not found: --from-run needs a run directory written by train --save") from None
-    except json.JSONDecodeError as exc:
-        raise UserError(f"{path} is corrupt ({exc}); re-run the training with --save") from None
+    from .runs import read_run_config
+    return read_run_config(run_dir)
 
 
 def _load_weights(run_dir: str) -> dict:
@@ -168,6 +164,8 @@ def _cmd_train(args) -> dict:
 def _cmd_probe(args) -> dict:
     from .probe import probe_gradients, write_probe_report
     from .snn import ESTIMATORS
+    if args.out:
+        check_output_dir(args.out, "--out")
     cfg = config_from_args(args)
     weights = _load_weights(args.from_run) if args.from_run else None
     if args.batches is not None and args.batches < 1:
@@ -204,11 +202,12 @@ def _split_methods(items: list[str]) -> list[str]:
 
 
 def _cmd_compare(args) -> dict:
-    from .compare import compare, write_compare_report
+    from .compare import check_compare_args, compare, write_compare_report
     from .learn import make_rule
-    if args.seeds < 1:
-        raise UserError(f"--seeds must be >= 1, got {args.seeds}")
+    check_output_dir(args.out, "--out")
+    check_output_dir(args.runs_dir, "--runs-dir")
     methods = _split_methods(args.methods)
+    check_compare_args(methods, args.seeds, args.probe_batches)
     for m in methods:
         make_rule(m)  # unknown names fail before any training
     res = compare(config_from_args(args), methods, seeds=args.seeds, runs_dir=args.runs_dir,
@@ -244,6 +243,9 @@ def _main(argv: list[str] | None) -> int:
         print("neuroplast: interrupted", file=sys.stderr)
         return 1
     except NeuroplastError as exc:
+        print(f"neuroplast: failed: {exc}", file=sys.stderr)
+        return 1
+    except OSError as exc:  # backstop: a file system failure (disk full, a path that became unusable) is one line
         print(f"neuroplast: failed: {exc}", file=sys.stderr)
         return 1
     if args.json:

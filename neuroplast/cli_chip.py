@@ -49,6 +49,8 @@ def add_cost_parser(sub, common) -> None:
 
 def cmd_cost(args) -> dict:
     from .chip.cost import run_cost
+    from .experiment import resolve_device
+    resolve_device(args.device or "cpu")   # checked like every command's; the cost model counts on the CPU
     rows = [run_cost(r, args.hw, args.data_dir) for r in args.run_dirs]
     print(f"{'method':>14} {'acc':>7} {'SynOps/sample':>14} {'feedback ops':>13} {'learn mem':>10} "
           f"{'energy uJ/sample':>17} {'cores':>6}", file=sys.stderr)

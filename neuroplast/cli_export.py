@@ -13,6 +13,7 @@ def add_parsers(sub, common) -> None:
                          "(.nir -> nir, otherwise netx)")
     ex.add_argument("--hw", default="loihi2", help="netx: chip whose numerics quantise the network (default loihi2)")
     ex.add_argument("--dt", type=float, default=1.0, help="NIR time step dt (LIF τ = dt/(1 − λ))")
+    ex.add_argument("--overwrite", action="store_true", help="replace an existing output file")
     ex.add_argument("--data-dir", default=None, help="folder with data sets (or set NEUROPLAST_DATA)")
     common(ex)
     im = sub.add_parser("import", help="read an NIR or netx file back into a runnable network (and evaluate it)")
@@ -35,8 +36,12 @@ def add_parsers(sub, common) -> None:
 def cmd_export(args) -> dict:
     import torch
 
+    from .experiment import resolve_device
+    from .fileio import check_output_file
     from .runs import load_run
+    resolve_device(args.device or "cpu")   # checked like every command's; export itself computes on the CPU
     fmt = args.format or ("nir" if str(args.out).lower().endswith(".nir") else "netx")
+    check_output_file(args.out, "output file", overwrite=args.overwrite)
     cfg, net, data = load_run(args.run_dir, args.data_dir)
     if fmt == "nir":
         from .export.nir_graph import export_nir
@@ -76,7 +81,14 @@ def cmd_import(args) -> dict:
 
     from .data import encode, load_dataset
     from .data.encode import encoding_names
+    from .errors import UserError
+    from .experiment import resolve_device
+    device = resolve_device(args.device or "cpu")
+    if args.time_steps is not None and args.time_steps < 1:
+        raise UserError(f"--time-steps must be >= 1, got {args.time_steps}")
     fmt = detect_format(args.file)
+    if fmt == "netx" and args.task and device.type != "cpu":
+        raise UserError(f"a netx file is evaluated by the fixed-point engine, on the CPU (--device cpu); got {args.device!r}")
     if fmt == "netx":
         import h5py
         import numpy as np
@@ -91,12 +103,13 @@ def cmd_import(args) -> dict:
         if args.time_steps is None and file_T is not None and not (isinstance(file_T, np.integer) and file_T >= 1):
             raise DataError(f"{args.file}: attribute time_steps = {file_T!r} is not a number of steps; "
                             "pass --time-steps")
-        T = args.time_steps or (int(file_T) if file_T is not None else 4)
+        T = args.time_steps if args.time_steps is not None else (int(file_T) if file_T is not None else 4)
         print(f"{args.file}: netx, {arch} ({res['params']} integer weights, Loihi fixed point)", file=sys.stderr)
     else:
         from .export.nir_graph import read_nir
         net, settings = read_nir(args.file)
-        T = args.time_steps or settings.get("time_steps", 4)
+        net = net.to(device)
+        T = args.time_steps if args.time_steps is not None else settings.get("time_steps", 4)
         enc = settings.get("encoding", "direct")
         res = {"file": args.file, "format": fmt, "arch": net.arch, "params": sum(p.numel() for p in net.parameters())}
         print(f"{args.file}: {net.arch} ({res['params']} parameters)", file=sys.stderr)
@@ -108,16 +121,21 @@ def cmd_import(args) -> dict:
             pred = torch.cat([fixed.classify(x[:, i:i + 256]) for i in range(0, x.shape[1], 256)])
         else:
             with torch.no_grad():
-                x = encode(enc, data.test.x, T, generator=torch.Generator().manual_seed(0))
-                pred = net.simulate(x, record=False).logits.argmax(1)
+                x = encode(enc, data.test.x, T, generator=torch.Generator().manual_seed(0)).to(device)
+                pred = net.simulate(x, record=False).logits.argmax(1).cpu()
         res["test_acc"] = float((pred == data.test.y).float().mean())
         print(f"test accuracy on {args.task}: {100 * res['test_acc']:.2f}%", file=sys.stderr)
     return res
 
 
 def cmd_report(args) -> dict:
-    from .report import build_report, write_report
-    res = build_report(args.run_dirs, hw=args.hw or None, grad_batches=args.grad_batches)
+    from .experiment import resolve_device
+    from .fileio import check_output_dir
+    from .report import build_report, check_report_name, write_report
+    device = resolve_device(args.device or "cpu")
+    check_output_dir(args.out, "--out")
+    check_report_name(args.name)
+    res = build_report(args.run_dirs, hw=args.hw or None, grad_batches=args.grad_batches, device=str(device))
     paths = write_report(res, args.out, name=args.name, command="neuroplast " + " ".join(sys.argv[1:]))
     for t in res["table"]:
         print(f"{t['method']:>20}: {100 * t['test_acc_mean']:.2f} ± {100 * t['test_acc_std']:.2f}% ({t['runs']} runs)",

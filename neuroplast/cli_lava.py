@@ -32,9 +32,10 @@ def add_parsers(sub, common) -> None:
 
 
 def _setup(args):
+    import math
+
     from .errors import UserError
     from .lava import require_lava
-    require_lava()
     if args.device not in (None, "cpu"):
         raise UserError(f"Lava runs on its CPU backend here (--device cpu); got {args.device!r}")
     if getattr(args, "learn", False):
@@ -43,6 +44,11 @@ def _setup(args):
         args.samples = 3
     if args.samples < 1 or (args.steps is not None and args.steps < 1):
         raise UserError("--samples and --steps must be >= 1")
+    if not (math.isfinite(args.timeout) and args.timeout > 0):
+        raise UserError(f"--timeout must be a finite number of seconds > 0, got {args.timeout}")
+    if getattr(args, "learn", False) and not (math.isfinite(args.lr) and args.lr > 0):
+        raise UserError(f"--lr must be a finite number > 0, got {args.lr}")
+    require_lava()
     from .chip.hardware import load_chip
     from .chip.quantize import quantize
     from .runs import load_run

@@ -5,6 +5,7 @@ import sys
 from pathlib import Path
 
 from .errors import SpecError, UserError
+from .fileio import check_output_dir
 from .spec import read_toml
 
 #: flag -> (MetaConfig key, type, help)
@@ -43,6 +44,9 @@ def load_task(path: str | Path) -> dict:
     extra = sorted(set(data) - {"meta", "bench", "title"})
     if extra:
         raise SpecError(f"{path}: unknown table(s) {extra}; a meta task file has [meta] and [bench]")
+    for table in ("meta", "bench"):
+        if not isinstance(data.get(table, {}), dict):
+            raise SpecError(f"{path}: {table} must be a table ([{table}] with its keys below), got {data[table]!r}")
     return {"name": path.stem, "meta": data.get("meta", {}), "bench": data.get("bench", {})}
 
 
@@ -102,6 +106,9 @@ def cmd_meta_bench(args) -> dict:
     from .optim import MetaConfig, meta_train
     from .optim.bench import BenchConfig, run_bench, write_bench_report
     _check_device(args.device)
+    check_output_dir(args.out, "--out")
+    if args.cache:
+        check_output_dir(args.cache, "--cache")
     task = load_task(args.task)
     bench = dict(task["bench"])
     if args.seeds is not None:

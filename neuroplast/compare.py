@@ -12,6 +12,7 @@ import dataclasses
 import statistics
 from pathlib import Path
 
+from .errors import UserError
 from .experiment import train
 from .fileio import atomic_write, atomic_write_json, atomic_write_text
 from .probe import _plot, probe_gradients
@@ -24,9 +25,34 @@ def _mean_std(xs: list[float]) -> tuple[float, float]:
     return statistics.fmean(xs), (statistics.stdev(xs) if len(xs) > 1 else 0.0)
 
 
+def _tag(method: str) -> str:
+    """The run-directory name part of a method spec."""
+    return method.replace(":", "_").replace(",", "_").replace("=", "")
+
+
+def check_compare_args(methods: list[str], seeds: int, probe_batches: int) -> None:
+    """UserError unless there is at least one method, no two share a run directory, and seeds and
+    probe_batches are >= 1 (checked before any training)."""
+    if not methods:
+        raise UserError("--methods: give at least one method, e.g. --methods bptt dfa")
+    seen: dict[str, str] = {}
+    for m in methods:
+        if _tag(m) in seen:
+            raise UserError(f"--methods: {m!r} is given twice" + (f" (as {seen[_tag(m)]!r})" if seen[_tag(m)] != m else "")
+                            + "; give each method once (use --seeds for repeats)")
+        seen[_tag(m)] = m
+    if CONTROL in methods:
+        raise UserError(f"--methods: {CONTROL!r} is the control every comparison includes; leave it out")
+    if seeds < 1:
+        raise UserError(f"--seeds must be >= 1, got {seeds}")
+    if probe_batches < 1:
+        raise UserError(f"--probe-batches must be >= 1, got {probe_batches}")
+
+
 def compare(cfg: TrainConfig, methods: list[str], *, seeds: int = 3, runs_dir: str | Path = "runs",
             probe_batches: int = 20, progress: bool = False) -> dict:
     """Train every method (and the control) with seeds 0..seeds−1; probe gradients; return all."""
+    check_compare_args(methods, seeds, probe_batches)
     cfg = cfg.resolved()
     runs: dict[str, list[dict]] = {}
     curves: dict[str, list[list[dict]]] = {}
@@ -35,7 +61,7 @@ def compare(cfg: TrainConfig, methods: list[str], *, seeds: int = 3, runs_dir: s
             over = {"method": "bptt", "trainable": "readout"} if method == CONTROL else {"method": method}
             c = dataclasses.replace(cfg, seed=seed, **over)
             rows: list[dict] = []
-            tag = method.replace(":", "_").replace(",", "_").replace("=", "")
+            tag = _tag(method)
             s = train(c, save=Path(runs_dir) / f"compare_{cfg.task}" / f"{tag}_s{seed}", overwrite=True,
                       progress=progress, on_epoch=rows.append)
             runs.setdefault(method, []).append(s)

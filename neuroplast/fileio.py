@@ -8,6 +8,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from .errors import UserError
+
 
 def atomic_write(path: str | os.PathLike, write: Callable[[Any], None], *, binary: bool = False) -> Path:
     """Call ``write(fh)`` on a temporary file next to ``path`` and rename it into place.
@@ -26,6 +28,44 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Any], None], *, binar
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    return path
+
+
+def folder_problem(path: Path) -> str | None:
+    """Why ``path`` cannot be used (or made) as a writable folder, or None."""
+    if path.exists() and not path.is_dir():
+        return f"{path} is a file, not a folder"
+    base = path
+    while not base.exists() and base != base.parent:   # the deepest part that exists
+        base = base.parent
+    if base.exists() and not base.is_dir():
+        return f"{base} is a file, not a folder"
+    if not os.access(base, os.W_OK | os.X_OK):
+        return f"{base} is not writable"
+    return None
+
+
+def check_output_dir(path: str | os.PathLike, what: str = "output folder") -> Path:
+    """UserError (before any work is done) unless ``path`` is a writable folder or can be made as one
+    (no part of it a file). ``what`` names it in the message, e.g. "--out"."""
+    path = Path(path)
+    problem = folder_problem(path)
+    if problem:
+        raise UserError(f"{what} {path}: {problem}; give another folder")
+    return path
+
+
+def check_output_file(path: str | os.PathLike, what: str = "output file", *, overwrite: bool = False) -> Path:
+    """UserError (before any work is done) unless ``path`` can be written as a file: not a folder, not an
+    existing file unless ``overwrite``, in a writable folder that exists or can be made."""
+    path = Path(path)
+    if path.is_dir():
+        raise UserError(f"{what} {path} is a folder; give a file name, e.g. {path / 'net.nir'}")
+    if (path.exists() or path.is_symlink()) and not overwrite:
+        raise UserError(f"{what} {path} exists; pass --overwrite to replace it or choose another name")
+    problem = folder_problem(path.parent)
+    if problem:
+        raise UserError(f"{what} {path}: {problem}; give another path")
     return path
 
 

@@ -23,6 +23,7 @@ from .data import encode, load_dataset
 from .experiment import batches, make_network, noise_generator, resolve_device
 from .fileio import atomic_write, atomic_write_json, atomic_write_text
 from .learn import CEMSELoss, make_rule
+from .runs import load_weights
 from .spec import TrainConfig
 
 
@@ -44,8 +45,9 @@ def probe_gradients(cfg: TrainConfig, estimators: list[str] | None = None, *, me
     ref_method, _, ref_est = reference.partition("|")
     ref_cfg = TrainConfig(**{**cfg.to_dict(), "method": ref_method, "estimator": ref_est or cfg.estimator})
     ref_net = make_network(ref_cfg, data, torch.Generator().manual_seed(cfg.seed)).to(device)
-    if weights is not None:
-        ref_net.load_state_dict(weights, strict=False)
+    if weights is not None:   # strict=False: an estimator's own state (ASGL's α) may differ from the reference's
+        load_weights(ref_net, weights, f"the weights do not fit network {cfg.net!r} (probe a run with the network it "
+                     "was trained with: leave out --net)", strict=False)
     nets, rules = {}, {}
     for method, est in variants:
         net = make_network(TrainConfig(**{**cfg.to_dict(), "estimator": est}), data).to(device)

@@ -25,29 +25,71 @@ from .fileio import atomic_write, atomic_write_json, atomic_write_text
 
 
 def _read_run(path: Path) -> dict:
+    from .runs import read_run_config
+    if not (path / "config.json").exists():
+        raise UserError(f"{path} is not a run directory (config.json missing); "
+                        "give directories written by `neuroplast train --save`")
+    config = read_run_config(path)
     try:
         summary = json.loads((path / "summary.json").read_text())
-        config = json.loads((path / "config.json").read_text())
         metrics = [json.loads(line) for line in (path / "metrics.jsonl").read_text().splitlines() if line.strip()]
     except FileNotFoundError as exc:
         raise UserError(f"{path} is not a run directory ({Path(exc.filename).name} missing); "
                         "give directories written by `neuroplast train --save`") from None
-    except json.JSONDecodeError as exc:
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise UserError(f"{path}: a run file is corrupt ({exc})") from None
+    except OSError as exc:
+        raise UserError(f"{path}: a run file cannot be read ({exc.strerror or exc})") from None
+    _check_run_files(path, summary, metrics)
     return {"path": str(path), "summary": summary, "config": config, "metrics": metrics}
+
+
+#: what the report reads from summary.json (key -> type) and from every metrics.jsonl row
+_SUMMARY = {"net": str, "method": str, "epochs": int, "test_acc": float, "wall_s": float}
+_METRICS = {"train_loss": float, "train_acc": float}
+
+
+def _fits(val, typ) -> bool:
+    if isinstance(val, bool):
+        return False
+    return isinstance(val, (int, float)) if typ is float else isinstance(val, typ)
+
+
+def _check_run_files(path: Path, summary, metrics: list) -> None:
+    """UserError naming the file and key unless summary.json and metrics.jsonl hold what the report reads."""
+    where = path / "summary.json"
+    if not isinstance(summary, dict):
+        raise UserError(f"{where} is not a run summary (a JSON object); re-run the training with --save")
+    missing = [k for k in _SUMMARY if k not in summary]
+    if missing:
+        raise UserError(f"{where} lacks {', '.join(missing)}; give run directories written by `neuroplast train --save`")
+    bad = [k for k, typ in _SUMMARY.items() if not _fits(summary[k], typ)]
+    rates = summary.get("firing_rates", {})
+    if not (isinstance(rates, dict) and all(_fits(v, float) for v in rates.values())):
+        bad.append("firing_rates")
+    if bad:
+        raise UserError(f"{where}: {', '.join(bad)} of the wrong type; re-run the training with --save")
+    for i, row in enumerate(metrics, 1):
+        if not (isinstance(row, dict) and all(_fits(row.get(k), typ) for k, typ in _METRICS.items())):
+            raise UserError(f"{path / 'metrics.jsonl'}: line {i} is not an epoch record with train_loss and "
+                            "train_acc; re-run the training with --save")
 
 
 def _ms(xs: list[float]) -> tuple[float, float]:
     return statistics.fmean(xs), (statistics.stdev(xs) if len(xs) > 1 else 0.0)
 
 
-def _grad_rows(runs: list[dict], grad_batches: int) -> list[dict]:
-    """Per-layer gradient variance of each run's rule at its trained weights (see the module docstring)."""
+def _grad_rows(runs: list[dict], grad_batches: int, device: str = "cpu") -> list[dict]:
+    """Per-layer gradient variance of each run's rule at its trained weights (see the module docstring),
+    computed on ``device`` (not the device the run was trained on)."""
+    import dataclasses
+
     from .probe import probe_gradients
     from .runs import load_run
     rows = []
     for r in runs:
         cfg, net, _ = load_run(r["path"])
+        cfg = dataclasses.replace(cfg, device=device)
         res = probe_gradients(cfg, methods=[cfg.method], weights=net.state_dict(), max_batches=grad_batches)
         trained = {"readout"} if getattr(cfg, "trainable", "all") == "readout" else None   # readout-only control
         rows += [{**row, "run": r["path"]} for row in res["rows"] if trained is None or row["layer"] in trained]
@@ -70,8 +112,15 @@ def _raster(run: dict, sample: int = 0) -> dict:
             "neurons": {k: int(v[0, 0].numel()) for k, v in res.spikes.items()}}
 
 
-def build_report(run_dirs: list[str | Path], hw: str | None = "loihi1", grad_batches: int = 8) -> dict:
-    """Tables and figure data of the report; ``grad_batches`` = 0 skips the gradient variance."""
+def build_report(run_dirs: list[str | Path], hw: str | None = "loihi1", grad_batches: int = 8,
+                 device: str = "cpu") -> dict:
+    """Tables and figure data of the report; ``grad_batches`` = 0 skips the gradient variance (else
+    computed on ``device``)."""
+    if isinstance(grad_batches, bool) or not isinstance(grad_batches, int) or grad_batches < 0:
+        raise UserError(f"--grad-batches must be >= 0 (0 skips the gradient variance), got {grad_batches}")
+    if hw:
+        from .chip.hardware import load_chip
+        load_chip(hw)   # an unknown chip or a bad chip file is an error of the command, not a note per method
     runs = [_read_run(Path(p)) for p in run_dirs]
     groups: dict[str, list[dict]] = defaultdict(list)
     several_nets = len({r["summary"]["net"] for r in runs}) > 1
@@ -93,10 +142,10 @@ def build_report(run_dirs: list[str | Path], hw: str | None = "loihi1", grad_bat
         if hw and any(r["summary"].get("trainable", "all") != "all" for r in rs):
             cost_notes[method] = "the cost model counts the training of the whole network, not of the readout alone."
         elif hw:
-            from .chip.cost import run_cost
+            from .chip.cost import CostUnavailable, run_cost
             try:   # runs without recorded SynOps: reconstructed from spike totals where that is exact (FC)
                 per = [run_cost(r["path"], hw) for r in rs]
-            except UserError as exc:
+            except CostUnavailable as exc:
                 cost_notes[method] = str(exc)
                 continue
             costs[method] = {"activity": per[0]["activity_source"],"energy_uj_per_sample": statistics.fmean(c["energy_uj_per_sample_total"] for c in per),
@@ -106,7 +155,7 @@ def build_report(run_dirs: list[str | Path], hw: str | None = "loihi1", grad_bat
     grads = []
     if grad_batches > 0:
         for method, rs in groups.items():
-            rows = _grad_rows(rs, grad_batches)
+            rows = _grad_rows(rs, grad_batches, device)
             for layer in dict.fromkeys(row["layer"] for row in rows):
                 mine = [row for row in rows if row["layer"] == layer]
                 grads.append({"method": method, "layer": layer, "batches": mine[0]["batches"], "runs": len(mine),
@@ -116,7 +165,22 @@ def build_report(run_dirs: list[str | Path], hw: str | None = "loihi1", grad_bat
             "curves": {m: [r["metrics"] for r in rs] for m, rs in groups.items()}}
 
 
+#: every figure a report can have (NAME_<what>.png)
+FIGURES = ("curves", "rates", "costs", "gradients", "raster")
+
+
+def check_report_name(name: str) -> str:
+    """The file name stem of a report: not empty, not hidden, no folders (UserError otherwise)."""
+    if not name or name.startswith(".") or "/" in name or "\\" in name or name in (".", ".."):
+        raise UserError(f"--name {name!r}: give a plain file name stem such as 'report' (not empty, no '/', "
+                        "not starting with '.')")
+    return name
+
+
 def write_report(res: dict, out_dir: str | Path, *, name: str = "report", command: str = "") -> list[Path]:
+    """Write NAME.md, NAME.json and the figures into ``out_dir``; figures of an earlier report of the same
+    name that this one does not have (e.g. costs without --hw) are removed, so the folder holds one report."""
+    check_report_name(name)
     out = Path(out_dir)
     lines = [f"# Training report: {', '.join(sorted({t['net'] for t in res['table']}))}", ""]
     if command:
@@ -160,8 +224,11 @@ def write_report(res: dict, out_dir: str | Path, *, name: str = "report", comman
     if res.get("raster"):
         figs.append(("raster", _plot_raster))
     lines += ["", *(f"![{what}]({name}_{what}.png)" for what, _ in figs), ""]
-    return [atomic_write_text(out / f"{name}.md", "\n".join(lines)), atomic_write_json(out / f"{name}.json", res),
-            *(plot(res, out / f"{name}_{what}.png") for what, plot in figs)]
+    paths = [atomic_write_text(out / f"{name}.md", "\n".join(lines)), atomic_write_json(out / f"{name}.json", res),
+             *(plot(res, out / f"{name}_{what}.png") for what, plot in figs)]
+    for what in set(FIGURES) - {what for what, _ in figs}:
+        (out / f"{name}_{what}.png").unlink(missing_ok=True)
+    return paths
 
 
 def _save(fig, path: Path) -> Path:

@@ -13,7 +13,7 @@ import torch
 from .data import load_dataset
 from .data.datasets import Dataset, Split
 from .errors import UserError
-from .fileio import atomic_write_json, make_temp_dir
+from .fileio import atomic_write_json, folder_problem, make_temp_dir
 from .snn import LIFParams, Network, build_network
 from .spec import TrainConfig
 
@@ -38,14 +38,29 @@ def batches(split: Split, batch_size: int, *, generator: torch.Generator | None 
 
 
 class RunDir:
-    """A run directory written atomically: built in a hidden temp folder, renamed at the end."""
+    """A run directory written atomically: built in a hidden temp folder, renamed at the end.
+
+    ``overwrite`` replaces an existing run directory (one with a config.json) only: a folder of other
+    files or a file at ``path`` is refused, so that --overwrite never deletes what neuroplast did not write."""
 
     def __init__(self, path: str | Path | None, overwrite: bool = False):
-        self.path = Path(path) if path else None
+        self.path = Path(path).resolve() if path else None   # resolved: "." and ".." have a name to rename
         self.tmp: Path | None = None
         if self.path is not None:
-            if self.path.exists() and not overwrite:
-                raise UserError(f"run directory {self.path} exists; pass --overwrite to replace it or choose another")
+            shown = path
+            if not self.path.name:
+                raise UserError(f"run directory {shown} is the root folder; give a folder to write the run in")
+            if self.path.exists() and not self.path.is_dir():
+                raise UserError(f"run directory {shown} is a file, not a run directory; choose another path")
+            if self.path.exists():
+                if not overwrite:
+                    raise UserError(f"run directory {shown} exists; pass --overwrite to replace it or choose another")
+                if not (self.path / "config.json").is_file() and any(self.path.iterdir()):
+                    raise UserError(f"{shown} is not a neuroplast run directory (no config.json): --overwrite replaces "
+                                    "run directories (or empty folders) only; choose another path or empty it yourself")
+            problem = folder_problem(Path(path).parent)
+            if problem:
+                raise UserError(f"run directory {shown}: {problem}; choose another path")
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self.tmp = make_temp_dir(self.path.parent, f".{self.path.name}.")
 
@@ -63,10 +78,10 @@ class RunDir:
                     "state_dict": net.state_dict()}, self.tmp / "weights.pt")
         if self.path.exists():
             old = self.path.with_name(f".{self.path.name}.old")
-            shutil.rmtree(old, ignore_errors=True)
+            _remove(old)
             self.path.rename(old)
             self.tmp.rename(self.path)
-            shutil.rmtree(old, ignore_errors=True)
+            _remove(old)
         else:
             self.tmp.rename(self.path)
         self.tmp = None
@@ -77,16 +92,67 @@ class RunDir:
             self.tmp = None
 
 
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
+
+
+def load_weights(net: Network, state, what: str, *, strict: bool = True) -> None:
+    """Load ``state`` into ``net``, or a one-line UserError ``what: <the first parameter that does not fit>``.
+    ``strict=False`` still needs every weight and bias (only other state, e.g. an estimator's, may differ)."""
+    if not isinstance(state, dict):
+        raise UserError(f"{what}: the file holds no state dict of weights")
+    own = net.state_dict()
+    problem = None
+    for key, val in state.items():
+        if key in own and tuple(getattr(val, "shape", ())) != tuple(own[key].shape):
+            problem = (f"parameter {key} has shape {list(getattr(val, 'shape', ()))} in the weights but "
+                       f"{list(own[key].shape)} in network {net.arch!r}")
+            break
+    if problem is None:
+        needed = (lambda k: True) if strict else (lambda k: k.endswith((".weight", ".bias")))
+        missing = [k for k in own if k not in state and needed(k)]
+        extra = [k for k in state if k not in own and needed(k)]
+        if missing:
+            problem = f"the weights have no {missing[0]}" + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else "")
+        elif extra:
+            problem = f"network {net.arch!r} has no parameter {extra[0]} of the weights"
+    if problem is None:
+        try:
+            net.load_state_dict(state, strict=strict)
+        except (RuntimeError, TypeError, AttributeError) as exc:
+            problem = str(exc).strip().splitlines()[0]
+    if problem is not None:
+        raise UserError(f"{what}: {problem}")
+
+
+def read_run_config(run_dir: str | Path) -> dict:
+    """The settings of a run directory (its config.json), checked: keys and value types of ``TrainConfig``."""
+    from .spec import config_from_dict
+    path = Path(run_dir) / "config.json"
+    try:
+        values = json.loads(path.read_text(encoding="utf-8"))
+    except (FileNotFoundError, NotADirectoryError):
+        raise UserError(f"{path} not found: give a run directory written by `neuroplast train --save`") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise UserError(f"{path} is corrupt ({exc}); re-run the training with --save") from None
+    except OSError as exc:
+        raise UserError(f"{path} cannot be read ({exc.strerror or exc}); give a run directory written by "
+                        "`neuroplast train --save`") from None
+    if not isinstance(values, dict):
+        raise UserError(f"{path} is not a run configuration (a JSON object of settings; it holds a "
+                        f"{type(values).__name__}); re-run the training with --save")
+    config_from_dict(values, source=str(path))
+    return values
+
+
 def load_run(run_dir: str | Path, data_dir: str | None = None) -> tuple[TrainConfig, Network, Dataset]:
     """(config, network with the trained weights, data set) of a run directory written by train --save."""
     from .spec import config_from_dict
     run_dir = Path(run_dir)
-    try:
-        values = json.loads((run_dir / "config.json").read_text())
-    except FileNotFoundError:
-        raise UserError(f"{run_dir / 'config.json'} not found: give a run directory written by `neuroplast train --save`") from None
-    except json.JSONDecodeError as exc:
-        raise UserError(f"{run_dir / 'config.json'} is corrupt ({exc}); re-run the training with --save") from None
+    values = read_run_config(run_dir)
     if data_dir is not None:
         values["data_dir"] = data_dir
     cfg = config_from_dict(values, source=str(run_dir / "config.json")).resolved()
@@ -101,9 +167,6 @@ def load_run(run_dir: str | Path, data_dir: str | None = None) -> tuple[TrainCon
     data = load_dataset(cfg.dataset, data_dir=cfg.data_dir, val_fraction=cfg.val_fraction,
                         split_seed=cfg.split_seed, time_steps=cfg.time_steps)
     net = make_network(cfg, data)
-    try:
-        net.load_state_dict(state)
-    except RuntimeError as exc:
-        raise UserError(f"{run_dir / 'weights.pt'} does not fit the network {cfg.net!r} of its config ({exc})") from None
+    load_weights(net, state, f"{run_dir / 'weights.pt'} does not fit the network {cfg.net!r} of its config")
     net.eval()
     return cfg, net, data

@@ -5,7 +5,10 @@ field names of ``TrainConfig``. Flags given on the command line override the fil
 from __future__ import annotations
 
 import dataclasses
+import math
 import tomllib
+import types
+import typing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -56,6 +59,7 @@ class TrainConfig:
 
     def resolved(self) -> TrainConfig:
         """Fill data-set defaults and validate every field; returns a new config."""
+        check_types(dataclasses.asdict(self), TrainConfig, "config")
         defaults = DATASET_DEFAULTS.get(self.dataset, {})
         cfg = dataclasses.replace(self, **{k: v for k, v in defaults.items() if getattr(self, k) is None})
         if cfg.lr is None:
@@ -64,13 +68,23 @@ class TrainConfig:
         return cfg
 
     def validate(self) -> None:
+        check_types(dataclasses.asdict(self), TrainConfig, "config")
         if self.net is None or self.time_steps is None or self.encoding is None:
             raise SpecError(f"data set {self.dataset!r} has no defaults; give --net, --time-steps and --encoding")
         for name in ("epochs", "batch_size", "time_steps"):
             if int(getattr(self, name)) < 1:
                 raise SpecError(f"{name} must be >= 1, got {getattr(self, name)}")
+        floats = ("lr", "weight_decay", "momentum", "mse_weight", "leak", "threshold", "val_fraction")
+        for name in floats:
+            val = getattr(self, name)
+            if val is not None and not math.isfinite(val):
+                raise SpecError(f"{name} must be a finite number, got {val}")
         if not self.lr > 0:
             raise SpecError(f"lr must be > 0, got {self.lr}")
+        if not self.weight_decay >= 0:
+            raise SpecError(f"weight_decay must be >= 0, got {self.weight_decay}")
+        if not 0.0 <= self.momentum < 1.0:
+            raise SpecError(f"momentum must be in [0, 1), got {self.momentum}")
         if self.optimizer.startswith("learned:") and not self.optimizer.partition(":")[2]:
             raise SpecError("optimizer learned:PATH needs the path of a checkpoint from `neuroplast meta-train`")
         if self.optimizer not in OPTIMIZERS and not self.optimizer.startswith("learned:"):
@@ -90,6 +104,53 @@ class TrainConfig:
 
 FIELDS = {f.name for f in dataclasses.fields(TrainConfig)}
 
+_NAMES = {int: ("an integer", "integers"), float: ("a number", "numbers"), str: ("a string", "strings"),
+          bool: ("true or false", "booleans")}
+
+
+def _type_ok(val: Any, tp: Any) -> bool:
+    """``val`` has type ``tp`` (a field annotation: int, float, str, bool, X | None, list[X], dict[K, V]);
+    a bool is not a number and an int is a number."""
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if tp is type(None):
+        return val is None
+    if origin in (types.UnionType, typing.Union):
+        return any(_type_ok(val, a) for a in args)
+    if tp is bool:
+        return isinstance(val, bool)
+    if tp is int:
+        return isinstance(val, int) and not isinstance(val, bool)
+    if tp is float:
+        return isinstance(val, (int, float)) and not isinstance(val, bool)
+    if tp is str:
+        return isinstance(val, str)
+    if origin is list:
+        return isinstance(val, list) and all(_type_ok(v, args[0]) for v in val)
+    if origin is dict:
+        return isinstance(val, dict) and all(_type_ok(k, args[0]) and _type_ok(v, args[1]) for k, v in val.items())
+    return True
+
+
+def _describe(tp: Any, plural: bool = False) -> str:
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin in (types.UnionType, typing.Union):
+        real = [a for a in args if a is not type(None)]
+        return " or ".join(_describe(a, plural) for a in real) + (" (or left out)" if len(real) < len(args) else "")
+    if origin is list:
+        return ("lists" if plural else "a list") + f" of {_describe(args[0], True)}"
+    if origin is dict:
+        return ("tables" if plural else "a table") + f" of {_describe(args[1], True)}"
+    return _NAMES[tp][plural] if tp in _NAMES else str(tp)
+
+
+def check_types(values: dict[str, Any], cls: type, where: str) -> None:
+    """SpecError naming the key unless every value in ``values`` has the type its field of the dataclass
+    ``cls`` declares (the one type check of task files, config.json, [meta] and [bench] tables)."""
+    hints = typing.get_type_hints(cls)
+    for key, val in values.items():
+        if key in hints and not _type_ok(val, hints[key]):
+            raise SpecError(f"{where}: {key} must be {_describe(hints[key])}, got {val!r}")
+
 
 def flatten_tables(values: dict[str, Any]) -> dict[str, Any]:
     """Merge [table]-grouped keys into one flat mapping."""
@@ -103,23 +164,34 @@ def flatten_tables(values: dict[str, Any]) -> dict[str, Any]:
 
 
 def config_from_dict(values: dict[str, Any], *, source: str = "config") -> TrainConfig:
-    """Build a config from a flat (or [table]-grouped) mapping; unknown keys are errors."""
+    """Build a config from a flat (or [table]-grouped) mapping; unknown keys and values of the wrong
+    type are errors naming ``source``."""
+    if not isinstance(values, dict):
+        raise SpecError(f"{source}: expected a table of settings (a JSON object or TOML tables), "
+                        f"got a {type(values).__name__}")
     flat = flatten_tables(values)
     unknown = sorted(set(flat) - FIELDS)
     if unknown:
         raise SpecError(f"{source}: unknown key(s) {unknown}; valid keys: {', '.join(sorted(FIELDS))}")
+    check_types(flat, TrainConfig, source)
     return TrainConfig(**flat)
 
 
-def read_toml(path: str | Path) -> dict[str, Any]:
-    """A TOML task file as a dict; a missing or malformed file is a SpecError naming it."""
+def read_toml(path: str | Path, what: str = "task file") -> dict[str, Any]:
+    """A TOML file as a dict; a missing, unreadable or malformed file is a SpecError naming it."""
     try:
         with open(path, "rb") as fh:
             return tomllib.load(fh)
     except FileNotFoundError:
-        raise SpecError(f"task file {path} does not exist") from None
+        raise SpecError(f"{what} {path} does not exist") from None
+    except IsADirectoryError:
+        raise SpecError(f"{what} {path} is a folder; give a .toml file") from None
+    except OSError as exc:
+        raise SpecError(f"{what} {path} cannot be read ({exc.strerror or exc})") from None
+    except UnicodeDecodeError:
+        raise SpecError(f"{what} {path} is not a text file (not UTF-8); give a .toml file") from None
     except tomllib.TOMLDecodeError as exc:
-        raise SpecError(f"task file {path} is not valid TOML: {exc}") from None
+        raise SpecError(f"{what} {path} is not valid TOML: {exc}") from None
 
 
 def load_task_file(path: str | Path) -> dict[str, Any]:
@@ -129,5 +201,5 @@ def load_task_file(path: str | Path) -> dict[str, Any]:
     if "meta" in data or "bench" in data:
         raise SpecError(f"{path} is a learned-optimizer task ([meta]/[bench] tables); run it with "
                         f"`neuroplast meta-bench --task {path}` or `neuroplast meta-train --task {path}`")
-    config_from_dict(data, source=str(path))  # validates the keys
+    config_from_dict(data, source=str(path))  # validates the keys and their types
     return {"task": path.stem, **flatten_tables(data)}

@@ -29,11 +29,25 @@ def test_builtin_chips_load_with_sources_and_flag_estimates():
     (lambda t: t.replace("synaptic_op = 23.6", 'synaptic_op = "cheap"'), r"\[energy\] synaptic_op must be a number"),
     (lambda t: t.replace("[capacity]", "[capacit]"), r"missing table \[capacity\]"),
     (lambda t: t + "\n[[broken", "not valid TOML"),
+    (lambda t: t.replace("synaptic_op = 23.6", "synaptic_op = nan"), r"\[energy\] synaptic_op must be a finite number"),
+    (lambda t: t.replace("synaptic_op = 23.6", "synaptic_op = inf"), r"\[energy\] synaptic_op must be a finite number"),
+    (lambda t: t.replace("synaptic_op = 23.6", "synaptic_op = -inf"), r"\[energy\] synaptic_op must be a finite number"),
 ])
 def test_bad_chip_files_name_the_field(tmp_path, edit, message):
     text = load_chip("loihi1").path
     path = tmp_path / "mine.toml"
     path.write_text(edit(open(text).read()))
+    with pytest.raises(SpecError, match=message):
+        load_chip(path)
+
+
+@pytest.mark.parametrize("make,message", [
+    (lambda p: p.mkdir(), r"chip file .*mine.toml is a folder"),
+    (lambda p: p.write_bytes(b"\xff\xfe\x00binary\x89PNG"), r"chip file .*mine.toml is not a text file"),
+])
+def test_unreadable_chip_files_are_spec_errors(tmp_path, make, message):
+    path = tmp_path / "mine.toml"
+    make(path)
     with pytest.raises(SpecError, match=message):
         load_chip(path)
 

@@ -56,6 +56,10 @@ def test_seed_makes_runs_repeatable(capsys):
     (["train", "--estimator", "magic"], "valid estimators"),
     (["train", "--task", "cifar"], "valid: data sets digits"),
     (["train", "--net", "64-10x-10"], r"layer 2 \('10x'\)"),
+    (["train", "--net", "64-0-10"], r"layer 2 \('0'\): the width must be >= 1"),
+    (["train", "--net", "1x8x8-0C3-FC"], r"the channels must be >= 1"),
+    (["train", "--net", "1x8x8-4C0-FC"], r"the kernel size must be >= 1"),
+    (["train", "--net", "1x8x8-4C3-AP0-FC"], r"the pooling size must be >= 1"),
     (["train", "--optimizer", "lbfgs"], "valid optimizers"),
     (["train", "--encoding", "morse"], "valid"),
     (["train", "--device", "cuda:7"], "cuda|CUDA|device"),
@@ -155,3 +159,262 @@ def test_written_files_have_normal_permissions(tmp_path, capsys):
     os.umask(mask)
     assert stat.S_IMODE(run.stat().st_mode) == 0o777 & ~mask
     assert stat.S_IMODE((run / "config.json").stat().st_mode) == 0o666 & ~mask
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    """A saved 1-epoch digits run (64-16-10) that tests copy and break."""
+    run = tmp_path_factory.mktemp("tiny") / "run"
+    assert main(["train", "--net", "64-16-10", "--epochs", "1", "--save", str(run), "--no-progress"]) == 0
+    return run
+
+
+def _copy_run(src, dst):
+    import shutil
+    shutil.copytree(src, dst)
+    return dst
+
+
+def _bad_input(capsys, *argv, match):
+    """Exit code 2, nothing on stdout, one line on stderr that matches ``match``."""
+    code, out, err = _run(capsys, *argv)
+    assert code == 2 and out == "", (code, out, err)
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+    assert re.search(match, err), err
+    return err
+
+
+@pytest.mark.parametrize("toml,match", [
+    ('[train]\nepochs = "x"\n', r"epochs must be an integer, got 'x'"),
+    ('[train]\nlr = "fast"\n', r"lr must be a number"),
+    ('[train]\nbatch_size = 2.5\n', r"batch_size must be an integer, got 2.5"),
+    ('[train]\nepochs = true\n', r"epochs must be an integer, got True"),
+    ('net = 64\n', r"net must be a string"),
+    ('[data]\ndataset = ["digits"]\n', r"dataset must be a string"),
+    ('compiled = 1\n', r"compiled must be true or false"),
+    ('[train]\nmomentum = -1\n', r"momentum must be in \[0, 1\)"),
+    ('[train]\nmomentum = nan\n', r"momentum must be a finite number"),
+    ('[train]\nweight_decay = -0.5\n', r"weight_decay must be >= 0"),
+    ('[train]\nlr = inf\n', r"lr must be a finite number"),
+])
+def test_task_file_values_are_type_and_range_checked(tmp_path, capsys, toml, match):
+    task = tmp_path / "t.toml"
+    task.write_text(toml)
+    _bad_input(capsys, "train", "--task", str(task), "--epochs", "1", "--no-progress", match=match)
+
+
+@pytest.mark.parametrize("flags,match", [
+    (["--weight-decay", "-1"], r"weight_decay must be >= 0, got -1"),
+    (["--weight-decay", "nan"], r"weight_decay must be a finite number"),
+    (["--weight-decay", "inf"], r"weight_decay must be a finite number"),
+    (["--lr", "inf"], r"lr must be a finite number"),
+    (["--lr", "nan"], r"lr must be a finite number"),
+    (["--lr", "-1"], r"lr must be > 0"),
+])
+def test_optimizer_numbers_are_checked_before_training(capsys, flags, match):
+    _bad_input(capsys, "train", "--net", "64-16-10", "--optimizer", "sgd", "--epochs", "1", "--no-progress", *flags,
+               match=match)
+
+
+@pytest.mark.parametrize("config,match", [
+    ("[1, 2]", r"config.json is not a run configuration .* list"),
+    ('"digits"', r"config.json is not a run configuration .* str"),
+    (None, r"config.json: epochs must be an integer, got 'x'"),
+    ("{not json", r"config.json is corrupt"),
+])
+@pytest.mark.parametrize("command", [["probe-gradients", "--batches", "1", "--from-run"], ["chip", "eval"], ["cost"],
+                                     ["report", "--grad-batches", "0", "--hw", ""]])
+def test_a_broken_run_config_is_bad_input_for_every_command(tiny_run, tmp_path, capsys, config, match, command):
+    run = _copy_run(tiny_run, tmp_path / "run")
+    if config is None:
+        values = json.loads((run / "config.json").read_text())
+        config = json.dumps({**values, "epochs": "x"})
+    (run / "config.json").write_text(config)
+    _bad_input(capsys, *command, str(run), "--no-progress", match=match)
+
+
+BINARY = b"\x89PNG\r\n\x1a\n\xff\xfe\x00\x01binary"
+
+
+@pytest.mark.parametrize("make,match", [
+    (lambda p: p.mkdir(), r"task file .*t.toml is a folder"),
+    (lambda p: p.write_bytes(BINARY), r"task file .*t.toml is not a text file"),
+])
+@pytest.mark.parametrize("command", [["train"], ["meta-train", "--out", "never"], ["meta-bench"]])
+def test_unreadable_task_files_are_bad_input(tmp_path, capsys, make, match, command):
+    make(tmp_path / "t.toml")
+    _bad_input(capsys, *command, "--task", str(tmp_path / "t.toml"), "--no-progress", match=match)
+
+
+@pytest.mark.parametrize("make,match", [
+    (lambda p: p.mkdir(), r"chip file .*chip.toml is a folder"),
+    (lambda p: p.write_bytes(BINARY), r"chip file .*chip.toml is not a text file"),
+    (lambda p: p.write_text(open(ROOT / "hardware_models" / "loihi1.toml").read().replace(
+        "synaptic_op = 23.6", "synaptic_op = nan")), r"\[energy\] synaptic_op must be a finite number, got nan"),
+])
+def test_cost_with_an_unusable_chip_file_is_bad_input(tiny_run, tmp_path, capsys, make, match):
+    make(tmp_path / "chip.toml")
+    _bad_input(capsys, "cost", str(tiny_run), "--hw", str(tmp_path / "chip.toml"), "--json", match=match)
+
+
+@pytest.mark.parametrize("net,match", [
+    ("64-100-10", r"parameter layers.dense1.op.weight has shape \[16, 64\] in the weights but \[100, 64\]"),
+    ("64-16-16-10", r"the weights have no layers.dense2.op.weight"),
+])
+def test_probe_from_run_with_another_network_is_one_line(tiny_run, capsys, net, match):
+    _bad_input(capsys, "probe-gradients", "--from-run", str(tiny_run), "--net", net, "--batches", "1",
+               "--no-progress", match=match)
+
+
+@pytest.mark.parametrize("command", [["chip", "eval"], ["cost"], ["report", "--hw", "", "--grad-batches", "0"]])
+def test_weights_that_do_not_fit_the_config_are_one_line(tiny_run, tmp_path, capsys, command):
+    run = _copy_run(tiny_run, tmp_path / "run")
+    values = json.loads((run / "config.json").read_text())
+    (run / "config.json").write_text(json.dumps({**values, "net": "64-100-10"}))
+    _bad_input(capsys, *command, str(run), match=r"weights.pt does not fit the network '64-100-10' of its config: "
+               r"parameter layers.dense1.op.weight has shape \[16, 64\] in the weights but \[100, 64\]")
+
+
+TINY_BENCH = '[bench]\ndataset = "digits"\nnet = "64-16-10"\nhorizon = 2\nlong = 1\nseeds = 1\ntest_samples = 10\n' \
+             'eval_points = 1\n[bench.sweep]\nsgd = [0.1]\n'
+
+
+@pytest.mark.parametrize("argv,match", [
+    (["probe-gradients", "--batches", "1", "--out", "{file}"], r"--out .*FILE: .*FILE is a file, not a folder"),
+    (["compare", "--methods", "bptt", "--seeds", "1", "--net", "64-16-10", "--epochs", "1", "--out", "{file}"],
+     r"--out .*FILE is a file"),
+    (["compare", "--methods", "bptt", "--seeds", "1", "--net", "64-16-10", "--epochs", "1", "--runs-dir", "{file}"],
+     r"--runs-dir .*FILE is a file"),
+    (["meta-bench", "--task", "{task}", "--baselines-only", "--out", "{file}"], r"--out .*FILE is a file"),
+    (["meta-bench", "--task", "{task}", "--baselines-only", "--cache", "{file}/cache"], r"--cache .*FILE is a file"),
+    (["report", "{run}", "--hw", "", "--grad-batches", "0", "--out", "{file}"], r"--out .*FILE is a file"),
+    (["meta-train", "--nets", "64-16-10", "--meta-iters", "1", "--out", "{file}"], r"FILE is a file, not a folder"),
+    (["train", "--net", "64-16-10", "--epochs", "1", "--save", "{file}/sub"], r"run directory .*FILE/sub: .*FILE is a file"),
+    (["export", "{run}", "{dir}"], r"output file .*existing is a folder; give a file name"),
+    (["export", "{run}", "{file}/x.nir"], r"output file .*FILE/x.nir: .*FILE is a file, not a folder"),
+])
+def test_unusable_output_paths_fail_before_any_work(tiny_run, tmp_path, capsys, argv, match):
+    file, task, folder = tmp_path / "FILE", tmp_path / "tiny.toml", tmp_path / "existing"
+    file.write_text("keep me")
+    task.write_text(TINY_BENCH)
+    folder.mkdir()
+    argv = [a.format(file=file, task=task, run=tiny_run, dir=folder) for a in argv]
+    _bad_input(capsys, *argv, "--no-progress", match=match)
+    assert file.read_text() == "keep me" and list(folder.iterdir()) == []
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["FILE", "existing", "tiny.toml"]
+
+
+@pytest.mark.parametrize("name", ["net.nir", "net.net"])
+def test_export_makes_missing_folders_and_replaces_a_file_only_with_overwrite(tiny_run, tmp_path, capsys, name):
+    out = tmp_path / "new" / "deeper" / name
+    assert _run(capsys, "export", str(tiny_run), str(out), "--json")[0] == 0 and out.stat().st_size > 0
+    out.write_bytes(b"older")
+    _bad_input(capsys, "export", str(tiny_run), str(out), match=r"exists; pass --overwrite")
+    assert out.read_bytes() == b"older"
+    assert _run(capsys, "export", str(tiny_run), str(out), "--overwrite")[0] == 0
+    assert out.read_bytes() != b"older" and sorted(p.name for p in out.parent.iterdir()) == [name]
+
+
+def test_a_file_system_failure_is_one_line_and_exit_1(tiny_run, tmp_path, capsys, monkeypatch):
+    import errno
+
+    import neuroplast.report
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+    monkeypatch.setattr(neuroplast.report, "write_report", full)
+    code, out, err = _run(capsys, "report", str(tiny_run), "--hw", "", "--grad-batches", "0",
+                          "--out", str(tmp_path / "rep"))
+    assert code == 1 and out == "" and err.strip() == "neuroplast: failed: [Errno 28] No space left on device"
+
+
+def test_save_dot_with_overwrite_replaces_the_run_in_the_current_folder(tiny_run, tmp_path, capsys, monkeypatch):
+    run = _copy_run(tiny_run, tmp_path / "run")
+    monkeypatch.chdir(run)
+    code, out, err = _run(capsys, "train", "--net", "64-16-10", "--epochs", "1", "--seed", "5", "--save", ".",
+                          "--overwrite", "--no-progress")
+    assert code == 0, err
+    assert json.loads((run / "config.json").read_text())["seed"] == 5
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]      # no .run.old or temp folder left
+
+
+def test_overwrite_replaces_run_directories_and_empty_folders_only(tmp_path, capsys):
+    train = ["train", "--net", "64-16-10", "--epochs", "1", "--no-progress", "--save"]
+    precious = tmp_path / "precious"
+    precious.mkdir()
+    (precious / "thesis.txt").write_text("years of work")
+    _bad_input(capsys, *train, str(precious), "--overwrite", match=r"precious is not a neuroplast run directory "
+               r"\(no config.json\)")
+    assert (precious / "thesis.txt").read_text() == "years of work"
+    file = tmp_path / "notes"
+    file.write_text("mine")
+    for extra in ([], ["--overwrite"]):
+        _bad_input(capsys, *train, str(file), *extra, match=r"notes is a file, not a run directory")
+    assert file.read_text() == "mine"
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert _run(capsys, *train, str(empty), "--overwrite")[0] == 0 and (empty / "config.json").is_file()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["empty", "notes", "precious"]
+
+
+@pytest.mark.parametrize("argv,match", [
+    (["--methods", ""], r"--methods: give at least one method"),
+    (["--methods", ","], r"--methods: give at least one method"),
+    (["--methods", "bptt", "bptt"], r"--methods: 'bptt' is given twice"),
+    (["--methods", "bptt,dfa", "dfa"], r"--methods: 'dfa' is given twice"),
+    (["--methods", "readout-only"], r"'readout-only' is the control"),
+    (["--methods", "bptt", "--probe-batches", "0"], r"--probe-batches must be >= 1, got 0"),
+    (["--methods", "bptt", "--probe-batches", "-1"], r"--probe-batches must be >= 1, got -1"),
+    (["--methods", "bptt", "--seeds", "0"], r"--seeds must be >= 1, got 0"),
+])
+def test_compare_bad_options_fail_before_training(tmp_path, capsys, argv, match):
+    _bad_input(capsys, "compare", "--net", "64-16-10", "--epochs", "1", "--seeds", "1", *argv,
+               "--out", str(tmp_path / "rep"), "--runs-dir", str(tmp_path / "runs"), "--no-progress", match=match)
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.fixture(scope="module")
+def tiny_exports(tiny_run, tmp_path_factory):
+    """The tiny run exported as NIR and as netx."""
+    out = tmp_path_factory.mktemp("exports")
+    for name in ("net.nir", "net.net"):
+        assert main(["export", str(tiny_run), str(out / name)]) == 0
+    return out
+
+
+def _no_cuda():
+    import torch
+    return not torch.cuda.is_available()
+
+
+@pytest.mark.parametrize("device,match", [
+    ("bogus", r"unknown device 'bogus'"),
+    pytest.param("cuda", r"CUDA is not available", marks=pytest.mark.skipif(not _no_cuda(), reason="CUDA present")),
+])
+@pytest.mark.parametrize("argv", [["cost", "{run}"], ["export", "{run}", "{tmp}/x.nir"], ["import", "{nir}"],
+                                  ["import", "{nir}", "--task", "digits"],
+                                  ["report", "{run}", "--out", "{tmp}/rep", "--hw", "", "--grad-batches", "1"]])
+def test_every_command_checks_its_device(tiny_run, tiny_exports, tmp_path, capsys, device, match, argv):
+    argv = [a.format(run=tiny_run, tmp=tmp_path, nir=tiny_exports / "net.nir") for a in argv]
+    _bad_input(capsys, *argv, "--device", device, match=match)
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("name", ["net.nir", "net.net"])
+@pytest.mark.parametrize("steps", ["0", "-2"])
+def test_import_time_steps_must_be_positive(tiny_exports, capsys, name, steps):
+    _bad_input(capsys, "import", str(tiny_exports / name), "--task", "digits", "--time-steps", steps,
+               match=rf"--time-steps must be >= 1, got {steps}")
+
+
+
+@pytest.mark.parametrize("argv,match", [
+    (["build", "--timeout", "nan"], r"--timeout must be a finite number of seconds > 0, got nan"),
+    (["run", "--timeout", "-1"], r"--timeout must be a finite number of seconds > 0, got -1"),
+    (["run", "--timeout", "inf"], r"--timeout must be a finite number"),
+    (["run", "--learn", "--lr", "nan"], r"--lr must be a finite number > 0, got nan"),
+    (["run", "--learn", "--lr", "-0.5"], r"--lr must be a finite number > 0, got -0.5"),
+])
+def test_lava_options_are_checked(tiny_run, capsys, argv, match):
+    command, *rest = argv
+    _bad_input(capsys, "lava", command, str(tiny_run), *rest, match=match)

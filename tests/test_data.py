@@ -189,6 +189,13 @@ def test_read_events_exact(tmp_path):
         read_events(tmp_path / "nofile.bs2")
 
 
+@pytest.mark.parametrize("name", ["empty.bs2", "empty.bin"])
+def test_an_empty_event_file_is_truncated_not_a_sample_without_events(tmp_path, name):
+    (tmp_path / name).write_bytes(b"")
+    with pytest.raises(DataError, match=rf"{name}: empty file \(0 bytes"):
+        read_events(tmp_path / name)
+
+
 def test_bin_events_by_hand():
     ev = np.array(EVENTS)
     f = bin_events(ev, 3)  # bins of 100 ms

@@ -30,6 +30,13 @@ def test_fc_and_conv_strings_build_expected_layers():
     ("32C3-AP64-FC", r"layer 2 \('AP64'\)"),
     ("784--10", "empty layer token"),
     ("784-D1.5-10", "cannot parse|dropout rate"),
+    ("784-0-10", r"layer 2 \('0'\): the width must be >= 1, got 0"),
+    ("784-800-00-10", r"layer 3 \('00'\): the width must be >= 1"),
+    ("1x28x28-0C3-FC", r"layer 2 \('0C3'\): the channels must be >= 1, got 0"),
+    ("1x28x28-4C0-FC", r"layer 2 \('4C0'\): the kernel size must be >= 1, got 0"),
+    ("1x28x28-4C3S0-FC", r"layer 2 \('4C3S0'\): the stride must be >= 1, got 0"),
+    ("1x28x28-4C3-AP0-FC", r"layer 3 \('AP0'\): the pooling size must be >= 1, got 0"),
+    ("1x28x28-4C3-MP0-FC", r"layer 3 \('MP0'\): the pooling size must be >= 1"),
 ])
 def test_bad_network_strings_name_the_layer(arch, match):
     with pytest.raises(SpecError, match=match):

@@ -351,3 +351,91 @@ def test_snn_problem_evaluates_as_a_trained_network_runs(arch, estimator):
     losses = [prob.eval_loss(theta) for _ in range(2)]
     assert len(set(accs)) == 1 and losses[0] == losses[1] and torch.equal(prob.g.get_state(), state)
     assert prob.net.training   # back in training mode for the trajectory
+
+
+def _meta_bad_input(capsys, argv, match):
+    import re
+
+    from neuroplast.cli import main
+    code = main(argv)
+    out, err = capsys.readouterr()
+    assert code == 2 and out == "" and "Traceback" not in err and len(err.strip().splitlines()) == 1, (code, err)
+    assert re.search(match, err), err
+
+
+@pytest.mark.parametrize("meta,match", [
+    ('unroll = "x"', r"\[meta\]: unroll must be an integer, got 'x'"),
+    ("horizon = true", r"\[meta\]: horizon must be an integer, got True"),
+    ('nets = "64-16-10"', r"\[meta\]: nets must be a list of strings, got '64-16-10'"),
+    ('meta_lr = "fast"', r"\[meta\]: meta_lr must be a number"),
+    ("meta_lr = inf", r"meta_lr, clip and init_lr must be finite"),
+    ("init_gains = [nan]", r"init_gains must be finite numbers > 0"),
+    ("eval_horizons = [0]", r"eval_horizons must be >= 1"),
+    ("hidden = 0", r"meta hidden must be >= 1"),
+])
+def test_meta_task_values_are_type_and_range_checked(tmp_path, capsys, meta, match):
+    task = tmp_path / "m.toml"
+    task.write_text(f"[meta]\n{meta}\n")
+    _meta_bad_input(capsys, ["meta-train", "--task", str(task), "--out", str(tmp_path / "out"), "--no-progress"], match)
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("bench,match", [
+    ('horizon = "x"', r"\[bench\]: horizon must be an integer, got 'x'"),
+    ("seeds = 1.5", r"\[bench\]: seeds must be an integer"),
+    ("sweep = { sgd = [-0.1] }", r"\[bench.sweep\] sgd = \[-0.1\]: learning rates must be finite numbers > 0"),
+    ("sweep = { sgd = [nan] }", r"\[bench.sweep\] sgd = \[nan\]"),
+    ("sweep = { sgd = [inf] }", r"\[bench.sweep\] sgd = \[inf\]"),
+    ("sweep = { sgd = [] }", r"\[bench.sweep\] sgd is empty"),
+    ('sweep = { sgd = ["x"] }', r"\[bench\]: sweep must be a table of lists of numbers"),
+    ("batch_size = 0", r"\[bench\] batch_size must be >= 1, got 0"),
+    ("test_samples = 0", r"\[bench\] test_samples must be >= 1, got 0"),
+    ("eval_points = 0", r"\[bench\] eval_points must be >= 1, got 0"),
+    ("time_steps = -1", r"\[bench\] time_steps must be >= 1"),
+    ("val_fraction = 1.0", r"\[bench\] val_fraction must be in \[0, 1\)"),
+    ("learned = { x = 1 }", r"\[bench\]: learned must be a table of strings"),
+])
+def test_bench_values_are_type_and_range_checked(tmp_path, capsys, bench, match):
+    task = tmp_path / "b.toml"
+    task.write_text(f'[bench]\ndataset = "digits"\nnet = "64-16-10"\n{bench}\n')
+    only = "--learned-only" if bench.startswith("learned") else "--baselines-only"   # no work should start
+    _meta_bad_input(capsys, ["meta-bench", "--task", str(task), "--out", str(tmp_path / "rep"), "--cache", "",
+                             only, "--no-progress"], match)
+    assert not (tmp_path / "rep").exists()
+
+
+@pytest.mark.parametrize("text,match", [("bench = 5\n", r"bench must be a table"),
+                                        ('meta = "x"\n', r"meta must be a table")])
+def test_meta_task_tables_must_be_tables(tmp_path, capsys, text, match):
+    task = tmp_path / "t.toml"
+    task.write_text(text)
+    _meta_bad_input(capsys, ["meta-bench", "--task", str(task), "--no-progress"], match)
+
+
+@pytest.mark.parametrize("change,match", [
+    ({"variant": "l2l"}, r"--resume: .* was meta-trained with variant = 'adam'; this run asks for variant = 'l2l'"),
+    ({"hidden": 8}, r"hidden = 20; this run asks for hidden = 8"),
+    ({"unroll": 10, "init_lr": 0.1}, r"init_lr = 0.01, unroll = 20; this run asks for init_lr = 0.1, unroll = 10"),
+])
+def test_resume_refuses_settings_that_differ_from_the_checkpoint(tmp_path, change, match):
+    import dataclasses
+    import json
+
+    from neuroplast.errors import UserError
+    cfg = MetaConfig(**{**QUAD, "meta_iters": 2, "eval_every": 2, "eval_seeds": 1})
+    meta_train(cfg, tmp_path / "m", progress=False)
+    before = {p.name: p.read_bytes() for p in (tmp_path / "m").iterdir()}
+    with pytest.raises(UserError, match=match):
+        meta_train(dataclasses.replace(cfg, meta_iters=4, **change), tmp_path / "m", resume=True, progress=False)
+    assert {p.name: p.read_bytes() for p in (tmp_path / "m").iterdir()} == before     # config.json not rewritten
+    assert json.loads((tmp_path / "m" / "config.json").read_text())["variant"] == "adam"
+
+
+@pytest.mark.parametrize("argv,match", [
+    (["--nets", "10-10"], r"network '10-10', layer 1 \('10'\): declares input 10"),
+    (["--nets", "64-0-10"], r"the width must be >= 1"),
+    (["--nets", "64-16-10", "--method", "nosuch"], r"unknown method 'nosuch'"),
+])
+def test_a_failed_meta_train_start_writes_nothing(tmp_path, capsys, argv, match):
+    _meta_bad_input(capsys, ["meta-train", *argv, "--out", str(tmp_path / "out"), "--no-progress"], match)
+    assert not (tmp_path / "out").exists()

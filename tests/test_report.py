@@ -1,7 +1,10 @@
 """neuroplast report: a markdown report with valid PNG figures from tiny digits runs."""
 import json
+import re
+import shutil
 
 import matplotlib.image as mpimg
+import pytest
 
 from neuroplast.cli import main
 
@@ -40,3 +43,70 @@ def test_report_from_tiny_digits_runs(tmp_path, capsys):
         assert img.shape[0] > 100 and img.shape[1] > 100
     assert main(["report", str(tmp_path / "nothing")]) == 2
     assert "not a run directory" in capsys.readouterr().err
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    run = tmp_path_factory.mktemp("tiny") / "run"
+    assert main(["train", "--net", "64-16-10", "--epochs", "1", "--save", str(run), "--no-progress"]) == 0
+    return run
+
+
+def _report_fails(capsys, *argv, match):
+    code = main(["report", *argv])
+    out, err = capsys.readouterr()
+    assert code == 2 and out == "" and "Traceback" not in err and len(err.strip().splitlines()) == 1, (code, err)
+    assert re.search(match, err), err
+
+
+@pytest.mark.parametrize("file,text,match", [
+    ("summary.json", "{}", r"summary.json lacks net, method, epochs, test_acc, wall_s"),
+    ("summary.json", "[1]", r"summary.json is not a run summary"),
+    ("summary.json", '{"net": "64-16-10", "method": "bptt", "epochs": 1, "test_acc": "high", "wall_s": 1}',
+     r"summary.json: test_acc of the wrong type"),
+    ("metrics.jsonl", '{"epoch": 1}\n', r"metrics.jsonl: line 1 is not an epoch record"),
+    ("metrics.jsonl", "[1]\n", r"metrics.jsonl: line 1 is not an epoch record"),
+    ("summary.json", "{", r"a run file is corrupt"),
+])
+def test_report_on_broken_run_files_is_one_line(tiny_run, tmp_path, capsys, file, text, match):
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    (run / file).write_text(text)
+    _report_fails(capsys, str(run), "--out", str(tmp_path / "rep"), "--hw", "", "--grad-batches", "0", match=match)
+    assert not (tmp_path / "rep").exists()
+
+
+@pytest.mark.parametrize("argv,match", [
+    (["--hw", "nosuch"], r"unknown chip 'nosuch'"),
+    (["--hw", "{tmp}/chip.toml"], r"chip file .*chip.toml does not exist"),
+    (["--grad-batches", "-1"], r"--grad-batches must be >= 0"),
+    (["--name", ""], r"--name '': give a plain file name"),
+    (["--name", ".hidden"], r"--name '.hidden'"),
+    (["--name", "sub/report"], r"--name 'sub/report'"),
+])
+def test_report_bad_options_are_errors(tiny_run, tmp_path, capsys, argv, match):
+    argv = [a.format(tmp=tmp_path) for a in argv]
+    _report_fails(capsys, str(tiny_run), "--out", str(tmp_path / "rep"), *argv, match=match)
+    assert not (tmp_path / "rep").exists()
+
+
+def test_report_rerun_into_the_same_folder_leaves_no_stale_figures(tiny_run, tmp_path, capsys):
+    rep = tmp_path / "rep"
+    assert main(["report", str(tiny_run), "--out", str(rep), "--grad-batches", "1"]) == 0
+    assert {"report_costs.png", "report_gradients.png"} <= {p.name for p in rep.iterdir()}
+    assert main(["report", str(tiny_run), "--out", str(rep), "--hw", "", "--grad-batches", "0"]) == 0
+    capsys.readouterr()
+    assert sorted(p.name for p in rep.iterdir()) == ["report.json", "report.md", "report_curves.png",
+                                                     "report_raster.png", "report_rates.png"]
+    assert "costs.png" not in (rep / "report.md").read_text()
+
+
+def test_a_run_without_recorded_activity_gets_a_cost_note(tiny_run, tmp_path, capsys):
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    summary = json.loads((run / "summary.json").read_text())
+    summary.pop("activity")
+    (run / "summary.json").write_text(json.dumps(summary))
+    assert main(["report", str(run), "--out", str(tmp_path / "rep"), "--grad-batches", "0", "--json"]) == 0
+    res = json.loads(capsys.readouterr().out)
+    assert res["costs"] == {} and "no recorded training activity" in (tmp_path / "rep" / "report.md").read_text()

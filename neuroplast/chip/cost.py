@@ -33,6 +33,12 @@ from pathlib import Path
 from ..errors import UserError
 from .hardware import Chip
 
+
+class CostUnavailable(UserError):
+    """No cost for this run: its method has no cost model, or its training activity was not recorded and
+    cannot be reconstructed (``report`` notes it; the ``cost`` command exits 2)."""
+
+
 METHOD_FAMILY = {"bptt": "bp", "ottt": "bp", "fa": "bp", "dfa": "dfa", "zo": "zo", "opzo": "opzo"}
 
 
@@ -42,7 +48,7 @@ def _family(method: str) -> tuple[str, bool, bool]:
     from ..learn import make_rule
     rule = make_rule(method)
     if rule.name not in METHOD_FAMILY:
-        raise UserError(f"no cost model for method {rule.name!r}; known: {', '.join(METHOD_FAMILY)}")
+        raise CostUnavailable(f"no cost model for method {rule.name!r}; known: {', '.join(METHOD_FAMILY)}")
     fam = METHOD_FAMILY[rule.name]
     return fam, bool(getattr(rule, "local", None)), fam in ("zo", "opzo") and getattr(rule, "site", "after") == "after"
 
@@ -85,7 +91,7 @@ def cost_model(summary: dict, net, chip: Chip, *, time_steps: int, method: str) 
     act = summary.get("activity") or {}
     samples = act.get("samples") or 0
     if not samples or "train_synops" not in act:
-        raise UserError("this run has no recorded training activity (samples, train_synops); re-run it with this "
+        raise CostUnavailable("this run has no recorded training activity (samples, train_synops); re-run it with this "
                         "version of neuroplast (`neuroplast train ... --save`)")
     fam, ll, graded = _family(method)
     T, C = time_steps, net.num_classes
@@ -182,13 +188,13 @@ def reconstruct_activity(act: dict, net, data, cfg) -> dict:
     """SynOps of an older run from its per-layer spike totals: exact when every neuron of a layer has
     the same fan-out (fully connected) and the input is direct (the same values every step)."""
     if not act.get("train_spikes") or cfg.encoding != "direct":
-        raise UserError("this run has no recorded training activity (samples, train_synops); re-run it with this "
+        raise CostUnavailable("this run has no recorded training activity (samples, train_synops); re-run it with this "
                         "version of neuroplast (`neuroplast train ... --save`)")
     synops = {}
     for name in ["input", *net.spiking_layers()]:
         f = net.fan_out(name)
         if float(f.min()) != float(f.max()):
-            raise UserError(f"layer {name} has a non-uniform fan-out (conv); its SynOps cannot be reconstructed "
+            raise CostUnavailable(f"layer {name} has a non-uniform fan-out (conv); its SynOps cannot be reconstructed "
                             "from spike totals: re-run the training with this version of neuroplast")
         if name == "input":
             nnz = float((data.train.x != 0).sum()) * cfg.time_steps * cfg.epochs

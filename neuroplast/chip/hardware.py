@@ -7,8 +7,8 @@ user's own. A missing field or an impossible value names the field.
 """
 from __future__ import annotations
 
+import math
 import os
-import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -68,6 +68,8 @@ class Chip:
 def _resolve(name_or_path: str | Path) -> Path:
     p = Path(name_or_path)
     if p.suffix == ".toml" or p.is_file():
+        if p.is_dir():
+            raise SpecError(f"chip file {p} is a folder; give a .toml chip file")
         if not p.is_file():
             raise SpecError(f"chip file {p} does not exist")
         return p
@@ -84,18 +86,17 @@ def _number(table: dict, section: str, key: str, lo=None, hi=None, integer=False
     val = table[key]
     if isinstance(val, bool) or not isinstance(val, (int, float)) or (integer and not isinstance(val, int)):
         raise SpecError(f"chip file: [{section}] {key} must be {'an integer' if integer else 'a number'}, got {val!r}")
+    if not math.isfinite(val):
+        raise SpecError(f"chip file: [{section}] {key} must be a finite number, got {val!r}")
     if (lo is not None and val < lo) or (hi is not None and val > hi):
         raise SpecError(f"chip file: [{section}] {key} = {val} is impossible (allowed {lo}..{hi})")
     return val
 
 
 def load_chip(name_or_path: str | Path) -> Chip:
+    from ..spec import read_toml
     path = _resolve(name_or_path)
-    try:
-        with open(path, "rb") as fh:
-            data = tomllib.load(fh)
-    except tomllib.TOMLDecodeError as exc:
-        raise SpecError(f"chip file {path} is not valid TOML: {exc}") from None
+    data = read_toml(path, what="chip file")
     for section in ("chip", "numerics", "capacity", "energy", "time"):
         if not isinstance(data.get(section), dict):
             raise SpecError(f"chip file {path}: missing table [{section}]")

@@ -26,6 +26,8 @@ def read_events(path: str | os.PathLike) -> np.ndarray:
         raise DataError(f"missing N-MNIST file: {path}") from None
     except OSError as exc:
         raise DataError(f"{path}: cannot read ({exc})") from None
+    if raw.size == 0:
+        raise DataError(f"{path}: empty file (0 bytes; truncated or not an N-MNIST event file)")
     if raw.size % 5:
         raise DataError(f"{path}: size {raw.size} bytes is not a multiple of 5 (truncated or not an "
                         "N-MNIST event file)")

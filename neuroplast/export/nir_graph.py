@@ -88,6 +88,7 @@ def export_nir(net, path: str | Path, dt: float = 1.0, *, time_steps: int | None
     from ..fileio import atomic_write
     graph = to_nir(net, dt, time_steps=time_steps, encoding=encoding)
     path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)   # nir.write (h5py) makes no folders
     tmp = path.with_name(f".{path.name}.tmp")
     try:
         nir.write(str(tmp), graph)

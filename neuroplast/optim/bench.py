@@ -27,6 +27,7 @@ from tqdm import tqdm
 
 from ..errors import SpecError
 from ..fileio import atomic_write, atomic_write_json, atomic_write_text
+from ..spec import check_types
 from .learned import load_checkpoint
 from .meta import learned_stepper
 from .problems import SNNProblem
@@ -69,12 +70,22 @@ class BenchConfig:
         unknown = sorted(set(values) - known)
         if unknown:
             raise SpecError(f"unknown bench option(s) {unknown}; valid: {sorted(known)}")
+        check_types(values, cls, "[bench]")
         cfg = cls(**values)
         bad = sorted(set(cfg.sweep) - set(BASELINES))
         if bad:
             raise SpecError(f"unknown baseline(s) {bad} in [bench.sweep]; valid: {', '.join(BASELINES)}")
-        if cfg.horizon < 1 or cfg.long < 1 or cfg.seeds < 1 or cfg.sweep_seeds < 1:
-            raise SpecError("bench horizon, long, seeds and sweep_seeds must be >= 1")
+        for name, lrs in cfg.sweep.items():
+            if not lrs:
+                raise SpecError(f"[bench.sweep] {name} is empty; give its learning rates, e.g. {name} = [0.01, 0.1]")
+            if not all(math.isfinite(lr) and lr > 0 for lr in lrs):
+                raise SpecError(f"[bench.sweep] {name} = {lrs}: learning rates must be finite numbers > 0")
+        for name in ("horizon", "long", "seeds", "sweep_seeds", "batch_size", "time_steps", "test_samples",
+                     "eval_points"):
+            if getattr(cfg, name) < 1:
+                raise SpecError(f"[bench] {name} must be >= 1, got {getattr(cfg, name)}")
+        if not 0.0 <= cfg.val_fraction < 1.0:
+            raise SpecError(f"[bench] val_fraction must be in [0, 1), got {cfg.val_fraction}")
         return cfg
 
 

@@ -39,7 +39,8 @@ import torch
 from tqdm import tqdm
 
 from ..errors import SpecError, UserError
-from ..fileio import atomic_write_json, atomic_write_text
+from ..fileio import atomic_write_json, atomic_write_text, check_output_dir
+from ..spec import check_types
 from .learned import load_checkpoint, save_checkpoint
 from .lstm import VARIANTS, CoordinateLSTM, detach_state
 from .problems import NoisyQuadratic, SNNProblem
@@ -91,6 +92,7 @@ class MetaConfig:
     seed: int = 0
 
     def validate(self) -> MetaConfig:
+        check_types(asdict(self), MetaConfig, "[meta]")
         if self.problem not in ("snn", "quadratic"):
             raise SpecError(f"meta problem must be snn or quadratic, got {self.problem!r}")
         if self.variant not in VARIANTS:
@@ -101,18 +103,34 @@ class MetaConfig:
             raise SpecError(f"meta split must be train or val, got {self.split!r}")
         if self.split == "val" and not self.val_fraction > 0:
             raise SpecError("meta-training on the validation split needs val_fraction > 0 (e.g. 0.1)")
-        for name in ("unroll", "horizon", "meta_iters", "eval_every", "eval_seeds", "batch_size", "time_steps"):
-            if int(getattr(self, name)) < 1:
+        if not 0.0 <= self.val_fraction < 1.0:
+            raise SpecError(f"meta val_fraction must be in [0, 1), got {self.val_fraction}")
+        for name in ("unroll", "horizon", "meta_iters", "eval_every", "eval_seeds", "batch_size", "time_steps",
+                     "dim", "hidden"):
+            if getattr(self, name) < 1:
                 raise SpecError(f"meta {name} must be >= 1, got {getattr(self, name)}")
-        if not (self.meta_lr > 0 and self.scale_lr >= 0 and self.clip > 0 and self.init_lr > 0):
-            raise SpecError("meta_lr, clip and init_lr must be > 0, and scale_lr >= 0 (0 keeps the step size at "
-                            "init_lr)")
+        if self.horizon_start < 0:
+            raise SpecError(f"meta horizon_start must be >= 0 (0: no curriculum), got {self.horizon_start}")
+        rates = (self.meta_lr, self.scale_lr, self.clip, self.init_lr)
+        if not (all(math.isfinite(x) for x in rates) and self.meta_lr > 0 and self.scale_lr >= 0 and self.clip > 0
+                and self.init_lr > 0):
+            raise SpecError("meta_lr, clip and init_lr must be finite and > 0, and scale_lr finite and >= 0 (0 keeps "
+                            f"the step size at init_lr); got {self.meta_lr}, {self.clip}, {self.init_lr} and "
+                            f"{self.scale_lr}")
+        if not (math.isfinite(self.noise) and self.noise >= 0):
+            raise SpecError(f"meta noise must be a finite number >= 0, got {self.noise}")
+        if not self.save_every_s > 0:
+            raise SpecError(f"meta save_every_s must be > 0, got {self.save_every_s}")
         if not self.nets or not self.init_gains:
             raise SpecError("meta nets and init_gains must be non-empty lists")
+        if not all(math.isfinite(g) and g > 0 for g in self.init_gains):
+            raise SpecError(f"meta init_gains must be finite numbers > 0, got {self.init_gains}")
+        if any(h < 1 for h in self.eval_horizons):
+            raise SpecError(f"meta eval_horizons must be >= 1, got {self.eval_horizons}")
         if self.meta_grad not in META_GRADS:
             raise SpecError(f"unknown meta_grad {self.meta_grad!r}; valid: {', '.join(META_GRADS)}")
         if self.meta_grad == "pes" and not (self.pes_particles >= 2 and self.pes_particles % 2 == 0
-                                             and self.pes_sigma > 0):
+                                             and math.isfinite(self.pes_sigma) and self.pes_sigma > 0):
             raise SpecError(f"pes needs an even pes_particles >= 2 and pes_sigma > 0, got {self.pes_particles} "
                             f"and {self.pes_sigma}")
         if not self.eval_horizons:
@@ -137,6 +155,19 @@ class ProblemSampler:
             from ..data import load_dataset
             self.data = load_dataset(cfg.dataset, data_dir=cfg.data_dir, val_fraction=cfg.val_fraction,
                                      time_steps=cfg.time_steps)
+
+    def check(self) -> None:
+        """Build every optimizee network once (SpecError for a bad network string or method) and throw it
+        away: meta_train calls this before it writes anything. Own generator: the global one is untouched."""
+        from ..learn import make_rule
+        from ..snn import build_network
+        if self.cfg.problem != "snn":
+            return
+        for arch in self.cfg.nets:
+            build_network(arch, input_shape=self.data.input_shape, num_classes=self.data.num_classes,
+                          estimator=self.cfg.estimator, generator=torch.Generator().manual_seed(0))
+        if self.cfg.method != "bptt":
+            make_rule(self.cfg.method)
 
     def __call__(self, seed: int):
         cfg = self.cfg
@@ -287,22 +318,40 @@ def _meta_optimizer(model: CoordinateLSTM, cfg: MetaConfig) -> torch.optim.Adam:
     return torch.optim.Adam(groups)
 
 
+#: settings a resumed meta-training may change; every other one must equal the checkpoint's
+RESUMABLE = ("meta_iters", "eval_every", "save_every_s", "data_dir")
+
+
+def _check_resume(cfg: MetaConfig, blob: dict, out: Path) -> None:
+    """UserError naming the settings in which ``cfg`` differs from the checkpoint it would continue."""
+    old = (blob.get("meta") or {}).get("config") or {}
+    new = asdict(cfg)
+    diff = [k for k in new if k not in RESUMABLE and k in old and old[k] != new[k]]
+    if diff:
+        raise UserError(f"--resume: {out} was meta-trained with " + ", ".join(f"{k} = {old[k]!r}" for k in diff)
+                        + "; this run asks for " + ", ".join(f"{k} = {new[k]!r}" for k in diff)
+                        + f". Give the same settings (only {', '.join(RESUMABLE)} may change) or start over "
+                        "with --overwrite")
+
+
 def meta_train(cfg: MetaConfig, out: str | Path, *, resume: bool = False, overwrite: bool = False,
                progress: bool = True) -> dict:
     """Meta-train; writes ``out``/{config.json, history.jsonl, last.pt, best.pt, summary.json}."""
     cfg.validate()
-    out = Path(out)
+    out = check_output_dir(out, "meta-training folder")
     last = out / "last.pt"
     if last.exists() and not (resume or overwrite):
         raise UserError(f"{out} already holds a meta-training run; pass --resume to continue it or --overwrite")
     torch.manual_seed(cfg.seed)
     sampler = ProblemSampler(cfg)
+    sampler.check()
     model = CoordinateLSTM(cfg.variant, hidden=cfg.hidden, step_input=cfg.step_input, init_lr=cfg.init_lr,
                            relative=cfg.relative, learn_beta1=cfg.learn_beta1)
     opt = _meta_optimizer(model, cfg)
     it, best_score, history, restores, next_seed = 0, math.inf, [], 0, cfg.seed * 100_003
     if resume and last.exists():
         model, blob = load_checkpoint(last)
+        _check_resume(cfg, blob, out)
         opt = _meta_optimizer(model, cfg)
         opt.load_state_dict(blob["opt"])
         it, best_score, restores, next_seed = blob["iteration"], blob["best_score"], blob["restores"], blob["next_seed"]

@@ -61,6 +61,10 @@ def parse_arch(arch: str, input_shape: tuple[int, ...], num_classes: int) -> lis
             continue
         if kind == "input":
             raise SpecError(f"{where}: an input shape may only be the first token")
+        names = {"conv": ("channels", "kernel size", "stride"), "pool": (None, "pooling size"), "dense": ("width",)}
+        for what, g in zip(names.get(kind, ()), m.groups()):
+            if what and g is not None and int(g) < 1:
+                raise SpecError(f"{where}: the {what} must be >= 1, got {g}")
         if kind == "dense" and last:
             kind = "readout"
         if kind == "readout":

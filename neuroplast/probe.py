@@ -45,6 +45,7 @@ def probe_gradients(cfg: TrainConfig, estimators: list[str] | None = None, *, me
     ref_method, _, ref_est = reference.partition("|")
     ref_cfg = TrainConfig(**{**cfg.to_dict(), "method": ref_method, "estimator": ref_est or cfg.estimator})
     ref_net = make_network(ref_cfg, data, torch.Generator().manual_seed(cfg.seed)).to(device)
+    ref_net.seed_draws(cfg.seed, device)   # the same dropout masks as the probed nets
     if weights is not None:   # strict=False: an estimator's own state (ASGL's α) may differ from the reference's
         load_weights(ref_net, weights, f"the weights do not fit network {cfg.net!r} (probe a run with the network it "
                      "was trained with: leave out --net)", strict=False)
@@ -52,6 +53,8 @@ def probe_gradients(cfg: TrainConfig, estimators: list[str] | None = None, *, me
     for method, est in variants:
         net = make_network(TrainConfig(**{**cfg.to_dict(), "estimator": est}), data).to(device)
         net.load_state_dict(ref_net.state_dict(), strict=False)  # same weights for everyone
+        if weights is not None:   # and the estimator's own trained state (ASGL's α), where it has one
+            net.load_state_dict({k: v for k, v in weights.items() if k not in ref_net.state_dict()}, strict=False)
         rule = make_rule(method)
         net.seed_draws(cfg.seed, device)
         rule.generator = noise_generator(cfg.seed, device)

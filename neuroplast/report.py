@@ -1,6 +1,6 @@
 """``neuroplast report RUN_DIR...``: a markdown report with PNG figures from saved runs.
 
-Runs are grouped by method (and network, when they differ; seeds pooled): an accuracy table (mean ± std), training and
+Runs are grouped by method (and network, estimator and epochs, when they differ; seeds pooled): an accuracy table (mean ± std), training and
 validation curves, firing rate per layer, and, when the runs recorded their activity, the training
 cost per sample on a chip (``chip.cost``, also as bars: SynOps, learning memory, energy). Every number
 comes from the run directories on disk, plus two cheap re-computations on the saved networks:
@@ -124,12 +124,18 @@ def build_report(run_dirs: list[str | Path], hw: str | None = "loihi1", grad_bat
     runs = [_read_run(Path(p)) for p in run_dirs]
     groups: dict[str, list[dict]] = defaultdict(list)
     several_nets = len({r["summary"]["net"] for r in runs}) > 1
-    for r in runs:  # one group per method (and trained part, chip precision, and network when runs differ in it)
+    several_estimators = len({str(r["summary"].get("estimator")) for r in runs}) > 1
+    several_epochs = len({r["summary"].get("epochs") for r in runs}) > 1
+    for r in runs:  # one group per method (and trained part, chip precision, and network, estimator, epochs
+        # when runs differ in them: seeds of one setting pool, different settings never do)
         method, trainable = r["summary"]["method"], r["config"].get("trainable", "all")
         if trainable != "all":   # compare's control: BPTT on the readout alone
             method = "readout-only" if trainable == "readout" else f"{method} ({trainable} trained)"
         key = method + ("" if r["summary"].get("precision", "float") == "float" else f" ({r['summary']['precision']})")
-        groups[key + (f" · {r['summary']['net']}" if several_nets else "")].append(r)
+        key += f" · {r['summary']['net']}" if several_nets else ""
+        key += f" · {r['summary'].get('estimator')}" if several_estimators else ""
+        key += f" · {r['summary'].get('epochs')} epochs" if several_epochs else ""
+        groups[key].append(r)
     table, costs, cost_notes = [], {}, {}
     for method, rs in groups.items():
         acc = _ms([r["summary"]["test_acc"] for r in rs])

@@ -22,6 +22,12 @@ def test_reference_against_itself_has_cosine_one_and_matches_manual_variance():
         assert r["variance"] > 0 and r["mean"] > 0
 
 
+def test_reference_against_itself_with_dropout_draws_the_same_masks():
+    res = probe_gradients(_cfg(net="64-32-D0.5-10"), ["sigmoid:k=4"], max_batches=3)
+    for r in res["rows"]:
+        assert r["cosine"] == pytest.approx(1.0, abs=1e-6), r
+
+
 def test_stochastic_estimator_has_more_variance_and_lower_cosine_with_fewer_samples():
     res = probe_gradients(_cfg(), ["localzo:m=1", "localzo:m=8"], max_batches=6)
     hid = {r["estimator"]: r for r in res["rows"] if r["layer"] == "dense1"}

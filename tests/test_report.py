@@ -110,3 +110,17 @@ def test_a_run_without_recorded_activity_gets_a_cost_note(tiny_run, tmp_path, ca
     assert main(["report", str(run), "--out", str(tmp_path / "rep"), "--grad-batches", "0", "--json"]) == 0
     res = json.loads(capsys.readouterr().out)
     assert res["costs"] == {} and "no recorded training activity" in (tmp_path / "rep" / "report.md").read_text()
+
+
+def test_runs_of_different_estimators_are_not_pooled(tmp_path, capsys):
+    from neuroplast.report import build_report
+    dirs = []
+    for est in ("sigmoid", "fast_sigmoid"):
+        d = tmp_path / est
+        assert main(["train", "--net", "64-16-10", "--epochs", "1", "--estimator", est, "--save", str(d),
+                     "--no-progress"]) == 0
+        dirs.append(d)
+    capsys.readouterr()
+    res = build_report(dirs, hw=None, grad_batches=0)
+    assert sorted(t["method"] for t in res["table"]) == ["bptt · fast_sigmoid", "bptt · sigmoid"]
+    assert all(t["runs"] == 1 for t in res["table"])

@@ -14,7 +14,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .chip.cost import new_activity, record_step
-from .data import encode, load_dataset
+from .data import encode, load_dataset, normalizes
 from .data.datasets import Split
 from .errors import TrainingDiverged, UserError
 from .learn import CEMSELoss, ce_mse_loss, make_rule
@@ -122,7 +122,8 @@ def train(cfg: TrainConfig, *, save: str | Path | None = None, overwrite: bool =
 def _train(cfg, rule, device, run, progress, on_epoch):
     t0 = time.perf_counter()
     data = load_dataset(cfg.dataset, data_dir=cfg.data_dir, val_fraction=cfg.val_fraction,
-                        split_seed=cfg.split_seed, time_steps=cfg.time_steps)
+                        split_seed=cfg.split_seed, time_steps=cfg.time_steps,
+                        normalize=normalizes(cfg.encoding, cfg.precision))
     gen = torch.Generator().manual_seed(cfg.seed)  # CPU: weight init, shuffling
     dev_gen = noise_generator(cfg.seed, device)
     net = make_network(cfg, data, gen).to(device)

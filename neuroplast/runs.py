@@ -10,7 +10,7 @@ from pathlib import Path
 
 import torch
 
-from .data import load_dataset
+from .data import load_dataset, normalizes
 from .data.datasets import Dataset, Split
 from .errors import UserError
 from .fileio import atomic_write_json, folder_problem, make_temp_dir
@@ -165,7 +165,8 @@ def load_run(run_dir: str | Path, data_dir: str | None = None) -> tuple[TrainCon
         raise UserError(f"{run_dir / 'weights.pt'} is not a neuroplast weights file ({type(exc).__name__}); "
                         "re-run the training with --save") from None
     data = load_dataset(cfg.dataset, data_dir=cfg.data_dir, val_fraction=cfg.val_fraction,
-                        split_seed=cfg.split_seed, time_steps=cfg.time_steps)
+                        split_seed=cfg.split_seed, time_steps=cfg.time_steps,
+                        normalize=normalizes(cfg.encoding, cfg.precision))
     net = make_network(cfg, data)
     load_weights(net, state, f"{run_dir / 'weights.pt'} does not fit the network {cfg.net!r} of its config")
     net.eval()

@@ -183,6 +183,14 @@ def dataset_names() -> list[str]:
     return list(DATASETS)
 
 
+def normalizes(encoding: str, precision: str = "float") -> bool:
+    """Whether a run takes static images mean/std normalised (``load_dataset(normalize=...)``): only
+    float training on direct input, where the image is the input current. Poisson rates and frame
+    counts need intensities in [0, 1] (normalised values would saturate the rate code), and so do
+    the chip's graded payloads of on-chip training."""
+    return encoding == "direct" and precision == "float"
+
+
 def load_dataset(name: str, *, data_dir: str | os.PathLike | None = None,
                  val_fraction: float | None = None, split_seed: int = 0,
                  time_steps: int | None = None, normalize: bool = True) -> Dataset:

@@ -145,8 +145,9 @@ def smoothed(losses: list[float], at: int) -> float:
 
 
 def run_bench(cfg: BenchConfig, *, progress: bool = True, cache_dir: str | Path | None = None) -> dict:
-    from ..data import load_dataset
-    data = load_dataset(cfg.dataset, data_dir=cfg.data_dir, val_fraction=cfg.val_fraction, time_steps=cfg.time_steps)
+    from ..data import load_dataset, normalizes
+    data = load_dataset(cfg.dataset, data_dir=cfg.data_dir, val_fraction=cfg.val_fraction, time_steps=cfg.time_steps,
+                        normalize=normalizes(cfg.encoding))
 
     def problem(seed):
         return SNNProblem(data, cfg.net, seed=seed, estimator=cfg.estimator, method=cfg.method,

@@ -152,9 +152,9 @@ class ProblemSampler:
     def __init__(self, cfg: MetaConfig):
         self.cfg, self.data = cfg, None
         if cfg.problem == "snn":
-            from ..data import load_dataset
+            from ..data import load_dataset, normalizes
             self.data = load_dataset(cfg.dataset, data_dir=cfg.data_dir, val_fraction=cfg.val_fraction,
-                                     time_steps=cfg.time_steps)
+                                     time_steps=cfg.time_steps, normalize=normalizes(cfg.encoding))
 
     def check(self) -> None:
         """Build every optimizee network once (SpecError for a bad network string or method) and throw it

@@ -439,3 +439,16 @@ def test_resume_refuses_settings_that_differ_from_the_checkpoint(tmp_path, chang
 def test_a_failed_meta_train_start_writes_nothing(tmp_path, capsys, argv, match):
     _meta_bad_input(capsys, ["meta-train", *argv, "--out", str(tmp_path / "out"), "--no-progress"], match)
     assert not (tmp_path / "out").exists()
+
+
+def test_bench_table_counts_diverged_seeds_instead_of_crashing_or_dropping_them():
+    from neuroplast.optim.bench import table_cells
+    ok = {"loss": [1.0] * 20, "test_acc": {"10": 0.5, "20": 0.7}}
+    ok2 = {"loss": [3.0] * 20, "test_acc": {"10": 0.3, "20": 0.5}}
+    bad = {"loss": [1.0] * 12 + [math.nan] + [math.inf] * 7, "test_acc": {"10": 0.4}}   # diverged at step 13
+    cells = table_cells([ok, ok2, bad], (10, 20))
+    assert cells["diverged@10"] == 0 and cells["loss@10"][0] == pytest.approx((1 + 3 + 1) / 3)
+    assert cells["acc@10"][0] == pytest.approx(0.4)
+    assert cells["diverged@20"] == 1 and cells["loss@20"] == [2.0, pytest.approx(math.sqrt(2))]
+    assert cells["acc@20"][0] == pytest.approx(0.6)
+    assert table_cells([bad], (20,)) == {"loss@20": None, "acc@20": None, "diverged@20": 1}

@@ -199,15 +199,8 @@ def run_bench(cfg: BenchConfig, *, progress: bool = True, cache_dir: str | Path 
         evaluate(label, lambda n, model=model: learned_stepper(model, n), long_h,
                  {"learned_sha1": digest, "steps": long_h})
     bar.close()
-    table = []
-    for label, r in runs.items():
-        row = {"optimizer": label, "lr": tuned.get(label.split("@")[0])}
-        for mark in (H, long_h):
-            losses = [smoothed(c["loss"], mark) for c in r["seeds"] if len(c["loss"]) >= mark]
-            accs = [c["test_acc"][str(mark)] for c in r["seeds"] if str(mark) in c["test_acc"]]
-            row[f"loss@{mark}"] = _mean_std(losses)
-            row[f"acc@{mark}"] = _mean_std(accs)
-        table.append(row)
+    table = [{"optimizer": label, "lr": tuned.get(label.split("@")[0]), **table_cells(r["seeds"], (H, long_h))}
+             for label, r in runs.items()]
     return {"config": asdict(cfg), "horizon": H, "long_horizon": long_h, "sweep": sweep, "tuned_lr": tuned,
             "table": table, "runs": runs, "marks": marks, "learned": learned}
 
@@ -222,6 +215,21 @@ def learned_summary(path, model, blob: dict) -> dict:
             "meta_config": {k: meta_cfg[k] for k in keys if k in meta_cfg},
             "history": [{k: r.get(k) for k in ("iteration", "loss_at", "step_size", "beta1", "wall_s")}
                         for r in blob.get("history") or []]}
+
+
+def table_cells(seeds: list[dict], marks) -> dict:
+    """Mean ± std over the evaluation seeds at each mark of the smoothed train loss and the test accuracy,
+    over the seeds that had not diverged by then, with ``diverged@mark`` = how many had (their loss is
+    infinite and they have no accuracy: pooling them would crash the std or silently drop them)."""
+    out = {}
+    for mark in marks:
+        losses = [smoothed(c["loss"], mark) for c in seeds if len(c["loss"]) >= mark]
+        finite = [x for x in losses if math.isfinite(x)]
+        out[f"loss@{mark}"] = _mean_std(finite)
+        out[f"acc@{mark}"] = _mean_std([c["test_acc"][str(mark)] for c in seeds
+                                        if str(mark) in c["test_acc"] and math.isfinite(c["test_acc"][str(mark)])])
+        out[f"diverged@{mark}"] = len(losses) - len(finite)
+    return out
 
 
 def _mean_std(xs: list[float]) -> list[float] | None:
@@ -246,10 +254,13 @@ def write_bench_report(res: dict, out_dir: str | Path, name: str, command: str, 
              f"tuned on {cfg['sweep_seeds']} other seed(s) at H; wall time {wall_s / 60:.1f} min.", "",
              f"| optimizer | lr | train loss @{H} | test acc @{H} | train loss @{L} | test acc @{L} |",
              "|---|---|---|---|---|---|"]
+    def div(r, mark):
+        n = r.get(f"diverged@{mark}", 0)
+        return f" ({n} of {cfg['seeds']} seeds diverged)" if n else ""
     for r in res["table"]:
         lines.append(f"| `{r['optimizer']}` | {r['lr'] if r['lr'] is not None else 'learned'} | "
-                     f"{fmt(r[f'loss@{H}'])} | {fmt(r[f'acc@{H}'], True)} | {fmt(r[f'loss@{L}'])} | "
-                     f"{fmt(r[f'acc@{L}'], True)} |")
+                     f"{fmt(r[f'loss@{H}'])}{div(r, H)} | {fmt(r[f'acc@{H}'], True)} | {fmt(r[f'loss@{L}'])}"
+                     f"{div(r, L)} | {fmt(r[f'acc@{L}'], True)} |")
     lines += ["", "Train loss: mean mini-batch loss over the last 10% of steps before the mark. "
               "`adam_cosine@N`: Adam with its learning rate annealed to 0 over N steps.", "",
               "Learning-rate sweep (smoothed train loss at H):", ""]

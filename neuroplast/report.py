@@ -123,18 +123,15 @@ def build_report(run_dirs: list[str | Path], hw: str | None = "loihi1", grad_bat
         load_chip(hw)   # an unknown chip or a bad chip file is an error of the command, not a note per method
     runs = [_read_run(Path(p)) for p in run_dirs]
     groups: dict[str, list[dict]] = defaultdict(list)
-    several_nets = len({r["summary"]["net"] for r in runs}) > 1
-    several_estimators = len({str(r["summary"].get("estimator")) for r in runs}) > 1
-    several_epochs = len({r["summary"].get("epochs") for r in runs}) > 1
-    for r in runs:  # one group per method (and trained part, chip precision, and network, estimator, epochs
-        # when runs differ in them: seeds of one setting pool, different settings never do)
+    # settings that tell groups apart when the runs differ in them (seeds of one setting pool, others never do)
+    labels = {"net": "{}", "estimator": "{}", "epochs": "{} epochs"}
+    varying = [k for k in labels if len({str(r["summary"].get(k)) for r in runs}) > 1]
+    for r in runs:  # one group per method (and trained part, chip precision, and the varying settings)
         method, trainable = r["summary"]["method"], r["config"].get("trainable", "all")
         if trainable != "all":   # compare's control: BPTT on the readout alone
             method = "readout-only" if trainable == "readout" else f"{method} ({trainable} trained)"
         key = method + ("" if r["summary"].get("precision", "float") == "float" else f" ({r['summary']['precision']})")
-        key += f" · {r['summary']['net']}" if several_nets else ""
-        key += f" · {r['summary'].get('estimator')}" if several_estimators else ""
-        key += f" · {r['summary'].get('epochs')} epochs" if several_epochs else ""
+        key += "".join(" · " + labels[k].format(r["summary"].get(k)) for k in varying)
         groups[key].append(r)
     table, costs, cost_notes = [], {}, {}
     for method, rs in groups.items():

@@ -6,6 +6,7 @@ from collections.abc import Callable
 import torch
 
 from ..errors import SpecError, UserError
+from ..snn import draws
 
 
 def _direct(x: torch.Tensor, time_steps: int, generator: torch.Generator | None) -> torch.Tensor:
@@ -16,10 +17,7 @@ def _direct(x: torch.Tensor, time_steps: int, generator: torch.Generator | None)
 def _poisson(x: torch.Tensor, time_steps: int, generator: torch.Generator | None) -> torch.Tensor:
     """Bernoulli rate code: spike with probability clamp(x, 0, 1) at each step (float32 0/1)."""
     shape = (time_steps, *x.shape)
-    if generator is not None and generator.device != x.device:
-        u = torch.rand(shape, generator=generator, device=generator.device).to(x.device)
-    else:
-        u = torch.rand(shape, generator=generator, device=x.device)
+    u = draws.uniform(shape, generator, x.device).to(x.device)
     return (u < x.clamp(0, 1)).to(torch.float32)
 
 

@@ -26,7 +26,7 @@ import torch
 from torch import nn
 
 from ..errors import SpecError
-from ..snn import detach_state
+from ..snn import detach_state, draws
 from . import batched
 from .base import Rule, StepAccumulator
 from .local import AuxReadout, local_kind
@@ -48,7 +48,7 @@ def draw_noise(net, names, batch: int, kind: str, generator: torch.Generator | N
         if kind == "rademacher":
             z = rademacher(shape, generator, dev, scale)
         else:
-            z = torch.empty(shape, device=dev).normal_(0.0, scale, generator=generator)
+            z = draws.normal(shape, generator, dev, 0.0, scale)
         out[name] = z.to(like.device, like.dtype)
     return out
 
@@ -58,7 +58,7 @@ def rademacher(shape: tuple[int, ...], generator: torch.Generator | None, device
     looked up in a [256, 8] table of their bits), 10× cheaper than the sign of a Gaussian draw."""
     n = math.prod(shape)
     shifts, table = _sign_table(float(scale), torch.device(device))
-    words = torch.empty(-(-n // 32), dtype=torch.int64, device=device).random_(0, 1 << 32, generator=generator)
+    words = draws.words(-(-n // 32), generator, device)
     nbytes = (words[:, None] >> shifts) & 255
     return torch.nn.functional.embedding(nbytes.flatten(), table).view(-1)[:n].view(shape)
 
@@ -309,14 +309,14 @@ class ThreeFactorRule(Rule):
             losses, E = step_losses_and_errors(loss_fn, o, y, T)
             window = self.window_signals(net, E, o.detach(), [d[2] for d in drawn], hidden)
             signals = {name: [] for name in hidden}
-            for k, (_, _, state, draws) in enumerate(drawn):
+            for k, (_, _, state, n_drawn) in enumerate(drawn):
                 if window is None:
                     self.set_noise_state(state)
                     info = StepInfo(E[k], o[k].detach(), y, T, loss_fn, no_rerun, hidden)
                     for name, d in self.hidden_signals(net, info).items():
                         signals[name].append(d)
                     self.observe(info)
-                acc.noise_draws += draws
+                acc.noise_draws += n_drawn
             acc.add_window(losses, o, spikes)
             outs, grads = [o], [E]
             for name in hidden:

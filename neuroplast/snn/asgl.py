@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from ..errors import SpecError
+from . import draws
 from .spikefn import SpikeEstimator, _SurrogateSpike, heaviside
 
 Tensor = torch.Tensor
@@ -58,5 +59,5 @@ class ASGL(SpikeEstimator):
         if self.p >= 1.0:
             return spikes
         g = self.generator
-        mask = torch.rand(x.shape, generator=g, device=g.device if g is not None else x.device)
+        mask = draws.uniform(x.shape, g, x.device)
         return torch.where(mask.to(x.device) < self.p, spikes, smooth)

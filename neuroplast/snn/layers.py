@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from . import draws
 from .lif_sequence import lif_sequence
 from .neurons import LIFParams, lif_step
 from .pooling import avg_pool
@@ -139,8 +140,7 @@ class Dropout(Layer):
 
     def _mask(self, like: Tensor) -> Tensor:
         g = self.generator
-        device = g.device if g is not None else like.device
-        keep = torch.rand(like.shape, generator=g, device=device) >= self.p
+        keep = draws.uniform(like.shape, g, like.device) >= self.p
         return keep.to(like.device, like.dtype) / (1.0 - self.p)
 
     def step(self, x, state, weight_input=None, feedback=None, current_noise=None):

@@ -22,6 +22,7 @@ import math
 import torch
 
 from ..errors import SpecError
+from . import draws
 from .spikefn import SpikeEstimator, _SurrogateSpike
 
 Tensor = torch.Tensor
@@ -29,15 +30,15 @@ SQRT3 = math.sqrt(3.0)
 
 
 def _abs_normal(shape, generator, device):
-    return torch.randn(shape, generator=generator, device=device).abs_()
+    return draws.normal(shape, generator, device).abs_()
 
 
 def _abs_uniform(shape, generator, device):  # U(−√3, √3) has unit variance
-    return torch.rand(shape, generator=generator, device=device).mul_(SQRT3)
+    return draws.uniform(shape, generator, device).mul_(SQRT3)
 
 
 def _abs_laplace(shape, generator, device):  # Laplace(0, b = 1/√2) has unit variance
-    u = torch.rand(shape, generator=generator, device=device)
+    u = draws.uniform(shape, generator, device)
     return torch.log1p(-u).neg_().mul_(1.0 / math.sqrt(2.0))
 
 

@@ -127,6 +127,20 @@ def test_nan_meta_loss_restores_the_last_good_lstm(tmp_path, monkeypatch):
     assert summary["restores"] == 1 and summary["iterations"] == 6
 
 
+def test_every_nan_restore_goes_back_to_the_last_good_adam_state(tmp_path, monkeypatch):
+    """Each optimizee diverges on its second segment, so every meta-step is followed by a restore. Each
+    restore must give back the Adam state of the last evaluation (iteration 3: one Adam step), not the
+    one that a previous restore's Adam went on stepping in place: at the end (iteration 6, after a
+    restore at 5 and one step) Adam has taken 2 steps."""
+    orig = NoisyQuadratic.loss
+    monkeypatch.setattr(NoisyQuadratic, "loss", lambda self, theta, t: orig(self, theta, t) * (
+        math.nan if t == 25 and theta.grad_fn is not None else 1.0))
+    summary = meta_train(MetaConfig(**{**QUAD, "meta_iters": 6, "eval_every": 3, "eval_seeds": 1}), tmp_path / "m",
+                         progress=False)
+    assert summary["restores"] == 5
+    steps = {float(s["step"]) for s in torch.load(tmp_path / "m" / "last.pt", weights_only=True)["opt"]["state"].values()}
+    assert steps == {2.0}
+
 def test_meta_training_resumes(tmp_path):
     cfg = MetaConfig(**{**QUAD, "meta_iters": 4, "eval_every": 2, "eval_seeds": 2})
     meta_train(cfg, tmp_path / "m", progress=False)

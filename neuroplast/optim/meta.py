@@ -418,7 +418,7 @@ def meta_train(cfg: MetaConfig, out: str | Path, *, resume: bool = False, overwr
         if not finite:  # restore the last good LSTM, drop the optimizee
             restores += 1
             model.load_state_dict(good[0])
-            opt.load_state_dict(good[1])
+            opt.load_state_dict(copy.deepcopy(good[1]))   # Adam adopts the tensors it is given and steps them in place
             tqdm.write(f"meta-train: non-finite meta-loss at iteration {it}; restored the last good LSTM "
                        f"({restores} restore(s) so far) and sampled a new optimizee", file=sys.stderr)
             problem = None

@@ -127,6 +127,21 @@ def test_nan_meta_loss_restores_the_last_good_lstm(tmp_path, monkeypatch):
     assert summary["restores"] == 1 and summary["iterations"] == 6
 
 
+
+def test_every_nan_restore_goes_back_to_the_last_good_adam_state(tmp_path, monkeypatch):
+    """Each optimizee diverges on its second segment, so every meta-step is followed by a restore. Each
+    restore must give back the Adam state of the last evaluation (iteration 3: one Adam step), not the
+    one that a previous restore's Adam went on stepping in place: at the end (iteration 6, after a
+    restore at 5 and one step) Adam has taken 2 steps."""
+    orig = NoisyQuadratic.loss
+    monkeypatch.setattr(NoisyQuadratic, "loss", lambda self, theta, t: orig(self, theta, t) * (
+        math.nan if t == 25 and theta.grad_fn is not None else 1.0))
+    summary = meta_train(MetaConfig(**{**QUAD, "meta_iters": 6, "eval_every": 3, "eval_seeds": 1}), tmp_path / "m",
+                         progress=False)
+    assert summary["restores"] == 5
+    steps = {float(s["step"]) for s in torch.load(tmp_path / "m" / "last.pt", weights_only=True)["opt"]["state"].values()}
+    assert steps == {2.0}
+
 def test_meta_training_resumes(tmp_path):
     cfg = MetaConfig(**{**QUAD, "meta_iters": 4, "eval_every": 2, "eval_seeds": 2})
     meta_train(cfg, tmp_path / "m", progress=False)
@@ -136,6 +151,100 @@ def test_meta_training_resumes(tmp_path):
     summary = meta_train(cfg, tmp_path / "m", resume=True, progress=False)
     assert summary["iterations"] == 6 and [h["iteration"] for h in summary["history"]] == [0, 2, 4, 6]
 
+
+def _interrupt_at(monkeypatch, k):
+    """Make meta-training stop as a killed process does: right after it has written last.pt at iteration k."""
+    from pathlib import Path
+
+    from neuroplast.optim import meta
+    real = meta.save_checkpoint
+
+    def save(path, model, meta=None, **extra):
+        written = real(path, model, meta, **extra)
+        if Path(path).name == "last.pt" and extra.get("iteration") == k:
+            raise KeyboardInterrupt
+        return written
+    monkeypatch.setattr(meta, "save_checkpoint", save)
+
+
+def _final_state(out):
+    """(LSTM state dict, Adam state, history without wall times, last.pt's counters) of a finished run."""
+    blob = torch.load(out / "last.pt", weights_only=True)
+    history = [{k: v for k, v in r.items() if k != "wall_s"} for r in blob["history"]]
+    return blob["state_dict"], blob["opt"], history, {k: blob[k] for k in ("iteration", "best_score", "restores",
+                                                                            "next_seed")}
+
+
+def _assert_same_run(a, b):
+    sd_a, opt_a, hist_a, count_a = a
+    sd_b, opt_b, hist_b, count_b = b
+    assert sd_a.keys() == sd_b.keys() and all(torch.equal(sd_a[k], sd_b[k]) for k in sd_a), \
+        {k: float((sd_a[k] - sd_b[k]).abs().max()) for k in sd_a}
+    assert all(torch.equal(x, opt_b["state"][i][k]) for i, s in opt_a["state"].items() for k, x in s.items())
+    assert hist_a == hist_b and count_a == count_b
+
+
+@pytest.mark.parametrize("meta_grad,nan_at", [("bptt", None), ("pes", None), ("bptt", 45)])
+def test_interrupted_meta_training_resumes_exactly(tmp_path, monkeypatch, meta_grad, nan_at):
+    """Killed after the checkpoint of iteration 3 (mid-trajectory, between evaluations: last.pt is written
+    every iteration here) and resumed, meta-training ends with the same LSTM, Adam state and history,
+    bit for bit, as the run that was never interrupted: the optimizee in progress, its LSTM state, the
+    PES particles and their accumulated perturbations, every generator and the last good LSTM and Adam
+    state are in last.pt. With ``nan_at`` every optimizee diverges on its third segment: restores at
+    iterations 2 and 4, around the interruption, both back to the evaluation at 0."""
+    if nan_at is not None:   # every optimizee diverges at step nan_at: the trainer restores the last good LSTM
+        orig = NoisyQuadratic.loss
+        monkeypatch.setattr(NoisyQuadratic, "loss", lambda self, theta, t: orig(self, theta, t) * (
+            math.nan if t == nan_at and theta.grad_fn is not None else 1.0))
+    cfg = MetaConfig(**{**QUAD, "meta_iters": 9, "eval_every": 5, "eval_seeds": 2, "horizon_start": 40,
+                        "save_every_s": 1e-9, "meta_grad": meta_grad, "pes_particles": 4})
+    meta_train(cfg, tmp_path / "whole", progress=False)
+    whole = _final_state(tmp_path / "whole")
+    with monkeypatch.context() as m:
+        _interrupt_at(m, 3)
+        with pytest.raises(KeyboardInterrupt):
+            meta_train(cfg, tmp_path / "split", progress=False)
+    assert torch.load(tmp_path / "split" / "last.pt", weights_only=True)["iteration"] == 3
+    meta_train(cfg, tmp_path / "split", resume=True, progress=False)
+    _assert_same_run(_final_state(tmp_path / "split"), whole)
+    assert (whole[3]["restores"] > 1) == (nan_at is not None)
+
+
+def test_meta_train_cli_resume_continues_exactly(tmp_path, monkeypatch, capsys):
+    """The CLI path: an SNN optimizee whose gradient estimate is OPZO's (a rule with momentum feedback
+    and noise of its own), PES meta-gradients, a curriculum; interrupted (Ctrl-C) after the checkpoint
+    at the evaluation of iteration 2, mid-trajectory, `meta-train --resume` ends where the
+    uninterrupted run ends."""
+    from neuroplast.cli import main
+    argv = ["--nets", "64-16-10", "--method", "opzo", "--meta-grad", "pes", "--pes-particles", "2", "--unroll", "5",
+            "--horizon", "20", "--horizon-start", "10", "--meta-iters", "5", "--eval-every", "2", "--eval-seeds",
+            "1", "--batch-size", "16", "--no-progress"]
+    assert main(["meta-train", *argv, "--out", str(tmp_path / "whole")]) == 0
+    with monkeypatch.context() as m:
+        _interrupt_at(m, 2)
+        assert main(["meta-train", *argv, "--out", str(tmp_path / "split")]) == 1
+    assert "interrupted" in capsys.readouterr().err
+    assert main(["meta-train", *argv, "--out", str(tmp_path / "split"), "--resume"]) == 0
+    _assert_same_run(_final_state(tmp_path / "split"), _final_state(tmp_path / "whole"))
+
+
+
+def test_resuming_a_last_pt_without_resume_state_warns_and_goes_on(tmp_path):
+    """A last.pt of an older neuroplast (LSTM, Adam and counters only) still resumes, with a warning that
+    the continuation is not exact and how to get an exact run; resume state of another version is refused."""
+    from neuroplast.errors import UserError
+    cfg = MetaConfig(**{**QUAD, "meta_iters": 2, "eval_every": 2, "eval_seeds": 1})
+    meta_train(cfg, tmp_path / "m", progress=False)
+    blob = torch.load(tmp_path / "m" / "last.pt", weights_only=True)
+    torch.save({**blob, "resume": {**blob["resume"], "version": 99}}, tmp_path / "m" / "last.pt")
+    cfg.meta_iters = 4
+    with pytest.raises(UserError, match=r"resume state of version 99.*--overwrite"):
+        meta_train(cfg, tmp_path / "m", resume=True, progress=False)
+    del blob["resume"]
+    torch.save(blob, tmp_path / "m" / "last.pt")
+    with pytest.warns(UserWarning, match=r"older neuroplast .* iteration 2 .* not be identical .* --overwrite"):
+        summary = meta_train(cfg, tmp_path / "m", resume=True, progress=False)
+    assert summary["iterations"] == 4 and [h["iteration"] for h in summary["history"]] == [0, 2, 4]
 
 def test_meta_train_cli_and_a_learned_optimizer_drives_opzo_training(tmp_path, capsys):
     """meta-train (OPZO gradient estimates on a tiny digits SNN) -> checkpoint -> train --optimizer

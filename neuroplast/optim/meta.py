@@ -18,6 +18,18 @@ meta-loss or meta-gradient restores the last good LSTM and is reported. Every ``
 iterations the optimizer runs on held-out problem seeds; the checkpoint with the lowest mean
 log-loss over ``eval_horizons`` is kept as ``best.pt``; ``last.pt`` makes training resumable.
 
+``last.pt`` (written atomically at every evaluation and every ``save_every_s``) holds everything the
+continuation depends on, so that a run interrupted after it and resumed ends bit for bit where the
+uninterrupted run ends: the LSTM, Adam's state, the counters (iteration, next problem seed,
+restores, best score, history, wall time), the last good LSTM and Adam state (what a NaN restores),
+the PES generator, torch's global generator, and the optimizee in progress — its seed and step, θ,
+the LSTM state of its coordinates and the meta-loss's L_0 (truncated BPTT) or every PES particle's
+θ, LSTM state, L_0 and accumulated perturbation ξ — with the problem's own generator, cached
+mini-batch and learning-rule state (``state_dict`` of the problem). For a large optimizee this is
+most of the file: θ and ~85 floats of LSTM state per coordinate, per PES particle. The curriculum's
+horizon is a function of the iteration and ``meta_iters``: resuming with another ``meta_iters``
+(allowed) changes it from there on.
+
 ``meta_grad = "pes"`` replaces truncated BPTT by persistent evolution strategies (``pes_segment``):
 ``pes_particles`` perturbed copies of the LSTM each run the problem's trajectory, and the
 accumulated perturbations make the estimate unbiased for the whole trajectory (truncated BPTT,
@@ -31,6 +43,7 @@ import json
 import math
 import sys
 import time
+import warnings
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -320,6 +333,8 @@ def _meta_optimizer(model: CoordinateLSTM, cfg: MetaConfig) -> torch.optim.Adam:
 
 #: settings a resumed meta-training may change; every other one must equal the checkpoint's
 RESUMABLE = ("meta_iters", "eval_every", "save_every_s", "data_dir")
+#: version of the ``resume`` entry of last.pt (the state besides the LSTM that an exact continuation needs)
+RESUME_VERSION = 1
 
 
 def _check_resume(cfg: MetaConfig, blob: dict, out: Path) -> None:
@@ -332,6 +347,23 @@ def _check_resume(cfg: MetaConfig, blob: dict, out: Path) -> None:
                         + "; this run asks for " + ", ".join(f"{k} = {new[k]!r}" for k in diff)
                         + f". Give the same settings (only {', '.join(RESUMABLE)} may change) or start over "
                         "with --overwrite")
+
+
+def _resume_state(blob: dict, last: Path) -> dict | None:
+    """The ``resume`` entry of a last.pt; None, with a warning, for one written before it existed."""
+    saved = blob.get("resume")
+    if saved is None:
+        warnings.warn(f"--resume: {last} was written by an older neuroplast that saved only the LSTM, Adam's "
+                      "state and the counters, not the optimizee in progress and the random generators; "
+                      f"continuing from iteration {blob['iteration']} with a freshly sampled optimizee, so the "
+                      "result will not be identical to an uninterrupted run. For an exactly reproducible run "
+                      "start over with --overwrite", UserWarning, stacklevel=3)
+        return None
+    if saved.get("version") != RESUME_VERSION:
+        raise UserError(f"--resume: {last} holds resume state of version {saved.get('version')!r}; this neuroplast "
+                        f"continues version {RESUME_VERSION}. Resume it with the neuroplast that wrote it or start "
+                        "over with --overwrite")
+    return saved
 
 
 def meta_train(cfg: MetaConfig, out: str | Path, *, resume: bool = False, overwrite: bool = False,
@@ -349,9 +381,11 @@ def meta_train(cfg: MetaConfig, out: str | Path, *, resume: bool = False, overwr
                            relative=cfg.relative, learn_beta1=cfg.learn_beta1)
     opt = _meta_optimizer(model, cfg)
     it, best_score, history, restores, next_seed = 0, math.inf, [], 0, cfg.seed * 100_003
+    saved = None
     if resume and last.exists():
         model, blob = load_checkpoint(last)
         _check_resume(cfg, blob, out)
+        saved = _resume_state(blob, last)
         opt = _meta_optimizer(model, cfg)
         opt.load_state_dict(blob["opt"])
         it, best_score, restores, next_seed = blob["iteration"], blob["best_score"], blob["restores"], blob["next_seed"]
@@ -359,14 +393,44 @@ def meta_train(cfg: MetaConfig, out: str | Path, *, resume: bool = False, overwr
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_json(out / "config.json", asdict(cfg))
     good = (copy.deepcopy(model.state_dict()), copy.deepcopy(opt.state_dict()))
-    problem, t, t0 = None, 0, time.perf_counter()
-    saved_at = t0
+    pes = cfg.meta_grad == "pes"
+    pes_gen = torch.Generator().manual_seed(cfg.seed * 7_919 + it)
+    # the optimizee in progress: problem (of seed problem_seed) at step t; θ, LSTM state and L_0 (truncated
+    # BPTT) or the PES particles
+    problem, problem_seed, t, theta, state, l0, particles = None, None, 0, None, None, None, []
+    wall_before = 0.0     # wall time of the run before this resume (history's wall_s counts on from it)
+    if saved is not None:
+        good = (saved["good_model"], saved["good_opt"])
+        pes_gen.set_state(saved["pes_gen"])
+        wall_before = saved["wall_s"]
+        traj = saved["trajectory"]
+        if traj is not None:
+            problem_seed, t, l0 = traj["seed"], traj["t"], traj["l0"]
+            problem = sampler(problem_seed)
+            problem.load_state_dict(traj["problem"])
+            theta, state, particles = traj["theta"], traj["state"], traj["particles"]
+        torch.set_rng_state(saved["torch_rng"])   # last: building the problem may draw from it
+    t0 = time.perf_counter() - wall_before
+    saved_at = time.perf_counter()
     bar = tqdm(total=cfg.meta_iters, initial=it, desc="meta-train", disable=None if progress else True,
                file=sys.stderr)
 
-    def checkpoint(path):
+    def resume_state() -> dict:
+        """What last.pt needs besides the LSTM, Adam and the counters to continue exactly (module docstring)."""
+        traj = None
+        if problem is not None:
+            traj = {"seed": problem_seed, "t": t, "l0": l0, "problem": problem.state_dict(),
+                    "theta": None if pes else theta.detach(), "state": None if pes else detach_state(state),
+                    "particles": [{"theta": p["theta"].detach(), "state": detach_state(p["state"]), "l0": p["l0"],
+                                   "xi": p["xi"]} for p in particles]}
+        return {"version": RESUME_VERSION, "good_model": good[0], "good_opt": good[1],
+                "pes_gen": pes_gen.get_state(), "torch_rng": torch.get_rng_state(),
+                "wall_s": time.perf_counter() - t0, "trajectory": traj}
+
+    def checkpoint(path, resumable=False):
+        extra = {"resume": resume_state()} if resumable else {}
         save_checkpoint(path, model, meta={"iteration": it, "config": asdict(cfg)}, opt=opt.state_dict(), iteration=it,
-                        best_score=best_score, restores=restores, next_seed=next_seed, history=history)
+                        best_score=best_score, restores=restores, next_seed=next_seed, history=history, **extra)
     def record_eval():
         nonlocal best_score
         ev = evaluate(model, sampler, cfg)
@@ -384,18 +448,17 @@ def meta_train(cfg: MetaConfig, out: str | Path, *, resume: bool = False, overwr
 
     if it == 0 and not history:
         record_eval()   # the untrained optimizer (Adam-like at init_lr for the adam variant) is a candidate too
-    pes_gen = torch.Generator().manual_seed(cfg.seed * 7_919 + it)
     while it < cfg.meta_iters:
         frac = min(1.0, it / max(1, cfg.meta_iters // 2))
         horizon = cfg.horizon if not cfg.horizon_start else int(cfg.horizon_start + frac * (cfg.horizon - cfg.horizon_start))
         if problem is None or t >= horizon:
-            problem, next_seed = sampler(next_seed), next_seed + 1
+            problem, problem_seed, next_seed = sampler(next_seed), next_seed, next_seed + 1
             theta, state, t, l0 = problem.init(), model.init_state(problem.n), 0, None
             particles = [{"theta": theta, "state": model.init_state(problem.n), "l0": None,
                           "xi": torch.zeros(sum(p.numel() for p in model.parameters()))}
-                         for _ in range(cfg.pes_particles if cfg.meta_grad == "pes" else 0)]
+                         for _ in range(cfg.pes_particles if pes else 0)]
         opt.zero_grad(set_to_none=True)
-        if cfg.meta_grad == "pes":
+        if pes:
             meta_loss, grad = pes_segment(model, problem, particles, t, horizon, cfg, pes_gen)
             t += cfg.unroll
             finite = math.isfinite(meta_loss) and bool(torch.isfinite(grad).all())
@@ -418,7 +481,7 @@ def meta_train(cfg: MetaConfig, out: str | Path, *, resume: bool = False, overwr
         if not finite:  # restore the last good LSTM, drop the optimizee
             restores += 1
             model.load_state_dict(good[0])
-            opt.load_state_dict(good[1])
+            opt.load_state_dict(copy.deepcopy(good[1]))   # Adam adopts the tensors it is given and steps them in place
             tqdm.write(f"meta-train: non-finite meta-loss at iteration {it}; restored the last good LSTM "
                        f"({restores} restore(s) so far) and sampled a new optimizee", file=sys.stderr)
             problem = None
@@ -430,10 +493,10 @@ def meta_train(cfg: MetaConfig, out: str | Path, *, resume: bool = False, overwr
         if it % cfg.eval_every == 0 or it == cfg.meta_iters:
             record_eval()
             good = (copy.deepcopy(model.state_dict()), copy.deepcopy(opt.state_dict()))
-            checkpoint(last)
+            checkpoint(last, resumable=True)
             saved_at = time.perf_counter()
         elif time.perf_counter() - saved_at > cfg.save_every_s:   # resumable between evaluations too
-            checkpoint(last)
+            checkpoint(last, resumable=True)
             saved_at = time.perf_counter()
             tqdm.write(f"meta-train: iteration {it}, {saved_at - t0:.0f} s, saved {last}", file=sys.stderr)
     bar.close()

@@ -9,6 +9,11 @@
 ``SNNProblem``: an SNN (any network string) on a data split, one random mini-batch per step; the
 estimate is autograd through the network's spike estimator (``method="bptt"``, e.g. LocalZO) or a
 learning rule's ``.grad`` (``"opzo"``, ``"zo"``, ...), computed on a worker copy at θ.
+
+Both are rebuilt from their seed; ``state_dict()`` is what they carry besides it from one step to
+the next (the generator's position, the cached mini-batch, a rule's feedback matrices, momentum
+and noise), and ``load_state_dict`` on the problem of the same seed continues where it was
+(meta-training checkpoints an optimizee in progress with it).
 """
 from __future__ import annotations
 
@@ -16,6 +21,7 @@ import contextlib
 import math
 
 import torch
+from torch import nn
 from torch.func import functional_call
 
 from ..data import Dataset, encode
@@ -57,6 +63,57 @@ class NoisyQuadratic:
     def set_rng_state(self, state) -> None:
         self.g.set_state(state)
 
+    def state_dict(self) -> dict:
+        """What the problem of this seed needs to continue where it is: the noise generator's position."""
+        return {"g": self.g.get_state()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.g.set_state(state["g"])
+
+
+_PLAIN = (torch.Tensor, int, float, bool, str, type(None))
+
+
+def _plain(value) -> bool:
+    """Whether ``value`` is tensors, numbers and strings in lists, tuples and dicts (what a checkpoint
+    read with ``weights_only=True`` holds)."""
+    if isinstance(value, (list, tuple)):
+        return all(_plain(v) for v in value)
+    if isinstance(value, dict):
+        return all(isinstance(k, _PLAIN) and _plain(v) for k, v in value.items())
+    return isinstance(value, _PLAIN)
+
+
+def rule_state(rule, generator: torch.Generator) -> dict:
+    """Every attribute of a learning rule (feedback matrices, OPZO's momentum feedback and last noise,
+    ZO's running baselines, the settings) as plain values; modules (local and IGL readouts) as their
+    state dicts. ``generator`` (the problem's, saved with it) is left out; an attribute of any other
+    kind is an error, so that state a future rule keeps cannot be dropped from a checkpoint unnoticed."""
+    out = {}
+    for key, value in vars(rule).items():
+        if value is generator:
+            continue
+        if isinstance(value, nn.Module):
+            out[key] = {"module_state": {k: v.detach().clone() for k, v in value.state_dict().items()}}
+        elif _plain(value):
+            out[key] = value
+        else:
+            raise TypeError(f"cannot checkpoint the state of rule {rule.name!r}: attribute {key!r} is a "
+                            f"{type(value).__name__}")
+    return out
+
+
+def load_rule_state(rule, state: dict, net) -> None:
+    """Put back what ``rule_state`` saved into a fresh rule of the same spec for ``net``."""
+    if state.get("_groups") is not None:
+        rule.setup(net)    # makes the readouts (modules) whose weights come next
+    for key, value in state.items():
+        current = getattr(rule, key, None)
+        if isinstance(current, nn.Module):
+            current.load_state_dict(value["module_state"])
+        else:
+            setattr(rule, key, value)
+
 
 class SNNProblem:
     """An SNN of network string ``arch`` on ``split`` of ``data``; initial weights × ``init_gain``."""
@@ -96,6 +153,20 @@ class SNNProblem:
     def set_rng_state(self, state) -> None:
         self.g.set_state(state[0])
         self._batch = state[1]
+
+    def state_dict(self) -> dict:
+        """What the problem of this seed needs to continue where it is: the generator's position (batches,
+        encodings, estimator and rule noise), the cached mini-batch of the current step and the rule's state
+        (OPZO's momentum feedback, DFA's and FA's feedback matrices, ...). The network holds nothing else:
+        its weights are θ, passed in at every step."""
+        return {"g": self.g.get_state(), "batch": self._batch,
+                "rule": None if self.rule is None else rule_state(self.rule, self.g)}
+
+    def load_state_dict(self, state: dict) -> None:
+        if self.rule is not None:
+            load_rule_state(self.rule, state["rule"], self.net)
+        self.g.set_state(state["g"])    # after the rule: its setup may draw readout weights
+        self._batch = state["batch"]
 
     def params(self, theta: Tensor) -> dict[str, Tensor]:
         out, i = {}, 0

@@ -404,12 +404,16 @@ def test_learnable_beta1_gets_a_meta_gradient_and_survives_a_checkpoint(tmp_path
     assert again.learn_beta1 and again.beta1_value() == pytest.approx(float(torch.sigmoid(torch.tensor(0.3))))
 
 
-def test_pes_particles_replay_the_same_batches_and_estimator_noise():
+@pytest.mark.parametrize("method", ["bptt", "opzo", "dfa"])
+def test_pes_particles_replay_the_same_batches_and_estimator_noise(method):
     """Common random numbers: with (almost) no perturbation every PES particle follows the same
-    trajectory, although each segment draws mini-batches and LocalZO noise."""
+    trajectory, although each segment draws mini-batches and LocalZO (bptt) or OPZO noise. With a
+    rule each particle keeps its own rule state: OPZO's momentum feedback shared by the particles
+    would move on with every particle's step, DFA's matrices drawn by the first only would shift the
+    others' draws."""
     from neuroplast.optim.meta import pes_segment
     cfg = MetaConfig(problem="snn", dataset="digits", nets=["64-32-10"], batch_size=16, unroll=3,
-                     meta_grad="pes", pes_particles=4, pes_sigma=1e-9, init_lr=0.03)
+                     meta_grad="pes", pes_particles=4, pes_sigma=1e-9, init_lr=0.03, method=method)
     problem = ProblemSampler(cfg)(5)
     model = CoordinateLSTM("adam", init_lr=0.03)
     n_phi = sum(p.numel() for p in model.parameters())

@@ -292,7 +292,8 @@ def pes_segment(model: CoordinateLSTM, problem, particles: list[dict], t: int, h
     ignores the effect of φ on the state the segment starts from, which favours small steps).
     Every particle replays the segment on the same mini-batches and estimator noise (common random
     numbers), so the loss differences between particles come from their perturbations, not from
-    the data they happened to draw.
+    the data they happened to draw; and each keeps its own learning-rule state (OPZO's momentum
+    feedback follows its own trajectory).
     Returns (mean segment loss over the particles, ĝ as a flat vector); inf loss if one diverged."""
     phi = torch.nn.utils.parameters_to_vector(model.parameters()).detach()
     half = len(particles) // 2
@@ -301,14 +302,17 @@ def pes_segment(model: CoordinateLSTM, problem, particles: list[dict], t: int, h
     losses, trainable = [], [p.requires_grad for p in model.parameters()]
     model.requires_grad_(False)      # forward only: no graph through the LSTM (the optimizee's own grads still work)
     rng = problem.rng_state()
+    fresh = problem.rule_snapshot()    # a learning rule's state: each particle carries its own
     try:
         for i, p in enumerate(particles):
+            problem.restore_rule(fresh if p.get("rule") is None else p["rule"])
             problem.set_rng_state(rng)
             torch.nn.utils.vector_to_parameters(phi + eps[i], model.parameters())
             loss, theta, state, p["l0"] = _segment_loss(model, problem, p["theta"].detach().requires_grad_(True),
                                                         p["state"], t, p["l0"], horizon, cfg, graph=False)
             p["theta"], p["state"] = theta.detach(), state
             p["xi"] = p["xi"] + eps[i]
+            p["rule"] = problem.rule_snapshot()
             losses.append(float(loss.detach()) if torch.is_tensor(loss) else float(loss))
     finally:
         torch.nn.utils.vector_to_parameters(phi, model.parameters())
@@ -422,7 +426,7 @@ def meta_train(cfg: MetaConfig, out: str | Path, *, resume: bool = False, overwr
             traj = {"seed": problem_seed, "t": t, "l0": l0, "problem": problem.state_dict(),
                     "theta": None if pes else theta.detach(), "state": None if pes else detach_state(state),
                     "particles": [{"theta": p["theta"].detach(), "state": detach_state(p["state"]), "l0": p["l0"],
-                                   "xi": p["xi"]} for p in particles]}
+                                   "xi": p["xi"], "rule": p.get("rule")} for p in particles]}
         return {"version": RESUME_VERSION, "good_model": good[0], "good_opt": good[1],
                 "pes_gen": pes_gen.get_state(), "torch_rng": torch.get_rng_state(),
                 "wall_s": time.perf_counter() - t0, "trajectory": traj}

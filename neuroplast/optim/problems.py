@@ -18,6 +18,7 @@ and noise), and ``load_state_dict`` on the problem of the same seed continues wh
 from __future__ import annotations
 
 import contextlib
+import copy
 import math
 
 import torch
@@ -69,6 +70,13 @@ class NoisyQuadratic:
 
     def load_state_dict(self, state: dict) -> None:
         self.g.set_state(state["g"])
+
+    def rule_snapshot(self) -> None:
+        """No learning rule, no state of one (see ``SNNProblem.rule_snapshot``)."""
+        return None
+
+    def restore_rule(self, snapshot) -> None:
+        pass
 
 
 _PLAIN = (torch.Tensor, int, float, bool, str, type(None))
@@ -161,6 +169,17 @@ class SNNProblem:
         its weights are θ, passed in at every step."""
         return {"g": self.g.get_state(), "batch": self._batch,
                 "rule": None if self.rule is None else rule_state(self.rule, self.g)}
+
+    def rule_snapshot(self) -> dict | None:
+        """A copy of the learning rule's state (OPZO's momentum feedback, DFA's matrices, ...): PES
+        particles each follow their own trajectory, so each keeps its own rule state."""
+        return None if self.rule is None else copy.deepcopy(rule_state(self.rule, self.g))
+
+    def restore_rule(self, snapshot: dict | None) -> None:
+        """Put back a ``rule_snapshot`` (a copy: the rule may update its tensors in place). It may draw
+        from the problem's generator (readouts are rebuilt): restore the generator after it."""
+        if self.rule is not None and snapshot is not None:
+            load_rule_state(self.rule, copy.deepcopy(snapshot), self.net)
 
     def load_state_dict(self, state: dict) -> None:
         if self.rule is not None:

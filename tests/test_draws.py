@@ -103,3 +103,25 @@ def test_bptt_draws_as_the_step_loop_with_chunked_draws(estimator, monkeypatch):
     assert grads[0]["layers.dense1.op.weight"].abs().sum() > 0
     for k in grads[0]:
         torch.testing.assert_close(grads[0][k], grads[1][k], rtol=1e-10, atol=1e-12)
+
+
+
+def _child_pool(queue):
+    queue.put(draws._pool is None)
+
+
+@pytest.mark.skipif(not hasattr(__import__("os"), "register_at_fork"), reason="fork only")
+def test_a_forked_child_forgets_the_parents_draw_threads():
+    """Lava's runtime forks: a child must not queue draws for the parent's pool threads, which it lacks
+    (it makes its own pool when it draws). Only the pool is checked here: torch's OpenMP (libgomp) must
+    not run parallel regions in a fork of a process that ran them, with or without this module."""
+    import multiprocessing
+    draws.normal(4 * draws.CHUNK, torch.Generator().manual_seed(1), "cpu")
+    if torch.get_num_threads() > 1:
+        assert draws._pool is not None
+    ctx = multiprocessing.get_context("fork")
+    queue = ctx.Queue()
+    child = ctx.Process(target=_child_pool, args=(queue,))
+    child.start()
+    child.join(60)
+    assert child.exitcode == 0 and queue.get(timeout=5) is True

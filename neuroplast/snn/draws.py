@@ -11,6 +11,7 @@ generators are parallel already), come straight from the caller's generator.
 """
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -26,6 +27,16 @@ CHUNK = 1 << 16
 _local = threading.local()
 _pool: ThreadPoolExecutor | None = None
 _pool_size = 0
+
+
+def _forget_pool() -> None:
+    """In a forked child (Lava's runtime forks its processes) the parent's pool threads do not exist."""
+    global _pool, _pool_size
+    _pool, _pool_size = None, 0
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_pool)
 
 
 def _thread_generator() -> torch.Generator:

@@ -4,13 +4,14 @@ command that quantises or exports a run takes the folded network on intensities 
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 
 from neuroplast.cli import main
 from neuroplast.data import InputNorm, load_dataset
-from neuroplast.errors import DataError
+from neuroplast.errors import DataError, SpecError
 from neuroplast.snn import LIFParams, build_network
 from neuroplast.snn.fold_input import fold_input_norm
 from neuroplast.snn.synapse import NeuronBiasConv2d
@@ -135,6 +136,27 @@ def test_chip_eval_of_a_normalised_run_agrees_with_its_float_network(fake_mnist,
                                         "std": pytest.approx(fake_mnist["train"][0].std() / 255, rel=1e-6)}
 
 
+def test_exports_of_a_normalised_run_take_intensities(fake_mnist, tmp_path, capsys):
+    """NIR: the folded float network, which `import --task` feeds intensities (the trained accuracy); netx:
+    the chip's integers, which `import --task` feeds the chip's payloads of intensities (chip eval's accuracy
+    with Lava's timing, within netx's coarser weight exponents)."""
+    from neuroplast.chip.evaluate import chip_eval
+    from neuroplast.export.nir_graph import read_nir
+    run = _train(tmp_path, "run", "1x28x28-4C3-AP2-32-10")
+    float_acc = json.loads((run / "summary.json").read_text())["test_acc"]
+    assert main(["export", str(run), str(tmp_path / "net.nir")]) == 0
+    net, settings = read_nir(tmp_path / "net.nir")
+    assert settings["normalized_input"] is False and isinstance(_first_op(net), NeuronBiasConv2d)
+    capsys.readouterr()
+    assert main(["import", str(tmp_path / "net.nir"), "--task", "mnist", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["test_acc"] == pytest.approx(float_acc, abs=0.004)
+    assert main(["export", str(run), str(tmp_path / "net.net")]) == 0
+    capsys.readouterr()
+    assert main(["import", str(tmp_path / "net.net"), "--task", "mnist", "--json"]) == 0
+    netx_acc = json.loads(capsys.readouterr().out)["test_acc"]
+    assert netx_acc == pytest.approx(chip_eval(run, "loihi2", timing="lava")["fixed_acc"], abs=0.02)
+
+
 def test_the_chip_refuses_direct_input_outside_0_1():
     from neuroplast.chip.hardware import load_chip
     from neuroplast.chip.quantize import quantize
@@ -156,6 +178,51 @@ def test_quantised_folded_conv_keeps_its_per_neuron_bias():
     assert b.shape == (6 * 8 * 8,) and len(torch.unique(b)) > 6           # per neuron, not per channel
     half_step = 2.0 ** float(exp.max()) / 2 / layer.synapse.v_scale
     assert torch.allclose(b, _first_op(folded).bias.detach().double().reshape(-1), rtol=0, atol=half_step * 1.001)
+
+
+def test_nir_holds_a_per_neuron_conv_bias_in_v_leak(tmp_path):
+    from neuroplast.export.nir_graph import export_nir, read_nir
+    folded = fold_input_norm(_net("1x8x8-6C3-AP2-16-10", (1, 8, 8)), MNIST_NORM)
+    path = export_nir(folded, tmp_path / "net.nir", time_steps=4, encoding="direct", input_values="intensities")
+    back, settings = read_nir(path)
+    assert settings == {"time_steps": 4, "encoding": "direct", "normalized_input": False}
+    assert torch.allclose(_first_op(back).bias, _first_op(folded).bias, atol=1e-6, rtol=1e-6)
+    v, _ = _images((1, 8, 8))
+    with torch.no_grad():
+        a = folded.simulate(v.unsqueeze(0).expand(4, *v.shape)).logits
+        b = back.simulate(v.unsqueeze(0).expand(4, *v.shape)).logits
+    assert torch.allclose(a, b, atol=1e-5)
+    no_leak = fold_input_norm(_net("1x8x8-6C3-FC", (1, 8, 8), leak=1.0), MNIST_NORM)
+    with pytest.raises(SpecError, match="v_leak.*no leak"):
+        export_nir(no_leak, tmp_path / "x.nir")
+    # a graph exported before the metadata said what it takes: the trained network, normalised if it trained so
+    legacy = export_nir(_net("1x8x8-16-10", (1, 8, 8)), tmp_path / "old.nir", time_steps=4, encoding="direct")
+    assert read_nir(legacy)[1]["normalized_input"] is True
+    assert read_nir(export_nir(_net("1x8x8-16-10", (1, 8, 8)), tmp_path / "p.nir", encoding="poisson")
+                    )[1]["normalized_input"] is False
+
+
+def test_netx_holds_a_per_neuron_conv_bias_bit_exactly(tmp_path):
+    import h5py
+
+    from neuroplast.export.netx import export_netx, import_netx, netx_fixed
+    # average pooling before the first conv: folded into it (kernel 6, stride 2), its per-neuron bias kept
+    folded = fold_input_norm(_net("1x8x8-AP2-4C3-8C3-16-10", (1, 8, 8)), MNIST_NORM)
+    fixed = netx_fixed(folded, time_steps=6)
+    path = export_netx(fixed, tmp_path / "net.net")
+    with h5py.File(path, "r") as f:
+        assert f["layer/1/bias"].shape == (4, 4, 4)       # (W, H, C), as lava-dl's conv block takes it
+        assert f["layer/2/bias"].shape == (8,)            # the second conv's bias is per channel
+    back = import_netx(path)
+    v, _ = _images((1, 8, 8), n=16)
+    x = v.unsqueeze(0).expand(6, *v.shape)
+    a, b = fixed.simulate(x, record=True), back.simulate(x, record=True)
+    assert torch.equal(a["v_out"], b["v_out"])
+    for layer, rec in a["steps"].items():
+        for q in ("u", "v", "s"):
+            assert torch.equal(rec[q], b["steps"][layer][q]), (layer, q)
+    np.testing.assert_array_equal(torch.as_tensor(back.layers[0].lif.bias_mant).numpy(),
+                                  torch.as_tensor(fixed.layers[0].lif.bias_mant).expand(4 * 4 * 4).numpy())
 
 
 def test_lava_commands_run_a_normalised_run_on_intensities(fake_mnist, tmp_path, capsys):

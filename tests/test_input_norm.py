@@ -157,6 +157,25 @@ def test_exports_of_a_normalised_run_take_intensities(fake_mnist, tmp_path, caps
     assert netx_acc == pytest.approx(chip_eval(run, "loihi2", timing="lava")["fixed_acc"], abs=0.02)
 
 
+def test_input_synops_count_the_intensities_a_chip_is_sent(fake_mnist, tmp_path):
+    """A normalised image has no zeros (background = −m/s): its input events are counted where the
+    intensity is not 0, as the chip's graded payloads; runs recorded before are recounted."""
+    from neuroplast.chip.cost import run_cost
+    run = _train(tmp_path, "run", "784-64-10", epochs=1)
+    summary = json.loads((run / "summary.json").read_text())
+    raw = load_dataset("mnist", normalize=False)
+    expected = float((raw.train.x != 0).sum()) * 64 * 4   # fan-out 64, T = 4, one epoch
+    assert summary["activity"]["train_synops"]["input"] == pytest.approx(expected)
+    assert run_cost(run, "loihi1")["per_layer"]["dense1"]["synops_in"] == pytest.approx(expected / len(raw.train))
+    act = summary["activity"]   # as recorded before: every pixel an event, no marker
+    act.pop("input_events")
+    act["train_synops"]["input"] = 784 * 64 * 4 * len(raw.train)
+    (run / "summary.json").write_text(json.dumps(summary))
+    res = run_cost(run, "loihi1")
+    assert res["per_layer"]["dense1"]["synops_in"] == pytest.approx(expected / len(raw.train))
+    assert "recounted" in res["activity_source"]
+
+
 def test_the_chip_refuses_direct_input_outside_0_1():
     from neuroplast.chip.hardware import load_chip
     from neuroplast.chip.quantize import quantize

@@ -38,14 +38,16 @@ def cmd_export(args) -> dict:
 
     from .experiment import resolve_device
     from .fileio import check_output_file
-    from .runs import load_run
+    from .runs import chip_view, load_run
     resolve_device(args.device or "cpu")   # checked like every command's; export itself computes on the CPU
     fmt = args.format or ("nir" if str(args.out).lower().endswith(".nir") else "netx")
     check_output_file(args.out, "output file", overwrite=args.overwrite)
-    cfg, net, data = load_run(args.run_dir, args.data_dir)
+    cfg, trained, data = load_run(args.run_dir, args.data_dir)
+    net, data = chip_view(trained, data)   # files take intensities in [0, 1]: a normalisation is folded in
     if fmt == "nir":
         from .export.nir_graph import export_nir
-        path = export_nir(net, args.out, dt=args.dt, time_steps=cfg.time_steps, encoding=cfg.encoding)
+        path = export_nir(net, args.out, dt=args.dt, time_steps=cfg.time_steps, encoding=cfg.encoding,
+                          input_values="intensities")
         print(f"wrote {path} (NIR graph of {net.arch})", file=sys.stderr)
         return {"out": str(path), "format": fmt, "arch": net.arch}
     from .chip.quantize import GRADED_INPUT, input_grid
@@ -95,7 +97,7 @@ def cmd_import(args) -> dict:
 
         from .errors import DataError
         from .export.netx import import_netx
-        fixed = import_netx(args.file)
+        fixed, settings = import_netx(args.file), {}
         with h5py.File(args.file, "r") as f:
             arch, file_T = str(f.attrs.get("arch", "?")), f.attrs.get("time_steps")
         res = {"file": args.file, "format": fmt, "arch": arch,
@@ -114,7 +116,9 @@ def cmd_import(args) -> dict:
         res = {"file": args.file, "format": fmt, "arch": net.arch, "params": sum(p.numel() for p in net.parameters())}
         print(f"{args.file}: {net.arch} ({res['params']} parameters)", file=sys.stderr)
     if args.task:
-        data = load_dataset(args.task, data_dir=args.data_dir, time_steps=T)
+        # a netx file takes the chip's payloads of intensities; an NIR graph what its metadata says (read_nir)
+        normalize = settings.get("normalized_input", False)
+        data = load_dataset(args.task, data_dir=args.data_dir, time_steps=T, normalize=normalize)
         if fmt == "netx":
             enc = fixed.encoding if fixed.encoding in encoding_names() else "poisson"
             x = encode(enc, data.test.x, T, generator=torch.Generator().manual_seed(0))

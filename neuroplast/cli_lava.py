@@ -51,24 +51,28 @@ def _setup(args):
     require_lava()
     from .chip.hardware import load_chip
     from .chip.quantize import quantize
-    from .runs import load_run
-    cfg, net, data = load_run(args.run_dir, args.data_dir)
+    from .runs import chip_view, load_run
+    cfg, trained, trained_data = load_run(args.run_dir, args.data_dir)
+    net, data = chip_view(trained, trained_data)   # intensities in, the input normalisation folded in
     steps = args.steps or cfg.time_steps
     fixed = quantize(net, load_chip(args.hw), encoding=cfg.encoding, time_steps=steps, timing="lava")
-    return cfg, net, data, steps, fixed
+    return cfg, (trained, trained_data), net, data, steps, fixed
 
 
 def cmd_lava(args) -> dict:
+    """Lava runs ``runs.chip_view`` of the run (intensities; a normalisation folded into the first layer);
+    ``float_pred`` is the trained network's own prediction on its own inputs."""
     import torch
 
     from .chip.quantize import run_steps
     from .data import encode
-    cfg, net, data, steps, fixed = _setup(args)
+    cfg, (trained, trained_data), net, data, steps, fixed = _setup(args)
     if getattr(args, "learn", False):
-        return _learn(args, cfg, net, data, steps)
+        return _learn(args, cfg, trained, data, steps)
     if getattr(args, "float_models", False):
         return _float(args, cfg, net, data, steps)
     x = encode(cfg.encoding, data.test.x[:args.samples], steps)
+    x_trained = x if data is trained_data else encode(cfg.encoding, trained_data.test.x[:args.samples], steps)
     if args.lava_command == "build":
         from .lava.network import build_graph
         x0 = fixed.encode_input(x)[:, 0]
@@ -85,7 +89,7 @@ def cmd_lava(args) -> dict:
         mismatch, lava = compare_sample(fixed, x_int[:, i], i, timeout=args.timeout)
         v_out = lava[next(reversed(lava))]["v"][-1]
         with torch.no_grad():
-            float_pred = int(net.simulate(x[:, i:i + 1], record=False).logits.argmax(1))
+            float_pred = int(trained.simulate(x_trained[:, i:i + 1], record=False).logits.argmax(1))
         results.append({"sample": i, "label": int(data.test.y[i]), "lava_pred": int(v_out.argmax()),
                         "float_pred": float_pred, "bit_exact": mismatch is None,
                         "first_mismatch": None if mismatch is None else str(mismatch)})
@@ -116,6 +120,8 @@ def _float(args, cfg, net, data, steps) -> dict:
 
 
 def _learn(args, cfg, net, data, steps) -> dict:
+    """On-chip learning from ``net``'s weights (the trained ones: the chip's learner has no biases, so a folded
+    normalisation could not be kept) on ``data`` as intensities, the chip's graded payloads."""
     from .chip.hardware import load_chip
     from .chip.onchip import OnChipLearner
     from .data import encode

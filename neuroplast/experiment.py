@@ -156,7 +156,7 @@ def _train(cfg, rule, device, run, progress, on_epoch):
                 raise TrainingDiverged(f"loss became {res.loss} at epoch {epoch}, step {step} "
                                        f"(learning rate {opt.param_groups[0]['lr']:.3g}); lower --lr or check the data")
             opt.step()
-            record_step(activity, net, x_seq, res.spike_counts, res.noise_draws, len(y))
+            record_step(activity, net, x_seq, res.spike_counts, res.noise_draws, len(y), norm=data.norm)
             if sched is not None:
                 sched.step()
             loss_sum += res.loss * len(y)

@@ -1,6 +1,7 @@
 """Run directories and what every command needs to rebuild a run: the network of a config, mini-batches
 of a split, and the run directory itself (config.json, metrics.jsonl, summary.json, weights.pt,
-written atomically; ``load_run`` reads one back)."""
+written atomically; ``load_run`` reads one back, ``chip_view`` gives it as a chip or an exported file
+takes it)."""
 from __future__ import annotations
 
 import json
@@ -15,6 +16,7 @@ from .data.datasets import Dataset, Split
 from .errors import UserError
 from .fileio import atomic_write_json, folder_problem, make_temp_dir
 from .snn import LIFParams, Network, build_network
+from .snn.fold_input import fold_input_norm
 from .spec import TrainConfig
 
 
@@ -171,3 +173,13 @@ def load_run(run_dir: str | Path, data_dir: str | None = None) -> tuple[TrainCon
     load_weights(net, state, f"{run_dir / 'weights.pt'} does not fit the network {cfg.net!r} of its config")
     net.eval()
     return cfg, net, data
+
+
+def chip_view(net: Network, data: Dataset) -> tuple[Network, Dataset]:
+    """A run as a chip or an exported file takes it: its inputs as intensities in [0, 1] (``Dataset.intensities``)
+    and its network with the data set's input normalisation folded into the first synaptic layer
+    (``snn.fold_input.fold_input_norm``), so that network(intensities) = the trained network(normalised inputs).
+    ``(net, data)`` themselves when the run was not trained on normalised inputs. Every command that quantises
+    or exports a run (chip eval, lava, export) goes through here; the float accuracy stays that of
+    ``load_run``'s network on its own inputs."""
+    return fold_input_norm(net, data.norm), data.intensities()

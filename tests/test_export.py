@@ -47,6 +47,22 @@ def test_foreign_gain_r_is_folded_into_the_weights():
     assert torch.allclose(back.layers["readout"].op.weight, net.layers["readout"].op.weight)
 
 
+def test_v_leak_is_a_constant_current_that_joins_the_bias():
+    """τ·du/dt = v_leak − u + R·I: a resting potential v_leak is the constant current c = v_leak·dt/τ
+    (stepped: u ← λ·u + (1 − λ)·v_leak + I), per neuron (``to_nir`` writes a per-neuron conv bias so)."""
+    net = _net("64-16-10", (64,), leak=0.75)
+    g = to_nir(net)
+    g.nodes["dense1"].v_leak[:] = torch.linspace(-1, 1, 16).numpy()
+    back = from_nir(g)
+    c = torch.linspace(-1, 1, 16) * (1 - 0.75)
+    assert torch.allclose(back.layers["dense1"].op.bias, net.layers["dense1"].op.bias + c, atol=1e-6)
+
+
+def _set(node, **values) -> None:
+    for key, v in values.items():
+        getattr(node, key).fill(v)
+
+
 def _only(g, names):
     """The chain of g's nodes ``names``, then an Output of the last one's shape."""
     nodes = {n: g.nodes[n] for n in names} | {"output": nir.Output(output_type=g.nodes[names[-1]].output_type["output"])}
@@ -57,7 +73,8 @@ def _only(g, names):
     ("64-16-10", (64,), lambda g: g.nodes["dense1"].v_threshold.__setitem__(1, 5.0),
      r"dense1: v_threshold must be one number for all neurons, got \[0.5, 5\]"),
     ("64-16-10", (64,), lambda g: g.nodes["dense1"].tau.__setitem__(3, 3.0), r"dense1: tau must be one number"),
-    ("64-16-10", (64,), lambda g: g.nodes["dense1"].v_leak.fill(0.5), r"dense1: v_leak = 0.5; .*leaks and resets to 0"),
+    ("64-16-10", (64,), lambda g: _set(g.nodes["dense1"], v_leak=0.5, tau=float("inf"), r=float("inf")),
+     r"dense1: v_leak ≠ 0 with τ = ∞ \(no leak\) reaches no neuron"),
     ("64-16-10", (64,), lambda g: g.nodes["dense1"].v_reset.fill(-1), r"dense1: v_reset = -1; "),
     ("64-16-10", (64,), lambda g: _only(g, ["input", "dense1_syn", "dense1"]),
      r"ends with dense1 \(LIF\) before its Output; .*non-spiking Affine readout"),

@@ -282,6 +282,25 @@ def test_lava_dl_runs_the_file_with_the_engines_spikes(lava_netx, arch, shape, t
     assert np.abs(lava["readout"]["v"]).max() > 0
 
 
+def test_lava_dl_takes_a_per_neuron_conv_bias_in_its_w_h_c_order(lava_netx, tmp_path):
+    """The first conv of a run trained on normalised images, folded to take intensities, has one bias per
+    neuron (zero padding: the borders differ); the file holds it in netx's (W, H, C) order."""
+    from neuroplast.data import InputNorm
+    from neuroplast.lava.equivalence import compare_sample
+    from neuroplast.snn.fold_input import fold_input_norm
+    net = fold_input_norm(_net("1x6x6-3C3-4C3S2-8-FC4", (1, 6, 6), num_classes=4, scale=3.0),
+                          InputNorm(0.13, 0.31, levels=255))
+    fixed = netx_fixed(net, time_steps=20)
+    path = export_netx(fixed, tmp_path / "net.net")
+    with h5py.File(path, "r") as f:
+        assert f["layer/1/bias"].shape == (6, 6, 3)
+    back = import_netx(path)
+    x_int = back.encode_input(torch.rand(20, 1, 1, 6, 6, generator=torch.Generator().manual_seed(2)))[:, 0]
+    mismatch, lava = compare_sample(back, x_int, 0, timeout=120, netx_file=path)
+    assert mismatch is None, str(mismatch)
+    assert int(lava["conv1"]["s"].sum()) > 20
+
+
 def test_input_on_a_coarse_grid_gives_the_first_layer_full_weight_mantissas(tmp_path):
     """Direct input on a grid of 1/16 (digits' 17 grey levels) goes as exact payloads 16·x: the first
     layer's mantissas use all 8 bits instead of the few that 255·x leaves under netx's threshold."""

@@ -3,7 +3,9 @@
 Per training sample (T time steps), layers l = 1..L−1 hidden with N_l neurons, C outputs, N_0 inputs,
 S_l = Σ_j s_j·fanout_j the counted synaptic events leaving layer l (spike-driven accumulates):
 
-  forward (all methods)  SynOps = Σ_l S_l (+ input events);  neuron updates = T·Σ_{l≥1} N_l
+  forward (all methods)  SynOps = Σ_l S_l (+ input events: the non-zero payloads of what the chip is sent,
+      intensities in [0, 1] also for a run trained on normalised images, ``runs.chip_view``);
+      neuron updates = T·Σ_{l≥1} N_l
       except ZO/OPZO with noise after the neuron (``site=after``, the default): every hidden neuron
       then sends a graded s + σz at every step (``chip.onchip`` payloads), so a hidden layer sends
       T·N_l messages and the layer after it takes T·(its synapses) SynOps: the forward pass is no
@@ -30,6 +32,8 @@ import json
 import math
 from pathlib import Path
 
+import torch
+
 from ..errors import UserError
 from .hardware import Chip
 
@@ -53,18 +57,29 @@ def _family(method: str) -> tuple[str, bool, bool]:
     return fam, bool(getattr(rule, "local", None)), fam in ("zo", "opzo") and getattr(rule, "site", "after") == "after"
 
 
+#: ``activity["input_events"]`` of runs whose input events are counted on intensities (non-zero payloads of
+#: what the chip is sent); runs recorded before counted a normalised image's every pixel (its zeros are not 0)
+INPUT_EVENTS = "intensities"
+
+
 def new_activity() -> dict:
     """The training activity a run records for the cost model (summed over its optimizer steps)."""
-    return {"updates": 0, "noise_draws": 0, "samples": 0, "train_spikes": {}, "train_synops": {}}
+    return {"updates": 0, "noise_draws": 0, "samples": 0, "train_spikes": {}, "train_synops": {},
+            "input_events": INPUT_EVENTS}
 
 
-def record_step(activity: dict, net, x_seq, spike_counts: dict, noise_draws: int, samples: int) -> None:
+def record_step(activity: dict, net, x_seq, spike_counts: dict, noise_draws: int, samples: int,
+                norm=None) -> None:
     """Add one optimizer step to ``activity``: its spikes per layer (counts [*shape] summed over the batch
-    and T), the synaptic events they cause (``Network.count_synops``), noise draws and samples."""
+    and T), the synaptic events they cause (``Network.count_synops``), noise draws and samples. Input
+    events are the non-zero entries of what a chip is sent: with ``norm`` (``Dataset.norm`` of normalised
+    inputs) those of the intensities, where a chip runs the network folded to take them (``runs.chip_view``)."""
     activity["updates"] += 1
     activity["noise_draws"] += int(noise_draws)
     for k, v in spike_counts.items():
         activity["train_spikes"][k] = activity["train_spikes"].get(k, 0) + int(v.sum())
+    if norm is not None and not norm.identity:
+        x_seq = norm.intensities(x_seq[0]).expand(x_seq.shape) if x_seq.stride(0) == 0 else norm.intensities(x_seq)
     for k, v in net.count_synops(x_seq, spike_counts).items():
         activity["train_synops"][k] = activity["train_synops"].get(k, 0.0) + v
     activity["samples"] += int(samples)
@@ -169,6 +184,8 @@ def run_cost(run_dir, hw: str, data_dir: str | None = None) -> dict:
     from ..runs import load_run
     from .hardware import load_chip
     cfg, net, data = load_run(run_dir, data_dir)
+    normalised = not data.norm.identity
+    data = data.intensities()   # a chip is sent intensities (runs.chip_view): their zeros send nothing
     try:
         summary = json.loads((Path(run_dir) / "summary.json").read_text())
     except (FileNotFoundError, json.JSONDecodeError) as exc:
@@ -178,10 +195,22 @@ def run_cost(run_dir, hw: str, data_dir: str | None = None) -> dict:
     if "train_synops" not in act or not act.get("samples"):  # runs from before SynOps were recorded
         summary = {**summary, "activity": reconstruct_activity(act, net, data, cfg)}
         source = "reconstructed from spike totals (uniform fan-out)"
+    elif normalised and act.get("input_events") != INPUT_EVENTS:   # recorded on normalised images: recount
+        synops = {**act["train_synops"], "input": input_synops(net, data, cfg)}
+        summary = {**summary, "activity": {**act, "train_synops": synops}}
+        source = "recorded (input events recounted on intensities)"
     res = cost_model(summary, net, load_chip(hw), time_steps=cfg.time_steps, method=cfg.method)
     res.update(run=str(run_dir), net=cfg.net, dataset=cfg.dataset, test_acc=summary.get("test_acc"),
                activity_source=source)
     return res
+
+
+def input_synops(net, data, cfg) -> float:
+    """The input's SynOps over a run's training with direct input (the same sample at every step, every
+    training sample once per epoch): T·epochs·Σ_j (samples with input j ≠ 0)·fanout_j, on ``data`` as the
+    chip is sent it (intensities)."""
+    nnz = (data.train.x != 0).sum(0).to(torch.float64)
+    return float((nnz * net.fan_out("input").to(torch.float64)).sum()) * cfg.time_steps * cfg.epochs
 
 
 def reconstruct_activity(act: dict, net, data, cfg) -> dict:
@@ -197,8 +226,7 @@ def reconstruct_activity(act: dict, net, data, cfg) -> dict:
             raise CostUnavailable(f"layer {name} has a non-uniform fan-out (conv); its SynOps cannot be reconstructed "
                             "from spike totals: re-run the training with this version of neuroplast")
         if name == "input":
-            nnz = float((data.train.x != 0).sum()) * cfg.time_steps * cfg.epochs
-            synops[name] = nnz * float(f.max())
+            synops[name] = input_synops(net, data, cfg)
         else:
             synops[name] = act["train_spikes"][name] * float(f.max())
     return {**act, "samples": cfg.epochs * len(data.train), "train_synops": synops}

@@ -16,7 +16,11 @@ silence the layer). The readout
 integrates (dv = 0) with S chosen so that T steps of worst-case input cannot saturate v (and lowered when the
 chip's largest weight exponent cannot hold max|W|·S in 8 bits). Biases:
 b·S = bias_mant·2^bias_exp, the smallest exponent with a 13-bit mantissa; S is capped so that
-max|b|·S ≤ 4095·2^bias_exp_max (``bias_vth_cap``; the readout likewise), never clipped.
+max|b|·S ≤ 4095·2^bias_exp_max (``bias_vth_cap``; the readout likewise), never clipped; a conv layer's
+per-channel bias goes to each of its neurons, a per-neuron one (``NeuronBiasConv2d``, the first layer of a
+normalised run folded to take intensities, ``snn.fold_input``) as it is.
+Direct input is sent as intensities in [0, 1]: a run trained on normalised images is quantised from
+``runs.chip_view`` (normalisation folded into the first layer), never from its normalised inputs.
 ``timing="sync"`` runs every layer on this step's input (the float engine's timing); ``"lava"``
 adds Lava's one-step Dense delay per synapse and runs n_syn extra steps (``run_steps``).
 """
@@ -292,8 +296,11 @@ def quantize(net, chip: Chip, *, encoding: str = "direct", time_steps: int, stoc
             s = vth * 2.0 ** VTH_SHIFT / theta
             conv = None if w.dim() == 2 else {"stride": layer.op.stride, "padding": layer.op.padding}
             syn = FixedSynapse(_mantissas(w, s, x_scale, exp, stochastic, generator), exp, x_scale, s, conv)
-            mant, bexp = _bias(layer.op.bias, s, w.shape[0], bias_exp_max)
-            if conv is not None:  # per-channel bias -> per-neuron [C, H, W]
+            b = layer.op.bias
+            per_neuron = b is not None and b.dim() > 1   # NeuronBiasConv2d: one bias per neuron [C, H, W]
+            mant, bexp = _bias(b.reshape(-1) if per_neuron else b, s, b.numel() if per_neuron else w.shape[0],
+                               bias_exp_max)
+            if conv is not None and not per_neuron:  # per-channel bias -> per-neuron [C, H, W]
                 shape = net.shapes[name]
                 mant, bexp = (t.view(-1, 1, 1).expand(shape).reshape(-1) for t in (mant, bexp))
             dv = int(min(max(round(DECAY_UNITY * (1 - layer.lif.leak)), 0), DECAY_MAX))
@@ -376,9 +383,15 @@ class FixedNetwork:
         self.binary_spikes = binary_spikes   # the chip sends 1-bit spikes only (graded_spike_bits < 8)
 
     def encode_input(self, x_seq: Tensor) -> Tensor:
-        """Float input steps [T, B, ...] -> integer payloads (graded round(input_scale·x) for direct input)."""
+        """Float input steps [T, B, ...] -> integer payloads (graded round(input_scale·x) for direct input,
+        which must be intensities in [0, 1]: DataError for anything else, e.g. normalised images)."""
         if self.encoding == "direct":
-            return torch.round(x_seq.clamp(0, 1) * self.input_scale).to(torch.int64)
+            if x_seq.numel() and (float(x_seq.min()) < 0 or float(x_seq.max()) > 1):
+                raise DataError(f"direct input to the chip holds values in [{float(x_seq.min()):.4g}, "
+                                f"{float(x_seq.max()):.4g}]; its graded payloads take intensities in [0, 1]: give a "
+                                "run trained on normalised images its data as intensities and its normalisation "
+                                "folded into the first layer (runs.chip_view)")
+            return torch.round(x_seq * self.input_scale).to(torch.int64)
         if not torch.equal(x_seq, x_seq.round()):
             raise SpecError("spike inputs must be integers (counts) for the chip")
         return self.check_payloads(x_seq.to(torch.int64))

@@ -2,12 +2,13 @@
 and N-MNIST. Nothing is cached on disk; every split is deterministic in ``split_seed``."""
 from __future__ import annotations
 
+import dataclasses
 import gzip
 import io
 import math
 import os
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
@@ -16,6 +17,7 @@ import torch
 
 from ..errors import DataError, UserError
 from . import idx, nmnist
+from .norm import InputNorm
 
 ENV_VAR = "NEUROPLAST_DATA"
 
@@ -37,7 +39,9 @@ class Split:
 
 @dataclass(frozen=True, eq=False)
 class Dataset:
-    """A loaded data set. ``input_shape`` is per time step; ``kind`` is "static" or "events"."""
+    """A loaded data set. ``input_shape`` is per time step; ``kind`` is "static" or "events". ``norm``:
+    the normalisation its inputs carry, x = (v − m)/s of intensities v ∈ [0, 1] (identity unless
+    loaded with ``normalize`` and the data set normalises)."""
     name: str
     train: Split
     val: Split
@@ -45,6 +49,16 @@ class Dataset:
     input_shape: tuple[int, ...]
     num_classes: int
     kind: str
+    norm: InputNorm = field(default_factory=InputNorm)
+
+    def intensities(self) -> Dataset:
+        """The same samples with inputs as intensities in [0, 1] (``norm`` undone exactly, ``InputNorm.intensities``):
+        what a chip or an exported network takes. ``self`` when the inputs are not normalised."""
+        if self.norm.identity:
+            return self
+        raw = {k: Split(self.norm.intensities(s.x), s.y) for k, s in
+               (("train", self.train), ("val", self.val), ("test", self.test))}
+        return dataclasses.replace(self, **raw, norm=InputNorm())
 
 
 def _split(x: np.ndarray | torch.Tensor, y: np.ndarray) -> Split:
@@ -131,13 +145,14 @@ def _mnist_like(name: str, subdirs: tuple[str, ...]) -> Callable[..., Dataset]:
         (x_all, y_all), (x_test, y_test) = arrays["train"], arrays["test"]
         tr, va = _holdout(len(x_all), val_fraction or 0.0, split_seed)
         x_train = x_all[tr] if len(va) else x_all
-        offset, scale = 0.0, 255.0
+        offset, scale, norm = 0.0, 255.0, InputNorm()
         if normalize:  # exact global mean/std of the train images, from their histogram
             hist = torch.bincount(torch.from_numpy(x_train).view(-1), minlength=256).double().numpy()
             v = np.arange(256, dtype=np.float64)
             mean = (hist @ v) / hist.sum()
             std = math.sqrt(max((hist @ (v * v)) / hist.sum() - mean * mean, 0.0)) or 1.0
             offset, scale = mean, std
+            norm = InputNorm(mean / 255.0, std / 255.0, levels=255)   # the same map on intensities pixel/255
 
         def to_x(a: np.ndarray) -> torch.Tensor:
             t = torch.from_numpy(a.astype(np.float32)).unsqueeze(1)
@@ -146,7 +161,7 @@ def _mnist_like(name: str, subdirs: tuple[str, ...]) -> Callable[..., Dataset]:
         train = _split(to_x(x_train), y_all[tr])
         val = _split(to_x(x_all[va]), y_all[va])
         test = _split(to_x(x_test), y_test)
-        return Dataset(name, train, val, test, (1, 28, 28), 10, "static")
+        return Dataset(name, train, val, test, (1, 28, 28), 10, "static", norm)
     load.__doc__ = f"{name}: the four original IDX .gz files; val_fraction default 0."
     return load
 
@@ -187,7 +202,9 @@ def normalizes(encoding: str, precision: str = "float") -> bool:
     """Whether a run takes static images mean/std normalised (``load_dataset(normalize=...)``): only
     float training on direct input, where the image is the input current. Poisson rates and frame
     counts need intensities in [0, 1] (normalised values would saturate the rate code), and so do
-    the chip's graded payloads of on-chip training."""
+    the chip's graded payloads of on-chip training. A normalised data set says so in ``Dataset.norm``; what
+    runs a float network on a chip or exports it takes intensities and folds the normalisation into the first
+    synaptic layer (``runs.chip_view``)."""
     return encoding == "direct" and precision == "float"
 
 

@@ -13,7 +13,10 @@ can take the unpooled map directly:
   dropped) is refused with the layers named.
 
 Consecutive pools compose (AP_a then AP_b is AP_ab); dropout (identity at inference) is kept in
-place. Max pooling is left in the network: it is not linear.
+place; a per-neuron bias (``NeuronBiasConv2d``) stays as it is (the output map does not change). Max
+pooling is left in the network: it is not linear. The input normalisation of a run trained on
+normalised images is folded into the first synaptic layer by ``snn.fold_input`` (``runs.chip_view``),
+before this.
 """
 from __future__ import annotations
 
@@ -27,6 +30,7 @@ from torch import nn
 from ..errors import SpecError
 from ..snn.layers import Dropout, Flatten, Pool, Readout, SpikingLayer
 from ..snn.network import Network
+from ..snn.synapse import NeuronBiasConv2d
 
 
 def _spread(w: torch.Tensor, k: int) -> torch.Tensor:
@@ -60,14 +64,15 @@ def _fold_conv(op: nn.Conv2d, k: int, unpooled: tuple[int, int, int], where: str
                             f"{k} and the convolution pads it, so no strided convolution equals pooling then "
                             "convolving; use a map size divisible by the pooling (e.g. another input size) or "
                             "export to NIR, which has average pooling")
+    per_neuron = isinstance(op, NeuronBiasConv2d)   # its bias is per output neuron: the output map is the same
     new = nn.Conv2d(op.in_channels, op.out_channels, tuple(k * v for v in kernel), stride=tuple(k * v for v in stride),
-                    padding=tuple(k * v for v in pad), bias=op.bias is not None,
+                    padding=tuple(k * v for v in pad), bias=op.bias is not None and not per_neuron,
                     dtype=op.weight.dtype, device=op.weight.device)
     with torch.no_grad():
         new.weight.copy_(_spread(op.weight.detach(), k))
-        if op.bias is not None:
+        if op.bias is not None and not per_neuron:
             new.bias.copy_(op.bias)
-    return new
+    return NeuronBiasConv2d(new, op.bias) if per_neuron else new
 
 
 def fold_avg_pool(net: Network) -> Network:

@@ -3,7 +3,9 @@
 File layout (what ``lava.lib.dl.netx.hdf5.Network`` of lava-dl 0.6.0 reads): group ``layer`` with
 subgroups ``0``, ``1``, …; ``0`` is ``type = input`` with the input ``shape`` (C, H, W order, netx
 reverses it to W, H, C); then per synaptic layer ``type = dense | conv``, ``shape``, ``weight``
-(integers), ``bias`` and ``neuron`` {type CUBA, iDecay, vDecay, vThMant, refDelay}; a
+(integers), ``bias`` (one per neuron, or per channel for a conv layer whose neurons of a channel share
+it; a conv layer's per-neuron bias in netx's (W, H, C) order, as lava-dl's blocks take it) and
+``neuron`` {type CUBA, iDecay, vDecay, vThMant, refDelay}; a
 ``flatten`` layer sits between the last convolution and the first dense layer. No ``delay``
 dataset is written: every synapse has Lava's one-step Dense/Conv delay (``timing="lava"``).
 
@@ -153,8 +155,8 @@ def netx_bytes(fixed: FixedNetwork, meta: dict | None = None) -> bytes:
                 shape = (w.shape[0], int(h), int(wd))
                 bias_full = _bias_mant(layer, int(np.prod(shape))).reshape(shape)
                 bias = bias_full[:, 0, 0]
-                if not (bias_full == bias[:, None, None]).all():
-                    raise SpecError(f"layer {layer.name}: netx conv biases are per channel")
+                if not (bias_full == bias[:, None, None]).all():   # per neuron, in netx's (W, H, C) order
+                    bias = np.ascontiguousarray(bias_full.transpose(2, 1, 0))
                 g.create_dataset("stride", data=stride.astype(np.int64))
                 g.create_dataset("padding", data=pad.astype(np.int64))
                 g.create_dataset("dilation", data=np.ones(2, np.int64))
@@ -302,7 +304,13 @@ def _read(f) -> FixedNetwork:
                             f"shape {shape}: the file is inconsistent: export it again")
         syn = _synapse_from_weights(str(i), w, conv, x_scale, v_scale)
         n = int(np.prod(out_shape))
-        bias = torch.as_tensor(_ints(g["bias"], f"{where} bias").reshape(-1)) if "bias" in g else torch.zeros(1, dtype=torch.int64)
+        bias = _ints(g["bias"], f"{where} bias") if "bias" in g else np.zeros(1, dtype=np.int64)
+        if conv is not None and bias.ndim == 3:   # per neuron, in netx's (W, H, C) order
+            if bias.shape != out_shape[::-1]:
+                raise DataError(f"{where}: bias of shape {bias.shape}; per neuron it is (W, H, C) = {out_shape[::-1]}: "
+                                "export it again")
+            bias = bias.transpose(2, 1, 0)
+        bias = torch.as_tensor(np.ascontiguousarray(bias).reshape(-1))
         if bias.numel() not in (1, n, out_shape[0]):
             raise DataError(f"{where}: bias has {bias.numel()} values; a layer of shape {out_shape} takes one of "
                             f"{sorted({1, out_shape[0], n})}: export it again")

@@ -7,6 +7,19 @@ LIF τ·du/dt = (v_leak − u) + R·I stepped with dt (u ← u + dt/τ·(v_leak 
 ``Affine`` (dense) and ``Conv2d``; average pooling is ``AvgPool2d``; flattening is ``Flatten``; the
 readout is an ``Affine`` whose per-step output is averaged over time (graph metadata ``readout``).
 Soft reset and max pooling have no NIR form and are refused with the layer named.
+
+A per-neuron bias of a convolution (``NeuronBiasConv2d``: the first layer of a run trained on
+normalised images, folded to take intensities, ``snn.fold_input``) has no NIR Conv2d form (its bias is
+per channel): the Conv2d keeps the bias of the map's centre, and the rest, c = b − b_centre (non-zero
+at the borders), goes to the LIF as its resting potential v_leak = R·c — a constant current c is
+exactly a shift R·c of v_leak (τ·du/dt = v_leak − u + R·I; stepped: u ← λ·u + (1 − λ)·v_leak + I).
+A layer without leak (λ = 1, τ = ∞) has no such v_leak and is refused. ``from_nir`` reads v_leak back
+as the per-neuron bias c = v_leak·dt/τ.
+
+``export_nir(..., input_values="intensities")`` records in the metadata (``input``) that the graph takes
+the data set's samples as intensities in [0, 1] (``neuroplast export`` always folds a normalisation in);
+``read_nir`` returns whether a graph takes normalised images (``normalized_input``), which
+``neuroplast import --task`` then feeds it.
 """
 from __future__ import annotations
 
@@ -19,17 +32,35 @@ import torch
 from ..errors import DataError, SpecError
 from ..snn import LIFParams, build_network
 from ..snn.layers import Dropout, Flatten, Pool, Readout, SpikingLayer
+from ..snn.synapse import NeuronBiasConv2d
 
 FORMAT = "neuroplast"
+#: metadata ``input`` of a graph that takes the data set's samples as intensities in [0, 1]
+INPUT_INTENSITIES = "intensities"
 
 
 def _np(t) -> np.ndarray:
     return t.detach().cpu().numpy().astype(np.float32)
 
 
-def to_nir(net, dt: float = 1.0, *, time_steps: int | None = None, encoding: str | None = None):
+def _conv_bias(name: str, op, lif: LIFParams, tau_over_dt: float) -> tuple[np.ndarray, np.ndarray | None]:
+    """(Conv2d bias per channel, LIF v_leak per neuron or None) of a convolution (module docstring)."""
+    if not isinstance(op, NeuronBiasConv2d):
+        return _np(op.bias), None
+    full = op.bias.detach().to(torch.float64)
+    centre = full[:, full.shape[1] // 2, full.shape[2] // 2]
+    if lif.leak >= 1:
+        raise SpecError(f"layer {name}: its bias is per neuron (the input normalisation folded into a padded "
+                        "convolution), which NIR holds only as the LIF's v_leak, and this layer has no leak "
+                        "(λ = 1, τ = ∞); export to netx, or train with --leak below 1 or an unpadded first layer")
+    return _np(centre), _np((full - centre[:, None, None]) * tau_over_dt)
+
+
+def to_nir(net, dt: float = 1.0, *, time_steps: int | None = None, encoding: str | None = None,
+           input_values: str | None = None):
     """NIRGraph of a neuroplast network (input → … → output), validated by ``nir``; the run's T and
-    input encoding, where given, go into the metadata (``neuroplast import`` evaluates with them)."""
+    input encoding, where given, go into the metadata (``neuroplast import`` evaluates with them), and
+    so does ``input_values="intensities"``: the graph takes intensities in [0, 1], not normalised images."""
     import nir
     if not (math.isfinite(dt) and dt > 0):
         raise SpecError(f"NIR time step dt = {dt:g}: it must be > 0 (e.g. --dt 1)")
@@ -40,16 +71,19 @@ def to_nir(net, dt: float = 1.0, *, time_steps: int | None = None, encoding: str
             if layer.lif.reset != "hard":
                 raise SpecError(f"layer {name}: NIR's LIF resets to v_reset; soft reset (subtract θ) has no NIR form")
             op, out_shape = layer.op, net.shapes[name]
-            if isinstance(op, torch.nn.Conv2d):
-                nodes[f"{name}_syn"] = nir.Conv2d(input_shape=tuple(shape[1:]), weight=_np(op.weight),
-                                                  stride=tuple(op.stride), padding=tuple(op.padding),
-                                                  dilation=tuple(op.dilation), groups=op.groups, bias=_np(op.bias))
-            else:
-                nodes[f"{name}_syn"] = nir.Affine(weight=_np(op.weight), bias=_np(op.bias))
             n = tuple(out_shape)
             tau = dt / (1.0 - layer.lif.leak) if layer.lif.leak < 1 else math.inf
+            v_leak = None
+            if isinstance(op, torch.nn.Conv2d):
+                bias, v_leak = _conv_bias(name, op, layer.lif, tau / dt)
+                nodes[f"{name}_syn"] = nir.Conv2d(input_shape=tuple(shape[1:]), weight=_np(op.weight),
+                                                  stride=tuple(op.stride), padding=tuple(op.padding),
+                                                  dilation=tuple(op.dilation), groups=op.groups, bias=bias)
+            else:
+                nodes[f"{name}_syn"] = nir.Affine(weight=_np(op.weight), bias=_np(op.bias))
             nodes[name] = nir.LIF(tau=np.full(n, tau, np.float32), r=np.full(n, tau / dt, np.float32),
-                                  v_leak=np.zeros(n, np.float32), v_threshold=np.full(n, layer.lif.threshold, np.float32),
+                                  v_leak=np.zeros(n, np.float32) if v_leak is None else v_leak,
+                                  v_threshold=np.full(n, layer.lif.threshold, np.float32),
                                   v_reset=np.zeros(n, np.float32))
             order += [f"{name}_syn", name]
         elif isinstance(layer, Readout):
@@ -77,16 +111,20 @@ def to_nir(net, dt: float = 1.0, *, time_steps: int | None = None, encoding: str
         meta["time_steps"] = int(time_steps)
     if encoding is not None:
         meta["encoding"] = str(encoding)
+    if input_values is not None:
+        if input_values != INPUT_INTENSITIES:
+            raise SpecError(f"input_values must be {INPUT_INTENSITIES!r} (or None: not recorded), got {input_values!r}")
+        meta["input"] = input_values
     return nir.NIRGraph(nodes=nodes, edges=edges, metadata=meta, type_check=False)
 
 
 def export_nir(net, path: str | Path, dt: float = 1.0, *, time_steps: int | None = None,
-               encoding: str | None = None) -> Path:
+               encoding: str | None = None, input_values: str | None = None) -> Path:
     """Write ``net`` as an NIR file (HDF5), atomically (``to_nir``'s metadata)."""
     import nir
 
     from ..fileio import atomic_write
-    graph = to_nir(net, dt, time_steps=time_steps, encoding=encoding)
+    graph = to_nir(net, dt, time_steps=time_steps, encoding=encoding, input_values=input_values)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)   # nir.write (h5py) makes no folders
     tmp = path.with_name(f".{path.name}.tmp")
@@ -125,14 +163,22 @@ def _uniform(name: str, node, key: str) -> float:
     return float(vals[0])
 
 
-def _lif(name: str, node, dt: float) -> tuple[LIFParams, float]:
-    """(our LIF, the input gain R·dt/τ folded into the synapse) of an NIR LIF node (module docstring)."""
+def _lif(name: str, node, dt: float) -> tuple[LIFParams, float, np.ndarray | None]:
+    """(our LIF, the input gain R·dt/τ folded into the synapse, the constant current v_leak·dt/τ per neuron
+    or None where v_leak = 0) of an NIR LIF node (module docstring)."""
     tau, r, th = (_uniform(name, node, k) for k in ("tau", "r", "v_threshold"))
-    for key in ("v_leak", "v_reset"):
-        v = _uniform(name, node, key) if getattr(node, key, None) is not None else 0.0
-        if v != 0:
-            raise DataError(f"NIR node {name}: {key} = {v:g}; neuroplast's LIF leaks and resets to 0 "
-                            "(v_leak = v_reset = 0)")
+    v = _uniform(name, node, "v_reset") if getattr(node, "v_reset", None) is not None else 0.0
+    if v != 0:
+        raise DataError(f"NIR node {name}: v_reset = {v:g}; neuroplast's LIF resets to 0 (v_reset = 0)")
+    v_leak = np.asarray(node.v_leak, dtype=np.float64) if getattr(node, "v_leak", None) is not None else np.zeros(1)
+    if not np.isfinite(v_leak).all():
+        raise DataError(f"NIR node {name}: v_leak holds values that are not finite numbers")
+    current = None
+    if (v_leak != 0).any():
+        if math.isinf(tau):
+            raise DataError(f"NIR node {name}: v_leak ≠ 0 with τ = ∞ (no leak) reaches no neuron; a neuroplast "
+                            "layer without leak takes constant currents as synapse biases")
+        current = v_leak * (dt / tau)   # v_leak = R·c of a constant current c (module docstring)
     if not tau > dt:
         raise DataError(f"NIR node {name}: τ = {tau:g} is not above dt = {dt:g}; the leak λ = 1 − dt/τ must be in (0, 1]")
     if not th > 0:
@@ -141,11 +187,11 @@ def _lif(name: str, node, dt: float) -> tuple[LIFParams, float]:
         if r != math.inf:
             raise DataError(f"NIR node {name}: τ = ∞ with r = {r:g} lets no input reach the neuron; write r = ∞ "
                             "(r = τ/dt) for an integrate-and-fire layer")
-        return LIFParams(leak=1.0, threshold=th, reset="hard"), 1.0
+        return LIFParams(leak=1.0, threshold=th, reset="hard"), 1.0, None
     gain = r * dt / tau
     if not math.isfinite(gain):
         raise DataError(f"NIR node {name}: r = {r:g} with τ = {tau:g} gives no finite input gain r·dt/τ")
-    return LIFParams(leak=1 - dt / tau, threshold=th, reset="hard"), gain
+    return LIFParams(leak=1 - dt / tau, threshold=th, reset="hard"), gain, current
 
 
 def _pair(value) -> tuple:
@@ -208,13 +254,13 @@ def from_nir(graph):
             if pending is None:
                 raise DataError(f"NIR node {name}: an LIF must follow an Affine or Conv2d")
             syn_name, syn = pending
-            params, gain = _lif(name, node, dt)  # the gain is folded into the synapse: our LIF takes I with unit gain
+            params, gain, current = _lif(name, node, dt)  # the gain is folded into the synapse: our LIF takes I with unit gain
             if lif is not None and params != lif:
                 raise DataError(f"NIR node {name}: neuroplast networks share one LIF setting; this graph mixes them")
             lif = params
             conv = type(syn).__name__ == "Conv2d"
             tokens.append(_conv_token(syn_name, syn) if conv else str(np.asarray(syn.weight).shape[0]))
-            weights.append((syn_name, np.asarray(syn.weight) * gain, np.asarray(syn.bias) * gain))
+            weights.append((syn_name, np.asarray(syn.weight) * gain, np.asarray(syn.bias) * gain, current))
             pending = None
         elif kind == "AvgPool2d":
             tokens.append(_pool_token(name, node))
@@ -226,21 +272,36 @@ def from_nir(graph):
                         "non-spiking Affine readout (its per-step output averaged over time)")
     w, b = np.asarray(pending[1].weight), np.asarray(pending[1].bias)
     tokens.append(f"FC{w.shape[0]}")
-    weights.append((pending[0], w, b))
+    weights.append((pending[0], w, b, None))
     arch = "-".join(["x".join(map(str, input_shape)), *tokens])
     try:
         net = build_network(arch, input_shape=input_shape, num_classes=int(w.shape[0]), lif=lif or LIFParams())
     except SpecError as exc:
         raise DataError(f"this NIR graph does not form a neuroplast network: {exc}") from None
-    layers = [layer for layer in net.layers.values() if hasattr(layer, "op")]
+    layers = [(key, layer) for key, layer in net.layers.items() if hasattr(layer, "op")]
     with torch.no_grad():
-        for layer, (name, w, b) in zip(layers, weights, strict=True):
+        for (key, layer), (name, w, b, current) in zip(layers, weights, strict=True):
             if w.shape != tuple(layer.op.weight.shape) or b.shape != tuple(layer.op.bias.shape):
                 raise DataError(f"NIR node {name}: weight {w.shape} and bias {b.shape} do not fit its input; "
                                 f"{arch} needs weight {tuple(layer.op.weight.shape)} and bias {tuple(layer.op.bias.shape)}")
             layer.op.weight.copy_(torch.as_tensor(w, dtype=layer.op.weight.dtype))
             layer.op.bias.copy_(torch.as_tensor(b, dtype=layer.op.bias.dtype))
+            if current is not None:   # per-neuron constant current (v_leak) joins the bias
+                layer.op = _with_current(name, layer.op, current, net.shapes[key])
     return net
+
+
+def _with_current(name: str, op, current: np.ndarray, out_shape: tuple[int, ...]):
+    """``op`` with the constant current c [*out_shape] (an LIF's v_leak) added to its bias: a per-neuron
+    bias, ``NeuronBiasConv2d`` for a convolution."""
+    n = math.prod(out_shape)
+    if current.size not in (1, n):
+        raise DataError(f"NIR node {name}: the LIF after it has {current.size} v_leak values for {n} neurons")
+    c = torch.tensor(np.broadcast_to(current.reshape(-1), (n,)).reshape(out_shape), dtype=torch.float64)
+    if isinstance(op, torch.nn.Conv2d):
+        return NeuronBiasConv2d(op, op.bias.detach().to(torch.float64)[:, None, None] + c)
+    op.bias.add_(c.to(op.bias.dtype))
+    return op
 
 
 def import_nir(path: str | Path):
@@ -250,7 +311,10 @@ def import_nir(path: str | Path):
 
 def read_nir(path: str | Path) -> tuple:
     """(network, run settings) of an NIR file: the settings are the time steps and input encoding that
-    ``export_nir`` recorded ({} for a file from elsewhere); DataError for malformed ones."""
+    ``export_nir`` recorded, and ``normalized_input``: whether the graph takes mean/std-normalised images
+    (False for graphs that say they take intensities and for graphs from elsewhere; for neuroplast graphs
+    exported before the metadata said so, whether their run trained on them, ``data.normalizes``);
+    DataError for malformed ones."""
     import nir
     path = Path(path)
     if not path.is_file():
@@ -266,10 +330,24 @@ def read_nir(path: str | Path) -> tuple:
             raise DataError(f"{path}: metadata time_steps = {T!r} is not a number of steps; pass --time-steps")
         settings["time_steps"] = int(T)
     if "encoding" in meta:
-        enc = meta["encoding"]
-        enc = enc.decode() if isinstance(enc, bytes) else str(enc)
+        enc = _text(meta["encoding"])
         from ..data.encode import encoding_names
         if enc not in encoding_names():
             raise DataError(f"{path}: metadata encoding = {enc!r} is not one of {', '.join(encoding_names())}")
         settings["encoding"] = enc
+    if "input" in meta:
+        if _text(meta["input"]) != INPUT_INTENSITIES:
+            raise DataError(f"{path}: metadata input = {_text(meta['input'])!r}; neuroplast graphs take "
+                            f"{INPUT_INTENSITIES!r} (samples as intensities in [0, 1])")
+        settings["normalized_input"] = False
+    elif _text(meta.get("format", "")) == FORMAT:
+        # exported before the input was recorded: the trained network itself, on the inputs it trained on
+        from ..data import normalizes
+        settings["normalized_input"] = normalizes(settings.get("encoding", "direct"))
+    else:
+        settings["normalized_input"] = False
     return net, settings
+
+
+def _text(value) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)

@@ -54,6 +54,25 @@ class _TracedConv2d(torch.autograd.Function):
         return grad_x, None, grad_w, grad_b, None, None, None
 
 
+class NeuronBiasConv2d(nn.Conv2d):
+    """A convolution whose bias is per output neuron, ``bias`` [C_out, H_out, W_out], instead of per channel:
+    I = W ⊛ x + b[c, h, w]. The first layer of a network that takes intensities in place of normalised
+    inputs (``fold_input.fold_input_norm``): with zero padding, W·1 differs at the map's borders."""
+
+    def __init__(self, conv: nn.Conv2d, bias: Tensor):
+        super().__init__(conv.in_channels, conv.out_channels, conv.kernel_size, stride=conv.stride,
+                         padding=conv.padding, dilation=conv.dilation, groups=conv.groups, bias=False,
+                         padding_mode=conv.padding_mode, dtype=conv.weight.dtype, device=conv.weight.device)
+        if bias.dim() != 3 or bias.shape[0] != conv.out_channels:
+            raise ValueError(f"NeuronBiasConv2d: bias of shape {list(bias.shape)}; expected [{conv.out_channels}, H, W]")
+        with torch.no_grad():
+            self.weight.copy_(conv.weight)
+        self.bias = nn.Parameter(bias.detach().to(conv.weight.dtype).clone())
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self._conv_forward(x, self.weight, None) + self.bias
+
+
 def synapse(op: nn.Module, x: Tensor, weight_input: Tensor | None = None, feedback: Tensor | None = None) -> Tensor:
     """Apply a ``nn.Linear`` or ``nn.Conv2d``; with ``weight_input`` the weight gradient uses it,
     with ``feedback`` the gradient sent back to x uses it in place of W."""
@@ -63,6 +82,8 @@ def synapse(op: nn.Module, x: Tensor, weight_input: Tensor | None = None, feedba
     fb = op.weight.detach() if feedback is None else feedback
     if isinstance(op, nn.Linear):
         return _TracedLinear.apply(x, x_hat, op.weight, op.bias, fb)
+    if isinstance(op, NeuronBiasConv2d):
+        return _TracedConv2d.apply(x, x_hat, op.weight, None, fb, op.stride, op.padding) + op.bias
     if isinstance(op, nn.Conv2d):
         return _TracedConv2d.apply(x, x_hat, op.weight, op.bias, fb, op.stride, op.padding)
     raise TypeError(f"synapse: unsupported op {type(op).__name__}")

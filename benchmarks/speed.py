@@ -50,10 +50,12 @@ sys.path.insert(0, str(Path(__file__).parent))
 from plain_loop import PlainSNN, plain_step
 
 from neuroplast.data import encode
+from neuroplast.data.norm import InputNorm
 from neuroplast.experiment import make_optimizer
 from neuroplast.fileio import atomic_write_json, atomic_write_text
 from neuroplast.learn import ce_mse_loss, make_rule
 from neuroplast.snn import build_network
+from neuroplast.snn.fold_input import fold_input_norm
 from neuroplast.snn.layers import Readout, SpikingLayer
 
 NETS = {
@@ -232,21 +234,24 @@ def _sync(device: torch.device) -> None:
 
 
 # ---------------------------------------------------------------- steps
-def _inputs(data_dir: str | None, B: int, device) -> tuple[torch.Tensor, torch.Tensor, str]:
+def _inputs(data_dir: str | None, B: int, device) -> tuple[torch.Tensor, torch.Tensor, str, InputNorm]:
+    """(x, y, what they are, the normalisation x carries): MNIST as float training takes it (normalised)."""
     if data_dir:
         try:
             from neuroplast.data import load_dataset
             data = load_dataset("mnist", data_dir=data_dir)
-            return data.train.x[:B].to(device), data.train.y[:B].to(device), "MNIST train[:B]"
+            return data.train.x[:B].to(device), data.train.y[:B].to(device), "MNIST train[:B]", data.norm
         except Exception as exc:  # noqa: BLE001 - fall back to random input, say so
             print(f"MNIST not loaded ({exc}); random input", file=sys.stderr)
     g = torch.Generator().manual_seed(0)
     return (torch.rand(B, *INPUT_SHAPE, generator=g).to(device),
-            torch.randint(0, CLASSES, (B,), generator=g).to(device), "uniform random")
+            torch.randint(0, CLASSES, (B,), generator=g).to(device), "uniform random", InputNorm())
 
 
-def make_step(arch: str, method: str, T: int, x: torch.Tensor, y: torch.Tensor, device):
-    """A closure running one step of ``method`` (training step, or inference) on (x, y)."""
+def make_step(arch: str, method: str, T: int, x: torch.Tensor, y: torch.Tensor, device,
+              norm: InputNorm | None = None):
+    """A closure running one step of ``method`` (training step, or inference) on (x, y); the integer
+    network (``fixed``) takes x as intensities, ``norm`` folded into its first layer as on a chip."""
     rule_spec, estimator = METHODS[method]
     gen = torch.Generator().manual_seed(0)
     net = build_network(arch, input_shape=INPUT_SHAPE, num_classes=CLASSES, estimator=estimator,
@@ -263,8 +268,9 @@ def make_step(arch: str, method: str, T: int, x: torch.Tensor, y: torch.Tensor, 
     if rule_spec == "fixed":
         from neuroplast.chip.hardware import load_chip
         from neuroplast.chip.quantize import quantize
-        fixed = quantize(net.cpu(), load_chip("loihi2"), encoding="direct", time_steps=T)
-        xc = x.cpu()
+        norm = norm or InputNorm()
+        fixed = quantize(fold_input_norm(net.cpu(), norm), load_chip("loihi2"), encoding="direct", time_steps=T)
+        xc = norm.intensities(x.cpu())
         return (lambda T=T: fixed.simulate(encode("direct", xc, T))["v_out"]), net
     rule = make_rule(rule_spec)
     rule.generator = dev_gen
@@ -347,10 +353,10 @@ def _quantile(v: list[float], q: float) -> float:
 def bench_net(key: str, methods: list[str], steps: int, warmup: int, device, data_dir, plain: bool) -> dict:
     cfg = NETS[key]
     arch, T, B = cfg["arch"], cfg["T"], cfg["batch"]
-    x, y, source = _inputs(data_dir, B, device)
+    x, y, source, norm = _inputs(data_dir, B, device)
     fns, nets = {}, {}
     for m in methods:
-        fns[m], nets[m] = make_step(arch, m, T, x, y, device)
+        fns[m], nets[m] = make_step(arch, m, T, x, y, device, norm)
     if plain and key == "fc":
         torch.manual_seed(0)
         model = PlainSNN().to(device)
@@ -419,7 +425,7 @@ def _vm_hwm_kib() -> int:
 def memory_probe(method: str, T: int) -> dict:
     """In a fresh process: peak RSS (total, and above the set-up process after one T=1 step) and peak
     bytes saved for backward of FC training steps at T (uniform random input: no data set in memory)."""
-    x, y, _ = _inputs(None, NETS["fc"]["batch"], torch.device("cpu"))
+    x, y, _, _ = _inputs(None, NETS["fc"]["batch"], torch.device("cpu"))
     step, _ = make_step(NETS["fc"]["arch"], method, T, x, y, torch.device("cpu"))
     step(1)
     base = _vm_hwm_kib()

@@ -5,7 +5,7 @@ while the others wait, and the draws of LocalZO (m numbers per neuron and step) 
 noise (one per neuron and step) take a fifth to a half of a conv-net step. A CPU draw of more
 than ``CHUNK`` numbers is therefore cut into chunks of ``CHUNK``: chunk i is filled from its own
 mt19937 seeded with the i-th of ⌈n / CHUNK⌉ 63-bit words drawn from the caller's generator, and
-the chunks are shared among torch's intra-op threads. The numbers depend on the generator's state
+the chunks are shared among as many threads as torch's intra-op pool has. The numbers depend on the generator's state
 and n only, never on the number of threads. Smaller draws, and draws on other devices (whose
 generators are parallel already), come straight from the caller's generator.
 """
@@ -59,7 +59,8 @@ def fill_(out: Tensor, fill: Callable[[Tensor, torch.Generator | None], object],
           generator: torch.Generator | None) -> Tensor:
     """Fill the contiguous tensor ``out`` in place with ``fill(part, gen)`` (e.g. ``part.normal_(
     generator=gen)``): at once from ``generator`` up to ``CHUNK`` numbers or off the CPU, else chunk
-    by chunk from generators seeded by ``generator``, on torch's intra-op threads."""
+    by chunk from generators seeded by ``generator``, shared among the calling thread and a pool of
+    (torch's intra-op thread count − 1) threads."""
     n = out.numel()
     if n <= CHUNK or out.device.type != "cpu" or (generator is not None and generator.device.type != "cpu"):
         fill(out, generator)
@@ -74,9 +75,10 @@ def fill_(out: Tensor, fill: Callable[[Tensor, torch.Generator | None], object],
             g.manual_seed(seeds[i])
             fill(flat[i * CHUNK:(i + 1) * CHUNK], g)
 
-    workers = max(1, min(torch.get_num_threads(), k))
+    threads = torch.get_num_threads()
+    workers = max(1, min(threads, k))
     bounds = [k * j // workers for j in range(workers + 1)]
-    futures = [_executor(workers - 1).submit(run, bounds[j], bounds[j + 1]) for j in range(1, workers)] \
+    futures = [_executor(threads - 1).submit(run, bounds[j], bounds[j + 1]) for j in range(1, workers)] \
         if workers > 1 else []
     run(bounds[0], bounds[1])   # the calling thread fills the first share
     for f in futures:

@@ -2,11 +2,11 @@
 
 torch's CPU generator (mt19937) is sequential: one core fills a draw, at about 2.5 ns a number,
 while the others wait, and the draws of LocalZO (m numbers per neuron and step) and of OPZO's
-noise (one per neuron and step) take a fifth to a half of a conv-net step. A CPU draw of more
-than ``CHUNK`` numbers is therefore cut into chunks of ``CHUNK``: chunk i is filled from its own
-mt19937 seeded with the i-th of ⌈n / CHUNK⌉ 63-bit words drawn from the caller's generator, and
-the chunks are shared among as many threads as torch's intra-op pool has. The numbers depend on the generator's state
-and n only, never on the number of threads. Smaller draws, and draws on other devices (whose
+noise (one per neuron and step) take a tenth to a quarter of a conv-net step. A CPU draw of
+more than ``CHUNK`` numbers is therefore cut into chunks of ``CHUNK``: chunk i is filled from its
+own mt19937 seeded with the i-th of ⌈n / CHUNK⌉ 63-bit words drawn from the caller's generator,
+and the chunks are shared among as many threads as torch's intra-op pool has. The numbers depend
+on the generator's state and n only, never on the number of threads. Smaller draws, and draws on other devices (whose
 generators are parallel already), come straight from the caller's generator.
 """
 from __future__ import annotations

@@ -70,8 +70,8 @@ def build_parser() -> argparse.ArgumentParser:
     for flag, (key, typ, text) in _TRAIN_FLAGS.items():
         tr.add_argument(flag, dest=key, type=typ, default=None, help=text)
     tr.add_argument("--compile", dest="compiled", action="store_true", default=None,
-                    help="fuse the LIF scans with torch.compile: same spikes, MNIST conv BPTT ~1.2x faster per "
-                         "step (reports/speed.md), but tens of seconds of compiling per new shape first (pays "
+                    help="fuse the LIF scans with torch.compile: same spikes, MNIST conv BPTT 1.04-1.2x faster per "
+                         "step (CPU-dependent, reports/speed.md), but tens of seconds of compiling per new shape first (pays "
                          "off on long runs of large layers; needs a C++ compiler, else runs eagerly)")
     _run_flags(tr)
     _common(tr)

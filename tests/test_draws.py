@@ -125,3 +125,31 @@ def test_a_forked_child_forgets_the_parents_draw_threads():
     child.start()
     child.join(60)
     assert child.exitcode == 0 and queue.get(timeout=5) is True
+
+
+def test_draws_work_in_inference_mode(threads):
+    """The pool threads take the caller's inference mode (in-place fills of an inference tensor)."""
+    torch.set_num_threads(2)
+    n = 4 * draws.CHUNK
+    with torch.inference_mode():
+        a = draws.uniform(n, torch.Generator().manual_seed(4), "cpu")
+    assert torch.equal(a, draws.uniform(n, torch.Generator().manual_seed(4), "cpu"))
+
+
+def test_chunk_generators_get_whole_random_states():
+    """Each chunk's mt19937 state is 624 fresh words of the caller's stream, not a 32-bit seed (torch
+    keeps 32 bits of a manual_seed, so seeded chunks of a long run would repeat each other)."""
+    assert draws._state_template() is not None   # the layout this torch uses is the known one
+    g = torch.Generator().manual_seed(6)
+    states = draws._chunk_states(3, g)
+    words = torch.empty((3, draws._WORDS), dtype=torch.int64).random_(0, 1 << 32,
+                                                                       generator=torch.Generator().manual_seed(6))
+    for s, w in zip(states, words):
+        assert torch.equal(s[draws._OFFSET:draws._OFFSET + 8 * draws._WORDS].view(torch.int64), w)
+        chunk = torch.Generator()
+        chunk.set_state(s)
+        torch.randn(5, generator=chunk)   # a valid state
+    z = draws.normal(3 * draws.CHUNK, torch.Generator().manual_seed(6), "cpu")
+    first = torch.Generator()
+    first.set_state(states[0])
+    assert torch.equal(z[: draws.CHUNK], torch.empty(draws.CHUNK).normal_(generator=first))

@@ -2,15 +2,18 @@
 
 torch's CPU generator (mt19937) is sequential: one core fills a draw, at about 2.5 ns a number,
 while the others wait, and the draws of LocalZO (m numbers per neuron and step) and of OPZO's
-noise (one per neuron and step) take a tenth to a quarter of a conv-net step. A CPU draw of
-more than ``CHUNK`` numbers is therefore cut into chunks of ``CHUNK``: chunk i is filled from its
-own mt19937 seeded with the i-th of ⌈n / CHUNK⌉ 63-bit words drawn from the caller's generator,
-and the chunks are shared among as many threads as torch's intra-op pool has. The numbers depend
-on the generator's state and n only, never on the number of threads. Smaller draws, and draws on other devices (whose
+noise (one per neuron and step) take a tenth to a quarter of a conv-net step. A CPU draw of more
+than ``CHUNK`` numbers is therefore cut into chunks of ``CHUNK``, each filled by its own mt19937
+whose whole state (624 words of 32 bits) is drawn from the caller's generator, and the chunks are
+shared among as many threads as torch's intra-op pool has. The numbers depend on the generator's
+state and n only, never on the number of threads; replaying the caller's generator replays them.
+(Seeding each chunk with ``manual_seed`` would not do: torch keeps 32 bits of a seed, so the
+chunks of a long run would repeat each other.) Smaller draws, and draws on other devices (whose
 generators are parallel already), come straight from the caller's generator.
 """
 from __future__ import annotations
 
+import functools
 import os
 import threading
 from collections.abc import Callable
@@ -25,6 +28,7 @@ Tensor = torch.Tensor
 CHUNK = 1 << 16
 
 _local = threading.local()
+_lock = threading.Lock()
 _pool: ThreadPoolExecutor | None = None
 _pool_size = 0
 
@@ -48,18 +52,51 @@ def _thread_generator() -> torch.Generator:
 
 def _executor(workers: int) -> ThreadPoolExecutor:
     global _pool, _pool_size
-    if _pool is None or _pool_size != workers:
-        if _pool is not None:
-            _pool.shutdown(wait=False)
-        _pool, _pool_size = ThreadPoolExecutor(workers, thread_name_prefix="neuroplast-draws"), workers
-    return _pool
+    with _lock:
+        if _pool is None or _pool_size != workers:
+            if _pool is not None:
+                _pool.shutdown(wait=False)   # tasks already queued still run
+            _pool, _pool_size = ThreadPoolExecutor(workers, thread_name_prefix="neuroplast-draws"), workers
+        return _pool
+
+
+#: torch's CPU generator state (``get_state``, torch 2.x): a uint64 seed, int left, int seeded, uint64
+#: next, then the 624 mt19937 words as uint64, then the cached normal samples
+_WORDS, _OFFSET = 624, 24
+
+
+@functools.lru_cache(maxsize=1)
+def _state_template() -> Tensor | None:
+    """A fresh generator's state whose mt19937 words sit where ``_OFFSET`` says (checked against the
+    reference seeding of seed 1), or None if this torch lays its state out otherwise."""
+    state = torch.Generator().manual_seed(1).get_state()
+    words, w = [1], 1
+    for i in range(1, _WORDS):
+        w = (1812433253 * (w ^ (w >> 30)) + i) & 0xFFFFFFFF
+        words.append(w)
+    expected = torch.tensor(words, dtype=torch.int64).view(torch.uint8)
+    if state.numel() < _OFFSET + 8 * _WORDS or not torch.equal(state[_OFFSET:_OFFSET + 8 * _WORDS], expected):
+        return None
+    return state
+
+
+def _chunk_states(k: int, generator: torch.Generator | None) -> list[Tensor] | list[int]:
+    """k generator states, each with 624 random mt19937 words from ``generator``; k 63-bit seeds
+    instead where torch's state layout is not the known one."""
+    template = _state_template()
+    if template is None:
+        return torch.empty(k, dtype=torch.int64).random_(generator=generator).tolist()
+    words = torch.empty((k, _WORDS), dtype=torch.int64).random_(0, 1 << 32, generator=generator)
+    states = template.repeat(k, 1)
+    states[:, _OFFSET:_OFFSET + 8 * _WORDS] = words.view(torch.uint8).view(k, -1)
+    return [s.clone() for s in states]   # set_state needs a tensor of its own (a row view crashes torch)
 
 
 def fill_(out: Tensor, fill: Callable[[Tensor, torch.Generator | None], object],
           generator: torch.Generator | None) -> Tensor:
     """Fill the contiguous tensor ``out`` in place with ``fill(part, gen)`` (e.g. ``part.normal_(
     generator=gen)``): at once from ``generator`` up to ``CHUNK`` numbers or off the CPU, else chunk
-    by chunk from generators seeded by ``generator``, shared among the calling thread and a pool of
+    by chunk from generators whose states are drawn from ``generator``, shared among the calling thread and a pool of
     (torch's intra-op thread count − 1) threads."""
     n = out.numel()
     if n <= CHUNK or out.device.type != "cpu" or (generator is not None and generator.device.type != "cpu"):
@@ -67,19 +104,24 @@ def fill_(out: Tensor, fill: Callable[[Tensor, torch.Generator | None], object],
         return out
     flat = out.view(-1)
     k = -(-n // CHUNK)
-    seeds = torch.empty(k, dtype=torch.int64).random_(generator=generator).tolist()
+    states = _chunk_states(k, generator)
+    inference = torch.is_inference_mode_enabled()   # thread-local: the pool threads take the caller's
 
     def run(lo: int, hi: int) -> None:
         g = _thread_generator()
-        for i in range(lo, hi):
-            g.manual_seed(seeds[i])
-            fill(flat[i * CHUNK:(i + 1) * CHUNK], g)
+        with torch.inference_mode(inference):
+            for i in range(lo, hi):
+                if isinstance(states[i], int):
+                    g.manual_seed(states[i])
+                else:
+                    g.set_state(states[i])
+                fill(flat[i * CHUNK:(i + 1) * CHUNK], g)
 
     threads = torch.get_num_threads()
     workers = max(1, min(threads, k))
     bounds = [k * j // workers for j in range(workers + 1)]
-    futures = [_executor(threads - 1).submit(run, bounds[j], bounds[j + 1]) for j in range(1, workers)] \
-        if workers > 1 else []
+    pool = _executor(threads - 1) if workers > 1 else None
+    futures = [pool.submit(run, bounds[j], bounds[j + 1]) for j in range(1, workers)] if pool else []
     run(bounds[0], bounds[1])   # the calling thread fills the first share
     for f in futures:
         f.result()

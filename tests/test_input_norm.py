@@ -74,6 +74,17 @@ def test_folded_network_on_intensities_gives_the_trained_logits(arch, shape, op_
     assert fold_input_norm(net, InputNorm()) is net
 
 
+@pytest.mark.parametrize("arch,shape,op_type", [("1x8x8-AP2-6C3-16-10", (1, 8, 8), NeuronBiasConv2d),
+                                                 ("1x8x8-6C1-FC", (1, 8, 8), torch.nn.Conv2d),
+                                                 ("1x8x8-32-10", (1, 8, 8), torch.nn.Linear)])
+def test_fold_computes_w_times_one_on_the_weights_device(arch, shape, op_type):
+    """W·1 is taken on the weights' device: a 'meta' (or CUDA) network folds without a device mismatch
+    (on 'meta', with no values, a conv's bias is per channel exactly where nothing is padded)."""
+    folded = fold_input_norm(_net(arch, shape).to("meta"), MNIST_NORM)
+    op = _first_op(folded)
+    assert type(op) is op_type and op.weight.is_meta and op.bias.is_meta
+
+
 def test_per_neuron_conv_bias_is_the_folded_border_and_runs_the_step_path():
     net = _net("1x6x6-4C3-FC", (1, 6, 6))
     folded = fold_input_norm(net, MNIST_NORM)

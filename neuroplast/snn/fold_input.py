@@ -15,7 +15,8 @@ map and stay as they are: flatten, dropout (identity in evaluation), average poo
 them (they keep an all-ones input all ones).
 
 This is the one place where a normalised float run becomes what a chip or an exported file is given
-(``runs.chip_view``): quantisation (``chip eval``, ``lava``), netx and NIR export.
+(``runs.chip_view``): quantisation (``chip eval``, ``lava``), netx and NIR export (where the fold would
+need a per-neuron bias, NIR holds the normalisation as a node instead: ``export.nir_graph``).
 """
 from __future__ import annotations
 

@@ -342,4 +342,26 @@ def test_lava_commands_run_a_normalised_run_on_intensities(fake_mnist, tmp_path,
     assert res["bit_exact"] and all(s["lava_pred"] == s["float_pred"] for s in res["samples"]), res
     assert main(["lava", "run", str(run), "--float", "--samples", "1", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["match"]
+    # --learn: the trained, unfolded weights on intensities (the learner has no biases): it says so, and runs
+    assert main(["lava", "run", str(run), "--learn", "--samples", "1", "--steps", "2", "--json"]) == 0
+    out = capsys.readouterr()
+    assert json.loads(out.out)["bit_exact"] and "warning: lava run --learn" in out.err and "unfolded" in out.err
     assert not multiprocessing.active_children()
+
+
+def test_lava_learn_warns_that_a_normalised_run_starts_from_unfolded_weights(monkeypatch, capsys):
+    """``lava run --learn`` is the one command that runs a normalised run's trained weights on intensities
+    (``runs.chip_view``'s exception): it warns on stderr and goes on; a run on intensities gets no warning."""
+    import types
+
+    from neuroplast import cli_lava
+    data = types.SimpleNamespace(norm=MNIST_NORM)
+    monkeypatch.setattr(cli_lava, "_setup", lambda args: (None, (None, data), None, None, 4, None))
+    monkeypatch.setattr(cli_lava, "_learn", lambda *a: {"ok": True})
+    assert cli_lava.cmd_lava(types.SimpleNamespace(learn=True)) == {"ok": True}
+    err = capsys.readouterr().err
+    assert err.startswith("neuroplast: warning: lava run --learn") and "(v - 0.1307)/0.3081" in err
+    assert "unfolded weights" in err and "intensities" in err
+    data.norm = InputNorm()
+    assert cli_lava.cmd_lava(types.SimpleNamespace(learn=True)) == {"ok": True}
+    assert capsys.readouterr().err == ""

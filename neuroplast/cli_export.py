@@ -43,13 +43,15 @@ def cmd_export(args) -> dict:
     fmt = args.format or ("nir" if str(args.out).lower().endswith(".nir") else "netx")
     check_output_file(args.out, "output file", overwrite=args.overwrite)
     cfg, trained, data = load_run(args.run_dir, args.data_dir)
-    net, data = chip_view(trained, data)   # files take intensities in [0, 1]: a normalisation is folded in
     if fmt == "nir":
+        # the graph takes intensities in [0, 1]: a normalisation is folded into the first synapse, or written
+        # as an input_norm node before a padded first convolution (export.nir_graph)
         from .export.nir_graph import export_nir
-        path = export_nir(net, args.out, dt=args.dt, time_steps=cfg.time_steps, encoding=cfg.encoding,
-                          input_values="intensities")
-        print(f"wrote {path} (NIR graph of {net.arch})", file=sys.stderr)
-        return {"out": str(path), "format": fmt, "arch": net.arch}
+        path = export_nir(trained, args.out, dt=args.dt, time_steps=cfg.time_steps, encoding=cfg.encoding,
+                          input_values="intensities", input_norm=data.norm)
+        print(f"wrote {path} (NIR graph of {trained.arch})", file=sys.stderr)
+        return {"out": str(path), "format": fmt, "arch": trained.arch}
+    net, data = chip_view(trained, data)   # the chip takes intensities in [0, 1]: a normalisation is folded in
     from .chip.quantize import GRADED_INPUT, input_grid
     from .export.netx import export_netx, netx_fixed
     # inputs on a coarser grid (digits: 17 grey levels) go as exact smaller payloads: finer first-layer weights

@@ -68,6 +68,9 @@ def cmd_lava(args) -> dict:
     from .data import encode
     cfg, (trained, trained_data), net, data, steps, fixed = _setup(args)
     if getattr(args, "learn", False):
+        warning = learn_input_warning(trained_data.norm)
+        if warning:
+            print(f"neuroplast: warning: {warning}", file=sys.stderr)
         return _learn(args, cfg, trained, data, steps)
     if getattr(args, "float_models", False):
         return _float(args, cfg, net, data, steps)
@@ -117,6 +120,20 @@ def _float(args, cfg, net, data, steps) -> dict:
     return {"samples": results, "match": all(r["match"] for r in results), "tag": "floating_pt",
             "ok": all(r["match"] for r in results),
             "wall_s": time.perf_counter() - t0}
+
+
+def learn_input_warning(norm) -> str | None:
+    """Why ``lava run --learn`` on a run trained on normalised inputs does not start from the trained network
+    (None for the identity normalisation). It warns rather than refuses: what it checks, the chip's learning
+    in Lava against the engine's step by step, holds on any input, and the learner adapts to what a chip is
+    sent; only its starting point (and so its losses) is not the trained network's."""
+    if norm.identity:
+        return None
+    return (f"lava run --learn: this run trained on normalised inputs x = (v - {norm.mean:g})/{norm.std:g}, but the "
+            "on-chip learner has no biases to hold that normalisation folded into its first layer, so it starts "
+            "from the trained, unfolded weights and is fed intensities v in [0, 1] (what a chip is sent): its "
+            "first predictions and losses are not the trained network's. The Lava-vs-engine comparison is exact "
+            "all the same.")
 
 
 def _learn(args, cfg, net, data, steps) -> dict:

@@ -180,6 +180,10 @@ def chip_view(net: Network, data: Dataset) -> tuple[Network, Dataset]:
     and its network with the data set's input normalisation folded into the first synaptic layer
     (``snn.fold_input.fold_input_norm``), so that network(intensities) = the trained network(normalised inputs).
     ``(net, data)`` themselves when the run was not trained on normalised inputs. Every command that quantises
-    or exports a run (chip eval, lava, export) goes through here; the float accuracy stays that of
-    ``load_run``'s network on its own inputs."""
+    a run (chip eval, lava build/run, netx export) goes through here, with one exception: ``lava run --learn``
+    starts the on-chip learner from the trained, unfolded weights (its layers have no biases to hold the fold)
+    and feeds them intensities, which it warns about for a normalised run (``cli_lava``). NIR export takes the
+    trained network and its normalisation (``export.nir_graph.to_nir``: the same fold, or a normalisation node
+    where the fold needs a per-neuron bias). The float accuracy stays that of ``load_run``'s network on its
+    own inputs."""
     return fold_input_norm(net, data.norm), data.intensities()

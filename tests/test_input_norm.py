@@ -74,6 +74,17 @@ def test_folded_network_on_intensities_gives_the_trained_logits(arch, shape, op_
     assert fold_input_norm(net, InputNorm()) is net
 
 
+@pytest.mark.parametrize("arch,shape,op_type", [("1x8x8-AP2-6C3-16-10", (1, 8, 8), NeuronBiasConv2d),
+                                                 ("1x8x8-6C1-FC", (1, 8, 8), torch.nn.Conv2d),
+                                                 ("1x8x8-32-10", (1, 8, 8), torch.nn.Linear)])
+def test_fold_computes_w_times_one_on_the_weights_device(arch, shape, op_type):
+    """W·1 is taken on the weights' device: a 'meta' (or CUDA) network folds without a device mismatch
+    (on 'meta', with no values, a conv's bias is per channel exactly where nothing is padded)."""
+    folded = fold_input_norm(_net(arch, shape).to("meta"), MNIST_NORM)
+    op = _first_op(folded)
+    assert type(op) is op_type and op.weight.is_meta and op.bias.is_meta
+
+
 def test_per_neuron_conv_bias_is_the_folded_border_and_runs_the_step_path():
     net = _net("1x6x6-4C3-FC", (1, 6, 6))
     folded = fold_input_norm(net, MNIST_NORM)
@@ -147,6 +158,10 @@ def test_exports_of_a_normalised_run_take_intensities(fake_mnist, tmp_path, caps
     assert main(["export", str(run), str(tmp_path / "net.nir")]) == 0
     net, settings = read_nir(tmp_path / "net.nir")
     assert settings["normalized_input"] is False and isinstance(_first_op(net), NeuronBiasConv2d)
+    assert settings["input_norm"]["std"] == pytest.approx(fake_mnist["train"][0].std() / 255, rel=1e-6)
+    import nir
+    graph = nir.read(str(tmp_path / "net.nir"))   # the padded conv's normalisation as a node, v_leak = 0
+    assert "input_norm" in graph.nodes and all((np.asarray(n.v_leak) == 0).all() for n in _lifs(graph))
     capsys.readouterr()
     assert main(["import", str(tmp_path / "net.nir"), "--task", "mnist", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["test_acc"] == pytest.approx(float_acc, abs=0.004)
@@ -199,21 +214,94 @@ def test_quantised_folded_conv_keeps_its_per_neuron_bias():
     assert torch.allclose(b, _first_op(folded).bias.detach().double().reshape(-1), rtol=0, atol=half_step * 1.001)
 
 
-def test_nir_holds_a_per_neuron_conv_bias_in_v_leak(tmp_path):
-    from neuroplast.export.nir_graph import export_nir, read_nir
-    folded = fold_input_norm(_net("1x8x8-6C3-AP2-16-10", (1, 8, 8)), MNIST_NORM)
-    path = export_nir(folded, tmp_path / "net.nir", time_steps=4, encoding="direct", input_values="intensities")
+def _lifs(graph):
+    return [node for node in graph.nodes.values() if type(node).__name__ == "LIF"]
+
+
+@pytest.mark.parametrize("arch,shape,leak", [("1x8x8-6C3-AP2-16-10", (1, 8, 8), 0.75),
+                                             ("1x8x8-AP2-6C3-16-10", (1, 8, 8), 0.75),   # pooling before the conv
+                                             ("1x8x8-6C3-AP2-16-10", (1, 8, 8), 1.0)])   # no leak (τ = ∞)
+def test_nir_holds_the_normalisation_of_a_padded_conv_as_a_node(arch, shape, leak, tmp_path):
+    """A padded first conv of a normalised run would need a per-neuron bias: the graph holds x = (v − m)/s as
+    a 1×1 Conv2d ``input_norm`` before the trained conv (W, b per channel, zero padding of x as in training),
+    every LIF with v_leak = 0; it imports as a network on intensities with the trained network's outputs."""
+    nir = pytest.importorskip("nir")
+    from neuroplast.export.nir_graph import NORM_NODE, export_nir, from_nir, read_nir, to_nir
+    net = _net(arch, shape, leak=leak)
+    g = to_nir(net, input_norm=MNIST_NORM, input_values="intensities")
+    nir.NIRGraph(nodes=g.nodes, edges=g.edges, metadata=g.metadata)   # nir's type inference and checks
+    path = export_nir(net, tmp_path / "net.nir", time_steps=4, encoding="direct", input_values="intensities",
+                      input_norm=MNIST_NORM)
+    g = nir.read(str(path))
+    assert all((np.asarray(node.v_leak) == 0).all() for node in _lifs(g)) and len(_lifs(g)) == 2
+    norm = g.nodes[NORM_NODE]
+    assert type(norm).__name__ == "Conv2d" and ("input", NORM_NODE) in g.edges
+    np.testing.assert_allclose(norm.weight.reshape(-1), [1 / 0.3081], rtol=1e-7)
+    np.testing.assert_allclose(norm.bias, [-0.1307 / 0.3081], rtol=1e-7)
+    conv = g.nodes["conv1_syn"]   # the trained conv itself: its weights and per-channel bias
+    np.testing.assert_array_equal(conv.weight, net.layers["conv1"].op.weight.detach().numpy())
+    np.testing.assert_array_equal(conv.bias, net.layers["conv1"].op.bias.detach().numpy())
+    assert g.metadata["input_norm_mean"] == pytest.approx(0.1307) and g.metadata["input_norm_std"] == pytest.approx(0.3081)
     back, settings = read_nir(path)
-    assert settings == {"time_steps": 4, "encoding": "direct", "normalized_input": False}
-    assert torch.allclose(_first_op(back).bias, _first_op(folded).bias, atol=1e-6, rtol=1e-6)
+    assert settings == {"time_steps": 4, "encoding": "direct", "normalized_input": False,
+                        "input_norm": {"mean": pytest.approx(0.1307, rel=1e-6), "std": pytest.approx(0.3081, rel=1e-6)}}
+    assert isinstance(_first_op(back), NeuronBiasConv2d)               # the node folded in: it takes intensities
+    trained = from_nir(g, fold_input=False)                           # or left out: the trained network itself
+    assert type(_first_op(trained)) is torch.nn.Conv2d
+    v, x = _images(shape)
+    with torch.no_grad():
+        a = net.simulate(x.unsqueeze(0).expand(4, *x.shape))
+        b = back.simulate(v.unsqueeze(0).expand(4, *v.shape))
+        c = trained.simulate(x.unsqueeze(0).expand(4, *x.shape))
+    assert torch.allclose(a.logits, b.logits, atol=1e-5), float((a.logits - b.logits).abs().max())
+    assert all(float(s.sum()) > 0 for s in a.spikes.values())
+    assert all(torch.equal(a.spikes[k], b.spikes[k]) for k in a.spikes)
+    assert torch.equal(a.logits, c.logits) and all(torch.equal(a.spikes[k], c.spikes[k]) for k in a.spikes)
+
+
+def test_nir_folds_a_normalisation_that_keeps_a_bias_per_output(tmp_path):
+    """Dense and unpadded conv first layers: the folded synapse (W/s, b − (m/s)·W·1), no extra node."""
+    nir = pytest.importorskip("nir")
+    from neuroplast.export.nir_graph import NORM_NODE, read_nir, to_nir
+    for arch in ("1x8x8-32-10", "1x8x8-6C1-FC"):
+        net = _net(arch, (1, 8, 8))
+        g = to_nir(net, input_norm=MNIST_NORM, input_values="intensities")
+        assert NORM_NODE not in g.nodes and "input_norm_mean" not in g.metadata
+        assert all((np.asarray(node.v_leak) == 0).all() for node in _lifs(g))
+        nir.write(str(tmp_path / "n.nir"), g)
+        back, settings = read_nir(tmp_path / "n.nir")
+        assert "input_norm" not in settings and settings["normalized_input"] is False
+        v, x = _images((1, 8, 8))
+        with torch.no_grad():
+            a = net.simulate(x.unsqueeze(0).expand(4, *x.shape)).logits
+            b = back.simulate(v.unsqueeze(0).expand(4, *v.shape)).logits
+        assert torch.allclose(a, b, atol=1e-5)
+
+
+def test_nir_refuses_a_per_neuron_conv_bias_and_reads_the_earlier_v_leak_scheme(tmp_path):
+    """A network already folded (``NeuronBiasConv2d``) has no NIR form: export it unfolded with its
+    normalisation. Graphs of the earlier scheme (Conv2d bias of the map's centre, the rest as the LIF's
+    v_leak = R·c) still import to the folded network."""
+    from neuroplast.export.nir_graph import export_nir, from_nir, read_nir, to_nir
+    net = _net("1x8x8-6C3-AP2-16-10", (1, 8, 8))
+    folded = fold_input_norm(net, MNIST_NORM)
+    with pytest.raises(SpecError, match=r"conv1: its bias is per neuron.*input_norm"):
+        export_nir(folded, tmp_path / "x.nir")
+    assert not (tmp_path / "x.nir").exists()
+    old = to_nir(net)                                  # rewritten as the earlier exporter wrote the folded network
+    op = _first_op(folded)
+    full = op.bias.detach().double()
+    centre = full[:, 4, 4]
+    old.nodes["conv1_syn"].weight = op.weight.detach().numpy()
+    old.nodes["conv1_syn"].bias = centre.float().numpy()
+    old.nodes["conv1"].v_leak = ((full - centre[:, None, None]) * 4).float().numpy()   # R = τ/dt = 4 (λ = 0.75)
+    back = from_nir(old)
+    assert torch.allclose(_first_op(back).bias, op.bias, atol=1e-6)
     v, _ = _images((1, 8, 8))
     with torch.no_grad():
         a = folded.simulate(v.unsqueeze(0).expand(4, *v.shape)).logits
         b = back.simulate(v.unsqueeze(0).expand(4, *v.shape)).logits
     assert torch.allclose(a, b, atol=1e-5)
-    no_leak = fold_input_norm(_net("1x8x8-6C3-FC", (1, 8, 8), leak=1.0), MNIST_NORM)
-    with pytest.raises(SpecError, match="v_leak.*no leak"):
-        export_nir(no_leak, tmp_path / "x.nir")
     # a graph exported before the metadata said what it takes: the trained network, normalised if it trained so
     legacy = export_nir(_net("1x8x8-16-10", (1, 8, 8)), tmp_path / "old.nir", time_steps=4, encoding="direct")
     assert read_nir(legacy)[1]["normalized_input"] is True
@@ -254,4 +342,26 @@ def test_lava_commands_run_a_normalised_run_on_intensities(fake_mnist, tmp_path,
     assert res["bit_exact"] and all(s["lava_pred"] == s["float_pred"] for s in res["samples"]), res
     assert main(["lava", "run", str(run), "--float", "--samples", "1", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["match"]
+    # --learn: the trained, unfolded weights on intensities (the learner has no biases): it says so, and runs
+    assert main(["lava", "run", str(run), "--learn", "--samples", "1", "--steps", "2", "--json"]) == 0
+    out = capsys.readouterr()
+    assert json.loads(out.out)["bit_exact"] and "warning: lava run --learn" in out.err and "unfolded" in out.err
     assert not multiprocessing.active_children()
+
+
+def test_lava_learn_warns_that_a_normalised_run_starts_from_unfolded_weights(monkeypatch, capsys):
+    """``lava run --learn`` is the one command that runs a normalised run's trained weights on intensities
+    (``runs.chip_view``'s exception): it warns on stderr and goes on; a run on intensities gets no warning."""
+    import types
+
+    from neuroplast import cli_lava
+    data = types.SimpleNamespace(norm=MNIST_NORM)
+    monkeypatch.setattr(cli_lava, "_setup", lambda args: (None, (None, data), None, None, 4, None))
+    monkeypatch.setattr(cli_lava, "_learn", lambda *a: {"ok": True})
+    assert cli_lava.cmd_lava(types.SimpleNamespace(learn=True)) == {"ok": True}
+    err = capsys.readouterr().err
+    assert err.startswith("neuroplast: warning: lava run --learn") and "(v - 0.1307)/0.3081" in err
+    assert "unfolded weights" in err and "intensities" in err
+    data.norm = InputNorm()
+    assert cli_lava.cmd_lava(types.SimpleNamespace(learn=True)) == {"ok": True}
+    assert capsys.readouterr().err == ""

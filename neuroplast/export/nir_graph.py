@@ -8,18 +8,30 @@ LIF τ·du/dt = (v_leak − u) + R·I stepped with dt (u ← u + dt/τ·(v_leak 
 readout is an ``Affine`` whose per-step output is averaged over time (graph metadata ``readout``).
 Soft reset and max pooling have no NIR form and are refused with the layer named.
 
-A per-neuron bias of a convolution (``NeuronBiasConv2d``: the first layer of a run trained on
-normalised images, folded to take intensities, ``snn.fold_input``) has no NIR Conv2d form (its bias is
-per channel): the Conv2d keeps the bias of the map's centre, and the rest, c = b − b_centre (non-zero
-at the borders), goes to the LIF as its resting potential v_leak = R·c — a constant current c is
-exactly a shift R·c of v_leak (τ·du/dt = v_leak − u + R·I; stepped: u ← λ·u + (1 − λ)·v_leak + I).
-A layer without leak (λ = 1, τ = ∞) has no such v_leak and is refused. ``from_nir`` reads v_leak back
-as the per-neuron bias c = v_leak·dt/τ.
+A run trained on mean/std-normalised images x = (v − m)/s (``data.norm.InputNorm``) is exported to take
+intensities v ∈ [0, 1] (``to_nir(..., input_norm=...)``). Where the fold of the normalisation into the
+first synapse (``snn.fold_input``) keeps a bias per output (dense layers, unpadded convolutions), the
+folded synapse is written. A padded first convolution would need a bias per neuron (zero padding reads
+x = 0, v = m, so W·1 differs at the borders), which NIR's Conv2d (per-channel bias) cannot hold: the
+graph then holds the normalisation itself as the node ``input_norm`` right after the Input — a
+non-spiking 1×1 ``Conv2d`` C → C, weight 1/s on the diagonal, bias −m/s, no padding (the elementwise
+affine map every NIR importer runs: NIR has no bias-only node, ``Scale`` has no offset and ``Affine``
+acts on the last axis only) — followed by the trained layers as they are: the convolution (W, b) pads
+the normalised x with zeros exactly as in training, and every LIF keeps v_leak = 0 (importers such as
+snnTorch refuse v_leak ≠ 0, and Norse starts the membrane at v_leak). The metadata records m and s
+(``input_norm_mean``, ``input_norm_std``). ``from_nir`` recognises the node (a Conv2d after the Input
+followed by no LIF) and folds it into the first layer (a network that takes intensities), or keeps the
+trained network with ``fold_input=False``; graphs of the earlier scheme (the per-neuron rest of the bias
+as the LIF's v_leak = R·c) still import: a resting potential v_leak is the constant current
+c = v_leak·dt/τ, which joins the bias (τ·du/dt = v_leak − u + R·I; stepped: u ← λ·u + (1 − λ)·v_leak + I).
+``to_nir`` refuses a network that already holds a per-neuron convolution bias (``NeuronBiasConv2d``):
+export the trained network with its ``input_norm`` instead.
 
 ``export_nir(..., input_values="intensities")`` records in the metadata (``input``) that the graph takes
-the data set's samples as intensities in [0, 1] (``neuroplast export`` always folds a normalisation in);
-``read_nir`` returns whether a graph takes normalised images (``normalized_input``), which
-``neuroplast import --task`` then feeds it.
+the data set's samples as intensities in [0, 1] (``neuroplast export`` always gives it the run's
+normalisation, folded or as the ``input_norm`` node); ``read_nir`` returns whether a graph takes
+normalised images (``normalized_input``), which ``neuroplast import --task`` then feeds it, and the
+normalisation the graph held as a node (``input_norm``: mean, std).
 """
 from __future__ import annotations
 
@@ -31,40 +43,58 @@ import torch
 
 from ..errors import DataError, SpecError
 from ..snn import LIFParams, build_network
+from ..snn.fold_input import fold_input_norm
 from ..snn.layers import Dropout, Flatten, Pool, Readout, SpikingLayer
 from ..snn.synapse import NeuronBiasConv2d
 
 FORMAT = "neuroplast"
 #: metadata ``input`` of a graph that takes the data set's samples as intensities in [0, 1]
 INPUT_INTENSITIES = "intensities"
+#: name of the node that holds an input normalisation x = (v − m)/s (a 1×1 Conv2d; module docstring)
+NORM_NODE = "input_norm"
 
 
 def _np(t) -> np.ndarray:
     return t.detach().cpu().numpy().astype(np.float32)
 
 
-def _conv_bias(name: str, op, lif: LIFParams, tau_over_dt: float) -> tuple[np.ndarray, np.ndarray | None]:
-    """(Conv2d bias per channel, LIF v_leak per neuron or None) of a convolution (module docstring)."""
-    if not isinstance(op, NeuronBiasConv2d):
-        return _np(op.bias), None
-    full = op.bias.detach().to(torch.float64)
-    centre = full[:, full.shape[1] // 2, full.shape[2] // 2]
-    if lif.leak >= 1:
-        raise SpecError(f"layer {name}: its bias is per neuron (the input normalisation folded into a padded "
-                        "convolution), which NIR holds only as the LIF's v_leak, and this layer has no leak "
-                        "(λ = 1, τ = ∞); export to netx, or train with --leak below 1 or an unpadded first layer")
-    return _np(centre), _np((full - centre[:, None, None]) * tau_over_dt)
+def _first_op(net):
+    return next((layer.op for layer in net.layers.values() if isinstance(layer, (SpikingLayer, Readout))), None)
+
+
+def _norm_node(norm, channels: int, hw: tuple[int, ...]):
+    """The NIR node of x = (v − m)/s on [C, H, W]: a 1×1 Conv2d C → C, weight 1/s on the diagonal, bias −m/s."""
+    import nir
+    weight = (np.eye(channels) / norm.std).reshape(channels, channels, 1, 1)
+    bias = np.full(channels, -norm.mean / norm.std)
+    return nir.Conv2d(input_shape=tuple(hw), weight=weight.astype(np.float32), stride=(1, 1), padding=(0, 0),
+                      dilation=(1, 1), groups=1, bias=bias.astype(np.float32))
 
 
 def to_nir(net, dt: float = 1.0, *, time_steps: int | None = None, encoding: str | None = None,
-           input_values: str | None = None):
+           input_values: str | None = None, input_norm=None):
     """NIRGraph of a neuroplast network (input → … → output), validated by ``nir``; the run's T and
     input encoding, where given, go into the metadata (``neuroplast import`` evaluates with them), and
-    so does ``input_values="intensities"``: the graph takes intensities in [0, 1], not normalised images."""
+    so does ``input_values="intensities"``: the graph takes intensities in [0, 1], not normalised images.
+    ``input_norm`` (an ``InputNorm``): ``net`` was trained on x = (v − m)/s, and the graph takes v — the
+    normalisation folded into the first synapse, or as the ``input_norm`` node where the fold would need a
+    per-neuron convolution bias (module docstring). Every LIF has v_leak = 0."""
     import nir
     if not (math.isfinite(dt) and dt > 0):
         raise SpecError(f"NIR time step dt = {dt:g}: it must be > 0 (e.g. --dt 1)")
+    norm_node = None
+    if input_norm is not None and not input_norm.identity:
+        folded = fold_input_norm(net, input_norm)
+        if isinstance(_first_op(folded), NeuronBiasConv2d):
+            if len(net.input_shape) != 3:
+                raise SpecError(f"input normalisation of a {len(net.input_shape)}-d input before a convolution")
+            norm_node = _norm_node(input_norm, net.input_shape[0], net.input_shape[1:])
+        else:
+            net = folded
     nodes, order = {"input": nir.Input(input_type=np.array(net.input_shape))}, ["input"]
+    if norm_node is not None:
+        nodes[NORM_NODE] = norm_node
+        order.append(NORM_NODE)
     shape = tuple(net.input_shape)
     for name, layer in net.layers.items():
         if isinstance(layer, SpikingLayer):
@@ -73,16 +103,18 @@ def to_nir(net, dt: float = 1.0, *, time_steps: int | None = None, encoding: str
             op, out_shape = layer.op, net.shapes[name]
             n = tuple(out_shape)
             tau = dt / (1.0 - layer.lif.leak) if layer.lif.leak < 1 else math.inf
-            v_leak = None
+            if isinstance(op, NeuronBiasConv2d):
+                raise SpecError(f"layer {name}: its bias is per neuron (an input normalisation folded into a padded "
+                                "convolution), which NIR's Conv2d cannot hold; export the trained network with "
+                                "its normalisation (to_nir(net, input_norm=...)), which writes it as a node")
             if isinstance(op, torch.nn.Conv2d):
-                bias, v_leak = _conv_bias(name, op, layer.lif, tau / dt)
                 nodes[f"{name}_syn"] = nir.Conv2d(input_shape=tuple(shape[1:]), weight=_np(op.weight),
                                                   stride=tuple(op.stride), padding=tuple(op.padding),
-                                                  dilation=tuple(op.dilation), groups=op.groups, bias=bias)
+                                                  dilation=tuple(op.dilation), groups=op.groups, bias=_np(op.bias))
             else:
                 nodes[f"{name}_syn"] = nir.Affine(weight=_np(op.weight), bias=_np(op.bias))
             nodes[name] = nir.LIF(tau=np.full(n, tau, np.float32), r=np.full(n, tau / dt, np.float32),
-                                  v_leak=np.zeros(n, np.float32) if v_leak is None else v_leak,
+                                  v_leak=np.zeros(n, np.float32),
                                   v_threshold=np.full(n, layer.lif.threshold, np.float32),
                                   v_reset=np.zeros(n, np.float32))
             order += [f"{name}_syn", name]
@@ -115,16 +147,19 @@ def to_nir(net, dt: float = 1.0, *, time_steps: int | None = None, encoding: str
         if input_values != INPUT_INTENSITIES:
             raise SpecError(f"input_values must be {INPUT_INTENSITIES!r} (or None: not recorded), got {input_values!r}")
         meta["input"] = input_values
+    if norm_node is not None:
+        meta["input_norm_mean"], meta["input_norm_std"] = float(input_norm.mean), float(input_norm.std)
     return nir.NIRGraph(nodes=nodes, edges=edges, metadata=meta, type_check=False)
 
 
 def export_nir(net, path: str | Path, dt: float = 1.0, *, time_steps: int | None = None,
-               encoding: str | None = None, input_values: str | None = None) -> Path:
-    """Write ``net`` as an NIR file (HDF5), atomically (``to_nir``'s metadata)."""
+               encoding: str | None = None, input_values: str | None = None, input_norm=None) -> Path:
+    """Write ``net`` as an NIR file (HDF5), atomically (``to_nir``'s metadata and ``input_norm``)."""
     import nir
 
     from ..fileio import atomic_write
-    graph = to_nir(net, dt, time_steps=time_steps, encoding=encoding, input_values=input_values)
+    graph = to_nir(net, dt, time_steps=time_steps, encoding=encoding, input_values=input_values,
+                   input_norm=input_norm)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)   # nir.write (h5py) makes no folders
     tmp = path.with_name(f".{path.name}.tmp")
@@ -224,10 +259,44 @@ def _pool_token(name: str, node) -> str:
     return f"AP{k[0]}"
 
 
-def from_nir(graph):
+def _input_norm(name: str, node, input_shape: tuple[int, ...]):
+    """The ``InputNorm`` (m, s) of an ``input_norm`` node: a 1×1 Conv2d C → C with weight 1/s (> 0) on its
+    diagonal and bias −m/s (module docstring); DataError for any other node."""
+    from ..data.norm import InputNorm
+    w = np.asarray(node.weight, dtype=np.float64)
+    b = np.asarray(node.bias, dtype=np.float64).reshape(-1) if getattr(node, "bias", None) is not None else None
+    c = input_shape[0] if len(input_shape) == 3 else None
+    what = (f"NIR node {name}: a Conv2d right after the Input that no LIF follows is read as the input "
+            "normalisation x = (v − m)/s (a 1×1 Conv2d C → C, stride 1, no padding, one weight 1/s > 0 on its "
+            "diagonal, zero elsewhere, and one bias −m/s)")
+    if c is None or w.shape != (c, c, 1, 1) or b is None or b.shape != (c,):
+        raise DataError(f"{what}; this one has weight {w.shape} for an input of shape {input_shape}")
+    geometry = tuple(_pair(getattr(node, key)) for key in ("stride", "padding", "dilation"))
+    if geometry != ((1, 1), (0, 0), (1, 1)) or int(node.groups) != 1:
+        raise DataError(f"{what}; this one has stride, padding, dilation {geometry} and groups {node.groups}")
+    diag = np.diagonal(w[:, :, 0, 0])
+    if not (np.isfinite(w).all() and np.isfinite(b).all()) or (w[:, :, 0, 0] != np.diag(diag)).any() \
+            or np.unique(diag).size != 1 or not diag[0] > 0 or np.unique(b).size != 1:
+        raise DataError(f"{what}; this one's weights or biases differ between channels, are off the diagonal, "
+                        "not > 0 or not finite numbers")
+    try:
+        return InputNorm(mean=float(-b[0] / diag[0]), std=float(1.0 / diag[0]))
+    except ValueError as exc:
+        raise DataError(f"NIR node {name}: {exc}") from None
+
+
+def from_nir(graph, *, fold_input: bool = True):
     """Rebuild a runnable neuroplast Network from an NIRGraph written by ``to_nir`` (or of that shape:
-    Input, then Affine/Conv2d → LIF, AvgPool2d and Flatten nodes, then an Affine readout → Output);
-    DataError naming what else a graph holds."""
+    Input, [an ``input_norm`` 1×1 Conv2d,] then Affine/Conv2d → LIF, AvgPool2d and Flatten nodes, then an
+    Affine readout → Output); DataError naming what else a graph holds. A graph's input normalisation is
+    folded into the first layer, so that the network takes what the graph takes (intensities), or with
+    ``fold_input=False`` left out: the trained network, on normalised inputs (``read_nir`` gives m, s)."""
+    net, norm = _from_nir(graph)
+    return fold_input_norm(net, norm) if norm is not None and fold_input else net
+
+
+def _from_nir(graph):
+    """(network without the input normalisation, its ``InputNorm`` or None) of an NIRGraph (``from_nir``)."""
     meta = dict(getattr(graph, "metadata", {}) or {})
     try:
         dt = float(meta.get("dt", 1.0))
@@ -241,6 +310,10 @@ def from_nir(graph):
     body = order[:-1]
     inp = next(v for v in graph.nodes.values() if type(v).__name__ == "Input")
     input_shape = tuple(int(x) for x in np.asarray(next(iter(inp.input_type.values()))).reshape(-1))
+    norm = None
+    if len(body) >= 2 and type(graph.nodes[body[0]]).__name__ == "Conv2d" \
+            and type(graph.nodes[body[1]]).__name__ != "LIF":
+        norm, body = _input_norm(body[0], graph.nodes[body[0]], input_shape), body[1:]
     tokens, weights, lif, pending = [], [], None, None
     for name in body:
         node = graph.nodes[name]
@@ -288,7 +361,7 @@ def from_nir(graph):
             layer.op.bias.copy_(torch.as_tensor(b, dtype=layer.op.bias.dtype))
             if current is not None:   # per-neuron constant current (v_leak) joins the bias
                 layer.op = _with_current(name, layer.op, current, net.shapes[key])
-    return net
+    return net, norm
 
 
 def _with_current(name: str, op, current: np.ndarray, out_shape: tuple[int, ...]):
@@ -311,10 +384,11 @@ def import_nir(path: str | Path):
 
 def read_nir(path: str | Path) -> tuple:
     """(network, run settings) of an NIR file: the settings are the time steps and input encoding that
-    ``export_nir`` recorded, and ``normalized_input``: whether the graph takes mean/std-normalised images
-    (False for graphs that say they take intensities and for graphs from elsewhere; for neuroplast graphs
-    exported before the metadata said so, whether their run trained on them, ``data.normalizes``);
-    DataError for malformed ones."""
+    ``export_nir`` recorded, ``normalized_input``: whether the graph takes mean/std-normalised images
+    (False for graphs that say they take intensities, that hold their normalisation as a node, and for
+    graphs from elsewhere; for neuroplast graphs exported before the metadata said so, whether their run
+    trained on them, ``data.normalizes``), and ``input_norm`` ({mean, std}) where the graph holds its
+    normalisation as a node, which the network takes folded in (``from_nir``); DataError for malformed ones."""
     import nir
     path = Path(path)
     if not path.is_file():
@@ -323,7 +397,10 @@ def read_nir(path: str | Path) -> tuple:
         graph = nir.read(str(path))
     except Exception as exc:  # truncated or not HDF5: h5py and nir raise several types
         raise DataError(f"{path} is not a readable NIR file ({type(exc).__name__}: {exc})") from None
-    net, meta, settings = from_nir(graph), dict(getattr(graph, "metadata", {}) or {}), {}
+    (net, norm), meta, settings = _from_nir(graph), dict(getattr(graph, "metadata", {}) or {}), {}
+    if norm is not None:
+        net = fold_input_norm(net, norm)   # the graph takes intensities: so does the network
+        settings["input_norm"] = {"mean": norm.mean, "std": norm.std}
     if "time_steps" in meta:
         T = meta["time_steps"]
         if not (isinstance(T, (int, np.integer)) and not isinstance(T, bool) and T >= 1):
@@ -339,6 +416,8 @@ def read_nir(path: str | Path) -> tuple:
         if _text(meta["input"]) != INPUT_INTENSITIES:
             raise DataError(f"{path}: metadata input = {_text(meta['input'])!r}; neuroplast graphs take "
                             f"{INPUT_INTENSITIES!r} (samples as intensities in [0, 1])")
+        settings["normalized_input"] = False
+    elif norm is not None:   # the graph normalises its input itself
         settings["normalized_input"] = False
     elif _text(meta.get("format", "")) == FORMAT:
         # exported before the input was recorded: the trained network itself, on the inputs it trained on

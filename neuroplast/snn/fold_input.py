@@ -15,7 +15,8 @@ map and stay as they are: flatten, dropout (identity in evaluation), average poo
 them (they keep an all-ones input all ones).
 
 This is the one place where a normalised float run becomes what a chip or an exported file is given
-(``runs.chip_view``): quantisation (``chip eval``, ``lava``), netx and NIR export.
+(``runs.chip_view``): quantisation (``chip eval``, ``lava``), netx and NIR export (where the fold would
+need a per-neuron bias, NIR holds the normalisation as a node instead: ``export.nir_graph``).
 """
 from __future__ import annotations
 
@@ -35,8 +36,9 @@ SAME_BIAS_RTOL = 1e-12
 
 
 def _ones_after(net: Network, first: str) -> torch.Tensor:
-    """An all-ones input [1, *input_shape] through the layers before ``first`` (float64)."""
-    h = torch.ones((1, *net.input_shape), dtype=torch.float64)
+    """An all-ones input [1, *input_shape] through the layers before ``first`` (float64, on the device of
+    ``first``'s weights, where W·1 is computed)."""
+    h = torch.ones((1, *net.input_shape), dtype=torch.float64, device=net.layers[first].op.weight.device)
     for name, layer in net.layers.items():
         if name == first:
             return h
@@ -65,8 +67,13 @@ def _folded_op(op: nn.Module, ones: torch.Tensor, mean: float, std: float) -> nn
     bias = (0.0 if b is None else b) - (mean / std) * w_ones
     dtype, device = op.weight.dtype, op.weight.device
     if isinstance(op, nn.Conv2d):
-        per_channel = bias[:, :1, :1].expand_as(bias)
-        if torch.allclose(bias, per_channel, rtol=SAME_BIAS_RTOL, atol=SAME_BIAS_RTOL * float(bias.abs().max())):
+        if bias.is_meta:   # no values to compare (a 'meta' network's shapes): per channel where nothing is padded
+            same = all(p == 0 for p in op.padding) if isinstance(op.padding, tuple) else op.padding == "valid"
+        else:
+            per_channel = bias[:, :1, :1].expand_as(bias)
+            same = torch.allclose(bias, per_channel, rtol=SAME_BIAS_RTOL,
+                                  atol=SAME_BIAS_RTOL * float(bias.abs().max()))
+        if same:
             new = nn.Conv2d(op.in_channels, op.out_channels, op.kernel_size, stride=op.stride, padding=op.padding,
                             dilation=op.dilation, groups=op.groups, padding_mode=op.padding_mode,
                             dtype=dtype, device=device)

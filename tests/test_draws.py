@@ -141,15 +141,15 @@ def test_chunk_generators_get_whole_random_states():
     keeps 32 bits of a manual_seed, so seeded chunks of a long run would repeat each other)."""
     assert draws._state_template() is not None   # the layout this torch uses is the known one
     g = torch.Generator().manual_seed(6)
-    states = draws._chunk_states(3, g)
-    words = torch.empty((3, draws._WORDS), dtype=torch.int64).random_(0, 1 << 32,
-                                                                       generator=torch.Generator().manual_seed(6))
-    for s, w in zip(states, words):
-        assert torch.equal(s[draws._OFFSET:draws._OFFSET + 8 * draws._WORDS].view(torch.int64), w)
-        chunk = torch.Generator()
-        chunk.set_state(s)
-        torch.randn(5, generator=chunk)   # a valid state
+    words, seeds = draws._chunk_states(3, g)
+    assert seeds is None
+    assert torch.equal(words, torch.empty((3, draws._WORDS), dtype=torch.int64).random_(
+        0, 1 << 32, generator=torch.Generator().manual_seed(6)))
+    chunk = torch.Generator()
+    for i in range(3):
+        draws._set_chunk(chunk, words, None, i)
+        assert torch.equal(chunk.get_state()[draws._OFFSET:draws._OFFSET + 8 * draws._WORDS].view(torch.int64),
+                           words[i])
     z = draws.normal(3 * draws.CHUNK, torch.Generator().manual_seed(6), "cpu")
-    first = torch.Generator()
-    first.set_state(states[0])
-    assert torch.equal(z[: draws.CHUNK], torch.empty(draws.CHUNK).normal_(generator=first))
+    draws._set_chunk(chunk, words, None, 0)
+    assert torch.equal(z[: draws.CHUNK], torch.empty(draws.CHUNK).normal_(generator=chunk))

@@ -80,16 +80,23 @@ def _state_template() -> Tensor | None:
     return state
 
 
-def _chunk_states(k: int, generator: torch.Generator | None) -> list[Tensor] | list[int]:
-    """k generator states, each with 624 random mt19937 words from ``generator``; k 63-bit seeds
-    instead where torch's state layout is not the known one."""
-    template = _state_template()
-    if template is None:
-        return torch.empty(k, dtype=torch.int64).random_(generator=generator).tolist()
-    words = torch.empty((k, _WORDS), dtype=torch.int64).random_(0, 1 << 32, generator=generator)
-    states = template.repeat(k, 1)
-    states[:, _OFFSET:_OFFSET + 8 * _WORDS] = words.view(torch.uint8).view(k, -1)
-    return [s.clone() for s in states]   # set_state needs a tensor of its own (a row view crashes torch)
+def _chunk_states(k: int, generator: torch.Generator | None) -> tuple[Tensor | None, list[int] | None]:
+    """(the 624 random mt19937 words of each of k chunk generators [k, 624] drawn from ``generator``,
+    None) or, where torch's state layout is not the known one, (None, k 63-bit seeds). One serial draw:
+    a parallel op here would leave torch's OpenMP threads spinning on the core the pool needs."""
+    if _state_template() is None:
+        return None, torch.empty(k, dtype=torch.int64).random_(generator=generator).tolist()
+    return torch.empty((k, _WORDS), dtype=torch.int64).random_(0, 1 << 32, generator=generator), None
+
+
+def _set_chunk(g: torch.Generator, words: Tensor | None, seeds: list[int] | None, i: int) -> None:
+    """Put chunk i's generator state into ``g`` (small serial copies: this runs on the pool threads)."""
+    if words is None:
+        g.manual_seed(seeds[i])
+        return
+    state = _state_template().clone()   # set_state needs a tensor of its own (a row view crashes torch)
+    state[_OFFSET:_OFFSET + 8 * _WORDS].copy_(words[i].view(torch.uint8))
+    g.set_state(state)
 
 
 def fill_(out: Tensor, fill: Callable[[Tensor, torch.Generator | None], object],
@@ -104,17 +111,14 @@ def fill_(out: Tensor, fill: Callable[[Tensor, torch.Generator | None], object],
         return out
     flat = out.view(-1)
     k = -(-n // CHUNK)
-    states = _chunk_states(k, generator)
+    words, seeds = _chunk_states(k, generator)
     inference = torch.is_inference_mode_enabled()   # thread-local: the pool threads take the caller's
 
     def run(lo: int, hi: int) -> None:
         g = _thread_generator()
         with torch.inference_mode(inference):
             for i in range(lo, hi):
-                if isinstance(states[i], int):
-                    g.manual_seed(states[i])
-                else:
-                    g.set_state(states[i])
+                _set_chunk(g, words, seeds, i)
                 fill(flat[i * CHUNK:(i + 1) * CHUNK], g)
 
     threads = torch.get_num_threads()

@@ -54,7 +54,7 @@ from neuroplast.data.norm import InputNorm
 from neuroplast.experiment import make_optimizer
 from neuroplast.fileio import atomic_write_json, atomic_write_text
 from neuroplast.learn import ce_mse_loss, make_rule
-from neuroplast.snn import build_network
+from neuroplast.snn import build_network, draws
 from neuroplast.snn.fold_input import fold_input_norm
 from neuroplast.snn.layers import Readout, SpikingLayer
 
@@ -189,11 +189,11 @@ def machine_rate(arch: str, T: int, B: int, device: torch.device) -> tuple[float
     return rates[best], best
 
 
-def rng_time(n: int, device: torch.device, repeats: int = 10) -> float:
-    """Seconds to draw n float32 N(0, 1) numbers with a torch.Generator (median of repeats)."""
+def rng_time(sizes: list[int], device: torch.device, repeats: int = 10) -> float:
+    """Seconds to draw float32 N(0, 1) numbers as OPZO draws them: one engine draw (``snn.draws``,
+    chunked over the CPU threads) of each size in ``sizes`` (median of repeats)."""
     g = torch.Generator(device).manual_seed(0)
-    out = torch.empty(n, device=device)
-    return median_seconds(lambda: out.normal_(generator=g), device, repeats)
+    return median_seconds(lambda: [draws.normal(n, g, device) for n in sizes], device, repeats)
 
 
 def representative_gemm(arch: str, T: int, B: int) -> tuple[int, int, int]:
@@ -381,8 +381,10 @@ def bench_net(key: str, methods: list[str], steps: int, warmup: int, device, dat
         for m, f in fns.items():
             rows[m]["breakdown_ms"] = breakdown(f)
     if "opzo" in rows:  # OPZO's Gaussian draws alone: a floor no engine change removes
-        draws = fns["opzo"]().noise_draws
-        rows["opzo"].update(noise_draws=draws, rng_ms=1000 * rng_time(draws, device))
+        n_drawn = fns["opzo"]().noise_draws
+        per_layer = [B * math.prod(nets["opzo"].shapes[k]) for k in nets["opzo"].spiking_layers()]
+        sizes = per_layer * (n_drawn // sum(per_layer))   # one draw per layer at every drawn step
+        rows["opzo"].update(noise_draws=n_drawn, rng_ms=1000 * rng_time(sizes, device))
     return {"arch": arch, "T": T, "batch": B, "input": source, "gemm": list(representative_gemm(arch, T, B)),
             "gemm_gflops": rate / 1e9, "rate_kernel": kernel, "other_load_cores": load, "steps": steps, "warmup": warmup, "rows": rows}
 
@@ -497,7 +499,7 @@ def write_report(res: dict, path: Path) -> None:
         if "rng_ms" in rows.get("opzo", {}) and "bptt" in rows:
             r = rows["opzo"]
             notes.append(f"opzo draws {r['noise_draws'] / 1e6:.2f} M Gaussians per step, {r['rng_ms']:.1f} ms alone "
-                         f"(torch.Generator); (opzo − draws) / BPTT = "
+                         f"(the engine's chunked draws, `snn/draws.py`); (opzo − draws) / BPTT = "
                          f"{(r['ms_median'] - r['rng_ms']) / rows['bptt']['ms_median']:.2f}")
         for m in ("dfa", "opzo"):
             if f"{m}+compile" in rows and "bptt+compile" in rows:

@@ -79,33 +79,6 @@ def test_folded_online_rules_draw_as_the_step_loop_with_chunked_draws(method, mo
     for k in grads[0]:
         torch.testing.assert_close(grads[0][k], grads[1][k], rtol=1e-6, atol=1e-6)
 
-
-@pytest.mark.parametrize("estimator", ["localzo:m=2", "asgl:p=0.5"])
-def test_bptt_draws_as_the_step_loop_with_chunked_draws(estimator, monkeypatch):
-    monkeypatch.setattr(draws, "CHUNK", 8)
-    grads = []
-    for fast in (True, False):
-        net = build_network("20-16-D0.3-12-3", input_shape=(20,), num_classes=3, estimator=estimator,
-                            generator=torch.Generator().manual_seed(0)).double()
-        net.train()
-        net.seed_draws(5)
-        x = torch.rand(5, 4, 20, generator=torch.Generator().manual_seed(1), dtype=torch.float64) * 2
-        if fast:
-            o = net.simulate(x).logits
-        else:
-            state, outs = net.init_state(), []
-            for t in range(5):
-                out, state, _ = net.step(x[t], state)
-                outs.append(out)
-            o = torch.stack(outs).mean(0)
-        CEMSELoss()(o, torch.tensor([0, 1, 2, 1])).backward()
-        grads.append({k: p.grad for k, p in net.named_parameters() if p.grad is not None})
-    assert grads[0]["layers.dense1.op.weight"].abs().sum() > 0
-    for k in grads[0]:
-        torch.testing.assert_close(grads[0][k], grads[1][k], rtol=1e-10, atol=1e-12)
-
-
-
 def _child_pool(queue):
     queue.put(draws._pool is None)
 

@@ -52,7 +52,8 @@ def cmd_export(args) -> dict:
         print(f"wrote {path} (NIR graph of {trained.arch})", file=sys.stderr)
         return {"out": str(path), "format": fmt, "arch": trained.arch}
     net, data = chip_view(trained, data)   # the chip takes intensities in [0, 1]: a normalisation is folded in
-    from .chip.quantize import GRADED_INPUT, input_grid
+    from .chip.fixed_network import GRADED_INPUT
+    from .chip.quantize import input_grid
     from .export.netx import export_netx, netx_fixed
     # inputs on a coarser grid (digits: 17 grey levels) go as exact smaller payloads: finer first-layer weights
     scale = input_grid(torch.cat([data.train.x.flatten(), data.test.x.flatten()])) if cfg.encoding == "direct" \

@@ -64,7 +64,7 @@ def cmd_lava(args) -> dict:
     ``float_pred`` is the trained network's own prediction on its own inputs."""
     import torch
 
-    from .chip.quantize import run_steps
+    from .chip.fixed_network import run_steps
     from .data import encode
     cfg, (trained, trained_data), net, data, steps, fixed = _setup(args)
     if getattr(args, "learn", False):

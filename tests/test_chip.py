@@ -102,7 +102,7 @@ def test_fixed_simulation_of_a_constant_input_equals_the_stepped_input(arch, sha
 def test_fixed_simulation_in_windows_of_steps_equals_one_window(monkeypatch, timing):
     """Windows of a few steps (state and Lava's held product carried over) give the integers of one
     window over all steps, the drain steps of Lava timing included."""
-    import neuroplast.chip.quantize as q
+    import neuroplast.chip.fixed_network as q
     net = build_network("1x8x8-6C3-AP2-12-FC", input_shape=(1, 8, 8), num_classes=10,
                         generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
@@ -296,7 +296,7 @@ def test_lava_timing_runs_until_the_last_input_step_reaches_the_readout(arch):
     """Each of the n synapses delays by one step, so input at step T − 1 reaches the readout at step
     T − 1 + n: the run takes T + n steps. Without biases the Lava-timed run is the sync run of the same
     integers delayed by n steps (readout v zero for the first n); input at the last step alone moves v_out."""
-    from neuroplast.chip.quantize import FixedNetwork
+    from neuroplast.chip.fixed_network import FixedNetwork
     net = build_network(arch, input_shape=(16,), num_classes=4, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         for name, p in net.named_parameters():

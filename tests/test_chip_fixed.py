@@ -173,7 +173,7 @@ def test_float_product_gives_the_integers_of_int_product(weight_exp):
 
 def test_fixed_synapse_remakes_its_weights_when_the_mantissas_change():
     """The synapse makes 2m and its float copies once; an in-place change or a new m is seen."""
-    from neuroplast.chip.quantize import FixedSynapse
+    from neuroplast.chip.fixed_network import FixedSynapse
     g = torch.Generator().manual_seed(4)
     syn = FixedSynapse(torch.randint(-128, 128, (5, 40), generator=g), -1, 1, 1.0)
     x = torch.rand(3, 40, generator=g) < 0.5

@@ -39,9 +39,10 @@ from .fixed import (
     check_numerics,
     int_lif_fire,
 )
+from .fixed_network import GRADED_INPUT
 from .hardware import Chip
 from .numerics import EXACT, INTEGER, Arith
-from .quantize import GRADED_INPUT, threshold_scale
+from .quantize import threshold_scale
 from .rng import Stream
 
 Tensor = torch.Tensor

@@ -43,13 +43,8 @@ import numpy as np
 import torch
 
 from ..chip.fixed import BIAS_MANT_MAX, DECAY_MAX, VTH_MAX, IntLIFParams
-from ..chip.quantize import (
-    GRADED_INPUT,
-    FixedLayer,
-    FixedNetwork,
-    FixedSynapse,
-    quantize,
-)
+from ..chip.fixed_network import GRADED_INPUT, FixedLayer, FixedNetwork, FixedSynapse
+from ..chip.quantize import quantize
 from ..errors import DataError, SpecError
 from ..snn.layers import Pool, SpikingLayer
 

@@ -57,7 +57,7 @@ def compare_sample(fixed, x_int: torch.Tensor, sample: int = 0, timeout: float =
 def float_reference(net, x: torch.Tensor) -> dict[str, dict[str, np.ndarray]]:
     """The engine's float LIF (``lif_step``) with Lava's timing (one step of delay per Dense, biases
     from the first step): per layer the membrane after reset v [steps, N] and spikes, float64."""
-    from ..chip.quantize import run_steps
+    from ..chip.fixed_network import run_steps
     from ..snn.neurons import lif_step
     from ..snn.spikefn import heaviside
     from .network import float_layers

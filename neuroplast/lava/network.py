@@ -28,7 +28,7 @@ from lava.proc.lif.process import LIF
 from lava.proc.monitor.process import Monitor
 
 from ..chip.fixed import lava_weights
-from ..chip.quantize import run_steps
+from ..chip.fixed_network import run_steps
 from ..errors import NeuroplastError, SpecError
 
 

@@ -23,8 +23,8 @@ import torch
 
 Tensor = torch.Tensor
 
-#: numbers per chunk: large enough that seeding its generator (~2 µs) is noise, small enough that
-#: the draws of one layer and step spread over the threads
+#: numbers per chunk: large enough that setting its generator's state (a few µs) is noise, small
+#: enough that the draws of one layer and step spread over the threads
 CHUNK = 1 << 16
 
 _local = threading.local()
@@ -103,8 +103,8 @@ def fill_(out: Tensor, fill: Callable[[Tensor, torch.Generator | None], object],
           generator: torch.Generator | None) -> Tensor:
     """Fill the contiguous tensor ``out`` in place with ``fill(part, gen)`` (e.g. ``part.normal_(
     generator=gen)``): at once from ``generator`` up to ``CHUNK`` numbers or off the CPU, else chunk
-    by chunk from generators whose states are drawn from ``generator``, shared among the calling thread and a pool of
-    (torch's intra-op thread count − 1) threads."""
+    by chunk from generators whose states are drawn from ``generator``, shared among the calling
+    thread and a pool of (torch's intra-op thread count − 1) threads."""
     n = out.numel()
     if n <= CHUNK or out.device.type != "cpu" or (generator is not None and generator.device.type != "cpu"):
         fill(out, generator)

@@ -38,8 +38,13 @@ def build(spec: str, registry: Mapping[str, type], noun: str) -> Any:
     if name not in registry:
         raise SpecError(f"unknown {noun} {name!r}; valid {noun}s: {', '.join(sorted(registry))}")
     cls = registry[name]
-    valid = [p for p in inspect.signature(cls.__init__).parameters if p not in ("self", "args", "kwargs")]
-    unknown = sorted(set(opts) - set(valid))
+    params = {k: p for k, p in inspect.signature(cls.__init__).parameters.items() if k not in ("self", "args", "kwargs")}
+    unknown = sorted(set(opts) - set(params))
     if unknown:
-        raise SpecError(f"{noun} {name!r} has no option(s) {unknown}; valid options: {valid}")
+        raise SpecError(f"{noun} {name!r} has no option(s) {unknown}; valid options: {list(params)}")
+    for key, value in opts.items():
+        kind = str(params[key].annotation)   # e.g. "float", "bool | int", "int | str" (postponed annotations)
+        if isinstance(value, str) and kind != str(inspect.Parameter.empty) and "str" not in kind:
+            raise SpecError(f"{noun} {name!r}: option {key}={value!r} must be a number ({kind}), "
+                            f"e.g. {name}:{key}={params[key].default!r}")
     return cls(**opts)

@@ -565,3 +565,27 @@ def test_bench_table_counts_diverged_seeds_instead_of_crashing_or_dropping_them(
     assert cells["diverged@20"] == 1 and cells["loss@20"] == [2.0, pytest.approx(math.sqrt(2))]
     assert cells["acc@20"][0] == pytest.approx(0.6)
     assert table_cells([bad], (20,)) == {"loss@20": None, "acc@20": None, "diverged@20": 1}
+
+
+def test_meta_training_that_keeps_diverging_stops_instead_of_restoring_forever(tmp_path, monkeypatch):
+    """Every meta-step non-finite: after MAX_RESTORE_STREAK restores in a row it stops (exit code 1)."""
+    import neuroplast.optim.meta as meta
+    from neuroplast.errors import TrainingDiverged
+
+    def diverging(model, problem, theta, state, t, l0, horizon, cfg, graph=True):
+        return torch.tensor(float("inf"), requires_grad=True), theta, state, l0
+    monkeypatch.setattr(meta, "_segment_loss", diverging)
+    with pytest.raises(TrainingDiverged, match="lower --meta-lr or --scale-lr"):
+        meta_train(MetaConfig(**{**QUAD, "meta_iters": 4, "eval_every": 2, "eval_seeds": 1}), tmp_path / "m",
+                   progress=False)
+
+
+def test_a_diverged_evaluation_is_no_good_state_and_history_is_strict_json(tmp_path):
+    """A step size of 1e9 blows the held-out loss up: that LSTM must not become the state a NaN restores
+    (the run went on restoring it forever), and history.jsonl holds null, not the non-standard Infinity."""
+    import json
+    cfg = MetaConfig(**{**QUAD, "meta_iters": 4, "eval_every": 2, "eval_seeds": 1, "scale_lr": 1e9})
+    summary = meta_train(cfg, tmp_path / "m", progress=False)
+    rows = [json.loads(line, parse_constant=lambda c: pytest.fail(f"non-standard JSON {c}"))
+            for line in (tmp_path / "m" / "history.jsonl").read_text().splitlines()]
+    assert rows[0]["score"] is not None and math.isfinite(summary["best_score"])

@@ -363,3 +363,15 @@ def test_reruns_see_the_steps_dropout_mask_and_spike_noise_and_change_no_later_d
     assert len(same) == 4 and all(same)
     _, z_running = run("running")   # no reruns of its own: the same later draws
     assert all(torch.equal(z_clean[k], z_running[k]) for k in z_clean)
+
+
+@pytest.mark.parametrize("spec,build", [("opzo:sigma=abc", "rule"), ("zo:sigma=x", "rule"),
+                                        ("localzo:m=abc", "estimator"), ("sigmoid:k=abc", "estimator")])
+def test_a_non_numeric_option_value_is_a_spec_error_naming_it(spec, build):
+    """Before, the text reached the constructor: a ValueError/TypeError traceback and exit code 1."""
+    from neuroplast.snn import make_estimator
+    with pytest.raises(SpecError, match=f"option {spec.split(':')[1].split('=')[0]}=.* must be a number"):
+        (make_rule if build == "rule" else make_estimator)(spec)
+    # options that take words still do
+    assert make_rule("opzo:ll=trained,noise=rademacher").noise_kind == "rademacher"
+    assert make_estimator("localzo:dist=uniform").dist == "uniform"

@@ -51,8 +51,8 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
-from ..errors import SpecError, UserError
-from ..fileio import atomic_write_json, atomic_write_text, check_output_dir
+from ..errors import SpecError, TrainingDiverged, UserError
+from ..fileio import atomic_write_json, atomic_write_text, check_output_dir, json_finite
 from ..spec import check_types
 from .learned import load_checkpoint, save_checkpoint
 from .lstm import VARIANTS, CoordinateLSTM, detach_state
@@ -337,6 +337,8 @@ def _meta_optimizer(model: CoordinateLSTM, cfg: MetaConfig) -> torch.optim.Adam:
 
 #: settings a resumed meta-training may change; every other one must equal the checkpoint's
 RESUMABLE = ("meta_iters", "eval_every", "save_every_s", "data_dir")
+#: non-finite meta-losses in a row (each restoring the last good LSTM) after which meta-training stops
+MAX_RESTORE_STREAK = 20
 #: version of the ``resume`` entry of last.pt (the state besides the LSTM that an exact continuation needs)
 RESUME_VERSION = 1
 
@@ -402,6 +404,7 @@ def meta_train(cfg: MetaConfig, out: str | Path, *, resume: bool = False, overwr
     # the optimizee in progress: problem (of seed problem_seed) at step t; θ, LSTM state and L_0 (truncated
     # BPTT) or the PES particles
     problem, problem_seed, t, theta, state, l0, particles = None, None, 0, None, None, None, []
+    streak = 0           # non-finite meta-losses in a row (MAX_RESTORE_STREAK)
     wall_before = 0.0     # wall time of the run before this resume (history's wall_s counts on from it)
     if saved is not None:
         good = (saved["good_model"], saved["good_opt"])
@@ -441,7 +444,7 @@ def meta_train(cfg: MetaConfig, out: str | Path, *, resume: bool = False, overwr
         row = {"iteration": it, **ev, "step_size": float(model.log_scale.detach().exp()),
                "beta1": model.beta1_value(), "wall_s": time.perf_counter() - t0}
         history.append(row)
-        atomic_write_text(out / "history.jsonl", "".join(json.dumps(r) + "\n" for r in history))
+        atomic_write_text(out / "history.jsonl", "".join(json.dumps(json_finite(r)) + "\n" for r in history))
         if progress:   # a line per evaluation also when stderr is no terminal (runs in the background)
             held = ", ".join(f"@{h} {v:.4f}" for h, v in ev["loss_at"].items())
             tqdm.write(f"meta-train: iteration {it}/{cfg.meta_iters}: held-out loss {held}; step size "
@@ -449,6 +452,7 @@ def meta_train(cfg: MetaConfig, out: str | Path, *, resume: bool = False, overwr
         if ev["score"] < best_score:
             best_score = ev["score"]
             checkpoint(out / "best.pt")
+        return ev["score"]
 
     if it == 0 and not history:
         record_eval()   # the untrained optimizer (Adam-like at init_lr for the adam variant) is a candidate too
@@ -484,6 +488,11 @@ def meta_train(cfg: MetaConfig, out: str | Path, *, resume: bool = False, overwr
             finite = math.isfinite(float(norm))
         if not finite:  # restore the last good LSTM, drop the optimizee
             restores += 1
+            streak += 1
+            if streak > MAX_RESTORE_STREAK:
+                raise TrainingDiverged(
+                    f"meta-training diverged: {streak} non-finite meta-losses in a row at iteration {it}, each from the "
+                    f"last good LSTM; lower --meta-lr or --scale-lr (now {cfg.meta_lr:g}, {cfg.scale_lr:g})")
             model.load_state_dict(good[0])
             opt.load_state_dict(copy.deepcopy(good[1]))   # Adam adopts the tensors it is given and steps them in place
             tqdm.write(f"meta-train: non-finite meta-loss at iteration {it}; restored the last good LSTM "
@@ -492,11 +501,12 @@ def meta_train(cfg: MetaConfig, out: str | Path, *, resume: bool = False, overwr
             continue
         opt.step()
         it += 1
+        streak = 0
         bar.update(1)
         bar.set_postfix(meta_loss=f"{float(meta_loss.detach()):.4g}", lr=f"{float(model.log_scale.detach().exp()):.3g}")
         if it % cfg.eval_every == 0 or it == cfg.meta_iters:
-            record_eval()
-            good = (copy.deepcopy(model.state_dict()), copy.deepcopy(opt.state_dict()))
+            if math.isfinite(record_eval()):   # an LSTM whose held-out loss diverges is no good state to restore
+                good = (copy.deepcopy(model.state_dict()), copy.deepcopy(opt.state_dict()))
             checkpoint(last, resumable=True)
             saved_at = time.perf_counter()
         elif time.perf_counter() - saved_at > cfg.save_every_s:   # resumable between evaluations too

@@ -51,8 +51,8 @@ def main() -> int:
              "| variant | iteration | loss @200 | loss @600 | step size |", "|---|---|---|---|---|"]
     for v, rows in hist.items():
         for r in rows:
-            lines.append(f"| `{v}` | {r['iteration']} | {r['loss_at']['200']:.4f} | {r['loss_at']['600']:.4f} | "
-                         f"{r['step_size']:.4f} |")
+            lines.append(f"| `{v}` | {r['iteration']} | {_num(r['loss_at']['200'])} | {_num(r['loss_at']['600'])} | "
+                         f"{_num(r['step_size'])} |")
     lines += ["", "Meta-iterations run: " + ", ".join(f"`{v}` {rows[-1]['iteration']}" for v, rows in hist.items())
               + " (of 300; a run stopped early was stopped once its trend was clear)."]
     if bench:
@@ -99,3 +99,8 @@ def _plot(hist: dict, path: Path) -> None:
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+def _num(x) -> str:
+    """A history value to 4 decimals; "diverged" for null (history.jsonl writes non-finite values as null)."""
+    return "diverged" if x is None else f"{x:.4f}"

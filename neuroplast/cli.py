@@ -14,7 +14,7 @@ from pathlib import Path
 from . import cli_chip, cli_export, cli_lava, cli_meta
 from .data import dataset_names
 from .errors import Interrupted, NeuroplastError, UserError
-from .fileio import check_output_dir
+from .fileio import check_output_dir, json_finite
 from .spec import TrainConfig, config_from_dict, load_task_file
 
 #: the demo: digits, 64-256-10 SNN, BPTT, reaches >= 95% test accuracy in well under 2 min on 2 cores
@@ -249,7 +249,7 @@ def _main(argv: list[str] | None) -> int:
         print(f"neuroplast: failed: {exc}", file=sys.stderr)
         return 1
     if args.json:
-        print(json.dumps(result, sort_keys=True))
+        print(json.dumps(json_finite(result), sort_keys=True))   # strict JSON: null for inf/nan
     return 1 if isinstance(result, dict) and result.get("ok") is False else 0   # e.g. an equivalence check failed
 
 

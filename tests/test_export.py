@@ -81,6 +81,9 @@ def _only(g, names):
     ("64-16-10", (64,), lambda g: _only(g, ["input"]), r"ends with its Input before its Output"),
     ("1x8x8-4C3-16-FC", (1, 8, 8), lambda g: setattr(g.nodes["conv1_syn"], "padding", (0, 0)),
      r"conv1_syn: Conv2d with stride \(1, 1\), padding \(0, 0\), .* padding k//2 = 1"),
+    # a first conv followed by another neuron model is a synapse (named as such), not the input_norm node
+    ("1x8x8-4C3-16-FC", (1, 8, 8), lambda g: g.nodes.__setitem__("conv1", nir.IF(
+        r=g.nodes["conv1"].r, v_threshold=g.nodes["conv1"].v_threshold)), r"conv1_syn \(Conv2d\) is followed by conv1 \(IF\)"),
 ])
 def test_graphs_the_importer_cannot_represent_are_refused(arch, shape, change, message, tmp_path, capsys):
     g = to_nir(_net(arch, shape, threshold=0.5))

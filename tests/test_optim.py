@@ -589,3 +589,5 @@ def test_a_diverged_evaluation_is_no_good_state_and_history_is_strict_json(tmp_p
     rows = [json.loads(line, parse_constant=lambda c: pytest.fail(f"non-standard JSON {c}"))
             for line in (tmp_path / "m" / "history.jsonl").read_text().splitlines()]
     assert rows[0]["score"] is not None and math.isfinite(summary["best_score"])
+    json.loads((tmp_path / "m" / "summary.json").read_text(),
+               parse_constant=lambda c: pytest.fail(f"non-standard JSON {c} in summary.json"))

@@ -375,3 +375,10 @@ def test_a_non_numeric_option_value_is_a_spec_error_naming_it(spec, build):
     # options that take words still do
     assert make_rule("opzo:ll=trained,noise=rademacher").noise_kind == "rademacher"
     assert make_estimator("localzo:dist=uniform").dist == "uniform"
+
+
+def test_on_chip_training_refuses_a_non_numeric_sigma(capsys):
+    """On-chip learning parses its own options: a word for sigma is a one-line error (exit 2), no traceback."""
+    assert main(["train", "--task", "digits", "--precision", "loihi2", "--method", "opzo:sigma=abc", "--epochs", "1",
+                 "--no-progress"]) == 2
+    assert "option sigma='abc' must be a number" in capsys.readouterr().err

@@ -29,6 +29,10 @@ def train_onchip(cfg, run, *, progress: bool, on_epoch=None):
     if unknown:
         raise SpecError(f"on-chip {name} takes the options sigma, beta, noise (rademacher|gaussian) and site "
                         f"(after|before); got {unknown}")
+    for key in ("sigma", "beta"):
+        if key in opts and (isinstance(opts[key], str) or isinstance(opts[key], bool)):
+            raise SpecError(f"on-chip {name}: option {key}={opts[key]!r} must be a number, e.g. {name}:{key}="
+                            f"{0.5 if key == 'sigma' else 0.99}")
     beta = float(opts.get("beta", 0.99))
     if not 0.0 <= beta < 1.0:
         raise SpecError(f"opzo needs a momentum beta in [0, 1), got {beta}")

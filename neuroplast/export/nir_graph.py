@@ -171,6 +171,10 @@ def export_nir(net, path: str | Path, dt: float = 1.0, *, time_steps: int | None
     return path
 
 
+#: NIR neuron nodes: a Conv2d right after the Input that one of these follows is a synapse, not the input_norm node
+NEURON_NODES = ("LIF", "IF", "CubaLIF", "LI", "CubaLI", "I")
+
+
 def _chain(graph) -> list[str]:
     """Node names after the Input, in order; DataError unless the graph is one chain through every node."""
     inputs = [k for k, v in graph.nodes.items() if type(v).__name__ == "Input"]
@@ -311,8 +315,9 @@ def _from_nir(graph):
     inp = next(v for v in graph.nodes.values() if type(v).__name__ == "Input")
     input_shape = tuple(int(x) for x in np.asarray(next(iter(inp.input_type.values()))).reshape(-1))
     norm = None
-    if len(body) >= 2 and type(graph.nodes[body[0]]).__name__ == "Conv2d" \
-            and type(graph.nodes[body[1]]).__name__ != "LIF":
+    first = graph.nodes[body[0]] if body else None
+    if len(body) >= 2 and type(first).__name__ == "Conv2d" and type(graph.nodes[body[1]]).__name__ not in NEURON_NODES \
+            and tuple(np.asarray(first.weight).shape[1:]) == (input_shape[0], 1, 1):   # a 1×1 map of the input channels
         norm, body = _input_norm(body[0], graph.nodes[body[0]], input_shape), body[1:]
     tokens, weights, lif, pending = [], [], None, None
     for name in body:

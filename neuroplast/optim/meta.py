@@ -518,5 +518,5 @@ def meta_train(cfg: MetaConfig, out: str | Path, *, resume: bool = False, overwr
         checkpoint(out / "best.pt")
     summary = {"out": str(out), "iterations": it, "best_score": best_score, "restores": restores,
                "history": history, "wall_s": time.perf_counter() - t0, "config": asdict(cfg)}
-    atomic_write_json(out / "summary.json", summary)
+    atomic_write_json(out / "summary.json", json_finite(summary))
     return summary

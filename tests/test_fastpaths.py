@@ -166,6 +166,45 @@ def test_online_rules_with_time_folded_match_the_steplif_reference(method, windo
             torch.testing.assert_close(r_fast.feedback[k], r_ref.feedback[k], **TOL)
 
 
+@pytest.mark.parametrize("method", ["dfa", "opzo"])
+@pytest.mark.parametrize("arch,shape", [("16-12-10-10", (16,)), ("1x8x8-4C3-AP2-12-FC", (1, 8, 8))])
+def test_top_down_gate_in_slices_matches_the_step_loop(method, arch, shape, monkeypatch):
+    """The top-down signals e·M go through the gates a few rows at a time (batched.SLICE): slices of
+    1 and 3 of the 4 samples (a remainder slice) give the step loop's gradients and feedback."""
+    ref, g_ref, r_ref = _rule_run(arch, shape, method, False)
+    for rows in (1, 3):
+        monkeypatch.setattr(batched, "SLICE", rows * 12)   # 12 = the smallest N_l of the nets here
+        fast, g_fast, r_fast = _rule_run(arch, shape, method, True)
+        assert set(g_ref) == set(g_fast)
+        for k in g_ref:
+            torch.testing.assert_close(g_fast[k], g_ref[k], **TOL)
+        for k in getattr(r_ref, "feedback", {}):
+            torch.testing.assert_close(r_fast.feedback[k], r_ref.feedback[k], **TOL)
+
+
+def test_time_folded_rules_train_a_first_conv_with_per_neuron_bias():
+    """A first conv with one bias per neuron (``NeuronBiasConv2d``, a folded input normalisation) on a
+    constant input: its bias gradient keeps the bias's [C, H, W] shape and equals the step loop's."""
+    from neuroplast.data.norm import InputNorm
+    from neuroplast.snn.fold_input import fold_input_norm
+    from neuroplast.snn.synapse import NeuronBiasConv2d
+    grads = []
+    for fold in (False, True):
+        net = build_network("1x8x8-4C3-AP2-12-FC", input_shape=(1, 8, 8), num_classes=10,
+                            generator=torch.Generator().manual_seed(0)).double()
+        net = fold_input_norm(net, InputNorm(0.13, 0.31))
+        first = net.layers[next(iter(net.layers))].op
+        assert isinstance(first, NeuronBiasConv2d)
+        rule = make_rule("dfa")
+        rule.generator, rule.fold_time = torch.Generator().manual_seed(3), fold
+        x = encode("direct", torch.rand(4, 1, 8, 8, generator=torch.Generator().manual_seed(1), dtype=torch.float64), 5)
+        rule.compute_grads(net, x, torch.tensor([0, 3, 5, 9]), CEMSELoss())
+        assert first.bias.grad.shape == first.bias.shape
+        grads.append({k: p.grad for k, p in net.named_parameters()})
+    for k in grads[0]:
+        torch.testing.assert_close(grads[1][k], grads[0][k], **TOL)
+
+
 def test_readout_only_control_with_time_folded():
     _, g_ref, _ = _rule_run("16-12-10", (16,), "dfa", False, readout_only=True)
     _, g_fast, _ = _rule_run("16-12-10", (16,), "dfa", True, readout_only=True)

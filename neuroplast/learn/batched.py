@@ -21,11 +21,14 @@ in another order); the rules fall back to the step loop otherwise.
 """
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
+
 import torch
 
 from ..snn import lif_fused, lif_scan
 from ..snn.layers import Dropout, Flatten, Pool, Readout, SpikingLayer
-from ..snn.spikefn import SurrogateEstimator
+from ..snn.spikefn import SurrogateEstimator, gate
 from ..snn.synapse import synapse
 
 Tensor = torch.Tensor
@@ -91,14 +94,21 @@ class _ConstantTraced(torch.autograd.Function):
         # one pass over g: row 0 = Σ_t c_t·g[t] (the weight's), row 1 = Σ_t g[t] (the bias's)
         rows = torch.tensor([c, [1.0] * len(c)], dtype=g.dtype, device=g.device)
         sums = (rows if op.bias is not None else rows[:1]) @ g.reshape(len(c), -1)
-        gw = sums[0].view(g.shape[1:])
-        if isinstance(op, torch.nn.Linear):
-            grad_w = gw.t() @ x
-            grad_b = sums[1].view(g.shape[1:]).sum(0) if op.bias is not None else None
-        else:
-            grad_w = torch.nn.grad.conv2d_weight(x, op.weight.shape, gw, op.stride, op.padding)
-            grad_b = sums[1].view(g.shape[1:]).sum((0, 2, 3)) if op.bias is not None else None
-        return None, grad_w, grad_b, None, None
+        shape = g.shape[1:]
+        return (None, *constant_input_grads(op, x, sums[0].view(shape),
+                                            sums[1].view(shape) if op.bias is not None else None), None, None)
+
+
+def constant_input_grads(op, x: Tensor, weighted: Tensor, total: Tensor | None) -> tuple[Tensor, Tensor | None]:
+    """(∂L/∂W, ∂L/∂b) of I[t] = W ⊛ x + b with x constant in time, from ``weighted`` = Σ_t c_t·∂L/∂I[t]
+    (x̂[t] = c_t·x) and ``total`` = Σ_t ∂L/∂I[t] (None without a bias), both [B, ...] like I[t]."""
+    if isinstance(op, torch.nn.Linear):
+        grad_w = weighted.t() @ x
+        return grad_w, total.sum(0) if total is not None else None
+    grad_w = torch.nn.grad.conv2d_weight(x, op.weight.shape, weighted, op.stride, op.padding)
+    if total is None:
+        return grad_w, None
+    return grad_w, total.sum(0) if op.bias.dim() == 3 else total.sum((0, 2, 3))   # per neuron / per channel
 
 
 def _traces(h: Tensor, decay: float, prev: Tensor | None) -> Tensor:
@@ -142,6 +152,17 @@ def _fold(fn, *xs):
     return y.unflatten(0, (T, -1))
 
 
+@dataclass
+class SpikingWindow:
+    """One spiking layer in the last window: what ``top_down_backward`` needs to apply a signal to it."""
+
+    current: Tensor                     # I[t0:t1] [K, B, ...], graph-connected to the synapse
+    U: Tensor                           # u[t0:t1], detached
+    threshold: float
+    derivative: Callable                # h' of the layer's estimator
+    constant: tuple | None = None       # (x, op, [c_t]) of a first layer on a constant input
+
+
 class CutSimulator:
     """Runs windows of steps of one sequence, carrying neuron states and traces between windows
     (a window of K steps holds O(K) memory, so memory stays flat in T for T > K)."""
@@ -151,6 +172,7 @@ class CutSimulator:
         self.state: dict[str, tuple[Tensor, Tensor]] = {}
         self.traces: dict[str, Tensor] = {}
         self.coeff: dict[str, float] = {}
+        self.last: dict[str, SpikingWindow] = {}   # the spiking layers of the last window
 
     def window(self, x_seq: Tensor, noise: list[dict[str, Tensor]] | None = None, *,
                signs: list[float] | None = None, last: bool = False) -> tuple[Tensor, dict[str, Tensor]]:
@@ -159,14 +181,16 @@ class CutSimulator:
         signs ±1, default +1, added after the neuron, ``feedback``), with a graph through which all
         their gradients go back at once. ``last=True``: no window follows, so no state is carried."""
         h, spikes, first = x_seq, {}, True
+        self.last = {}
         for name, layer in self.net.layers.items():
             if self.isolate:
                 h = h.detach()
             if isinstance(layer, (SpikingLayer, Readout)):
                 fb = self.feedback.get(name)
+                constant = None
                 if first and h.stride(0) == 0 and fb is None and not h.requires_grad:
-                    current = _ConstantTraced.apply(h[0], layer.op.weight, layer.op.bias, layer.op,
-                                                    self._coefficients(name, layer.trace_decay, h.shape[0]))
+                    constant = (h[0], layer.op, self._coefficients(name, layer.trace_decay, h.shape[0]))
+                    current = _ConstantTraced.apply(h[0], layer.op.weight, layer.op.bias, *constant[1:])
                 else:
                     if first and name in self.coeff:   # earlier windows took the constant path above
                         raise RuntimeError(f"internal: the input of {name!r} was constant in time in earlier "
@@ -181,8 +205,9 @@ class CutSimulator:
                 if isinstance(layer, Readout):
                     h = current
                     continue
-                h, U = _CutLIF.apply(current, layer.lif, layer.spike.pointwise_derivative(), self.state.get(name),
-                                     layer.compiled)
+                derivative = layer.spike.pointwise_derivative()
+                h, U = _CutLIF.apply(current, layer.lif, derivative, self.state.get(name), layer.compiled)
+                self.last[name] = SpikingWindow(current, U, layer.lif.threshold, derivative, constant)
                 if not last:
                     self.state[name] = (U[-1].clone(), h[-1].detach().clone())  # no view: the window's buffers go
                 spikes[name] = h
@@ -200,3 +225,74 @@ class CutSimulator:
             self.coeff[name] = c
             out.append(c)
         return out
+
+
+#: floats per slice of ``top_down_backward`` (1.6 MB: a slice's e·M, gate and sums stay in cache)
+SLICE = 400_000
+
+
+def top_down_backward(sim: CutSimulator, E: Tensor, feedback: dict[str, Tensor], outs: list, grads: list) -> None:
+    """Apply top-down signals δ_l[t] = e[t]·M_l[t] (DFA's fixed B_l, OPZO's momentum feedback) to the
+    spiking layers of ``sim``'s last window: ∂L/∂I_l[t] = h'(u_l[t] − θ) ⊙ δ_l[t], the product the
+    spikes' backward would apply to δ, computed slice by slice (a few samples of one step), so that
+    δ and the gate's passes stay in cache instead of writing and re-reading [K, B, N] tensors.
+
+    ``E`` [K, B, C]; ``feedback[l]`` [C, N_l] for all steps or [K, C, N_l] per step. A first layer on
+    a constant input adds its weight and bias gradients (Σ_t c_t·∂L/∂I[t] ⊗ x, Σ_t ∂L/∂I[t]) to
+    ``.grad`` directly, never holding ∂L/∂I for the window; every other layer appends its current and
+    ∂L/∂I to ``outs``/``grads`` for one ``torch.autograd.backward`` through the synapses. Equal to
+    the spikes' backward up to float summation order."""
+    for name, M in feedback.items():
+        w = sim.last[name]
+        if not w.current.requires_grad:   # frozen layer (readout-only control)
+            continue
+        K, B = w.U.shape[:2]
+        U = w.U.reshape(K, B, -1)
+        N = U.shape[2]
+        rows = max(1, min(B, SLICE // N))
+        d = torch.empty((rows, N), dtype=U.dtype, device=U.device)
+        if w.constant is None:
+            G = torch.empty_like(U)
+        else:
+            x, op, c = w.constant
+            g = torch.empty_like(d)
+            weighted = torch.empty((B, N), dtype=U.dtype, device=U.device)
+            total = torch.empty_like(weighted) if op.bias is not None else None
+        for b0 in range(0, B, rows):
+            b1 = min(B, b0 + rows)
+            dn = d[:b1 - b0]
+            for t in range(K):
+                torch.mm(E[t, b0:b1], M if M.dim() == 2 else M[t], out=dn)
+                if w.constant is None:
+                    gate(w.derivative, dn, U[t, b0:b1], w.threshold, G[t, b0:b1], G[t, b0:b1])
+                    continue
+                gn = g[:b1 - b0]
+                gate(w.derivative, dn, U[t, b0:b1], w.threshold, gn, gn)
+                if t == 0:
+                    torch.mul(gn, c[0], out=weighted[b0:b1])
+                    if total is not None:
+                        total[b0:b1].copy_(gn)
+                else:
+                    weighted[b0:b1].add_(gn, alpha=c[t])
+                    if total is not None:
+                        total[b0:b1].add_(gn)
+        if w.constant is None:
+            outs.append(w.current)
+            grads.append(G.view(w.current.shape))
+            continue
+        shape = w.current.shape[1:]
+        grad_w, grad_b = constant_input_grads(op, x, weighted.view(shape),
+                                              total.view(shape) if total is not None else None)
+        _accumulate(op.weight, grad_w)
+        if grad_b is not None:
+            _accumulate(op.bias, grad_b)
+
+
+def _accumulate(p: Tensor, grad: Tensor) -> None:
+    """p.grad += grad, as autograd accumulates (a parameter that does not require grad gets none)."""
+    if not p.requires_grad:
+        return
+    if p.grad is None:
+        p.grad = grad.detach()
+    else:
+        p.grad.add_(grad)

@@ -37,5 +37,5 @@ class DFA(ThreeFactorRule):
     def hidden_signals(self, net, info):
         return {name: info.e @ self.feedback[name] for name in info.layers}
 
-    def window_signals(self, net, E, outs, states, layers):
-        return {name: E @ self.feedback[name] for name in layers}
+    def window_feedback(self, net, E, outs, states, layers):
+        return {name: self.feedback[name] for name in layers}

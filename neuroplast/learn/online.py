@@ -219,10 +219,12 @@ class ThreeFactorRule(Rule):
         """δ_l [B, N_l] for every hidden spiking layer in ``info.layers``."""
         raise NotImplementedError
 
-    def window_signals(self, net, E: Tensor, outs: Tensor, states: list, layers: list[str]) -> dict[str, Tensor] | None:
-        """δ_l [K, B, N_l] of a window of K steps at once from their errors E and outputs ``outs``
-        [K, B, C] and noise states (``noise_state`` of each step), having done what ``observe`` does
-        at each step (None: ``hidden_signals`` and ``observe`` step by step)."""
+    def window_feedback(self, net, E: Tensor, outs: Tensor, states: list, layers: list[str]) -> dict[str, Tensor] | None:
+        """The matrices M_l of the signals δ_l[k] = e[k]·M_l[k] of a window of K steps, [C, N_l] for all
+        steps or [K, C, N_l] per step, given the window's errors E and outputs ``outs`` [K, B, C] and
+        noise states (``noise_state`` of each step), having done what ``observe`` does at each step
+        (None: ``hidden_signals`` and ``observe`` step by step). The engine applies them through each
+        layer's gate in cache-sized slices (``batched.top_down_backward``)."""
         return None
 
     def observe(self, info: StepInfo) -> None:
@@ -290,9 +292,9 @@ class ThreeFactorRule(Rule):
     def _compute_batched(self, net, x_seq, y, loss_fn):
         """The same updates, T steps at a time per layer (``learn.batched``): the noise of a window is
         drawn first, step by step as the loop draws it; the network runs the window at once; then the
-        rule's ``window_signals`` gives the window's signals at once (DFA; OPZO, updating its feedback
-        per step), or the signals and ``observe`` go step by step; the gradients of the window go
-        back together."""
+        rule's ``window_feedback`` gives the window's feedback matrices at once (DFA; OPZO, updating
+        its feedback per step), applied through the gates in cache-sized slices, or the signals and
+        ``observe`` go step by step; the gradients of the window go back together."""
         T, B = x_seq.shape[:2]
         hidden = net.spiking_layers()
         sim, acc = batched.CutSimulator(net, isolate=True), StepAccumulator(T)
@@ -307,10 +309,10 @@ class ThreeFactorRule(Rule):
             o, spikes = sim.window(x_seq[t0:t1], None if drawn[0][0] is None else [d[0] for d in drawn],
                                    signs=[d[1] for d in drawn], last=t1 == T)
             losses, E = step_losses_and_errors(loss_fn, o, y, T)
-            window = self.window_signals(net, E, o.detach(), [d[2] for d in drawn], hidden)
+            feedback = self.window_feedback(net, E, o.detach(), [d[2] for d in drawn], hidden)
             signals = {name: [] for name in hidden}
             for k, (_, _, state, n_drawn) in enumerate(drawn):
-                if window is None:
+                if feedback is None:
                     self.set_noise_state(state)
                     info = StepInfo(E[k], o[k].detach(), y, T, loss_fn, no_rerun, hidden)
                     for name, d in self.hidden_signals(net, info).items():
@@ -319,13 +321,15 @@ class ThreeFactorRule(Rule):
                 acc.noise_draws += n_drawn
             acc.add_window(losses, o, spikes)
             outs, grads = [o], [E]
-            for name in hidden:
-                if spikes[name].requires_grad:  # frozen layers (readout-only control) get nothing
-                    outs.append(spikes[name])
-                    d = window[name] if window is not None else torch.stack(signals[name])
-                    grads.append(d.reshape(spikes[name].shape))
+            if feedback is not None:
+                batched.top_down_backward(sim, E, feedback, outs, grads)
+            else:
+                for name in hidden:
+                    if spikes[name].requires_grad:  # frozen layers (readout-only control) get nothing
+                        outs.append(spikes[name])
+                        grads.append(torch.stack(signals[name]).reshape(spikes[name].shape))
             torch.autograd.backward(outs, grads)
-            del o, spikes, losses, E, window, signals, outs, grads, drawn  # free the window before the next one
+            del o, spikes, losses, E, feedback, signals, outs, grads, drawn  # free the window before the next one
         return acc.result()
 
 

@@ -105,10 +105,10 @@ class OPZO(ThreeFactorRule):
         return momentum_feedback_update(M, o, noise.flatten(1), beta=self.beta, sigma=self.sigma,
                                         scale_by_sigma=self.scale_by_sigma, sign=sign, out=out)
 
-    def window_signals(self, net, E, outs, states, layers):
-        """Signals δ_l[k] = e[k]·M_l[k] of a window of K steps with M_l updated after each step, as the
-        step-by-step ``hidden_signals``/``observe`` pair gives them: the momentum recursion as K addmm
-        into one [K, C, N] buffer, then the K signals in one batched product."""
+    def window_feedback(self, net, E, outs, states, layers):
+        """M_l[k] of the signals δ_l[k] = e[k]·M_l[k] of a window of K steps, M_l updated after each
+        step as the step-by-step ``hidden_signals``/``observe`` pair updates it: the momentum
+        recursion as K addmm into one [K, C, N] buffer."""
         if self.subtract_clean or not all(n for n, _ in states):
             return None
         out, K = {}, len(states)
@@ -119,7 +119,7 @@ class OPZO(ThreeFactorRule):
                 last = k == K - 1   # M after the window: its own tensor (the buffer is freed with the window)
                 M = self._update(Ms[k], outs[k], noise[name], sign, out=None if last else Ms[k + 1])
             self.feedback[name] = M
-            out[name] = torch.bmm(E, Ms)
+            out[name] = Ms
         self._noise, self._sign = states[-1]
         return out
 

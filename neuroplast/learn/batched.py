@@ -227,7 +227,8 @@ class CutSimulator:
         return out
 
 
-#: floats per slice of ``top_down_backward`` (1.6 MB: a slice's e·M, gate and sums stay in cache)
+#: floats per slice of ``top_down_backward`` (1.6 MB: a slice's e·M, gate and sums stay in cache).
+#: A slice never spans steps: on the FC net, whole [B, N] steps (400 KB) beat slices of several steps.
 SLICE = 400_000
 
 

@@ -229,6 +229,7 @@ class CutSimulator:
 
 #: floats per slice of ``top_down_backward`` (1.6 MB: a slice's e·M, gate and sums stay in cache).
 #: A slice never spans steps: on the FC net, whole [B, N] steps (400 KB) beat slices of several steps.
+#: CPU only: on a GPU a slice is a whole step (more, smaller kernels would only add launches).
 SLICE = 400_000
 
 
@@ -250,7 +251,7 @@ def top_down_backward(sim: CutSimulator, E: Tensor, feedback: dict[str, Tensor],
         K, B = w.U.shape[:2]
         U = w.U.reshape(K, B, -1)
         N = U.shape[2]
-        rows = max(1, min(B, SLICE // N))
+        rows = max(1, min(B, SLICE // N)) if U.device.type == "cpu" else B   # a GPU gains nothing from slices
         d = torch.empty((rows, N), dtype=U.dtype, device=U.device)
         if w.constant is None:
             G = torch.empty_like(U)

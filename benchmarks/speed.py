@@ -190,8 +190,8 @@ def machine_rate(arch: str, T: int, B: int, device: torch.device) -> tuple[float
 
 
 def rng_time(sizes: list[int], device: torch.device, repeats: int = 10) -> float:
-    """Seconds to draw float32 N(0, 1) numbers as OPZO draws them: one engine draw (``snn.draws``,
-    chunked over the CPU threads) of each size in ``sizes`` (median of repeats)."""
+    """Seconds to draw float32 N(0, 1) numbers as OPZO draws them: one engine draw (``snn.draws``) of
+    each size in ``sizes`` (median of repeats; alone, so caches and cores are as idle as they get)."""
     g = torch.Generator(device).manual_seed(0)
     return median_seconds(lambda: [draws.normal(n, g, device) for n in sizes], device, repeats)
 

@@ -1,6 +1,5 @@
-"""Parallel chunked draws (``neuroplast.snn.draws``): the numbers depend on the generator and the size
-only, small draws are torch's own, and the fast paths still draw as the step loop when draws are
-chunked."""
+"""Chunked draws (``neuroplast.snn.draws``): the numbers depend on the generator and the size only,
+small draws are torch's own, and the fast paths still draw as the step loop when draws are chunked."""
 import math
 
 import pytest
@@ -62,7 +61,7 @@ def test_chunked_draws_have_the_distribution():
 
 @pytest.mark.parametrize("method", ["opzo", "opzo:noise=rademacher", "dfa"])
 def test_folded_online_rules_draw_as_the_step_loop_with_chunked_draws(method, monkeypatch):
-    """With chunks of 8 numbers every noise draw of this small net is chunked and spread over threads."""
+    """With chunks of 8 numbers every noise draw of this small net is chunked."""
     monkeypatch.setattr(draws, "CHUNK", 8)
     grads = []
     for fold in (True, False):
@@ -79,30 +78,8 @@ def test_folded_online_rules_draw_as_the_step_loop_with_chunked_draws(method, mo
     for k in grads[0]:
         torch.testing.assert_close(grads[0][k], grads[1][k], rtol=1e-6, atol=1e-6)
 
-def _child_pool(queue):
-    queue.put(draws._pool is None)
-
-
-@pytest.mark.skipif(not hasattr(__import__("os"), "register_at_fork"), reason="fork only")
-def test_a_forked_child_forgets_the_parents_draw_threads():
-    """Lava's runtime forks: a child must not queue draws for the parent's pool threads, which it lacks
-    (it makes its own pool when it draws). Only the pool is checked here: torch's OpenMP (libgomp) must
-    not run parallel regions in a fork of a process that ran them, with or without this module."""
-    import multiprocessing
-    draws.normal(4 * draws.CHUNK, torch.Generator().manual_seed(1), "cpu")
-    if torch.get_num_threads() > 1:
-        assert draws._pool is not None
-    ctx = multiprocessing.get_context("fork")
-    queue = ctx.Queue()
-    child = ctx.Process(target=_child_pool, args=(queue,))
-    child.start()
-    child.join(60)
-    assert child.exitcode == 0 and queue.get(timeout=5) is True
-
-
-def test_draws_work_in_inference_mode(threads):
-    """The pool threads take the caller's inference mode (in-place fills of an inference tensor)."""
-    torch.set_num_threads(2)
+def test_draws_work_in_inference_mode():
+    """Chunked in-place fills of a tensor made in inference mode give the numbers of a normal draw."""
     n = 4 * draws.CHUNK
     with torch.inference_mode():
         a = draws.uniform(n, torch.Generator().manual_seed(4), "cpu")

@@ -1,63 +1,40 @@
-"""Random draws of the training loop, filled in parallel on the CPU.
+"""Random draws of the training loop in chunks, each from its own generator.
 
-torch's CPU generator (mt19937) is sequential: one core fills a draw, at about 2.5 ns a number,
-while the others wait, and the draws of LocalZO (m numbers per neuron and step) and of OPZO's
-noise (one per neuron and step) take a tenth to a quarter of a conv-net step. A CPU draw of more
-than ``CHUNK`` numbers is therefore cut into chunks of ``CHUNK``, each filled by its own mt19937
-whose whole state (624 words of 32 bits) is drawn from the caller's generator, and the chunks are
-shared among as many threads as torch's intra-op pool has. The numbers depend on the generator's
-state and n only, never on the number of threads; replaying the caller's generator replays them.
-(Seeding each chunk with ``manual_seed`` would not do: torch keeps 32 bits of a seed, so the
-chunks of a long run would repeat each other.) Smaller draws, and draws on other devices (whose
-generators are parallel already), come straight from the caller's generator.
+A CPU draw of more than ``CHUNK`` numbers is cut into chunks of ``CHUNK``, each filled by its own
+mt19937 whose whole state (624 words of 32 bits) is drawn from the caller's generator. The numbers
+depend on the generator's state and n only; replaying the caller's generator replays them. (Seeding
+each chunk with ``manual_seed`` would not do: torch keeps 32 bits of a seed, so the chunks of a long
+run would repeat each other.) Smaller draws, and draws on other devices, come straight from the
+caller's generator. Used by OPZO/ZO noise, Rademacher signs, LocalZO, ASGL, dropout and Poisson input.
+
+The chunks are filled one after the other in the calling thread. Filling them from a pool of
+threads was 1.75× faster for 1.6 M numbers on an idle 2-core machine, but not inside a training
+step: after every parallel op torch's OpenMP workers spin-wait for 3–10 ms on the other core, so a
+pool thread gets no core, and the conv LocalZO step was 6% slower with the pool (OPZO even). The
+chunked streams are kept so that seeded runs give the numbers they gave with the pool.
 """
 from __future__ import annotations
 
 import functools
-import os
 import threading
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 
 import torch
 
 Tensor = torch.Tensor
 
-#: numbers per chunk: large enough that setting its generator's state (a few µs) is noise, small
-#: enough that the draws of one layer and step spread over the threads
+#: numbers per chunk (setting a chunk generator's state costs a few µs: noise against 65536 numbers)
 CHUNK = 1 << 16
 
 _local = threading.local()
-_lock = threading.Lock()
-_pool: ThreadPoolExecutor | None = None
-_pool_size = 0
-
-
-def _forget_pool() -> None:
-    """In a forked child (Lava's runtime forks its processes) the parent's pool threads do not exist."""
-    global _pool, _pool_size
-    _pool, _pool_size = None, 0
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_forget_pool)
 
 
 def _thread_generator() -> torch.Generator:
+    """This thread's scratch generator that takes each chunk's state in turn."""
     g = getattr(_local, "generator", None)
     if g is None:
         g = _local.generator = torch.Generator()
     return g
-
-
-def _executor(workers: int) -> ThreadPoolExecutor:
-    global _pool, _pool_size
-    with _lock:
-        if _pool is None or _pool_size != workers:
-            if _pool is not None:
-                _pool.shutdown(wait=False)   # tasks already queued still run
-            _pool, _pool_size = ThreadPoolExecutor(workers, thread_name_prefix="neuroplast-draws"), workers
-        return _pool
 
 
 #: torch's CPU generator state (``get_state``, torch 2.x): a uint64 seed, int left, int seeded, uint64
@@ -82,15 +59,14 @@ def _state_template() -> Tensor | None:
 
 def _chunk_states(k: int, generator: torch.Generator | None) -> tuple[Tensor | None, list[int] | None]:
     """(the 624 random mt19937 words of each of k chunk generators [k, 624] drawn from ``generator``,
-    None) or, where torch's state layout is not the known one, (None, k 63-bit seeds). One serial draw:
-    a parallel op here would leave torch's OpenMP threads spinning on the core the pool needs."""
+    None) or, where torch's state layout is not the known one, (None, k 63-bit seeds)."""
     if _state_template() is None:
         return None, torch.empty(k, dtype=torch.int64).random_(generator=generator).tolist()
     return torch.empty((k, _WORDS), dtype=torch.int64).random_(0, 1 << 32, generator=generator), None
 
 
 def _set_chunk(g: torch.Generator, words: Tensor | None, seeds: list[int] | None, i: int) -> None:
-    """Put chunk i's generator state into ``g`` (small serial copies: this runs on the pool threads)."""
+    """Put chunk i's generator state into ``g``."""
     if words is None:
         g.manual_seed(seeds[i])
         return
@@ -103,8 +79,7 @@ def fill_(out: Tensor, fill: Callable[[Tensor, torch.Generator | None], object],
           generator: torch.Generator | None) -> Tensor:
     """Fill the contiguous tensor ``out`` in place with ``fill(part, gen)`` (e.g. ``part.normal_(
     generator=gen)``): at once from ``generator`` up to ``CHUNK`` numbers or off the CPU, else chunk
-    by chunk from generators whose states are drawn from ``generator``, shared among the calling
-    thread and a pool of (torch's intra-op thread count − 1) threads."""
+    by chunk from generators whose states are drawn from ``generator``."""
     n = out.numel()
     if n <= CHUNK or out.device.type != "cpu" or (generator is not None and generator.device.type != "cpu"):
         fill(out, generator)
@@ -112,23 +87,10 @@ def fill_(out: Tensor, fill: Callable[[Tensor, torch.Generator | None], object],
     flat = out.view(-1)
     k = -(-n // CHUNK)
     words, seeds = _chunk_states(k, generator)
-    inference = torch.is_inference_mode_enabled()   # thread-local: the pool threads take the caller's
-
-    def run(lo: int, hi: int) -> None:
-        g = _thread_generator()
-        with torch.inference_mode(inference):
-            for i in range(lo, hi):
-                _set_chunk(g, words, seeds, i)
-                fill(flat[i * CHUNK:(i + 1) * CHUNK], g)
-
-    threads = torch.get_num_threads()
-    workers = max(1, min(threads, k))
-    bounds = [k * j // workers for j in range(workers + 1)]
-    pool = _executor(threads - 1) if workers > 1 else None
-    futures = [pool.submit(run, bounds[j], bounds[j + 1]) for j in range(1, workers)] if pool else []
-    run(bounds[0], bounds[1])   # the calling thread fills the first share
-    for f in futures:
-        f.result()
+    g = _thread_generator()
+    for i in range(k):
+        _set_chunk(g, words, seeds, i)
+        fill(flat[i * CHUNK:(i + 1) * CHUNK], g)
     return out
 
 

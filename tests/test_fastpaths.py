@@ -182,6 +182,29 @@ def test_top_down_gate_in_slices_matches_the_step_loop(method, arch, shape, monk
             torch.testing.assert_close(r_fast.feedback[k], r_ref.feedback[k], **TOL)
 
 
+@pytest.mark.parametrize("method", ["dfa", "opzo:sigma_end=0", "ottt"])
+def test_a_window_holds_nothing_of_the_window_before(method, monkeypatch):
+    """When a window starts, the simulator holds no current or potential of the previous one (memory
+    of one window, not two); opzo at σ = 0 takes the fallback with no feedback matrices."""
+    held, window = [], batched.CutSimulator.window
+
+    def spy(self, *args, **kwargs):
+        held.append(len(self.last))
+        return window(self, *args, **kwargs)
+    monkeypatch.setattr(batched.CutSimulator, "window", spy)
+    monkeypatch.setattr(batched, "WINDOW", 2)
+    net = build_network("1x8x8-4C3-AP2-12-FC", input_shape=(1, 8, 8), num_classes=10,
+                        generator=torch.Generator().manual_seed(0))
+    rule = make_rule(method)
+    rule.generator = torch.Generator().manual_seed(3)
+    if method.startswith("opzo"):
+        rule.set_progress(1.0)   # σ = sigma_end = 0: no noise
+    x = encode("poisson", torch.rand(4, 1, 8, 8, generator=torch.Generator().manual_seed(1)), 6,
+               generator=torch.Generator().manual_seed(2))
+    rule.compute_grads(net, x, torch.tensor([0, 3, 5, 9]), CEMSELoss())
+    assert held == [0, 0, 0]
+
+
 def test_time_folded_rules_train_a_first_conv_with_per_neuron_bias():
     """A first conv with one bias per neuron (``NeuronBiasConv2d``, a folded input normalisation) on a
     constant input: its bias gradient keeps the bias's [C, H, W] shape and equals the step loop's."""

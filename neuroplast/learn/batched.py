@@ -167,12 +167,16 @@ class CutSimulator:
     """Runs windows of steps of one sequence, carrying neuron states and traces between windows
     (a window of K steps holds O(K) memory, so memory stays flat in T for T > K)."""
 
-    def __init__(self, net, *, isolate: bool = False, feedback: dict[str, Tensor] | None = None):
+    def __init__(self, net, *, isolate: bool = False, feedback: dict[str, Tensor] | None = None,
+                 keep_layers: bool = False):
         self.net, self.isolate, self.feedback = net, isolate, feedback or {}
         self.state: dict[str, tuple[Tensor, Tensor]] = {}
         self.traces: dict[str, Tensor] = {}
         self.coeff: dict[str, float] = {}
-        self.last: dict[str, SpikingWindow] = {}   # the spiking layers of the last window
+        self.keep_layers = keep_layers
+        #: with ``keep_layers``: the spiking layers of the last window, for ``top_down_backward``, which
+        #: empties it (held longer, a window's currents and potentials would live through the next one)
+        self.last: dict[str, SpikingWindow] = {}
 
     def window(self, x_seq: Tensor, noise: list[dict[str, Tensor]] | None = None, *,
                signs: list[float] | None = None, last: bool = False) -> tuple[Tensor, dict[str, Tensor]]:
@@ -207,7 +211,8 @@ class CutSimulator:
                     continue
                 derivative = layer.spike.pointwise_derivative()
                 h, U = _CutLIF.apply(current, layer.lif, derivative, self.state.get(name), layer.compiled)
-                self.last[name] = SpikingWindow(current, U, layer.lif.threshold, derivative, constant)
+                if self.keep_layers:
+                    self.last[name] = SpikingWindow(current, U, layer.lif.threshold, derivative, constant)
                 if not last:
                     self.state[name] = (U[-1].clone(), h[-1].detach().clone())  # no view: the window's buffers go
                 spikes[name] = h
@@ -243,9 +248,10 @@ def top_down_backward(sim: CutSimulator, E: Tensor, feedback: dict[str, Tensor],
     a constant input adds its weight and bias gradients (Σ_t c_t·∂L/∂I[t] ⊗ x, Σ_t ∂L/∂I[t]) to
     ``.grad`` directly, never holding ∂L/∂I for the window; every other layer appends its current and
     ∂L/∂I to ``outs``/``grads`` for one ``torch.autograd.backward`` through the synapses. Equal to
-    the spikes' backward up to float summation order."""
+    the spikes' backward up to float summation order. Empties ``sim.last`` (made with ``keep_layers``)."""
+    layers, sim.last = sim.last, {}
     for name, M in feedback.items():
-        w = sim.last[name]
+        w = layers.pop(name)
         if not w.current.requires_grad:   # frozen layer (readout-only control)
             continue
         K, B = w.U.shape[:2]

@@ -297,7 +297,7 @@ class ThreeFactorRule(Rule):
         ``observe`` go step by step; the gradients of the window go back together."""
         T, B = x_seq.shape[:2]
         hidden = net.spiking_layers()
-        sim, acc = batched.CutSimulator(net, isolate=True), StepAccumulator(T)
+        sim, acc = batched.CutSimulator(net, isolate=True, keep_layers=True), StepAccumulator(T)
 
         def no_rerun(perturb, head=None):
             raise RuntimeError(f"{self.name}: reruns need the step loop (set fold_time = False)")
@@ -329,6 +329,7 @@ class ThreeFactorRule(Rule):
                         outs.append(spikes[name])
                         grads.append(torch.stack(signals[name]).reshape(spikes[name].shape))
             torch.autograd.backward(outs, grads)
+            sim.last = {}   # the fallback (no feedback) leaves it full
             del o, spikes, losses, E, feedback, signals, outs, grads, drawn  # free the window before the next one
         return acc.result()
 

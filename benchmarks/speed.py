@@ -8,8 +8,9 @@ process, round-robin in blocks of consecutive steps (machine noise hits all alik
 * ms per step (median, p10–p90 over ``--steps`` steps after warm-up) and samples/s; a training step is
   ``zero_grad`` + ``rule.compute_grads`` + Adam ``step`` (the engine's optimizer, ``make_optimizer``:
   torch's fused Adam);
-* the float32 GEMM rate of this machine (``torch.mm`` at the net's largest GEMM, or ``F.conv2d`` at
-  its largest conv layer where that is faster; before and after the steps, the faster; same run);
+* the float32 GEMM rate of this machine (the fastest of ``torch.mm`` and the engine's oneDNN GEMM,
+  ``snn/gemm.py``, at the net's largest GEMM, and ``F.conv2d`` at its largest conv layer; before and
+  after the steps, the faster; same run);
 * the FLOP lower bound of the step: the multiply-adds of the synaptic GEMMs/convs only (2 FLOP each),
 
       forward  F = Σ_l rows_l · MAC_l     rows_l = T·B, or B for the first layer on a constant input
@@ -54,7 +55,7 @@ from neuroplast.data.norm import InputNorm
 from neuroplast.experiment import make_optimizer
 from neuroplast.fileio import atomic_write_json, atomic_write_text
 from neuroplast.learn import ce_mse_loss, make_rule
-from neuroplast.snn import build_network, draws
+from neuroplast.snn import build_network, draws, gemm
 from neuroplast.snn.fold_input import fold_input_norm
 from neuroplast.snn.layers import Readout, SpikingLayer
 
@@ -163,10 +164,10 @@ def median_seconds(fn, device: torch.device, repeats: int, warmup: int = 2) -> f
     return statistics.median(ts)
 
 
-def gemm_rate(m: int, k: int, n: int, device: torch.device, repeats: int = 20) -> float:
-    """float32 FLOP/s of torch.mm [m, k] @ [k, n] (median of repeats)."""
+def gemm_rate(m: int, k: int, n: int, device: torch.device, repeats: int = 20, fn=torch.mm) -> float:
+    """float32 FLOP/s of ``fn`` (torch.mm, or the engine's ``gemm.mm``) [m, k] @ [k, n] (median of repeats)."""
     a, b = torch.randn(m, k, device=device), torch.randn(k, n, device=device)
-    return 2 * m * k * n / median_seconds(lambda: torch.mm(a, b), device, repeats, warmup=3)
+    return 2 * m * k * n / median_seconds(lambda: fn(a, b), device, repeats, warmup=3)
 
 
 def conv_rate(shape: tuple[int, ...], weight: tuple[int, ...], device: torch.device, repeats: int = 10) -> float:
@@ -179,10 +180,13 @@ def conv_rate(shape: tuple[int, ...], weight: tuple[int, ...], device: torch.dev
 
 
 def machine_rate(arch: str, T: int, B: int, device: torch.device) -> tuple[float, str]:
-    """The rate of the bound: the faster of torch.mm at the net's largest GEMM and, for a conv net,
-    F.conv2d at its largest conv layer (conv2), with the kernel that gave it."""
+    """The rate of the bound: the fastest of torch.mm and the engine's GEMM (``snn.gemm``: oneDNN where
+    it is faster than torch's MKL path) at the net's largest GEMM and, for a conv net, F.conv2d at its
+    largest conv layer (conv2), with the kernel that gave it."""
     m, k, n = representative_gemm(arch, T, B)
     rates = {f"mm {m}×{k}·{k}×{n}": gemm_rate(m, k, n, device)}
+    if gemm._use_onednn(torch.empty(0, device=device), torch.empty(0, device=device), m, k, n):
+        rates[f"oneDNN linear {m}×{k}·{k}×{n}"] = gemm_rate(m, k, n, device, fn=gemm.mm)
     if "C" in arch:
         rates[f"conv2d {T * B}×32×14×14 ⊛ 64×32×3×3"] = conv_rate((T * B, 32, 14, 14), (64, 32, 3, 3), device)
     best = max(rates, key=rates.get)
@@ -312,7 +316,7 @@ def time_steps(fns: dict, steps: int, warmup: int, device, block: int = BLOCK) -
 
 
 #: op names whose self time is a GEMM/conv kernel; RNG ops; scopes that claim the ops inside them
-GEMM_OPS = ("aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm")
+GEMM_OPS = ("aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm", "mkldnn::_linear_pointwise")
 RNG_OPS = ("aten::normal_", "aten::uniform_", "aten::random_", "aten::bernoulli_")
 SCOPES = (("_AvgPool", "pooling"), ("Optimizer.step", "optimizer"))
 PARTS = ("gemm", "pooling", "rng", "optimizer", "other")
@@ -469,8 +473,9 @@ def write_report(res: dict, path: Path) -> None:
         "(`neuroplast.chip.quantize`, int64/float64 arithmetic on the CPU). `+compile` rows: the same net built with "
         "`--compile` (`build_network(compiled=True)`): the LIF scans fused by torch.compile (`snn/lif_fused.py`; "
         "same spikes, gradients to float rounding; compiled during warm-up)."), "",
-        ("**Bound** = FLOPs of the synaptic GEMMs/convs of the step / measured float32 GEMM rate (`torch.mm` of the "
-        "net's largest GEMM, or `F.conv2d` of its largest conv layer where that is faster, same run). "
+        ("**Bound** = FLOPs of the synaptic GEMMs/convs of the step / measured float32 GEMM rate (the fastest of "
+        "`torch.mm` and the engine's oneDNN GEMM, `snn/gemm.py`, at the net's largest GEMM, and `F.conv2d` at its "
+        "largest conv layer, same run). "
         "Counted: forward F = Σ_l 2·rows·fan-in·outputs with rows = T·B, and B for "
         "the first layer on the constant input; BPTT/LocalZO/OTTT 3F − F₁ (weight grads F, input grads F without "
         "the first layer); DFA/OPZO 2F + the top-down products e·B_l; inference F. Not counted: LIF updates, "

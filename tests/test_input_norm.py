@@ -14,6 +14,7 @@ from neuroplast.data import InputNorm, load_dataset
 from neuroplast.errors import DataError, SpecError
 from neuroplast.snn import LIFParams, build_network
 from neuroplast.snn.fold_input import fold_input_norm
+from neuroplast.snn.gemm import Dense
 from neuroplast.snn.synapse import NeuronBiasConv2d
 
 MNIST_NORM = InputNorm(0.1307, 0.3081, levels=255)
@@ -39,14 +40,14 @@ def _first_op(net):
 
 
 @pytest.mark.parametrize("arch,shape,op_type", [
-    ("1x8x8-32-10", (1, 8, 8), torch.nn.Linear),                 # dense: one bias per neuron
-    ("1x8x8-FC", (1, 8, 8), torch.nn.Linear),                    # the readout is the first synapse
+    ("1x8x8-32-10", (1, 8, 8), Dense),                           # dense: one bias per neuron
+    ("1x8x8-FC", (1, 8, 8), Dense),                              # the readout is the first synapse
     ("1x8x8-6C3-16-10", (1, 8, 8), NeuronBiasConv2d),            # padded conv: W·1 differs at the borders
     ("1x9x9-6C3S2-FC", (1, 9, 9), NeuronBiasConv2d),             # strided, padded
     ("1x8x8-6C1-FC", (1, 8, 8), torch.nn.Conv2d),                # no padding: the bias stays per channel
     ("1x8x8-AP2-6C3-16-10", (1, 8, 8), NeuronBiasConv2d),        # average pooling before the first synapse
     ("1x9x9-MP2-6C3-FC", (1, 9, 9), NeuronBiasConv2d),           # max pooling (s > 0), an odd map size
-    ("1x8x8-AP2-16-10", (1, 8, 8), torch.nn.Linear),             # pooling, flatten, dense
+    ("1x8x8-AP2-16-10", (1, 8, 8), Dense),                       # pooling, flatten, dense
 ])
 def test_folded_network_on_intensities_gives_the_trained_logits(arch, shape, op_type):
     net = _net(arch, shape)
@@ -76,7 +77,7 @@ def test_folded_network_on_intensities_gives_the_trained_logits(arch, shape, op_
 
 @pytest.mark.parametrize("arch,shape,op_type", [("1x8x8-AP2-6C3-16-10", (1, 8, 8), NeuronBiasConv2d),
                                                  ("1x8x8-6C1-FC", (1, 8, 8), torch.nn.Conv2d),
-                                                 ("1x8x8-32-10", (1, 8, 8), torch.nn.Linear)])
+                                                 ("1x8x8-32-10", (1, 8, 8), Dense)])
 def test_fold_computes_w_times_one_on_the_weights_device(arch, shape, op_type):
     """W·1 is taken on the weights' device: a 'meta' (or CUDA) network folds without a device mismatch
     (on 'meta', with no values, a conv's bias is per channel exactly where nothing is padded)."""

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ..snn import lif_fused, lif_scan
+from ..snn import gemm, lif_fused, lif_scan
 from ..snn.layers import Dropout, Flatten, Pool, Readout, SpikingLayer
 from ..snn.spikefn import SurrogateEstimator, gate
 from ..snn.synapse import synapse
@@ -103,7 +103,7 @@ def constant_input_grads(op, x: Tensor, weighted: Tensor, total: Tensor | None) 
     """(∂L/∂W, ∂L/∂b) of I[t] = W ⊛ x + b with x constant in time, from ``weighted`` = Σ_t c_t·∂L/∂I[t]
     (x̂[t] = c_t·x) and ``total`` = Σ_t ∂L/∂I[t] (None without a bias), both [B, ...] like I[t]."""
     if isinstance(op, torch.nn.Linear):
-        grad_w = weighted.t() @ x
+        grad_w = gemm.mm(weighted.t(), x)
         return grad_w, total.sum(0) if total is not None else None
     grad_w = torch.nn.grad.conv2d_weight(x, op.weight.shape, weighted, op.stride, op.padding)
     if total is None:

@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import SpecError
+from .gemm import Dense
 from .layers import Dropout, Flatten, Pool, Readout, SpikingLayer
 from .network import Network
 from .synapse import NeuronBiasConv2d
@@ -81,7 +82,7 @@ def _folded_op(op: nn.Module, ones: torch.Tensor, mean: float, std: float) -> nn
         else:
             new = NeuronBiasConv2d(op, bias)
     else:
-        new = nn.Linear(op.in_features, op.out_features, dtype=dtype, device=device)
+        new = Dense(op.in_features, op.out_features, dtype=dtype, device=device)
     with torch.no_grad():
         new.weight.copy_(w / std)
         new.bias.copy_(bias)

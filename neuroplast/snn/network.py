@@ -17,6 +17,7 @@ from torch import nn
 from ..errors import SpecError
 from .arch import LayerSpec, parse_arch
 from .estimators import make_estimator
+from .gemm import Dense
 from .layers import Dropout, Flatten, Layer, Pool, Readout, SpikingLayer
 from .neurons import LIFParams
 
@@ -188,7 +189,7 @@ def _make_layer(spec: LayerSpec, shape: tuple[int, ...], lif: LIFParams, estimat
         op = nn.Conv2d(shape[0], spec.size, spec.kernel, stride=spec.stride, padding=spec.kernel // 2)
         return SpikingLayer(op, lif=lif, spike=make_estimator(estimator), compiled=compiled)
     if spec.kind in ("dense", "readout"):
-        op = nn.Linear(math.prod(shape), spec.size)
+        op = Dense(math.prod(shape), spec.size)
         if spec.kind == "readout":
             return Readout(op)
         return SpikingLayer(op, lif=lif, spike=make_estimator(estimator), compiled=compiled)

@@ -15,6 +15,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.modules.utils import _pair
 
+from . import gemm
+
 Tensor = torch.Tensor
 
 
@@ -23,15 +25,15 @@ class _TracedLinear(torch.autograd.Function):
     def forward(ctx, x, x_hat, weight, bias, feedback):
         ctx.save_for_backward(x_hat, feedback)
         ctx.has_bias = bias is not None
-        return F.linear(x, weight, bias)
+        return gemm.linear(x, weight, bias)
 
     @staticmethod
     def backward(ctx, g):
         x_hat, feedback = ctx.saved_tensors
         g2 = g.reshape(-1, g.shape[-1])
-        grad_w = g2.t() @ x_hat.reshape(-1, x_hat.shape[-1])
+        grad_w = gemm.mm(g2.t(), x_hat.reshape(-1, x_hat.shape[-1]))
         grad_b = g2.sum(0) if ctx.has_bias else None
-        grad_x = g @ feedback if ctx.needs_input_grad[0] else None  # isolated layers: x needs none
+        grad_x = gemm.mm(g2, feedback).view(*g.shape[:-1], feedback.shape[1]) if ctx.needs_input_grad[0] else None
         return grad_x, None, grad_w, grad_b, None
 
 

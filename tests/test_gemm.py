@@ -1,0 +1,69 @@
+"""The synapses' dense products (``neuroplast.snn.gemm``): oneDNN where it applies, torch's own
+otherwise, the same values and gradients either way."""
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from neuroplast.snn import build_network, gemm
+
+onednn = pytest.mark.skipif(not gemm._onednn_available(), reason="this torch has no oneDNN linear")
+
+
+def _rand(*shape, seed=0, dtype=torch.float32):
+    return torch.randn(*shape, generator=torch.Generator().manual_seed(seed), dtype=dtype)
+
+
+@onednn
+@pytest.mark.parametrize("lead", [(96,), (6, 16)])
+def test_linear_gives_f_linear_values_and_gradients(lead):
+    x, w, b = _rand(*lead, 300, seed=1), _rand(200, 300, seed=2), _rand(200, seed=3)
+    assert gemm._use_onednn(x.reshape(-1, 300), w, 96, 300, 200)    # the oneDNN path is what is tested
+    g = _rand(*lead, 200, seed=4)
+    out = []
+    for fn in (F.linear, gemm.linear):
+        xs, ws, bs = (t.clone().requires_grad_(True) for t in (x, w, b))
+        y = fn(xs, ws, bs)
+        y.backward(g)
+        out.append((y.detach(), xs.grad, ws.grad, bs.grad))
+    for ref, got in zip(*out):
+        torch.testing.assert_close(got, ref, rtol=1e-5, atol=1e-4)
+    with torch.no_grad():
+        torch.testing.assert_close(gemm.linear(x, w, b), out[0][0], rtol=1e-5, atol=1e-4)
+
+
+@onednn
+def test_mm_of_transposed_views():
+    a, b = _rand(400, 300, seed=5), _rand(400, 200, seed=6)
+    torch.testing.assert_close(gemm.mm(a.t(), b), a.t() @ b, rtol=1e-5, atol=1e-4)
+    torch.testing.assert_close(gemm.mm(b.t().contiguous(), a), b.t() @ a, rtol=1e-5, atol=1e-4)
+
+
+def test_small_float64_and_non_cpu_products_are_torchs_own():
+    x, w = _rand(4, 16, seed=1), _rand(12, 16, seed=2)
+    assert torch.equal(gemm.linear(x, w), F.linear(x, w))            # below MIN_MACS
+    xd, wd = _rand(96, 300, seed=1, dtype=torch.float64), _rand(200, 300, seed=2, dtype=torch.float64)
+    assert torch.equal(gemm.linear(xd, wd), F.linear(xd, wd))
+    assert torch.equal(gemm.mm(xd, wd.t()), xd @ wd.t())
+    assert not gemm._use_onednn(torch.empty(0, device="meta"), torch.empty(0, device="meta"), 1 << 20, 1, 1)
+
+
+def test_dense_is_a_linear_with_the_same_state_dict():
+    net = build_network("16-12-10", input_shape=(16,), num_classes=10, generator=torch.Generator().manual_seed(0))
+    ops = [layer.op for layer in net.layers.values()]
+    assert all(isinstance(op, gemm.Dense) and isinstance(op, nn.Linear) for op in ops)
+    plain = nn.Linear(16, 12)
+    plain.load_state_dict(ops[0].state_dict())
+    x = _rand(5, 16)
+    assert torch.equal(plain(x), ops[0](x))
+
+
+def test_the_environment_can_keep_torchs_gemm():
+    code = "from neuroplast.snn import gemm; print(gemm._onednn_available())"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         env={**os.environ, "NEUROPLAST_GEMM": "default"})
+    assert out.stdout.strip() == "False"

@@ -266,24 +266,30 @@ def top_down_backward(sim: CutSimulator, E: Tensor, feedback: dict[str, Tensor],
             g = torch.empty_like(d)
             weighted = torch.empty((B, N), dtype=U.dtype, device=U.device)
             total = torch.empty_like(weighted) if op.bias is not None else None
+        Es, Us = E.unbind(0), U.unbind(0)   # per-step views made once (the loop's ops are small on FC nets)
+        Ms = M.unbind(0) if M.dim() == 3 else [M] * K
+        Gs = G.unbind(0) if w.constant is None else None
         for b0 in range(0, B, rows):
             b1 = min(B, b0 + rows)
+            part = (lambda v: v) if rows == B else (lambda v, b0=b0, b1=b1: v[b0:b1])
             dn = d[:b1 - b0]
+            if w.constant is not None:
+                gn, wn, tn = g[:b1 - b0], part(weighted), part(total) if total is not None else None
             for t in range(K):
-                torch.mm(E[t, b0:b1], M if M.dim() == 2 else M[t], out=dn)
+                torch.mm(part(Es[t]), Ms[t], out=dn)
                 if w.constant is None:
-                    gate(w.derivative, dn, U[t, b0:b1], w.threshold, G[t, b0:b1], G[t, b0:b1])
+                    out = part(Gs[t])
+                    gate(w.derivative, dn, part(Us[t]), w.threshold, out, out)
                     continue
-                gn = g[:b1 - b0]
-                gate(w.derivative, dn, U[t, b0:b1], w.threshold, gn, gn)
+                gate(w.derivative, dn, part(Us[t]), w.threshold, gn, gn)
                 if t == 0:
-                    torch.mul(gn, c[0], out=weighted[b0:b1])
-                    if total is not None:
-                        total[b0:b1].copy_(gn)
+                    torch.mul(gn, c[0], out=wn)
+                    if tn is not None:
+                        tn.copy_(gn)
                 else:
-                    weighted[b0:b1].add_(gn, alpha=c[t])
-                    if total is not None:
-                        total[b0:b1].add_(gn)
+                    wn.add_(gn, alpha=c[t])
+                    if tn is not None:
+                        tn.add_(gn)
         if w.constant is None:
             outs.append(w.current)
             grads.append(G.view(w.current.shape))

@@ -52,6 +52,15 @@ def test_small_float64_and_non_cpu_products_are_torchs_own():
     assert not gemm._use_onednn(torch.empty(0, device="meta"), torch.empty(0, device="meta"), 1 << 20, 1, 1)
 
 
+@onednn
+def test_torchs_mkldnn_switch_is_respected():
+    x, w = _rand(96, 300, seed=1), _rand(200, 300, seed=2)
+    assert gemm._use_onednn(x, w, 96, 300, 200)
+    with torch.backends.mkldnn.flags(enabled=False):
+        assert not gemm._use_onednn(x, w, 96, 300, 200)
+        assert torch.equal(gemm.linear(x, w), F.linear(x, w))
+
+
 def test_dense_is_a_linear_with_the_same_state_dict():
     net = build_network("16-12-10", input_shape=(16,), num_classes=10, generator=torch.Generator().manual_seed(0))
     ops = [layer.op for layer in net.layers.values()]

@@ -1,4 +1,4 @@
-"""The dense products of the synapses: y = x·Wᵀ + b and its gradients, on oneDNN where it is faster.
+"""The dense products of the synapses: y = x·Wᵀ + b and its gradients, on oneDNN where torch has it.
 
 torch sends a float32 CPU ``mm``/``addmm`` to MKL, which takes its AVX2 path on AMD CPUs: on our AMD
 EPYC (AVX-512) it reaches 225 GFLOP/s for the FC net's 768×800·800×800, while oneDNN's linear
@@ -7,8 +7,11 @@ arithmetic) reaches 470–530 GFLOP/s on the same product and its two transposes
 gradient): a 2.1× faster GEMM. ``mm`` and ``linear`` use it for float32 CPU tensors when the product
 has at least ``MIN_MACS`` multiply-adds (below that its ~10 µs call overhead wins) and fall back to
 torch's ``mm``/``F.linear`` otherwise: other dtypes (float64 tests), other devices, a torch without
-the op (checked once against ``mm``), or ``NEUROPLAST_GEMM=default`` set before the first product.
-The two kernels sum in different orders, so results differ from MKL's by float rounding (~1e-7
+the op (checked once against ``mm``), torch's oneDNN switched off (``torch.backends.mkldnn.flags``),
+or ``NEUROPLAST_GEMM=default`` set before the first product.
+The choice is by availability, not timed at run time (a timed choice would let two runs of one seed
+take different kernels); on Intel CPUs, where MKL takes its AVX-512 path, the two were not compared
+here. The two kernels sum in different orders, so results differ from MKL's by float rounding (~1e-7
 relative); a given machine and torch always take the same kernel for a given shape.
 """
 from __future__ import annotations
@@ -45,8 +48,10 @@ def _onednn_available() -> bool:
 
 
 def _use_onednn(a: Tensor, b: Tensor, m: int, k: int, n: int) -> bool:
+    """Whether a product of these operands and sizes goes to oneDNN (not where torch's oneDNN use is
+    switched off: ``torch.backends.mkldnn.flags(enabled=False)``)."""
     return (a.device.type == "cpu" and a.dtype == torch.float32 and b.dtype == torch.float32
-            and m * k * n >= MIN_MACS and _onednn_available())
+            and m * k * n >= MIN_MACS and _onednn_available() and torch.backends.mkldnn.enabled)
 
 
 def mm(a: Tensor, b: Tensor) -> Tensor:

@@ -37,6 +37,35 @@ def test_linear_gives_f_linear_values_and_gradients(lead):
 
 
 @onednn
+def test_strided_expanded_or_broadcast_biases_are_added_as_f_linear_adds_them():
+    x, w = _rand(96, 300, seed=1), _rand(200, 300, seed=2)
+    for b in (_rand(400, seed=3)[::2], _rand(1, seed=3).expand(200), _rand(1, seed=3)):
+        torch.testing.assert_close(gemm.linear(x, w, b), F.linear(x, w, b), rtol=1e-5, atol=1e-4)
+
+
+@onednn
+def test_second_order_gradients_through_linear_and_mm():
+    """A backward with create_graph=True records torch's own products: the second derivative is F.linear's."""
+    x, w, b = (t.requires_grad_(True) for t in (_rand(96, 300, seed=1), _rand(200, 300, seed=2), _rand(200, seed=3)))
+    out = []
+    for fn in (F.linear, gemm.linear):
+        (gx,) = torch.autograd.grad(fn(x, w, b).pow(2).sum(), x, create_graph=True)
+        (gw,) = torch.autograd.grad(gx.pow(2).sum(), w)
+        out.append(gw)
+    assert out[0].abs().max() > 0
+    assert (out[1] - out[0]).norm() < 1e-4 * out[0].norm()   # float32 sums of large terms: a norm-wise check
+
+
+@onednn
+def test_autocast_and_tracing_keep_torchs_product():
+    x, w = _rand(96, 300, seed=1), _rand(200, 300, seed=2)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert gemm.linear(x, w).dtype == F.linear(x, w).dtype == torch.bfloat16
+    traced = torch.jit.trace(gemm.Dense(300, 200), x)
+    assert traced(x).shape == (96, 200)
+
+
+@onednn
 def test_mm_of_transposed_views():
     a, b = _rand(400, 300, seed=5), _rand(400, 200, seed=6)
     torch.testing.assert_close(gemm.mm(a.t(), b), a.t() @ b, rtol=1e-5, atol=1e-4)

@@ -48,21 +48,36 @@ def _onednn_available() -> bool:
 
 
 def _use_onednn(a: Tensor, b: Tensor, m: int, k: int, n: int) -> bool:
-    """Whether a product of these operands and sizes goes to oneDNN (not where torch's oneDNN use is
-    switched off: ``torch.backends.mkldnn.flags(enabled=False)``)."""
+    """Whether a product of these operands and sizes goes to oneDNN: not where torch's oneDNN use is
+    switched off (``torch.backends.mkldnn.flags(enabled=False)``), under CPU autocast (which would
+    make ``F.linear`` a bfloat16 product) or while ``torch.jit`` traces."""
     return (a.device.type == "cpu" and a.dtype == torch.float32 and b.dtype == torch.float32
-            and m * k * n >= MIN_MACS and _onednn_available() and torch.backends.mkldnn.enabled)
+            and m * k * n >= MIN_MACS and _onednn_available() and torch.backends.mkldnn.enabled
+            and not torch.is_autocast_enabled("cpu") and not torch.jit.is_tracing())
+
+
+def _graph(*ts: Tensor | None) -> bool:
+    """Whether a product of these would be recorded for a further backward (``create_graph=True``): the
+    oneDNN op has no derivative, so such products stay torch's."""
+    return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in ts)
 
 
 def mm(a: Tensor, b: Tensor) -> Tensor:
-    """a @ b for a [M, K], b [K, N] (either may be a transposed view)."""
-    if _use_onednn(a, b, a.shape[0], a.shape[1], b.shape[1]):
+    """a @ b for a [M, K], b [K, N] (either may be a transposed view); differentiable (torch's own
+    product) where autograd records it, e.g. in a backward pass with ``create_graph=True``."""
+    if not _graph(a, b) and _use_onednn(a, b, a.shape[0], a.shape[1], b.shape[1]):
         return torch.ops.mkldnn._linear_pointwise(a, b.t(), None, "none", [], "")
     return a @ b
 
 
+def _onednn_bias(bias: Tensor | None, n: int) -> bool:
+    """oneDNN reads the bias as n contiguous numbers (a strided, expanded or broadcast one stays torch's)."""
+    return bias is None or (bias.dim() == 1 and bias.shape[0] == n and bias.is_contiguous()
+                            and bias.dtype == torch.float32)
+
+
 def _linear_2d(x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
-    if _use_onednn(x, weight, x.shape[0], x.shape[1], weight.shape[0]):
+    if _onednn_bias(bias, weight.shape[0]) and _use_onednn(x, weight, x.shape[0], x.shape[1], weight.shape[0]):
         return torch.ops.mkldnn._linear_pointwise(x, weight, bias, "none", [], "")
     return F.linear(x, weight, bias)
 
@@ -88,9 +103,9 @@ def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
     ``mm`` would use it."""
     lead = x.shape[:-1]
     x2 = x.reshape(-1, x.shape[-1])
-    if not _use_onednn(x2, weight, x2.shape[0], x2.shape[1], weight.shape[0]):
+    if not (_onednn_bias(bias, weight.shape[0]) and _use_onednn(x2, weight, x2.shape[0], x2.shape[1], weight.shape[0])):
         return F.linear(x, weight, bias)
-    if torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad or (bias is not None and bias.requires_grad)):
+    if _graph(x, weight, bias):
         y = _Linear.apply(x2, weight, bias)
     else:
         y = _linear_2d(x2, weight, bias)
@@ -98,7 +113,9 @@ def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
 
 
 class Dense(nn.Linear):
-    """``nn.Linear`` whose products go through ``linear`` (same parameters, state dict and maths)."""
+    """``nn.Linear`` whose products go through ``linear`` (same parameters, state dict and maths).
+    Above ``MIN_MACS`` in float32 on the CPU it is not a drop-in for ``torch.func`` transforms
+    (vmap, jvp, forward-mode AD: ``_Linear`` defines none) or ``torch.jit.script``."""
 
     def forward(self, x: Tensor) -> Tensor:
         return linear(x, self.weight, self.bias)

@@ -22,17 +22,29 @@ from __future__ import annotations
 import torch
 
 from ..errors import SpecError
+from ..snn import gemm
 from .base import register
 from .online import NOISE_KINDS, SITES, ThreeFactorRule, draw_noise, feedback_shape, signed
+
+
+def momentum_alpha(batch: int, *, beta: float, sigma: float, scale_by_sigma: bool, sign: float = 1.0) -> float:
+    """α of M ← β·M + α·oᵀ(σz): sign·(1 − β)/(B·σ^(1+c)) (sign −1 at an antithetic step)."""
+    return sign * (1.0 - beta) / (batch * (sigma * sigma if scale_by_sigma else sigma))
+
+
+def momentum_step(M: torch.Tensor, product: torch.Tensor, beta: float, alpha: float,
+                  out: torch.Tensor | None = None) -> torch.Tensor:
+    """β·M + α·P for the product P = oᵀ(σz) [C, N], into ``out`` (not M itself) or a new tensor."""
+    return torch.mul(M, beta, out=out).add_(product, alpha=alpha) if out is not None else (M * beta).add_(product, alpha=alpha)
 
 
 def momentum_feedback_update(M: torch.Tensor, o: torch.Tensor, noise: torch.Tensor, *, beta: float, sigma: float,
                              scale_by_sigma: bool, sign: float = 1.0, out: torch.Tensor | None = None) -> torch.Tensor:
     """M ← β·M + (1 − β)·(1/B)·Σ_b o_b (sign·z_b)ᵀ (/σ) for o [B, C] and the drawn noise σ·z [B, N] of
-    a step that injected sign·σ·z (sign −1 at an antithetic step): one addmm, with 1/(B·σ^(1+c)) and
-    the sign in its α (oᵀ(−z) = −(oᵀz) exactly)."""
-    alpha = sign * (1.0 - beta) / (o.shape[0] * (sigma * sigma if scale_by_sigma else sigma))
-    return torch.addmm(M, o.t(), noise, beta=beta, alpha=alpha, out=out)
+    a step that injected sign·σ·z (sign −1 at an antithetic step): the product oᵀ(σz) (``gemm.mm``),
+    then ``momentum_step`` with 1/(B·σ^(1+c)) and the sign in its α (oᵀ(−z) = −(oᵀz) exactly)."""
+    alpha = momentum_alpha(o.shape[0], beta=beta, sigma=sigma, scale_by_sigma=scale_by_sigma, sign=sign)
+    return momentum_step(M, gemm.mm(o.t(), noise), beta, alpha, out)
 
 
 @register
@@ -107,17 +119,30 @@ class OPZO(ThreeFactorRule):
 
     def window_feedback(self, net, E, outs, states, layers):
         """M_l[k] of the signals δ_l[k] = e[k]·M_l[k] of a window of K steps, M_l updated after each
-        step as the step-by-step ``hidden_signals``/``observe`` pair updates it: the momentum
-        recursion as K addmm into one [K, C, N] buffer."""
+        step as the step-by-step ``hidden_signals``/``observe`` pair updates it, into one [K, C, N]
+        buffer. An antithetic pair (steps k, k+1 with noise +σz and −σz) reads z once: one product
+        [o_k, o_{k+1}]ᵀ·σz [2C, N] gives both steps' updates."""
         if self.subtract_clean or not all(n for n, _ in states):
             return None
         out, K = {}, len(states)
+        C = outs.shape[-1]
         for name in layers:
             Ms = torch.empty((K, *self.feedback[name].shape), dtype=E.dtype, device=E.device)
             Ms[0].copy_(self.feedback[name])
-            for k, (noise, sign) in enumerate(states):
-                last = k == K - 1   # M after the window: its own tensor (the buffer is freed with the window)
-                M = self._update(Ms[k], outs[k], noise[name], sign, out=None if last else Ms[k + 1])
+            k = 0
+            while k < K:
+                noise, _ = states[k]
+                pair = k + 1 < K and states[k + 1][0] is noise
+                steps = [k, k + 1] if pair else [k]
+                o = torch.cat([outs[j] for j in steps], 1) if pair else outs[k]
+                product = gemm.mm(o.t(), noise[name].flatten(1))
+                for i, j in enumerate(steps):
+                    alpha = momentum_alpha(outs.shape[1], beta=self.beta, sigma=self.sigma,
+                                           scale_by_sigma=self.scale_by_sigma, sign=states[j][1])
+                    last = j == K - 1   # M after the window: its own tensor (the buffer is freed with the window)
+                    M = momentum_step(Ms[j], product[i * C:(i + 1) * C], self.beta, alpha,
+                                      out=None if last else Ms[j + 1])
+                k += len(steps)
             self.feedback[name] = M
             out[name] = Ms
         self._noise, self._sign = states[-1]

@@ -35,7 +35,8 @@ def momentum_alpha(batch: int, *, beta: float, sigma: float, scale_by_sigma: boo
 def momentum_step(M: torch.Tensor, product: torch.Tensor, beta: float, alpha: float,
                   out: torch.Tensor | None = None) -> torch.Tensor:
     """β·M + α·P for the product P = oᵀ(σz) [C, N], into ``out`` (not M itself) or a new tensor."""
-    return torch.mul(M, beta, out=out).add_(product, alpha=alpha) if out is not None else (M * beta).add_(product, alpha=alpha)
+    out = torch.mul(M, beta, out=out) if out is not None else M * beta
+    return out.add_(product, alpha=alpha)
 
 
 def momentum_feedback_update(M: torch.Tensor, o: torch.Tensor, noise: torch.Tensor, *, beta: float, sigma: float,

@@ -14,11 +14,11 @@ import torch
 from tqdm.auto import tqdm
 
 from .chip.cost import new_activity, record_step
-from .data import encode, load_dataset, normalizes
+from .data import encode
 from .data.datasets import Split
 from .errors import TrainingDiverged, UserError
 from .learn import CEMSELoss, ce_mse_loss, make_rule
-from .runs import RunDir, batches, load_run, log, make_network  # noqa: F401  (re-exported)
+from .runs import RunDir, batches, load_data, load_run, log, make_network  # noqa: F401  (re-exported)
 from .snn import Network, SpikeEstimator
 from .spec import TrainConfig
 
@@ -121,9 +121,7 @@ def train(cfg: TrainConfig, *, save: str | Path | None = None, overwrite: bool =
 
 def _train(cfg, rule, device, run, progress, on_epoch):
     t0 = time.perf_counter()
-    data = load_dataset(cfg.dataset, data_dir=cfg.data_dir, val_fraction=cfg.val_fraction,
-                        split_seed=cfg.split_seed, time_steps=cfg.time_steps,
-                        normalize=normalizes(cfg.encoding, cfg.precision))
+    data = load_data(cfg)
     gen = torch.Generator().manual_seed(cfg.seed)  # CPU: weight init, shuffling
     dev_gen = noise_generator(cfg.seed, device)
     net = make_network(cfg, data, gen).to(device)

@@ -19,11 +19,11 @@ from pathlib import Path
 
 import torch
 
-from .data import encode, load_dataset, normalizes
+from .data import encode
 from .experiment import batches, make_network, noise_generator, resolve_device
 from .fileio import atomic_write, atomic_write_json, atomic_write_text
 from .learn import CEMSELoss, make_rule
-from .runs import load_weights
+from .runs import load_data, load_weights
 from .spec import TrainConfig
 
 
@@ -39,9 +39,7 @@ def probe_gradients(cfg: TrainConfig, estimators: list[str] | None = None, *, me
     against ``reference`` ("method|estimator"), all at the same weights and on the same batches."""
     cfg = cfg.resolved()
     device = resolve_device(cfg.device)
-    data = load_dataset(cfg.dataset, data_dir=cfg.data_dir, val_fraction=cfg.val_fraction,
-                        split_seed=cfg.split_seed, time_steps=cfg.time_steps,
-                        normalize=normalizes(cfg.encoding, cfg.precision))
+    data = load_data(cfg)
     variants = [(cfg.method, e) for e in estimators or []] + [(m, cfg.estimator) for m in methods or []]
     ref_method, _, ref_est = reference.partition("|")
     ref_cfg = TrainConfig(**{**cfg.to_dict(), "method": ref_method, "estimator": ref_est or cfg.estimator})

@@ -24,6 +24,13 @@ def log(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
 
+def load_data(cfg: TrainConfig) -> Dataset:
+    """The data set of a run as it trains on it: its split, and normalised where ``normalizes`` says."""
+    return load_dataset(cfg.dataset, data_dir=cfg.data_dir, val_fraction=cfg.val_fraction,
+                        split_seed=cfg.split_seed, time_steps=cfg.time_steps,
+                        normalize=normalizes(cfg.encoding, cfg.precision))
+
+
 def make_network(cfg: TrainConfig, data: Dataset, generator: torch.Generator | None = None) -> Network:
     return build_network(cfg.net, input_shape=data.input_shape, num_classes=data.num_classes,
                          lif=LIFParams(leak=cfg.leak, threshold=cfg.threshold, reset=cfg.reset),
@@ -166,9 +173,7 @@ def load_run(run_dir: str | Path, data_dir: str | None = None) -> tuple[TrainCon
     except Exception as exc:  # truncated or foreign file: torch raises several types
         raise UserError(f"{run_dir / 'weights.pt'} is not a neuroplast weights file ({type(exc).__name__}); "
                         "re-run the training with --save") from None
-    data = load_dataset(cfg.dataset, data_dir=cfg.data_dir, val_fraction=cfg.val_fraction,
-                        split_seed=cfg.split_seed, time_steps=cfg.time_steps,
-                        normalize=normalizes(cfg.encoding, cfg.precision))
+    data = load_data(cfg)
     net = make_network(cfg, data)
     load_weights(net, state, f"{run_dir / 'weights.pt'} does not fit the network {cfg.net!r} of its config")
     net.eval()

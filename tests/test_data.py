@@ -296,17 +296,17 @@ def test_encode_frames_and_errors():
 def test_runs_take_normalised_images_only_for_float_direct_input(monkeypatch):
     """Poisson rates and frame counts need intensities in [0, 1] (normalised MNIST would saturate the rate
     code: every pixel above the mean spikes at every step), and so do on-chip payloads."""
-    from neuroplast import experiment
+    from neuroplast import runs
     from neuroplast.cli import main
     from neuroplast.data import normalizes
     assert normalizes("direct") and not normalizes("poisson") and not normalizes("frames")
     assert not normalizes("direct", "loihi2")
-    seen, real = [], experiment.load_dataset
+    seen, real = [], runs.load_dataset   # every command loads a run's data through runs.load_data
 
     def spy(*args, **kw):
         seen.append(kw.get("normalize", True))
         return real(*args, **kw)
-    monkeypatch.setattr(experiment, "load_dataset", spy)
+    monkeypatch.setattr(runs, "load_dataset", spy)
     for enc in ("direct", "poisson"):
         assert main(["train", "--net", "64-16-10", "--epochs", "1", "--encoding", enc, "--no-progress"]) == 0
     assert seen == [True, False]

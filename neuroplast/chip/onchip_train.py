@@ -8,10 +8,10 @@ import time
 import torch
 from tqdm.auto import tqdm
 
-from ..data import encode, load_dataset, normalizes
+from ..data import encode
 from ..errors import SpecError, TrainingDiverged
 from ..registry import parse_options
-from ..runs import batches, log, make_network
+from ..runs import batches, load_data, log, make_network
 from .cost import new_activity, record_step
 from .hardware import load_chip
 from .onchip import METHODS, OnChipLearner
@@ -38,9 +38,7 @@ def train_onchip(cfg, run, *, progress: bool, on_epoch=None):
         raise SpecError(f"opzo needs a momentum beta in [0, 1), got {beta}")
     if cfg.encoding != "direct":
         raise SpecError("on-chip learning takes direct (graded) input for now; use --encoding direct")
-    data = load_dataset(cfg.dataset, data_dir=cfg.data_dir, val_fraction=cfg.val_fraction,
-                        split_seed=cfg.split_seed, time_steps=cfg.time_steps,
-                        normalize=normalizes(cfg.encoding, cfg.precision))
+    data = load_data(cfg)
     gen = torch.Generator().manual_seed(cfg.seed)
     net = make_network(cfg, data, gen)
     learner = OnChipLearner(net, chip, name, lr=cfg.lr, time_steps=cfg.time_steps, sigma=float(opts.get("sigma", 0.5)),

@@ -310,24 +310,15 @@ def top_down_backward(sim: CutSimulator, E: Tensor, feedback: dict[str, Tensor],
 
 
 def _whole_window(w: SpikingWindow, E: Tensor, M: Tensor, U: Tensor, outs: list, grads: list) -> None:
-    """``top_down_backward`` of a small layer (or off the CPU): e·M, the gate and the sums over the whole
-    window at once (a few ops in all instead of a few per step)."""
+    """``top_down_backward`` of a small layer (or off the CPU): e·M and the gate over the whole window at
+    once (a few ops in all instead of a few per step); ∂L/∂I goes back through the layer's synapse, a
+    constant input's included (``_ConstantTraced`` sums it over the steps)."""
     K, B, N = U.shape
     D = (E.reshape(K * B, -1) @ M).view(K, B, N) if M.dim() == 2 else torch.bmm(E, M)
     G = torch.empty_like(U)
     gate(w.derivative, D, U, w.threshold, G, G)
-    if w.constant is None:
-        outs.append(w.current)
-        grads.append(G.view(w.current.shape))
-        return
-    x, op, c = w.constant
-    rows = torch.tensor([c, [1.0] * K], dtype=U.dtype, device=U.device)
-    sums = (rows if op.bias is not None else rows[:1]) @ G.view(K, -1)
-    shape = w.current.shape[1:]
-    grad_w, grad_b = constant_input_grads(op, x, sums[0].view(shape), sums[1].view(shape) if op.bias is not None else None)
-    _accumulate(op.weight, grad_w)
-    if grad_b is not None:
-        _accumulate(op.bias, grad_b)
+    outs.append(w.current)
+    grads.append(G.view(w.current.shape))
 
 
 def _accumulate(p: Tensor, grad: Tensor) -> None:

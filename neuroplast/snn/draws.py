@@ -16,7 +16,6 @@ chunked streams are kept so that seeded runs give the numbers they gave with the
 from __future__ import annotations
 
 import functools
-import threading
 from collections.abc import Callable
 
 import torch
@@ -25,17 +24,6 @@ Tensor = torch.Tensor
 
 #: numbers per chunk (setting a chunk generator's state costs a few µs: noise against 65536 numbers)
 CHUNK = 1 << 16
-
-_local = threading.local()
-
-
-def _thread_generator() -> torch.Generator:
-    """This thread's scratch generator that takes each chunk's state in turn."""
-    g = getattr(_local, "generator", None)
-    if g is None:
-        g = _local.generator = torch.Generator()
-    return g
-
 
 #: torch's CPU generator state (``get_state``, torch 2.x): a uint64 seed, int left, int seeded, uint64
 #: next, then the 624 mt19937 words as uint64, then the cached normal samples
@@ -87,7 +75,7 @@ def fill_(out: Tensor, fill: Callable[[Tensor, torch.Generator | None], object],
     flat = out.view(-1)
     k = -(-n // CHUNK)
     words, seeds = _chunk_states(k, generator)
-    g = _thread_generator()
+    g = torch.Generator()   # takes each chunk's state in turn
     for i in range(k):
         _set_chunk(g, words, seeds, i)
         fill(flat[i * CHUNK:(i + 1) * CHUNK], g)

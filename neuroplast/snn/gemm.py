@@ -62,11 +62,16 @@ def _graph(*ts: Tensor | None) -> bool:
     return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in ts)
 
 
+def _onednn(x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
+    """x·weightᵀ + bias on oneDNN (x [M, K], weight [N, K]; the caller checked ``_use_onednn``)."""
+    return torch.ops.mkldnn._linear_pointwise(x, weight, bias, "none", [], "")
+
+
 def mm(a: Tensor, b: Tensor) -> Tensor:
     """a @ b for a [M, K], b [K, N] (either may be a transposed view); differentiable (torch's own
     product) where autograd records it, e.g. in a backward pass with ``create_graph=True``."""
     if not _graph(a, b) and _use_onednn(a, b, a.shape[0], a.shape[1], b.shape[1]):
-        return torch.ops.mkldnn._linear_pointwise(a, b.t(), None, "none", [], "")
+        return _onednn(a, b.t(), None)
     return a @ b
 
 
@@ -76,18 +81,14 @@ def _onednn_bias(bias: Tensor | None, n: int) -> bool:
                             and bias.dtype == torch.float32)
 
 
-def _linear_2d(x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
-    if _onednn_bias(bias, weight.shape[0]) and _use_onednn(x, weight, x.shape[0], x.shape[1], weight.shape[0]):
-        return torch.ops.mkldnn._linear_pointwise(x, weight, bias, "none", [], "")
-    return F.linear(x, weight, bias)
-
-
 class _Linear(torch.autograd.Function):
+    """``linear``'s oneDNN product with its gradients (backward through ``mm``)."""
+
     @staticmethod
     def forward(ctx, x, weight, bias):
         ctx.save_for_backward(x, weight)
         ctx.has_bias = bias is not None
-        return _linear_2d(x, weight, bias)
+        return _onednn(x, weight, bias)
 
     @staticmethod
     def backward(ctx, g):
@@ -105,10 +106,7 @@ def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
     x2 = x.reshape(-1, x.shape[-1])
     if not (_onednn_bias(bias, weight.shape[0]) and _use_onednn(x2, weight, x2.shape[0], x2.shape[1], weight.shape[0])):
         return F.linear(x, weight, bias)
-    if _graph(x, weight, bias):
-        y = _Linear.apply(x2, weight, bias)
-    else:
-        y = _linear_2d(x2, weight, bias)
+    y = _Linear.apply(x2, weight, bias) if _graph(x, weight, bias) else _onednn(x2, weight, bias)
     return y.view(*lead, weight.shape[0])
 
 

@@ -8,9 +8,9 @@ elements than the last; 3× faster than the 0/1 GEMM below and 4× faster than `
 AMD EPYC, about even with the GEMM on an Intel Xeon). Backward: the k rows of a window are adjacent in
 memory, so ∂L/∂x viewed as [N·C·H', k·W] is ∂L/∂y @ Pᵀ with P [k·W, W'] the 0/1 matrix of the k×k
 windows (zero rows for dropped columns), one product per input (``gemm.mm``: 2× faster on oneDNN than
-on torch's mm on an AMD EPYC, 2.5× faster than ``avg_pool2d_backward``, which it equals bit for bit). For k² a power of two P and the forward carry
-1/k² (scaling by it is exact), otherwise the sum is divided by k² and the gradient divided before the
-product. On spikes and spike counts (small integers) every sum is exact, so the output equals
+on torch's mm on an AMD EPYC, 2.5× faster than ``avg_pool2d_backward``, which it equals bit for bit).
+For k² a power of two P and the forward carry 1/k² (scaling by it is exact), otherwise the sum is
+divided by k² and the gradient divided before the product. On spikes and spike counts (small integers) every sum is exact, so the output equals
 ``F.avg_pool2d(x, k)`` to the bit; on arbitrary floats it differs only by the order of the k² adds
 (float rounding).
 """

@@ -150,17 +150,25 @@ def flop_bound(net, method: str, T: int, B: int, constant_input: bool = True) ->
     return {"forward_flop": fwd, "step_flop": total}
 
 
+#: calls of a kernel timed back to back between two syncs on a GPU (one call of a ~1 GFLOP GEMM there
+#: lasts about as long as a sync and a launch, which would understate its rate)
+GPU_CALLS = 20
+
+
 def median_seconds(fn, device: torch.device, repeats: int, warmup: int = 2) -> float:
-    """Median wall time of ``fn()`` over ``repeats`` calls after ``warmup`` untimed ones (synced on a GPU)."""
+    """Median wall time of ``fn()`` over ``repeats`` timings after ``warmup`` untimed calls; on a GPU
+    each timing is ``GPU_CALLS`` calls back to back between two syncs, divided by their number."""
+    calls = GPU_CALLS if device.type == "cuda" else 1
     for _ in range(warmup):
         fn()
     ts = []
     for _ in range(repeats):
         _sync(device)
         t0 = time.perf_counter()
-        fn()
+        for _ in range(calls):
+            fn()
         _sync(device)
-        ts.append(time.perf_counter() - t0)
+        ts.append((time.perf_counter() - t0) / calls)
     return statistics.median(ts)
 
 
@@ -234,7 +242,7 @@ def _commit() -> str:
 
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
-        torch.cuda.synchronize()
+        torch.cuda.synchronize(device)   # that device's queue (cuda:1 included), not the current one's
 
 
 # ---------------------------------------------------------------- steps
@@ -454,14 +462,34 @@ def memory(methods: list[str]) -> list[dict]:
     return rows
 
 
+def gpu_memory(methods: list[str], device: torch.device) -> list[dict]:
+    """Peak bytes torch allocates on the GPU over 3 FC training steps at T = 6 and 30 (after one T=1
+    step that sets up the net, the optimizer state and the allocator), per method, in this process."""
+    x, y, _, _ = _inputs(None, NETS["fc"]["batch"], device)
+    rows = []
+    for m in methods:
+        for t in (6, 30):
+            step, _ = make_step(NETS["fc"]["arch"], m, t, x, y, device)
+            step(1)
+            torch.cuda.synchronize(device)
+            torch.cuda.reset_peak_memory_stats(device)
+            for _ in range(3):
+                step(t)
+            torch.cuda.synchronize(device)
+            rows.append({"method": m, "T": t, "peak_gpu_MiB": torch.cuda.max_memory_allocated(device) / 2**20})
+            del step
+            torch.cuda.empty_cache()
+    return rows
+
+
 # ---------------------------------------------------------------- report
 def write_report(res: dict, path: Path) -> None:
     idle = res["idle"]
     lines = [
         "# Speed of a training step against its GEMM lower bound (issue 9)", "",
         f"Command: `{res['command']}` at commit {res.get('commit', '?')}  ",
-        (f"Machine: {res['machine']}; torch {res['torch']}; {res['threads']} intra-op thread(s); device {res['device']}; "
-        f"date {res['date']}.  "),
+        (f"Machine: {res['machine']}; torch {res['torch']}; {res['threads']} intra-op thread(s); device {res['device']}"
+        f"{' (float32, TF32 off)' if res['device'].startswith('cuda') else ''}; date {res['date']}.  "),
         ("Machine idle before the run (other processes < 0.1 core)." if idle["idle"] else
          f"**Machine NOT idle**: other processes used {idle['load_cores']:.2f} cores when the run started "
          f"(waited {idle['waited_s']:.0f} s); the load during each measurement is in the tables. "
@@ -541,6 +569,12 @@ def write_report(res: dict, path: Path) -> None:
         flat = [f"{m}: T=30/T=6 peak RSS {by[(m, 30)]['peak_rss_MiB'] / by[(m, 6)]['peak_rss_MiB']:.3f}"
                 for m in dict.fromkeys(r["method"] for r in res["memory"]) if (m, 6) in by and (m, 30) in by]
         lines += ["; ".join(flat) + ".", ""]
+    if res.get("gpu_memory"):
+        lines += ["## GPU memory of a training step, FC net", "",
+                  ("Uniform random input. Peak bytes torch allocates on the GPU over 3 steps at T, after one "
+                   "T=1 step (`torch.cuda.max_memory_allocated`; weights, Adam state and the data included)."), "",
+                  "| method | T | peak allocated (MiB) |", "|---|---|---|",
+                  *(f"| {r['method']} | {r['T']} | {r['peak_gpu_MiB']:.1f} |" for r in res["gpu_memory"]), ""]
     lines += targets(res)
     text = "\n".join(lines) + "\n"
     old = path.read_text(encoding="utf-8") if path.exists() else ""
@@ -589,6 +623,11 @@ def targets(res: dict) -> list[str]:
         if (m, 6) in by and (m, 30) in by:
             v = by[(m, 30)]["peak_rss_MiB"] / by[(m, 6)]["peak_rss_MiB"]
             row(f"{m} peak RSS T=30 / T=6", f"{v:.3f}", "≤ 1.10", v <= 1.10)
+    by = {(r["method"], r["T"]): r for r in res.get("gpu_memory", [])}
+    for m in ("ottt", "opzo"):
+        if (m, 6) in by and (m, 30) in by:
+            v = by[(m, 30)]["peak_gpu_MiB"] / by[(m, 6)]["peak_gpu_MiB"]
+            row(f"{m} peak GPU memory T=30 / T=6", f"{v:.3f}", "≤ 1.10", v <= 1.10)
     if not out:
         return []
     return ["## Targets (issue 9)", "",
@@ -621,6 +660,8 @@ def main() -> None:
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
         sys.exit("--device cuda: CUDA is not available here")
+    if device.type == "cuda":   # float32 means float32: no TF32 in the GEMMs/convs of the steps or the bound
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
     steps = args.steps or (5 if args.quick else 30)
     warmup = args.warmup if args.warmup is not None else (1 if args.quick else 3)
     max_wait = args.max_wait if args.max_wait is not None else (0 if args.quick else 600)
@@ -635,6 +676,8 @@ def main() -> None:
     mem_methods = [m for m in ("ottt", "opzo") if m in args.methods]
     if not args.quick and not args.no_memory and device.type == "cpu" and mem_methods:
         res["memory"] = memory(mem_methods)
+    if not args.quick and not args.no_memory and device.type == "cuda" and mem_methods:
+        res["gpu_memory"] = gpu_memory(mem_methods, device)
     out = Path(args.out)
     atomic_write_json(out / "speed.json", res)
     write_report(res, out / "speed.md")

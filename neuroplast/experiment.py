@@ -30,6 +30,9 @@ def resolve_device(name: str) -> torch.device:
         raise UserError(f"unknown device {name!r}; use cpu, cuda or cuda:N") from None
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise UserError(f"device {name!r} requested but CUDA is not available here; use --device cpu")
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise UserError(f"device {name!r} requested but this machine has {torch.cuda.device_count()} CUDA "
+                        f"device(s): use cuda:0 … cuda:{torch.cuda.device_count() - 1}")
     return dev
 
 

@@ -71,6 +71,19 @@ def test_bad_input_exits_2_with_a_message(capsys, argv, match):
     assert re.search(match, err), err
 
 
+def test_a_cuda_device_beyond_the_machine_is_bad_input(monkeypatch):
+    """On a machine with one GPU (simulated here), cuda:7 is a clear UserError (exit 2), cuda:0 a device."""
+    import torch
+
+    from neuroplast.errors import UserError
+    from neuroplast.experiment import resolve_device
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    with pytest.raises(UserError, match=r"1 CUDA device\(s\): use cuda:0"):
+        resolve_device("cuda:7")
+    assert resolve_device("cuda:0") == torch.device("cuda", 0) and resolve_device("cuda").type == "cuda"
+
+
 def test_task_file_and_flags_override(tmp_path, capsys):
     task = tmp_path / "mine.toml"
     task.write_text('[data]\ndataset = "digits"\ntime_steps = 2\n[net]\nnet = "64-16-10"\n[train]\nepochs = 3\n')

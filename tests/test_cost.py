@@ -29,6 +29,24 @@ def test_fan_out_and_synops_on_a_hand_built_conv_net():
     assert syn == {"conv1": (5 + 2) * 3.0, "input": 3 * 8.0 + 1 * 18.0}
 
 
+def test_fan_out_of_a_gpu_network_is_counted_on_the_cpu():
+    """Fan-outs read only the weights' shapes: a network on a GPU (here fake CUDA tensors, no GPU
+    needed) gives the CPU's numbers instead of mixing devices in the count (the first batch of every
+    --device cuda training run records its synaptic events through this)."""
+    fake = pytest.importorskip("torch._subclasses.fake_tensor")
+    net = build_network("1x8x8-4C3-AP2-16-10", input_shape=(1, 8, 8), num_classes=10)
+    layers = ["input", *net.spiking_layers()]
+    want = {k: net.fan_out(k) for k in layers}
+    with fake.FakeTensorMode(allow_non_fake_inputs=True):
+        for m in net.modules():
+            for k, p in m._parameters.items():
+                if p is not None:
+                    m._parameters[k] = torch.nn.Parameter(torch.empty(p.shape, device="cuda"))
+    assert net.layers["conv1"].op.weight.device.type == "cuda"
+    got = {k: net.fan_out(k) for k in layers}
+    assert all(got[k].device.type == "cpu" and torch.equal(got[k], want[k]) for k in layers)
+
+
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     root, out = tmp_path_factory.mktemp("cost"), {}

@@ -21,6 +21,7 @@ in another order); the rules fall back to the step loop otherwise.
 """
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -92,11 +93,18 @@ class _ConstantTraced(torch.autograd.Function):
         (x,) = ctx.saved_tensors
         op, c = ctx.op, ctx.coeffs
         # one pass over g: row 0 = Σ_t c_t·g[t] (the weight's), row 1 = Σ_t g[t] (the bias's)
-        rows = torch.tensor([c, [1.0] * len(c)], dtype=g.dtype, device=g.device)
+        rows = _sum_rows(tuple(c), g.dtype, g.device)
         sums = (rows if op.bias is not None else rows[:1]) @ g.reshape(len(c), -1)
         shape = g.shape[1:]
         return (None, *constant_input_grads(op, x, sums[0].view(shape),
                                             sums[1].view(shape) if op.bias is not None else None), None, None)
+
+
+@functools.lru_cache(maxsize=64)
+def _sum_rows(coeffs: tuple[float, ...], dtype: torch.dtype, device: torch.device) -> Tensor:
+    """[[c_0 … c_{K−1}], [1 … 1]], made once per window shape and device (no host-to-device copy, which
+    waits for the GPU, in every window's backward)."""
+    return torch.tensor([coeffs, [1.0] * len(coeffs)], dtype=dtype, device=device)
 
 
 def constant_input_grads(op, x: Tensor, weighted: Tensor, total: Tensor | None) -> tuple[Tensor, Tensor | None]:
@@ -314,7 +322,7 @@ def _whole_window(w: SpikingWindow, E: Tensor, M: Tensor, U: Tensor, outs: list,
     once (a few ops in all instead of a few per step); ∂L/∂I goes back through the layer's synapse, a
     constant input's included (``_ConstantTraced`` sums it over the steps)."""
     K, B, N = U.shape
-    D = (E.reshape(K * B, -1) @ M).view(K, B, N) if M.dim() == 2 else torch.bmm(E, M)
+    D = gemm.mm(E.reshape(K * B, -1), M).view(K, B, N) if M.dim() == 2 else torch.bmm(E, M)
     G = torch.empty_like(U)
     gate(w.derivative, D, U, w.threshold, G, G)
     outs.append(w.current)

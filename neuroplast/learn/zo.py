@@ -38,7 +38,7 @@ class ZO(ThreeFactorRule):
             raise SpecError(f"zo needs a baseline momentum in [0, 1), got {momentum}")
         self.sigma, self.noise_kind, self.baseline, self.momentum = float(sigma), noise, baseline, float(momentum)
         self._z: dict[str, torch.Tensor] = {}
-        self._running: dict[str | None, float] = {}   # per output (network readout, IGL readout)
+        self._running: dict[str | None, torch.Tensor] = {}   # per output (network readout, IGL readout)
         self.set_local(ll, ll_scale, igl)
         if site not in SITES:
             raise SpecError(f"zo: unknown noise site {site!r}; valid: {', '.join(SITES)} (the neuron)")
@@ -63,7 +63,9 @@ class ZO(ThreeFactorRule):
             minus = info.rerun({k: -self.sigma * v for k, v in self._z.items()})
             diff = (noisy - per(minus, info.y)) / (2 * self.sigma)
         else:
-            mean = float(noisy.mean())
+            # a 0-dim float64 tensor on the loss's device, the float arithmetic it replaced bit for bit,
+            # without a device sync per step
+            mean = noisy.detach().mean().double()
             ref = self._running.get(info.head, mean)
             self._running[info.head] = self.momentum * ref + (1 - self.momentum) * mean if info.head in self._running else mean
             diff = (noisy - ref) / self.sigma

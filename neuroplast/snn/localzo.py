@@ -13,7 +13,8 @@ perturbation crosses the threshold). Its expectation is a surrogate fixed by the
     laplace  E g = (|x|/δ + 1/√2)·exp(−√2·|x|/δ) / (2δ)
 
 Only |z| matters, so |z| is sampled directly. For the uniform distribution neurons with
-|x| ≥ √3·δ get exactly zero, and when most are such only the active ones are sampled.
+|x| ≥ √3·δ get exactly zero, and when most are such only the active ones are sampled (on the CPU:
+on a GPU the dense draw avoids a device sync per step).
 """
 from __future__ import annotations
 
@@ -90,7 +91,7 @@ class LocalZO(SpikeEstimator):
     def sample_derivative(self, x: Tensor) -> Tensor:
         """One fresh draw of g(x) for every element of x (same shape as x)."""
         a = x.abs().div_(self.delta).reshape(-1)
-        if self.dist == "uniform":
+        if self.dist == "uniform" and x.device.type == "cpu":   # on a GPU, nonzero() would sync every step
             active = (a < SQRT3).nonzero().squeeze(1)
             if active.numel() < a.numel() // 2:  # sparse: sample only neurons that can be non-zero
                 g = torch.zeros_like(a)

@@ -76,7 +76,8 @@ class Network(nn.Module):
     def fan_out(self, name: str) -> Tensor:
         """Synapses leaving each neuron of layer ``name`` ("input" for the input), per-sample shape:
         how many neurons of the next synaptic layer it reaches, through pooling and flattening (a
-        pooled cell passes every input on: sum pooling). Zero for the last layer."""
+        pooled cell passes every input on: sum pooling). Zero for the last layer. On the CPU whatever
+        device the network is on (only the weights' shapes are read)."""
         names = list(self.layers)
         start = 0 if name == "input" else names.index(name) + 1
         shape = self.input_shape if name == "input" else self.shapes[name]
@@ -86,10 +87,10 @@ class Network(nn.Module):
             layer = self.layers[nxt]
             op = getattr(layer, "op", None)
             if isinstance(op, nn.Linear):
-                h = h.flatten(1) @ torch.ones_like(op.weight, dtype=torch.float64).t()
+                h = h.flatten(1) @ torch.ones(op.weight.shape, dtype=torch.float64).t()
                 break
             if isinstance(op, nn.Conv2d):
-                h = F.conv2d(h, torch.ones_like(op.weight, dtype=torch.float64), stride=op.stride, padding=op.padding)
+                h = F.conv2d(h, torch.ones(op.weight.shape, dtype=torch.float64), stride=op.stride, padding=op.padding)
                 break
             if isinstance(layer, Pool):
                 h = F.avg_pool2d(h, layer.k) * layer.k ** 2

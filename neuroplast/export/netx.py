@@ -241,21 +241,8 @@ def import_netx(path: str | Path) -> FixedNetwork:
 
 def _read(f) -> FixedNetwork:
     """The FixedNetwork of an open netx file (layout: module docstring); DataError naming what is wrong."""
-    version = f.attrs.get("version")
-    version = version.tolist() if isinstance(version, (np.generic, np.ndarray)) else version
-    if str(f.attrs.get("format")) == FORMAT and (isinstance(version, bool) or version != VERSION):
-        raise DataError(f"netx file of neuroplast format version {version!r}; this neuroplast reads version "
-                        f"{VERSION}: export it again with this version")
-    if "layer" not in f:
-        raise DataError("no 'layer' group: not a netx file")
-    groups = [f["layer"][str(i)] for i in range(len(f["layer"]))]
-    synaptic = [i for i, g in enumerate(groups) if _read_str(g["type"]) in ("dense", "conv")]
-    if not synaptic:
-        raise DataError("no dense or conv layer")
-    first = groups[0]
-    if _read_str(first["type"]) != "input":
-        raise DataError("layer 0 must be the input layer (type 'input' with its shape)")
-    input_shape = tuple(_ints(first["shape"], "netx layer 0 shape").reshape(-1).tolist())
+    _check_version(f)
+    groups, synaptic, input_shape = _layer_groups(f)
     encoding = str(f.attrs.get("encoding", "spikes"))
     layers, shape = [], input_shape
     for i, g in enumerate(groups[1:], start=1):
@@ -265,64 +252,110 @@ def _read(f) -> FixedNetwork:
             layers.append(FixedLayer(name, "flatten"))
             shape = (int(np.prod(shape)),)
             continue
-        if kind not in ("dense", "conv"):
-            raise DataError(f"netx layer {i} ({kind}): neuroplast imports input, dense, conv and flatten layers only")
-        nrn = g["neuron"]
-        ntype = _read_str(nrn["type"])
-        if ntype not in ("CUBA", "LOIHI"):
-            raise DataError(f"netx layer {i}: neuron type {ntype!r}; neuroplast runs CUBA LIF neurons only")
-        if "delay" in g:
-            raise DataError(f"netx layer {i}: synaptic delays are not supported")
-        where = f"netx layer {i} ({kind})"
-        du, dv, vth = (_ints(nrn[k], f"{where} neuron {k}", size=1).item() for k in ("iDecay", "vDecay", "vThMant"))
-        w = _ints(g["weight"], f"{where} weight")
-        x_scale, v_scale = int(g.attrs.get("x_scale", 1)), float(g.attrs.get("v_scale", 1.0))
-        out_shape = tuple(_ints(g["shape"], f"{where} shape").reshape(-1).tolist())
-        if kind == "conv":
-            stride, pad, dil = (tuple(np.broadcast_to(_ints(g[k], f"{where} {k}").reshape(-1), (2,)).tolist())
-                                for k in ("stride", "padding", "dilation"))
-            conv = {"stride": stride, "padding": pad, "dilation": dil,
-                    "groups": _ints(g["groups"], f"{where} groups", size=1).item()}
-            if w.ndim < 4 or w.size != np.prod(w.shape[:4]):   # lava-dl may add trailing axes of size 1
-                raise DataError(f"{where}: weight of shape {w.shape} is not [out, in, kh, kw]: export it again")
-            w = w.reshape(w.shape[:4])
-            expected = _conv_shape(where, shape, w, conv)
-        else:
-            conv, n_in = None, int(np.prod(shape))
-            if w.ndim < 2 or w.size != w.shape[0] * n_in:
-                raise DataError(f"{where}: weight of shape {w.shape} does not fit its {n_in} inputs ([out, {n_in}] "
-                                "expected): the file is inconsistent: export it again")
-            w = w.reshape(-1, n_in)
-            expected = w.shape[:1]
-        if out_shape != expected:
-            raise DataError(f"{where}: its shape {out_shape} is not the {expected} its weight gives on an input of "
-                            f"shape {shape}: the file is inconsistent: export it again")
-        syn = _synapse_from_weights(str(i), w, conv, x_scale, v_scale)
-        n = int(np.prod(out_shape))
-        bias = _ints(g["bias"], f"{where} bias") if "bias" in g else np.zeros(1, dtype=np.int64)
-        if conv is not None and bias.ndim == 3:   # per neuron, in netx's (W, H, C) order
-            if bias.shape != out_shape[::-1]:
-                raise DataError(f"{where}: bias of shape {bias.shape}; per neuron it is (W, H, C) = {out_shape[::-1]}: "
-                                "export it again")
-            bias = bias.transpose(2, 1, 0)
-        bias = torch.as_tensor(np.ascontiguousarray(bias).reshape(-1))
-        if bias.numel() not in (1, n, out_shape[0]):
-            raise DataError(f"{where}: bias has {bias.numel()} values; a layer of shape {out_shape} takes one of "
-                            f"{sorted({1, out_shape[0], n})}: export it again")
-        if conv is not None and bias.numel() == out_shape[0]:
-            bias = bias.view(-1, 1, 1).expand(out_shape)
-        bias = bias.reshape(-1).expand(n).clone()
-        if not (1 <= du <= DECAY_MAX + 1 and 0 <= dv <= DECAY_MAX and 0 <= vth <= VTH_MAX
-                and -BIAS_MANT_MAX - 1 <= int(bias.min()) and int(bias.max()) <= BIAS_MANT_MAX):
-            raise DataError(f"netx layer {i}: neuron iDecay={du}, vDecay={dv}, vThMant={vth}, bias in "
-                            f"[{int(bias.min())}, {int(bias.max())}] outside Loihi's ranges (1..4096, 0..4095, "
-                            f"0..{VTH_MAX}, {-BIAS_MANT_MAX - 1}..{BIAS_MANT_MAX})")
-        lif = IntLIFParams(du - 1, dv, vth, bias, torch.full_like(bias, NETX_BIAS_EXP))
-        role = str(g.attrs.get("role", "readout" if i == synaptic[-1] else "spiking"))
-        if role not in ("spiking", "readout"):
-            raise DataError(f"{where}: role {role!r}; a synaptic layer is 'spiking' or 'readout'")
-        layers.append(FixedLayer(name, role, syn, lif))
-        shape = out_shape
+        layer, shape = _synaptic_layer(g, i, kind, name, shape, "readout" if i == synaptic[-1] else "spiking")
+        layers.append(layer)
     num_classes = int(f.attrs.get("num_classes", int(np.prod(shape))))
     return FixedNetwork(layers, input_shape, num_classes, encoding, "lava",
                         input_scale=int(f.attrs.get("input_scale", GRADED_INPUT if encoding == "direct" else 1)))
+
+
+def _check_version(f) -> None:
+    """DataError for a neuroplast netx file of another format version (files from elsewhere carry none)."""
+    version = f.attrs.get("version")
+    version = version.tolist() if isinstance(version, (np.generic, np.ndarray)) else version
+    if str(f.attrs.get("format")) == FORMAT and (isinstance(version, bool) or version != VERSION):
+        raise DataError(f"netx file of neuroplast format version {version!r}; this neuroplast reads version "
+                        f"{VERSION}: export it again with this version")
+
+
+def _layer_groups(f) -> tuple[list, list[int], tuple[int, ...]]:
+    """(the groups ``layer/0``, ``layer/1``, …, the indices of the dense and conv ones, the input shape of
+    layer 0); DataError unless there is a synaptic layer and layer 0 is the input."""
+    if "layer" not in f:
+        raise DataError("no 'layer' group: not a netx file")
+    groups = [f["layer"][str(i)] for i in range(len(f["layer"]))]
+    synaptic = [i for i, g in enumerate(groups) if _read_str(g["type"]) in ("dense", "conv")]
+    if not synaptic:
+        raise DataError("no dense or conv layer")
+    first = groups[0]
+    if _read_str(first["type"]) != "input":
+        raise DataError("layer 0 must be the input layer (type 'input' with its shape)")
+    return groups, synaptic, tuple(_ints(first["shape"], "netx layer 0 shape").reshape(-1).tolist())
+
+
+def _synaptic_layer(g, i: int, kind: str, name: str, shape: tuple[int, ...],
+                    default_role: str) -> tuple[FixedLayer, tuple[int, ...]]:
+    """(the FixedLayer of netx layer ``i``, a group of type ``kind`` on an input of ``shape``, its output
+    shape); ``default_role`` where the group has no ``role`` attribute (files from elsewhere)."""
+    if kind not in ("dense", "conv"):
+        raise DataError(f"netx layer {i} ({kind}): neuroplast imports input, dense, conv and flatten layers only")
+    nrn = g["neuron"]
+    ntype = _read_str(nrn["type"])
+    if ntype not in ("CUBA", "LOIHI"):
+        raise DataError(f"netx layer {i}: neuron type {ntype!r}; neuroplast runs CUBA LIF neurons only")
+    if "delay" in g:
+        raise DataError(f"netx layer {i}: synaptic delays are not supported")
+    where = f"netx layer {i} ({kind})"
+    du, dv, vth = (_ints(nrn[k], f"{where} neuron {k}", size=1).item() for k in ("iDecay", "vDecay", "vThMant"))
+    w = _ints(g["weight"], f"{where} weight")
+    x_scale, v_scale = int(g.attrs.get("x_scale", 1)), float(g.attrs.get("v_scale", 1.0))
+    out_shape = tuple(_ints(g["shape"], f"{where} shape").reshape(-1).tolist())
+    w, conv = _layer_weights(g, where, kind, w, shape, out_shape)
+    syn = _synapse_from_weights(str(i), w, conv, x_scale, v_scale)
+    bias = _layer_bias(g, where, conv, out_shape)
+    if not (1 <= du <= DECAY_MAX + 1 and 0 <= dv <= DECAY_MAX and 0 <= vth <= VTH_MAX
+            and -BIAS_MANT_MAX - 1 <= int(bias.min()) and int(bias.max()) <= BIAS_MANT_MAX):
+        raise DataError(f"netx layer {i}: neuron iDecay={du}, vDecay={dv}, vThMant={vth}, bias in "
+                        f"[{int(bias.min())}, {int(bias.max())}] outside Loihi's ranges (1..4096, 0..4095, "
+                        f"0..{VTH_MAX}, {-BIAS_MANT_MAX - 1}..{BIAS_MANT_MAX})")
+    lif = IntLIFParams(du - 1, dv, vth, bias, torch.full_like(bias, NETX_BIAS_EXP))
+    role = str(g.attrs.get("role", default_role))
+    if role not in ("spiking", "readout"):
+        raise DataError(f"{where}: role {role!r}; a synaptic layer is 'spiking' or 'readout'")
+    return FixedLayer(name, role, syn, lif), out_shape
+
+
+def _layer_weights(g, where: str, kind: str, w: np.ndarray, shape: tuple[int, ...],
+                   out_shape: tuple[int, ...]) -> tuple[np.ndarray, dict | None]:
+    """(the weights ``w`` of a dense or conv group as [out, in] or [out, in, kh, kw], the conv settings or
+    None); DataError unless they fit the input ``shape`` and give the group's ``out_shape``."""
+    if kind == "conv":
+        stride, pad, dil = (tuple(np.broadcast_to(_ints(g[k], f"{where} {k}").reshape(-1), (2,)).tolist())
+                            for k in ("stride", "padding", "dilation"))
+        conv = {"stride": stride, "padding": pad, "dilation": dil,
+                "groups": _ints(g["groups"], f"{where} groups", size=1).item()}
+        if w.ndim < 4 or w.size != np.prod(w.shape[:4]):   # lava-dl may add trailing axes of size 1
+            raise DataError(f"{where}: weight of shape {w.shape} is not [out, in, kh, kw]: export it again")
+        w = w.reshape(w.shape[:4])
+        expected = _conv_shape(where, shape, w, conv)
+    else:
+        conv, n_in = None, int(np.prod(shape))
+        if w.ndim < 2 or w.size != w.shape[0] * n_in:
+            raise DataError(f"{where}: weight of shape {w.shape} does not fit its {n_in} inputs ([out, {n_in}] "
+                            "expected): the file is inconsistent: export it again")
+        w = w.reshape(-1, n_in)
+        expected = w.shape[:1]
+    if out_shape != expected:
+        raise DataError(f"{where}: its shape {out_shape} is not the {expected} its weight gives on an input of "
+                        f"shape {shape}: the file is inconsistent: export it again")
+    return w, conv
+
+
+def _layer_bias(g, where: str, conv: dict | None, out_shape: tuple[int, ...]) -> torch.Tensor:
+    """The bias mantissas of a group, one per neuron (int64 [N], in our C, H, W order for a conv layer): stored
+    one per neuron (a conv layer's in netx's (W, H, C) order), per channel of a conv layer, or one for all
+    (0 where the group has no ``bias``)."""
+    n = int(np.prod(out_shape))
+    bias = _ints(g["bias"], f"{where} bias") if "bias" in g else np.zeros(1, dtype=np.int64)
+    if conv is not None and bias.ndim == 3:   # per neuron, in netx's (W, H, C) order
+        if bias.shape != out_shape[::-1]:
+            raise DataError(f"{where}: bias of shape {bias.shape}; per neuron it is (W, H, C) = {out_shape[::-1]}: "
+                            "export it again")
+        bias = bias.transpose(2, 1, 0)
+    bias = torch.as_tensor(np.ascontiguousarray(bias).reshape(-1))
+    if bias.numel() not in (1, n, out_shape[0]):
+        raise DataError(f"{where}: bias has {bias.numel()} values; a layer of shape {out_shape} takes one of "
+                        f"{sorted({1, out_shape[0], n})}: export it again")
+    if conv is not None and bias.numel() == out_shape[0]:
+        bias = bias.view(-1, 1, 1).expand(out_shape)
+    return bias.reshape(-1).expand(n).clone()

@@ -1,5 +1,6 @@
 """Learned optimizers: a coordinate-wise LSTM (``lstm``), its torch.optim wrapper and checkpoints
-(``learned``), optimizee problems (``problems``) and meta-training (``meta``)."""
+(``learned``), optimizee problems (``problems``) and meta-training (``meta``; its config and problem
+sampler in ``meta_config``, its meta-gradients, truncated BPTT and PES, in ``meta_grad``)."""
 from .learned import LearnedOptimizer, load_checkpoint, save_checkpoint
 from .lstm import CoordinateLSTM
 from .meta import MetaConfig, meta_train, run_trajectory

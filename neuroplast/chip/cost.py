@@ -76,11 +76,15 @@ def record_step(activity: dict, net, x_seq, spike_counts: dict, noise_draws: int
     inputs) those of the intensities, where a chip runs the network folded to take them (``runs.chip_view``)."""
     activity["updates"] += 1
     activity["noise_draws"] += int(noise_draws)
-    for k, v in spike_counts.items():
-        activity["train_spikes"][k] = activity["train_spikes"].get(k, 0) + int(v.sum())
     if norm is not None and not norm.identity:
         x_seq = norm.intensities(x_seq[0]).expand(x_seq.shape) if x_seq.stride(0) == 0 else norm.intensities(x_seq)
-    for k, v in net.count_synops(x_seq, spike_counts).items():
+    spikes = [v.sum() for v in spike_counts.values()]
+    synops = net.synop_sums(x_seq, spike_counts)
+    # every sum read in one transfer (one device sync on a GPU); float32 sums widen to float64 exactly
+    values = torch.stack([t.double() for t in (*spikes, *synops.values())]).tolist() if spikes or synops else []
+    for k, v in zip(spike_counts, values[:len(spikes)]):
+        activity["train_spikes"][k] = activity["train_spikes"].get(k, 0) + int(v)
+    for k, v in zip(synops, values[len(spikes):]):
         activity["train_synops"][k] = activity["train_synops"].get(k, 0.0) + v
     activity["samples"] += int(samples)
 

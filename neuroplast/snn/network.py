@@ -104,12 +104,23 @@ class Network(nn.Module):
     def count_synops(self, x_seq: Tensor, spike_counts: dict[str, Tensor]) -> dict[str, float]:
         """Synaptic events of one batch: Σ_j count_j·fanout_j per spiking layer (counts [*shape]
         summed over the batch and T), and for the input its non-zero entries (spikes or graded payloads)."""
-        if getattr(self, "_fan_out", None) is None:
-            self._fan_out = {k: self.fan_out(k) for k in ["input", *self.spiking_layers()]}
-        out = {k: float((v * self._fan_out[k].to(v.device)).sum()) for k, v in spike_counts.items()}
+        return {k: float(v) for k, v in self.synop_sums(x_seq, spike_counts).items()}
+
+    def synop_sums(self, x_seq: Tensor, spike_counts: dict[str, Tensor]) -> dict[str, Tensor]:
+        """``count_synops`` as 0-dim tensors on the counts' device (read them together: one device sync)."""
+        out = {k: (v * self._fan_out_on(k, v.device)).sum() for k, v in spike_counts.items()}
         events = (x_seq != 0).sum((0, 1))
-        out["input"] = float((events * self._fan_out["input"].to(events.device)).sum())
+        out["input"] = (events * self._fan_out_on("input", events.device)).sum()
         return out
+
+    def _fan_out_on(self, name: str, device: torch.device) -> Tensor:
+        """``fan_out(name)`` made once, and a copy of it kept per device (no host-to-device copy per batch)."""
+        if getattr(self, "_fan_out", None) is None:
+            self._fan_out = {k: {torch.device("cpu"): self.fan_out(k)} for k in ["input", *self.spiking_layers()]}
+        per_device = self._fan_out[name]
+        if device not in per_device:
+            per_device[device] = per_device[torch.device("cpu")].to(device)
+        return per_device[device]
 
     def seed_draws(self, seed: int, device=None) -> None:
         """Give every part of the network that draws while running (dropout masks, LocalZO samples,

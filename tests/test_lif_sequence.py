@@ -86,3 +86,17 @@ def test_inference_scan_keeps_only_spikes(reset):
         const = lif_sequence(current[0], params, est.pointwise_derivative(), steps=7)
     assert torch.equal(fast, lif_reference(current, params, est)) and 0 < fast.mean() < 1
     assert torch.equal(const, lif_reference(current[0].expand(7, 5, 11), params, est))
+
+
+def test_out_of_memory_in_a_compiled_scan_is_raised_and_keeps_compiling_on(monkeypatch):
+    """Running out of memory is not a compiler failure: it reaches the caller, and later calls still compile
+    (a fallback would only run out again, and would switch compiling off for the whole process)."""
+    from neuroplast.snn import lif_fused
+
+    def oom(*args):
+        raise torch.OutOfMemoryError("out of memory (simulated)")
+    monkeypatch.setattr(lif_fused, "_kernels", lambda: (oom, oom, oom))
+    monkeypatch.setattr(lif_fused, "_failed", [])
+    with pytest.raises(torch.OutOfMemoryError):
+        lif_fused.scan_forward(torch.zeros(2, 3, 4), LIFParams())
+    assert lif_fused.available()

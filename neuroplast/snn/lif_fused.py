@@ -82,6 +82,8 @@ def _run(which: int, *args):
         return None
     try:
         return _kernels()[which](*args)
+    except torch.OutOfMemoryError:   # the data, not the compiler: eager would fail too; compiling stays on
+        raise
     except Exception as exc:   # noqa: BLE001 - any compiler failure: fall back to the eager scans
         reason = f"{type(exc).__name__}: {exc}".splitlines()[0]
         if "RecompileLimit" in type(exc).__name__:   # too many shapes: this call runs eagerly, later ones may not

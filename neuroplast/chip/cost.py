@@ -81,7 +81,7 @@ def record_step(activity: dict, net, x_seq, spike_counts: dict, noise_draws: int
     spikes = [v.sum() for v in spike_counts.values()]
     synops = net.synop_sums(x_seq, spike_counts)
     # every sum read in one transfer (one device sync on a GPU); float32 sums widen to float64 exactly
-    values = torch.stack([t.double() for t in (*spikes, *synops.values())]).tolist() if spikes or synops else []
+    values = torch.stack([t.double() for t in (*spikes, *synops.values())]).tolist()   # synops has "input"
     for k, v in zip(spike_counts, values[:len(spikes)]):
         activity["train_spikes"][k] = activity["train_spikes"].get(k, 0) + int(v)
     for k, v in zip(synops, values[len(spikes):]):

@@ -266,55 +266,73 @@ def top_down_backward(sim: CutSimulator, E: Tensor, feedback: dict[str, Tensor],
         w = layers.pop(name)
         if not w.current.requires_grad:   # frozen layer (readout-only control)
             continue
-        K, B = w.U.shape[:2]
-        U = w.U.reshape(K, B, -1)
-        N = U.shape[2]
-        if K * B * N <= WHOLE or U.device.type != "cpu":
+        U = w.U.reshape(*w.U.shape[:2], -1)
+        if U.numel() <= WHOLE or U.device.type != "cpu":
             _whole_window(w, E, M, U, outs, grads)
-            continue
-        rows = max(1, min(B, SLICE // N))
-        d = torch.empty((rows, N), dtype=U.dtype, device=U.device)
-        if w.constant is None:
-            G = torch.empty_like(U)
-        else:
-            x, op, c = w.constant
-            g = torch.empty_like(d)
-            weighted = torch.empty((B, N), dtype=U.dtype, device=U.device)
-            total = torch.empty_like(weighted) if op.bias is not None else None
-        Es, Us = E.unbind(0), U.unbind(0)   # per-step views made once (the loop's ops are small on FC nets)
-        Ms = M.unbind(0) if M.dim() == 3 else [M] * K
-        Gs = G.unbind(0) if w.constant is None else None
-        for b0 in range(0, B, rows):
-            b1 = min(B, b0 + rows)
-            part = (lambda v: v) if rows == B else (lambda v, b0=b0, b1=b1: v[b0:b1])
-            dn = d[:b1 - b0]
-            if w.constant is not None:
-                gn, wn, tn = g[:b1 - b0], part(weighted), part(total) if total is not None else None
-            for t in range(K):
-                torch.mm(part(Es[t]), Ms[t], out=dn)
-                if w.constant is None:
-                    out = part(Gs[t])
-                    gate(w.derivative, dn, part(Us[t]), w.threshold, out, out)
-                    continue
-                gate(w.derivative, dn, part(Us[t]), w.threshold, gn, gn)
-                if t == 0:
-                    torch.mul(gn, c[0], out=wn)
-                    if tn is not None:
-                        tn.copy_(gn)
-                else:
-                    wn.add_(gn, alpha=c[t])
-                    if tn is not None:
-                        tn.add_(gn)
-        if w.constant is None:
+        elif w.constant is None:
             outs.append(w.current)
-            grads.append(G.view(w.current.shape))
-            continue
-        shape = w.current.shape[1:]
-        grad_w, grad_b = constant_input_grads(op, x, weighted.view(shape),
-                                              total.view(shape) if total is not None else None)
-        _accumulate(op.weight, grad_w)
-        if grad_b is not None:
-            _accumulate(op.bias, grad_b)
+            grads.append(_sliced(w, E, M, U).view(w.current.shape))
+        else:
+            _sliced_constant(w, E, M, U)
+
+
+def _row_slices(B: int, N: int):
+    """(b0, b1) row ranges of one step's [B, N]: ``SLICE`` floats each (one row at least)."""
+    rows = max(1, min(B, SLICE // N))
+    return [(b0, min(B, b0 + rows)) for b0 in range(0, B, rows)]
+
+
+def _per_step(E: Tensor, M: Tensor, U: Tensor) -> tuple:
+    """Per-step views of E, M (one matrix for all steps, or one per step) and U, made once."""
+    return E.unbind(0), (M.unbind(0) if M.dim() == 3 else [M] * U.shape[0]), U.unbind(0)
+
+
+def _sliced(w: SpikingWindow, E: Tensor, M: Tensor, U: Tensor) -> Tensor:
+    """∂L/∂I [K, B, N] of a large layer: e[t]·M and the gate slice by slice (``top_down_backward``)."""
+    K, B, N = U.shape
+    slices = _row_slices(B, N)
+    d = torch.empty((slices[0][1], N), dtype=U.dtype, device=U.device)
+    G = torch.empty_like(U)
+    (Es, Ms, Us), Gs = _per_step(E, M, U), G.unbind(0)
+    for b0, b1 in slices:
+        dn = d[:b1 - b0]
+        for t in range(K):
+            torch.mm(Es[t][b0:b1], Ms[t], out=dn)
+            out = Gs[t][b0:b1]
+            gate(w.derivative, dn, Us[t][b0:b1], w.threshold, out, out)
+    return G
+
+
+def _sliced_constant(w: SpikingWindow, E: Tensor, M: Tensor, U: Tensor) -> None:
+    """A large first layer on a constant input x: Σ_t c_t·∂L/∂I[t] and Σ_t ∂L/∂I[t] summed slice by
+    slice (∂L/∂I never held for the window), then its weight and bias gradients added to ``.grad``."""
+    x, op, c = w.constant
+    K, B, N = U.shape
+    slices = _row_slices(B, N)
+    d = torch.empty((slices[0][1], N), dtype=U.dtype, device=U.device)
+    g = torch.empty_like(d)
+    weighted = torch.empty((B, N), dtype=U.dtype, device=U.device)
+    total = torch.empty_like(weighted) if op.bias is not None else None
+    Es, Ms, Us = _per_step(E, M, U)
+    for b0, b1 in slices:
+        dn, gn, wn = d[:b1 - b0], g[:b1 - b0], weighted[b0:b1]
+        tn = total[b0:b1] if total is not None else None
+        for t in range(K):
+            torch.mm(Es[t][b0:b1], Ms[t], out=dn)
+            gate(w.derivative, dn, Us[t][b0:b1], w.threshold, gn, gn)
+            if t == 0:
+                torch.mul(gn, c[0], out=wn)
+                if tn is not None:
+                    tn.copy_(gn)
+            else:
+                wn.add_(gn, alpha=c[t])
+                if tn is not None:
+                    tn.add_(gn)
+    shape = w.current.shape[1:]
+    grad_w, grad_b = constant_input_grads(op, x, weighted.view(shape), total.view(shape) if total is not None else None)
+    _accumulate(op.weight, grad_w)
+    if grad_b is not None:
+        _accumulate(op.bias, grad_b)
 
 
 def _whole_window(w: SpikingWindow, E: Tensor, M: Tensor, U: Tensor, outs: list, grads: list) -> None:

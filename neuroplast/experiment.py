@@ -124,64 +124,82 @@ def train(cfg: TrainConfig, *, save: str | Path | None = None, overwrite: bool =
 
 def _train(cfg, rule, device, run, progress, on_epoch):
     t0 = time.perf_counter()
-    data = load_data(cfg)
-    gen = torch.Generator().manual_seed(cfg.seed)  # CPU: weight init, shuffling
-    dev_gen = noise_generator(cfg.seed, device)
-    net = make_network(cfg, data, gen).to(device)
-    net.seed_draws(cfg.seed, device)  # dropout masks, LocalZO draws, ASGL spike noise: a stream per layer
-    rule.generator = dev_gen  # noise and feedback matrices of rules that draw them
-    if cfg.trainable == "readout":  # control: hidden layers frozen at their initialisation
-        for name, layer in net.layers.items():
-            if name != "readout":
-                layer.requires_grad_(False)
-    rule.setup(net)  # feedback/readouts the rule trains itself join the optimizer
-    opt = make_optimizer(cfg, [p for p in net.parameters() if p.requires_grad] + rule.parameters())
-    steps = cfg.epochs * math.ceil(len(data.train) / cfg.batch_size)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=steps) if cfg.schedule == "cosine" else None
-    loss_fn = CEMSELoss(cfg.mse_weight)
-    step, train_loss = 0, float("nan")
-    activity = new_activity()  # what the cost model counts
+    job = _Training(cfg, rule, device)
+    train_loss = float("nan")
     for epoch in range(1, cfg.epochs + 1):
-        net.train()
-        loss_sum = correct = seen = 0
-        bar = tqdm(batches(data.train, cfg.batch_size, generator=gen), total=math.ceil(len(data.train) / cfg.batch_size),
-                   desc=f"epoch {epoch}/{cfg.epochs}", disable=None if progress else True, leave=False, file=sys.stderr)
-        for x, y in bar:
-            x, y = x.to(device), y.to(device)
-            opt.zero_grad(set_to_none=True)
-            rule.set_progress(step / steps)
-            x_seq = encode(cfg.encoding, x, cfg.time_steps, generator=dev_gen)
-            res = rule.compute_grads(net, x_seq, y, loss_fn)
-            step += 1
-            if not math.isfinite(res.loss):
-                raise TrainingDiverged(f"loss became {res.loss} at epoch {epoch}, step {step} "
-                                       f"(learning rate {opt.param_groups[0]['lr']:.3g}); lower --lr or check the data")
-            opt.step()
-            record_step(activity, net, x_seq, res.spike_counts, res.noise_draws, len(y), norm=data.norm)
-            if sched is not None:
-                sched.step()
-            loss_sum += res.loss * len(y)
-            correct += int((res.logits.argmax(1) == y).sum())
-            seen += len(y)
-            bar.set_postfix(loss=f"{loss_sum / seen:.4f}", acc=f"{correct / seen:.3f}")
-        train_loss = loss_sum / seen
-        row = {"epoch": epoch, "train_loss": train_loss, "train_acc": correct / seen,
-               "lr": opt.param_groups[0]["lr"], "wall_s": time.perf_counter() - t0}
-        if len(data.val):
-            val = evaluate(net, data.val, cfg, device, dev_gen)
+        train_loss, train_acc = job.epoch(epoch, progress)
+        row = {"epoch": epoch, "train_loss": train_loss, "train_acc": train_acc,
+               "lr": job.opt.param_groups[0]["lr"], "wall_s": time.perf_counter() - t0}
+        if len(job.data.val):
+            val = evaluate(job.net, job.data.val, cfg, device, job.dev_gen)
             row.update(val_acc=val["acc"], val_loss=val["loss"])
         run.append_metrics(row)
         if on_epoch:
             on_epoch(row)
         log(f"epoch {epoch}/{cfg.epochs}: loss {train_loss:.4f}, train acc {row['train_acc']:.4f}"
             + (f", val acc {row['val_acc']:.4f}" if "val_acc" in row else "") + f" ({row['wall_s']:.1f} s)")
-    test = evaluate(net, data.test, cfg, device, dev_gen)
+    net = job.net
+    test = evaluate(net, job.data.test, cfg, device, job.dev_gen)
     summary = {"task": cfg.task, "dataset": cfg.dataset, "net": cfg.net, "method": cfg.method,
                "estimator": cfg.estimator, "epochs": cfg.epochs, "time_steps": cfg.time_steps,
                "seed": cfg.seed, "device": str(device), "test_acc": test["acc"], "test_loss": test["loss"],
                "train_loss": train_loss, "firing_rates": test["firing_rates"],
                "params": sum(p.numel() for p in net.parameters()), "trainable": cfg.trainable,
-               "estimator_stats": estimator_stats(net), "activity": {**activity, "feedback_entries": rule.feedback_sizes(),
+               "estimator_stats": estimator_stats(net), "activity": {**job.activity, "feedback_entries": rule.feedback_sizes(),
                                                                    "readout_entries": rule.readout_sizes()},
                "wall_s": time.perf_counter() - t0}
     return summary, net
+
+
+class _Training:
+    """What a float training run holds between its epochs: data, generators, network, optimizer,
+    schedule, the optimizer-step count and the cost model's activity."""
+
+    def __init__(self, cfg, rule, device):
+        self.cfg, self.rule, self.device = cfg, rule, device
+        self.data = load_data(cfg)
+        self.gen = torch.Generator().manual_seed(cfg.seed)  # CPU: weight init, shuffling
+        self.dev_gen = noise_generator(cfg.seed, device)
+        net = self.net = make_network(cfg, self.data, self.gen).to(device)
+        net.seed_draws(cfg.seed, device)  # dropout masks, LocalZO draws, ASGL spike noise: a stream per layer
+        rule.generator = self.dev_gen  # noise and feedback matrices of rules that draw them
+        if cfg.trainable == "readout":  # control: hidden layers frozen at their initialisation
+            for name, layer in net.layers.items():
+                if name != "readout":
+                    layer.requires_grad_(False)
+        rule.setup(net)  # feedback/readouts the rule trains itself join the optimizer
+        self.opt = make_optimizer(cfg, [p for p in net.parameters() if p.requires_grad] + rule.parameters())
+        self.per_epoch = math.ceil(len(self.data.train) / cfg.batch_size)
+        self.steps = cfg.epochs * self.per_epoch
+        self.sched = (torch.optim.lr_scheduler.CosineAnnealingLR(self.opt, T_max=self.steps)
+                      if cfg.schedule == "cosine" else None)
+        self.loss_fn = CEMSELoss(cfg.mse_weight)
+        self.step = 0
+        self.activity = new_activity()  # what the cost model counts
+
+    def epoch(self, epoch: int, progress: bool) -> tuple[float, float]:
+        """One pass over the training set: (mean loss, accuracy) over its samples."""
+        cfg, net, opt = self.cfg, self.net, self.opt
+        net.train()
+        loss_sum = correct = seen = 0
+        bar = tqdm(batches(self.data.train, cfg.batch_size, generator=self.gen), total=self.per_epoch,
+                   desc=f"epoch {epoch}/{cfg.epochs}", disable=None if progress else True, leave=False, file=sys.stderr)
+        for x, y in bar:
+            x, y = x.to(self.device), y.to(self.device)
+            opt.zero_grad(set_to_none=True)
+            self.rule.set_progress(self.step / self.steps)
+            x_seq = encode(cfg.encoding, x, cfg.time_steps, generator=self.dev_gen)
+            res = self.rule.compute_grads(net, x_seq, y, self.loss_fn)
+            self.step += 1
+            if not math.isfinite(res.loss):
+                raise TrainingDiverged(f"loss became {res.loss} at epoch {epoch}, step {self.step} "
+                                       f"(learning rate {opt.param_groups[0]['lr']:.3g}); lower --lr or check the data")
+            opt.step()
+            record_step(self.activity, net, x_seq, res.spike_counts, res.noise_draws, len(y), norm=self.data.norm)
+            if self.sched is not None:
+                self.sched.step()
+            loss_sum += res.loss * len(y)
+            correct += int((res.logits.argmax(1) == y).sum())
+            seen += len(y)
+            bar.set_postfix(loss=f"{loss_sum / seen:.4f}", acc=f"{correct / seen:.3f}")
+        return loss_sum / seen, correct / seen

@@ -36,7 +36,6 @@ import argparse
 import json
 import math
 import os
-import platform
 import resource
 import statistics
 import subprocess
@@ -49,15 +48,26 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 from plain_loop import PlainSNN, plain_step
+from speed_machine import (
+    LoadMeter,
+    describe_machine,
+    flop_bound,
+    git_commit,
+    machine_rate,
+    representative_gemm,
+    rng_time,
+    sync,
+    wait_idle,
+)
+from speed_report import write_report
 
 from neuroplast.data import encode
 from neuroplast.data.norm import InputNorm
 from neuroplast.experiment import make_optimizer
-from neuroplast.fileio import atomic_write_json, atomic_write_text
+from neuroplast.fileio import atomic_write_json
 from neuroplast.learn import ce_mse_loss, make_rule
-from neuroplast.snn import build_network, draws, gemm
+from neuroplast.snn import build_network
 from neuroplast.snn.fold_input import fold_input_norm
-from neuroplast.snn.layers import Readout, SpikingLayer
 
 NETS = {
     "fc": {"arch": "784-800-800-10", "T": 6, "batch": 128},
@@ -77,172 +87,6 @@ COMPILED = ("bptt", "dfa", "opzo", "infer")   # also measured as "<m>+compile": 
 METHODS.update({f"{m}+compile": METHODS[m] for m in COMPILED})
 INPUT_SHAPE, CLASSES = (1, 28, 28), 10
 
-
-# ---------------------------------------------------------------- machine load
-def _cpu_jiffies() -> tuple[int, int]:
-    """(busy, total) jiffies of all CPUs from /proc/stat."""
-    with open("/proc/stat") as fh:
-        vals = [int(v) for v in fh.readline().split()[1:]]
-    idle = vals[3] + (vals[4] if len(vals) > 4 else 0)
-    total = sum(vals[:8])
-    return total - idle, total
-
-
-def _own_jiffies() -> int:
-    with open("/proc/self/stat") as fh:
-        fields = fh.read().rsplit(")", 1)[1].split()
-    return int(fields[11]) + int(fields[12])  # utime + stime of this process (all threads)
-
-
-class LoadMeter:
-    """Average number of cores used by other processes between ``start`` and ``stop``."""
-
-    def start(self):
-        self.busy0, self.total0 = _cpu_jiffies()
-        self.own0 = _own_jiffies()
-        return self
-
-    def stop(self) -> float:
-        busy, total = _cpu_jiffies()
-        own = _own_jiffies()
-        if total == self.total0:
-            return 0.0
-        ncpu = os.cpu_count() or 1
-        return max(0.0, (busy - self.busy0 - (own - self.own0)) / (total - self.total0) * ncpu)
-
-
-def wait_idle(max_wait: float, threshold: float = 0.1, window: float = 2.0) -> dict:
-    """Wait until other processes use < ``threshold`` cores over ``window`` s, at most ``max_wait`` s."""
-    t0 = time.monotonic()
-    while True:
-        m = LoadMeter().start()
-        time.sleep(window)
-        load = m.stop()
-        waited = time.monotonic() - t0
-        if load < threshold or waited >= max_wait:
-            return {"idle": load < threshold, "load_cores": load, "waited_s": waited}
-
-
-# ---------------------------------------------------------------- FLOP bound
-def flop_bound(net, method: str, T: int, B: int, constant_input: bool = True) -> dict:
-    """FLOPs of the synaptic GEMMs/convs of one step (see the module docstring)."""
-    method = method.removesuffix("+compile").removesuffix("_rademacher")
-    fwd, first, feedback = 0, None, 0
-    shape = INPUT_SHAPE
-    for name, layer in net.layers.items():
-        op = getattr(layer, "op", None)
-        if isinstance(layer, (SpikingLayer, Readout)):
-            out = net.shapes[name]
-            mac = math.prod(out) * op.weight[0].numel()  # per output: fan-in multiply-adds
-            rows = B if first is None and constant_input else T * B
-            f = 2 * rows * mac
-            fwd += f
-            first = f if first is None else first
-            if isinstance(layer, SpikingLayer):
-                feedback += 2 * T * B * CLASSES * math.prod(out)
-        shape = net.shapes.get(name, shape)
-    if method in ("infer", "infer_fixed"):
-        total = fwd
-    elif method in ("dfa", "opzo"):
-        total = 2 * fwd + feedback
-    else:
-        total = 3 * fwd - first
-    return {"forward_flop": fwd, "step_flop": total}
-
-
-#: calls of a kernel timed back to back between two syncs on a GPU (one call of a ~1 GFLOP GEMM there
-#: lasts about as long as a sync and a launch, which would understate its rate)
-GPU_CALLS = 20
-
-
-def median_seconds(fn, device: torch.device, repeats: int, warmup: int = 2) -> float:
-    """Median wall time of ``fn()`` over ``repeats`` timings after ``warmup`` untimed calls; on a GPU
-    each timing is ``GPU_CALLS`` calls back to back between two syncs, divided by their number."""
-    calls = GPU_CALLS if device.type == "cuda" else 1
-    for _ in range(warmup):
-        fn()
-    ts = []
-    for _ in range(repeats):
-        _sync(device)
-        t0 = time.perf_counter()
-        for _ in range(calls):
-            fn()
-        _sync(device)
-        ts.append((time.perf_counter() - t0) / calls)
-    return statistics.median(ts)
-
-
-def gemm_rate(m: int, k: int, n: int, device: torch.device, repeats: int = 20, fn=torch.mm) -> float:
-    """float32 FLOP/s of ``fn`` (torch.mm, or the engine's ``gemm.mm``) [m, k] @ [k, n] (median of repeats)."""
-    a, b = torch.randn(m, k, device=device), torch.randn(k, n, device=device)
-    return 2 * m * k * n / median_seconds(lambda: fn(a, b), device, repeats, warmup=3)
-
-
-def conv_rate(shape: tuple[int, ...], weight: tuple[int, ...], device: torch.device, repeats: int = 10) -> float:
-    """float32 FLOP/s of F.conv2d of an input ``shape`` [N, C, H, W] with a 3×3 ``weight``, padding 1
-    (median of repeats): the kernel the conv layers actually run, which may beat the im2col GEMM."""
-    x, w = torch.randn(shape, device=device), torch.randn(weight, device=device)
-    n, _, h, wd = shape
-    return 2 * n * h * wd * math.prod(weight) / median_seconds(
-        lambda: torch.nn.functional.conv2d(x, w, padding=1), device, repeats)
-
-
-def machine_rate(arch: str, T: int, B: int, device: torch.device) -> tuple[float, str]:
-    """The rate of the bound: the fastest of torch.mm and the engine's GEMM (``snn.gemm``: oneDNN where
-    it is faster than torch's MKL path) at the net's largest GEMM and, for a conv net, F.conv2d at its
-    largest conv layer (conv2), with the kernel that gave it."""
-    m, k, n = representative_gemm(arch, T, B)
-    rates = {f"mm {m}×{k}·{k}×{n}": gemm_rate(m, k, n, device)}
-    if gemm._use_onednn(torch.empty(0, device=device), torch.empty(0, device=device), m, k, n):
-        rates[f"oneDNN linear {m}×{k}·{k}×{n}"] = gemm_rate(m, k, n, device, fn=gemm.mm)
-    if "C" in arch:
-        rates[f"conv2d {T * B}×32×14×14 ⊛ 64×32×3×3"] = conv_rate((T * B, 32, 14, 14), (64, 32, 3, 3), device)
-    best = max(rates, key=rates.get)
-    return rates[best], best
-
-
-def rng_time(sizes: list[int], device: torch.device, repeats: int = 10) -> float:
-    """Seconds to draw float32 N(0, 1) numbers as OPZO draws them: one engine draw (``snn.draws``) of
-    each size in ``sizes`` (median of repeats; alone, so caches and cores are as idle as they get)."""
-    g = torch.Generator(device).manual_seed(0)
-    return median_seconds(lambda: [draws.normal(n, g, device) for n in sizes], device, repeats)
-
-
-def representative_gemm(arch: str, T: int, B: int) -> tuple[int, int, int]:
-    """The largest GEMM of the net: FC [T·B, 800]·[800, 800]; conv: conv2's im2col [T·B·14·14, 32·9]·[.., 64]."""
-    if "C" in arch:
-        return T * B * 14 * 14, 32 * 9, 64
-    return T * B, 800, 800
-
-
-def _machine(device: torch.device) -> str:
-    """The CPU's model (``/proc/cpuinfo`` where there is one) and count, and the GPU's name on CUDA."""
-    model = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            model = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), model)
-    except OSError:
-        pass
-    gpu = f"; GPU {torch.cuda.get_device_name(device)}" if device.type == "cuda" else ""
-    return f"{model}, {os.cpu_count()} CPUs{gpu}"
-
-
-def _commit() -> str:
-    """The checkout's commit (short hash, ``+changes`` when the tree differs from it), or ``?``."""
-    root = Path(__file__).resolve().parent.parent
-    try:
-        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True,
-                              check=True, timeout=10).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", "neuroplast", "benchmarks"],
-                               cwd=root, capture_output=True, text=True, check=True, timeout=10).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return "?"
-    return head + ("+changes" if dirty else "")
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)   # that device's queue (cuda:1 included), not the current one's
 
 
 # ---------------------------------------------------------------- steps
@@ -315,10 +159,10 @@ def time_steps(fns: dict, steps: int, warmup: int, device, block: int = BLOCK) -
         for k, f in fns.items():
             f()
             for _ in range(min(block - 1, steps - len(times[k]))):
-                _sync(device)
+                sync(device)
                 t0 = time.perf_counter()
                 f()
-                _sync(device)
+                sync(device)
                 times[k].append(time.perf_counter() - t0)
     return times
 
@@ -398,7 +242,8 @@ def bench_net(key: str, methods: list[str], steps: int, warmup: int, device, dat
         sizes = per_layer * (n_drawn // sum(per_layer))   # one draw per layer at every drawn step
         rows["opzo"].update(noise_draws=n_drawn, rng_ms=1000 * rng_time(sizes, device))
     return {"arch": arch, "T": T, "batch": B, "input": source, "gemm": list(representative_gemm(arch, T, B)),
-            "gemm_gflops": rate / 1e9, "rate_kernel": kernel, "other_load_cores": load, "steps": steps, "warmup": warmup, "rows": rows}
+            "gemm_gflops": rate / 1e9, "rate_kernel": kernel, "other_load_cores": load, "steps": steps, "warmup": warmup,
+            "block": BLOCK, "breakdown_steps": BREAKDOWN_STEPS, "rows": rows}
 
 
 # ---------------------------------------------------------------- memory
@@ -482,158 +327,6 @@ def gpu_memory(methods: list[str], device: torch.device) -> list[dict]:
     return rows
 
 
-# ---------------------------------------------------------------- report
-def write_report(res: dict, path: Path) -> None:
-    idle = res["idle"]
-    lines = [
-        "# Speed of a training step against its GEMM lower bound (issue 9)", "",
-        f"Command: `{res['command']}` at commit {res.get('commit', '?')}  ",
-        (f"Machine: {res['machine']}; torch {res['torch']}; {res['threads']} intra-op thread(s); device {res['device']}"
-        f"{' (float32, TF32 off)' if res['device'].startswith('cuda') else ''}; date {res['date']}.  "),
-        ("Machine idle before the run (other processes < 0.1 core)." if idle["idle"] else
-         f"**Machine NOT idle**: other processes used {idle['load_cores']:.2f} cores when the run started "
-         f"(waited {idle['waited_s']:.0f} s); the load during each measurement is in the tables. "
-         "Ratios within one table are comparable (round-robin blocks), absolute numbers are pessimistic."), "",
-        ("A training step is `zero_grad` + `rule.compute_grads` + Adam `step` (the engine's `make_optimizer`: torch's "
-        "fused Adam; the plain loop keeps torch's default Adam, as a user's own loop would), direct encoding (constant input), "
-        "LIF λ=0.5 θ=1 hard reset, sigmoid surrogate k=4 (LocalZO: `localzo:m=2`), untrained weights. "
-        "`infer` is `net.simulate` under `no_grad`; `infer_fixed` the quantised Loihi 2 integer network "
-        "(`neuroplast.chip.quantize`, int64/float64 arithmetic on the CPU). `+compile` rows: the same net built with "
-        "`--compile` (`build_network(compiled=True)`): the LIF scans fused by torch.compile (`snn/lif_fused.py`; "
-        "same spikes, gradients to float rounding; compiled during warm-up)."), "",
-        ("**Bound** = FLOPs of the synaptic GEMMs/convs of the step / measured float32 GEMM rate (the fastest of "
-        "`torch.mm` and the engine's oneDNN GEMM, `snn/gemm.py`, at the net's largest GEMM, and `F.conv2d` at its "
-        "largest conv layer, same run). "
-        "Counted: forward F = Σ_l 2·rows·fan-in·outputs with rows = T·B, and B for "
-        "the first layer on the constant input; BPTT/LocalZO/OTTT 3F − F₁ (weight grads F, input grads F without "
-        "the first layer); DFA/OPZO 2F + the top-down products e·B_l; inference F. Not counted: LIF updates, "
-        "surrogates, pooling, loss, optimizer (elementwise, memory-bound)."), "",
-    ]
-    for net in res["nets"].values():
-        g = net["gemm"]
-        lines += [f"## `{net['arch']}`, T={net['T']}, batch {net['batch']}", "",
-                  (f"Input: {net['input']}. GEMM rate {net['gemm_gflops']:.0f} GFLOP/s ({net.get('rate_kernel', f'mm {g[0]}×{g[1]}·{g[1]}×{g[2]}')}; the faster kernel before or after the steps). "
-                  f"{net['steps']} steps after {net['warmup']} warm-up, round-robin in blocks of {BLOCK} consecutive steps "
-                  f"of a method, the first of each block not timed; other processes used "
-                  f"{net['other_load_cores']:.2f} cores on average during the measurement."), "",
-                  "| method | ms/step median | p10–p90 | samples/s | GFLOP (bound) | bound ms | step / bound |",
-                  "|---|---|---|---|---|---|---|"]
-        for m, r in net["rows"].items():
-            lines.append(f"| {m} | {r['ms_median']:.1f} | {r['ms_p10']:.1f}–{r['ms_p90']:.1f} | "
-                         f"{r['samples_per_s']:.0f} | {r['step_gflop']:.2f} | {r['bound_ms']:.1f} | "
-                         f"{r['ratio_to_bound']:.2f} |")
-        rows = net["rows"]
-        notes = []
-        if "plain_loop_bptt" in rows and "bptt" in rows:
-            notes.append(f"plain loop / engine BPTT = **{rows['plain_loop_bptt']['ms_median'] / rows['bptt']['ms_median']:.2f}×**")
-        for m in ("dfa", "opzo", "opzo_rademacher", "ottt"):
-            if m in rows and "bptt" in rows:
-                notes.append(f"{m} / BPTT = {rows[m]['ms_median'] / rows['bptt']['ms_median']:.2f}")
-        if "rng_ms" in rows.get("opzo", {}) and "bptt" in rows:
-            r = rows["opzo"]
-            notes.append(f"opzo draws {r['noise_draws'] / 1e6:.2f} M Gaussians per step, {r['rng_ms']:.1f} ms alone "
-                         f"(the engine's chunked draws, `snn/draws.py`); (opzo − draws) / BPTT = "
-                         f"{(r['ms_median'] - r['rng_ms']) / rows['bptt']['ms_median']:.2f}")
-        for m in ("dfa", "opzo"):
-            if f"{m}+compile" in rows and "bptt+compile" in rows:
-                notes.append(f"compiled: {m} / BPTT = "
-                             f"{rows[m + '+compile']['ms_median'] / rows['bptt+compile']['ms_median']:.2f}")
-        if notes:
-            lines += ["", "; ".join(notes) + "."]
-        lines.append("")
-        if all("breakdown_ms" in r for r in rows.values()):
-            lines += [(f"Where the time goes: self CPU time of every op under torch.profiler, ms per step, median "
-                       f"over {BREAKDOWN_STEPS} more steps profiled one at a time (`breakdown` in the script; the profiler adds a few µs per op, so a row "
-                       "sums to more than the timed step). GEMM/conv = the synaptic products, against the "
-                       "bound of the table above; pooling = the average-pool function, its 0/1 GEMM "
-                       "included; other = LIF scans, surrogates, losses, traces, noise adds, copies."), "",
-                      "| method | GEMM/conv | GEMM/conv ÷ bound | pooling | RNG | optimizer | other | other ÷ step |",
-                      "|---|---|---|---|---|---|---|---|"]
-            for m, r in rows.items():
-                b = r["breakdown_ms"]
-                lines.append(f"| {m} | {b['gemm']:.1f} | {b['gemm'] / r['bound_ms']:.2f} | {b['pooling']:.1f} | "
-                             f"{b['rng']:.1f} | {b['optimizer']:.1f} | {b['other']:.1f} | "
-                             f"{b['other'] / sum(b.values()):.0%} |")
-            lines.append("")
-    if res.get("memory"):
-        lines += ["## Memory of a training step, FC net (fresh process each)", "",
-                  ("Uniform random input (no data set loaded). Peak resident set of the process over 3 steps "
-                  "(includes torch itself), its growth above the set-up process after one T=1 step (coarse: "
-                  "the allocator reuses freed memory), and the peak bytes autograd holds for backward "
-                  "(saved-tensor hooks; the folded online rules hold one window of min(T, 6) steps)."), "",
-                  "| method | T | peak RSS (MiB) | RSS above set-up (MiB) | peak saved for backward (MiB) |",
-                  "|---|---|---|---|---|",
-                  *(f"| {r['method']} | {r['T']} | {r['peak_rss_MiB']:.0f} | {r['rss_above_setup_MiB']:.1f} | "
-                    f"{r['saved_for_backward_MiB']:.1f} |" for r in res["memory"]), ""]
-        by = {(r["method"], r["T"]): r for r in res["memory"]}
-        flat = [f"{m}: T=30/T=6 peak RSS {by[(m, 30)]['peak_rss_MiB'] / by[(m, 6)]['peak_rss_MiB']:.3f}"
-                for m in dict.fromkeys(r["method"] for r in res["memory"]) if (m, 6) in by and (m, 30) in by]
-        lines += ["; ".join(flat) + ".", ""]
-    if res.get("gpu_memory"):
-        lines += ["## GPU memory of a training step, FC net", "",
-                  ("Uniform random input. Peak bytes torch allocates on the GPU over 3 steps at T, after one "
-                   "T=1 step (`torch.cuda.max_memory_allocated`; weights, Adam state and the data included)."), "",
-                  "| method | T | peak allocated (MiB) |", "|---|---|---|",
-                  *(f"| {r['method']} | {r['T']} | {r['peak_gpu_MiB']:.1f} |" for r in res["gpu_memory"]), ""]
-    lines += targets(res)
-    text = "\n".join(lines) + "\n"
-    old = path.read_text(encoding="utf-8") if path.exists() else ""
-    if KEEP in old:   # hand-written notes at the end survive a new run
-        text += "\n" + old[old.index(KEEP):]
-    atomic_write_text(path, text)
-
-
-#: a line after which ``reports/speed.md`` holds hand-written notes that a new run keeps
-KEEP = "<!-- hand-written notes below: speed.py keeps them when it rewrites this report -->"
-
-
-def targets(res: dict) -> list[str]:
-    """The issue's targets against this run's numbers, as a markdown section (rows only for what was run)."""
-    out = []
-
-    def row(what, value, target, ok):
-        out.append(f"| {what} | {value} | {target} | {'met' if ok else '**not met**'} |")
-
-    def num(v, lim):   # 3 decimals where 2 would round onto the goal and hide the verdict
-        return f"{v:.3f}" if abs(v - lim) < 0.005 else f"{v:.2f}"
-    nets = res["nets"]
-    fc, conv = (nets.get(k, {}).get("rows", {}) for k in ("fc", "conv"))
-    for name, rows, lim in (("FC", fc, 1.4), ("conv", conv, 2.5)):
-        for m in ("bptt", "bptt+compile"):
-            if m in rows:
-                r = rows[m]
-                row(f"{name} {m} step / bound", num(r["ratio_to_bound"], lim), f"≤ {lim}", r["ratio_to_bound"] <= lim)
-                if name == "FC":
-                    row(f"{name} {m} step / bound without hoisting (the issue's 4.9 GFLOP count)",
-                        num(r["ratio_to_unhoisted_bound"], lim), f"≤ {lim}", r["ratio_to_unhoisted_bound"] <= lim)
-    if "plain_loop_bptt" in fc and "bptt" in fc:
-        v = fc["plain_loop_bptt"]["ms_median"] / fc["bptt"]["ms_median"]
-        row("FC plain loop / engine BPTT", f"{num(v, 1.5)}×", "≥ 1.5×", v >= 1.5)
-    for m in ("infer", "infer+compile"):
-        if m in fc:
-            row(f"FC {m} / bound", num(fc[m]["ratio_to_bound"], 1.5), "≤ 1.5", fc[m]["ratio_to_bound"] <= 1.5)
-    for name, rows in (("FC", fc), ("conv", conv)):
-        for m in ("dfa", "opzo", "opzo_rademacher"):
-            for suffix in ("", "+compile"):
-                if m + suffix in rows and "bptt" + suffix in rows:
-                    v = rows[m + suffix]["ms_median"] / rows["bptt" + suffix]["ms_median"]
-                    row(f"{name} {m}{suffix} / bptt{suffix}", num(v, 0.8), "≤ 0.8", v <= 0.8)
-    by = {(r["method"], r["T"]): r for r in res.get("memory", [])}
-    for m in ("ottt", "opzo"):
-        if (m, 6) in by and (m, 30) in by:
-            v = by[(m, 30)]["peak_rss_MiB"] / by[(m, 6)]["peak_rss_MiB"]
-            row(f"{m} peak RSS T=30 / T=6", f"{v:.3f}", "≤ 1.10", v <= 1.10)
-    by = {(r["method"], r["T"]): r for r in res.get("gpu_memory", [])}
-    for m in ("ottt", "opzo"):
-        if (m, 6) in by and (m, 30) in by:
-            v = by[(m, 30)]["peak_gpu_MiB"] / by[(m, 6)]["peak_gpu_MiB"]
-            row(f"{m} peak GPU memory T=30 / T=6", f"{v:.3f}", "≤ 1.10", v <= 1.10)
-    if not out:
-        return []
-    return ["## Targets (issue 9)", "",
-            ("Step / bound uses the FLOPs this engine must do (the first layer's product on the constant input "
-             "done once); the issue's own count for the FC net (4.9 GFLOP) does it T times, which is also shown."), "",
-            "| target | this run | goal | |", "|---|---|---|---|", *out, ""]
 
 
 def main() -> None:
@@ -667,8 +360,8 @@ def main() -> None:
     max_wait = args.max_wait if args.max_wait is not None else (0 if args.quick else 600)
     idle = wait_idle(max_wait)
     print(f"machine load before the run: {idle}", file=sys.stderr)
-    res = {"command": "python " + " ".join(sys.argv), "machine": _machine(device), "torch": torch.__version__, "threads": torch.get_num_threads(),
-           "device": str(device), "date": time.strftime("%Y-%m-%d %H:%M"), "commit": _commit(), "idle": idle,
+    res = {"command": "python " + " ".join(sys.argv), "machine": describe_machine(device), "torch": torch.__version__, "threads": torch.get_num_threads(),
+           "device": str(device), "date": time.strftime("%Y-%m-%d %H:%M"), "commit": git_commit(), "idle": idle,
            "nets": {}}
     for key in args.nets:
         res["nets"][key] = bench_net(key, args.methods, steps, warmup, device, args.data_dir, plain=True)

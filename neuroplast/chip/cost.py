@@ -105,19 +105,10 @@ def layer_table(net) -> list[dict]:
     return rows
 
 
-def cost_model(summary: dict, net, chip: Chip, *, time_steps: int, method: str) -> dict:
-    """Per-training-sample counts, memory, energy and time of ``method`` on ``chip``."""
-    act = summary.get("activity") or {}
-    samples = act.get("samples") or 0
-    if not samples or "train_synops" not in act:
-        raise CostUnavailable("this run has no recorded training activity (samples, train_synops); re-run it with this "
-                        "version of neuroplast (`neuroplast train ... --save`)")
-    fam, ll, graded = _family(method)
-    T, C = time_steps, net.num_classes
-    rows = layer_table(net)
-    hidden = [r for r in rows if r["spiking"]]
-    sum_hidden = sum(r["neurons"] for r in hidden)
-    noisy = {r["layer"] for r in hidden} if graded else set()   # layers sending s + σz every step
+def _per_layer(rows: list[dict], act: dict, samples, T: int, noisy: set) -> dict:
+    """Per synaptic layer and training sample: neurons, synapses, spikes and firing rate, the messages it
+    sends (its spikes, or T·N graded noisy payloads from a layer in ``noisy``), the SynOps it takes in (its
+    input layer's counted events, or T·synapses from a noisy one), neuron updates and ANN MACs."""
     per = {}
     for r in rows:
         spikes = act["train_spikes"].get(r["layer"], 0) / samples
@@ -127,12 +118,13 @@ def cost_model(summary: dict, net, chip: Chip, *, time_steps: int, method: str) 
                            "messages": T * r["neurons"] if r["layer"] in noisy else spikes,
                            "synops_in": synops_in, "neuron_updates": T * r["neurons"],
                            "ann_macs": r["synapses"]}
-    fwd_synops = sum(p["synops_in"] for p in per.values())
-    neuron_updates = sum(p["neuron_updates"] for p in per.values())
-    spikes = sum(p["spikes"] for p in per.values())
-    messages = sum(p["messages"] for p in per.values())   # spikes, or graded noisy payloads
-    synapses = sum(r["synapses"] for r in rows)
-    weights = sum(r["weights"] for r in rows)
+    return per
+
+
+def _learning_cost(fam: str, ll: bool, rows: list[dict], T: int, C: int, sum_hidden: int, synapses: int
+                   ) -> tuple[int, int]:
+    """(feedback ops, learning memory entries) per training sample of a method's family (the module
+    docstring's BP, DFA, ZO and OPZO lines), plus local learning's readouts where ``ll``."""
     if fam == "bp":
         feedback_ops = T * sum(r["synapses"] for r in rows[1:])
         learn_mem = synapses + 2 * T * sum(r["neurons"] for r in rows)   # Wᵀ copy + stored s and u
@@ -145,6 +137,31 @@ def cost_model(summary: dict, net, chip: Chip, *, time_steps: int, method: str) 
     if ll:
         feedback_ops += 2 * T * C * sum_hidden
         learn_mem += C * sum_hidden
+    return feedback_ops, learn_mem
+
+
+def cost_model(summary: dict, net, chip: Chip, *, time_steps: int, method: str) -> dict:
+    """Per-training-sample counts, memory, energy and time of ``method`` on ``chip`` (``_per_layer``,
+    ``_learning_cost``; the cores by ``core_mapping``)."""
+    act = summary.get("activity") or {}
+    samples = act.get("samples") or 0
+    if not samples or "train_synops" not in act:
+        raise CostUnavailable("this run has no recorded training activity (samples, train_synops); re-run it with this "
+                        "version of neuroplast (`neuroplast train ... --save`)")
+    fam, ll, graded = _family(method)
+    T, C = time_steps, net.num_classes
+    rows = layer_table(net)
+    hidden = [r for r in rows if r["spiking"]]
+    sum_hidden = sum(r["neurons"] for r in hidden)
+    noisy = {r["layer"] for r in hidden} if graded else set()   # layers sending s + σz every step
+    per = _per_layer(rows, act, samples, T, noisy)
+    fwd_synops = sum(p["synops_in"] for p in per.values())
+    neuron_updates = sum(p["neuron_updates"] for p in per.values())
+    spikes = sum(p["spikes"] for p in per.values())
+    messages = sum(p["messages"] for p in per.values())   # spikes, or graded noisy payloads
+    synapses = sum(r["synapses"] for r in rows)
+    weights = sum(r["weights"] for r in rows)
+    feedback_ops, learn_mem = _learning_cost(fam, ll, rows, T, C, sum_hidden, synapses)
     noise = act.get("noise_draws", 0) / samples           # counted: T·Σ N_l, or T/2·Σ N_l with antithetic pairs
     updates = act.get("updates", 0) * synapses / samples           # weight updates per sample
     traces = sum(r["pre_neurons"] for r in rows) if fam != "bp" or method.startswith("ottt") else 0

@@ -147,64 +147,79 @@ class FixedNetwork:
 
         Layer by layer over windows of steps (the net is feed-forward): in a window each synapse is
         one integer-exact product over its steps·B rows (about ``WINDOW_ROWS``; a constant input is
-        multiplied once), then the integer LIF runs step by step, its state carried to the next window.
-        The same integers as stepping the whole net one time step at a time (rows of a product do
-        not interact)."""
+        multiplied once), then the integer LIF runs step by step, its state carried to the next window
+        (``_input_windows``, ``_layer_window``). The same integers as stepping the whole net one time step
+        at a time (rows of a product do not interact)."""
+        T, _ = x_seq.shape[:2]   # [T, B, ...]
+        steps = run_steps(T, sum(layer.synapse is not None for layer in self.layers), self.timing)
+        state: dict[str, list] = {}       # layer -> [u, v, the product Lava's Dense still holds]
+        trace = {layer.name: {"u": [], "v": [], "s": []} for layer in self.layers if layer.synapse is not None}
+        counts: dict[str, Tensor] = {}
+        v_out = None
+        for h in self._input_windows(x_seq, steps, integer_input):
+            for layer in self.layers:
+                if layer.kind == "pool":
+                    h = _per_step(lambda x, pool=layer.pool: _int_pool(x, *pool), h)
+                elif layer.kind == "flatten":
+                    h = h.flatten(2)
+                else:
+                    v, S, shape = self._layer_window(layer, h, state, trace[layer.name] if record else None)
+                    if layer.kind == "readout":
+                        v_out = v
+                    else:
+                        h = S.view(len(S), -1, *shape)
+                        c = _count_steps(h)
+                        counts[layer.name] = counts[layer.name] + c if layer.name in counts else c
+        out = {"v_out": v_out, "spikes": counts}
+        if record:
+            out["steps"] = {k: {"u": torch.stack(d["u"]), "v": torch.stack(d["v"]), "s": torch.cat(d["s"])}
+                            for k, d in trace.items()}
+        return out
+
+    def _input_windows(self, x_seq: Tensor, steps: int, integer_input: bool):
+        """The integer payloads of ``x_seq`` for ``simulate``, window by window: [t1 − t0, B, ...] for steps
+        t0..t1 − 1 of ``steps`` (about ``WINDOW_ROWS`` rows each). An input that is the same at every step
+        (a stride-0 view, direct encoding) is encoded once and expanded; steps past the input's T (Lava
+        timing) are zeros."""
         T, B = x_seq.shape[:2]
-        n_syn = sum(layer.synapse is not None for layer in self.layers)
-        steps = run_steps(T, n_syn, self.timing)
         constant = x_seq.stride(0) == 0 and steps == T   # the same input at every step (direct encoding)
 
         def encode(x):
             return self.check_payloads(x.to(torch.int64)) if integer_input else self.encode_input(x)
         first = encode(x_seq[:1]) if constant else None
         width = max(1, WINDOW_ROWS // max(B, 1))
-        state: dict[str, list] = {}       # layer -> [u, v, the product Lava's Dense still holds]
-        trace = {layer.name: {"u": [], "v": [], "s": []} for layer in self.layers if layer.synapse is not None}
-        counts: dict[str, Tensor] = {}
-        v_out = None
         for t0 in range(0, steps, width):
             t1 = min(steps, t0 + width)
             if constant:
-                h = first.expand(t1 - t0, *first.shape[1:])
-            else:
-                h = encode(x_seq[t0:min(t1, T)])
-                if t1 > T:   # Lava timing: the net drains for n_syn steps after the input ends
-                    h = torch.cat([h, h.new_zeros((t1 - max(t0, T), *x_seq.shape[1:]))])
-            for layer in self.layers:
-                if layer.kind == "pool":
-                    h = _per_step(lambda x, pool=layer.pool: _int_pool(x, *pool), h)
-                    continue
-                if layer.kind == "flatten":
-                    h = h.flatten(2)
-                    continue
-                flat = layer.kind == "readout" or layer.synapse.conv is None
-                a = _per_step(lambda x, syn=layer.synapse: syn.current_exact(x.flatten(1) if flat and x.dim() > 2 else x), h)
-                shape = a.shape[2:]
-                a = a.flatten(2)
-                if layer.name not in state:   # u, v (int64) and the product Lava's Dense holds (as a)
-                    zero = torch.zeros(a.shape[1:], dtype=torch.int64, device=a.device)
-                    state[layer.name] = [zero, zero, torch.zeros_like(a[0])]
-                u, v, held = state[layer.name]
-                if self.timing == "lava":   # Lava's Dense delivers a step late: the LIF sees the product of t − 1
-                    a, held = torch.cat([held[None], a[:-1]]), a[-1]
-                u, v, S, steps_uv = int_lif_steps(u, v, a, layer.lif, record=record)  # S bool [steps, ...]
-                state[layer.name] = [u, v, held]
-                if record:
-                    trace[layer.name]["u"] += [uv[0] for uv in steps_uv]
-                    trace[layer.name]["v"] += [uv[1] for uv in steps_uv]
-                    trace[layer.name]["s"].append(S.to(torch.int64))
-                if layer.kind == "readout":
-                    v_out = v
-                else:
-                    h = S.view(len(S), -1, *shape)
-                    c = _count_steps(h)
-                    counts[layer.name] = counts[layer.name] + c if layer.name in counts else c
-        out = {"v_out": v_out, "spikes": counts}
-        if record:
-            out["steps"] = {k: {"u": torch.stack(d["u"]), "v": torch.stack(d["v"]), "s": torch.cat(d["s"])}
-                            for k, d in trace.items()}
-        return out
+                yield first.expand(t1 - t0, *first.shape[1:])
+                continue
+            h = encode(x_seq[t0:min(t1, T)])
+            if t1 > T:   # Lava timing: the net drains for n_syn steps after the input ends
+                h = torch.cat([h, h.new_zeros((t1 - max(t0, T), *x_seq.shape[1:]))])
+            yield h
+
+    def _layer_window(self, layer: FixedLayer, h: Tensor, state: dict, rec: dict | None) -> tuple[Tensor, Tensor, tuple]:
+        """One synaptic layer over a window of input payloads h [steps, B, ...]: its integer-exact product,
+        Lava's one-step delay (``timing="lava"``), then the integer LIF step by step from ``state[layer.name]``,
+        which it updates; appends u, v, s of every step to ``rec`` (where given). Returns (v after the window,
+        spikes S bool [steps, B, N], the layer's neuron shape)."""
+        flat = layer.kind == "readout" or layer.synapse.conv is None
+        a = _per_step(lambda x, syn=layer.synapse: syn.current_exact(x.flatten(1) if flat and x.dim() > 2 else x), h)
+        shape = a.shape[2:]
+        a = a.flatten(2)
+        if layer.name not in state:   # u, v (int64) and the product Lava's Dense holds (as a)
+            zero = torch.zeros(a.shape[1:], dtype=torch.int64, device=a.device)
+            state[layer.name] = [zero, zero, torch.zeros_like(a[0])]
+        u, v, held = state[layer.name]
+        if self.timing == "lava":   # Lava's Dense delivers a step late: the LIF sees the product of t − 1
+            a, held = torch.cat([held[None], a[:-1]]), a[-1]
+        u, v, S, steps_uv = int_lif_steps(u, v, a, layer.lif, record=rec is not None)  # S bool [steps, ...]
+        state[layer.name] = [u, v, held]
+        if rec is not None:
+            rec["u"] += [uv[0] for uv in steps_uv]
+            rec["v"] += [uv[1] for uv in steps_uv]
+            rec["s"].append(S.to(torch.int64))
+        return v, S, shape
 
     def classify(self, x_seq: Tensor) -> Tensor:
         return self.simulate(x_seq)["v_out"].argmax(1)

@@ -167,6 +167,30 @@ def _sr(x: Tensor, gen: torch.Generator) -> Tensor:
     return torch.floor(x + torch.rand(x.shape, generator=gen, dtype=x.dtype)).to(torch.int64)
 
 
+def _learnable_layers(net, chip: Chip, method: str, noise: str, site: str) -> list:
+    """The synaptic layers of ``net`` (dense spiking layers, then the readout) once ``method``, with
+    ``noise`` at ``site``, is known to run on ``chip`` and the network to be one it learns: SpecError
+    otherwise."""
+    if method not in METHODS:
+        raise SpecError(f"on-chip learning supports {', '.join(METHODS)}; got {method!r}")
+    if noise not in NOISE_KINDS or site not in SITES:
+        raise SpecError(f"on-chip noise must be one of {', '.join(NOISE_KINDS)} at a site in {', '.join(SITES)} "
+                        f"(the neuron); got noise={noise!r}, site={site!r}")
+    if not chip.fixed:
+        raise SpecError(f"chip {chip.name!r} has float precision; on-chip learning needs a fixed-point chip")
+    check_numerics(chip)
+    if method in ("opzo", "zo") and chip.numerics["graded_spike_bits"] < 8:
+        raise SpecError(f"{method} injects noise into the spikes a layer sends, which needs graded spikes; "
+                        f"{chip.name} has binary spikes only (use dfa, or loihi2)")
+    if chip.numerics["graded_spike_bits"] < 8:
+        raise SpecError(f"direct (real-valued) input needs graded spikes; {chip.name} has binary spikes only")
+    layers = [x for x in net.layers.values() if not isinstance(x, (Flatten, Dropout))]
+    if not (all(isinstance(x, SpikingLayer) and x.op.weight.dim() == 2 for x in layers[:-1])
+            and isinstance(layers[-1], Readout) and len(layers) >= 2):
+        raise SpecError(f"on-chip learning runs fully connected networks (e.g. 64-256-10); got {net.arch!r}")
+    return layers
+
+
 class OnChipLearner:
     """Integer network + integer three-factor learning, built from a float network's initialisation.
 
@@ -176,23 +200,7 @@ class OnChipLearner:
     def __init__(self, net, chip: Chip, method: str, *, lr: float, time_steps: int, sigma: float = 0.5,
                  beta_shift: int = 7, seed: int = 0, trace_decay: float | None = None, noise: str = "rademacher",
                  site: str = "after", exact: bool = False):
-        if method not in METHODS:
-            raise SpecError(f"on-chip learning supports {', '.join(METHODS)}; got {method!r}")
-        if noise not in NOISE_KINDS or site not in SITES:
-            raise SpecError(f"on-chip noise must be one of {', '.join(NOISE_KINDS)} at a site in {', '.join(SITES)} "
-                            f"(the neuron); got noise={noise!r}, site={site!r}")
-        if not chip.fixed:
-            raise SpecError(f"chip {chip.name!r} has float precision; on-chip learning needs a fixed-point chip")
-        check_numerics(chip)
-        if method in ("opzo", "zo") and chip.numerics["graded_spike_bits"] < 8:
-            raise SpecError(f"{method} injects noise into the spikes a layer sends, which needs graded spikes; "
-                            f"{chip.name} has binary spikes only (use dfa, or loihi2)")
-        if chip.numerics["graded_spike_bits"] < 8:
-            raise SpecError(f"direct (real-valued) input needs graded spikes; {chip.name} has binary spikes only")
-        layers = [x for x in net.layers.values() if not isinstance(x, (Flatten, Dropout))]
-        if not (all(isinstance(x, SpikingLayer) and x.op.weight.dim() == 2 for x in layers[:-1])
-                and isinstance(layers[-1], Readout) and len(layers) >= 2):
-            raise SpecError(f"on-chip learning runs fully connected networks (e.g. 64-256-10); got {net.arch!r}")
+        layers = _learnable_layers(net, chip, method, noise, site)
         self.method, self.chip, self.T, self.lr = method, chip, time_steps, float(lr)
         self.ar = EXACT if exact else INTEGER
         self.gen = torch.Generator().manual_seed(seed)   # initial weights only; learning draws from chip.rng
@@ -203,11 +211,20 @@ class OnChipLearner:
         self.noise_kind, self.site = noise, site
         self.beta_shift = beta_shift
         self.loss = CEMSELoss()
-        q_hidden = Q if method != "dfa" else 1
-        self.layers = []
-        x_scale = GRADED_INPUT
-        lo, hi = chip.numerics["weight_exp_min"], chip.numerics["weight_exp_max"]
-        for layer in layers:
+        self.layers = self._integer_layers(layers, trace_decay, exact)   # draws the weights from gen first
+        self.hidden = self.layers[:-1]
+        self.error_rng, self.out8_rng, self.zo_rng = (Stream(seed, k) for k in (STREAM_ERROR, STREAM_OUT8, STREAM_ZO))
+        self._init_noise_and_feedback(net.num_classes, exact)           # then DFA's feedback matrices
+
+    def _integer_layers(self, layers: list, trace_decay: float | None, exact: bool) -> list[dict]:
+        """Each layer on the chip: mantissas m = SR(w/LSB) (w/LSB unrounded when ``exact``; the draws from
+        ``gen`` are made in both precisions) with LSB from ``threshold_scale``, leaving HEADROOM for the
+        weights to grow, the input payload scale, the integer LIF, the presynaptic trace decay, and the
+        layer's trace and update streams."""
+        q_hidden = Q if self.method != "dfa" else 1
+        out, x_scale = [], GRADED_INPUT
+        lo, hi = self.chip.numerics["weight_exp_min"], self.chip.numerics["weight_exp_max"]
+        for index, layer in enumerate(layers):
             w = layer.op.weight.detach().to(torch.float64)
             lsb = float(w.abs().max()) * HEADROOM / (W_MANT_MAX + 1)
             theta = layer.lif.threshold if isinstance(layer, SpikingLayer) else 1.0
@@ -218,25 +235,28 @@ class OnChipLearner:
             dv = 0 if isinstance(layer, Readout) else min(max(round(DECAY_UNITY * (1 - layer.lif.leak)), 0), DECAY_MAX)
             # presynaptic trace decay: the float rules' λ of the layer (0 for the readout: x̂ = x)
             lam = layer.trace_decay if trace_decay is None or isinstance(layer, Readout) else trace_decay
-            self.layers.append({"m": m, "exp": exp, "theta": theta, "lsb": lsb, "x_scale": x_scale, "v_scale": vth * 64 / theta,
-                                "lif": IntLIFParams(DECAY_MAX, dv, vth), "trace_d": round(DECAY_UNITY * (1 - lam)),
-                                "trace_rng": Stream(seed, STREAM_TRACE + len(self.layers)),
-                                "update_rng": Stream(seed, STREAM_UPDATE + len(self.layers))})
+            out.append({"m": m, "exp": exp, "theta": theta, "lsb": lsb, "x_scale": x_scale, "v_scale": vth * 64 / theta,
+                        "lif": IntLIFParams(DECAY_MAX, dv, vth), "trace_d": round(DECAY_UNITY * (1 - lam)),
+                        "trace_rng": Stream(self.seed, STREAM_TRACE + index),
+                        "update_rng": Stream(self.seed, STREAM_UPDATE + index)})
             x_scale = q_hidden
-        C = net.num_classes
-        self.hidden = self.layers[:-1]
-        self.error_rng, self.out8_rng, self.zo_rng = (Stream(seed, k) for k in (STREAM_ERROR, STREAM_OUT8, STREAM_ZO))
+        return out
+
+    def _init_noise_and_feedback(self, C: int, exact: bool) -> None:
+        """Each hidden layer's noise units, noise gain (the current σ·z is, for noise before the neuron) and
+        feedback stream, and its feedback to the C outputs: DFA's fixed random B_int = round(32·√C·B),
+        8-bit, drawn from ``gen`` layer by layer (unrounded when ``exact``); OPZO's momentum M, zero."""
         for k, h in enumerate(self.hidden):
             n = h["m"].shape[0]
-            h["noise"] = NoiseUnits(seed, k, antithetic=method == "opzo", kind=noise)
+            h["noise"] = NoiseUnits(self.seed, k, antithetic=self.method == "opzo", kind=self.noise_kind)
             h["noise_gain"] = round(self.sigma * h["lif"].vth / h["theta"] * (1 << GAIN_SHIFT) / Z)
-            h["fb_rng"] = Stream(seed, STREAM_FEEDBACK + k)
-            if method == "dfa":
+            h["fb_rng"] = Stream(self.seed, STREAM_FEEDBACK + k)
+            if self.method == "dfa":
                 b = torch.randn(C, n, generator=self.gen, dtype=torch.float64) / math.sqrt(C)
                 h["fb"] = b * B_SCALE * math.sqrt(C) if exact else \
                     torch.round(b * B_SCALE * math.sqrt(C)).clamp(-127, 127).to(torch.int64)
                 h["fb_scale"] = B_SCALE * math.sqrt(C)
-            elif method == "opzo":
+            elif self.method == "opzo":
                 h["fb"] = torch.zeros(C, n, dtype=self.ar.dtype)
                 h["fb_scale"] = float(1 << M_FRAC) * O_SCALE   # M ≈ σ·∂o/∂a (no 1/σ, OPZO App. C)
 

@@ -21,6 +21,26 @@ def train_onchip(cfg, run, *, progress: bool, on_epoch=None):
     """Same contract as the float loop: returns (summary, float network holding the chip's weights)."""
     t0 = time.perf_counter()
     chip = load_chip(cfg.precision)
+    job = _OnChipTraining(cfg, chip, *_onchip_method(cfg))
+    train_loss = float("nan")
+    for epoch in range(1, cfg.epochs + 1):
+        train_loss, train_acc = job.epoch(epoch, progress)
+        row = {"epoch": epoch, "train_loss": train_loss, "train_acc": train_acc, "lr": job.learner.lr,
+               "wall_s": time.perf_counter() - t0}
+        if len(job.data.val):
+            row["val_acc"] = _accuracy(job.learner, job.data.val, cfg)
+        run.append_metrics(row)
+        if on_epoch:
+            on_epoch(row)
+        log(f"epoch {epoch}/{cfg.epochs} ({chip.name}): loss {train_loss:.4f}, train acc {row['train_acc']:.4f}"
+            + (f", val acc {row['val_acc']:.4f}" if "val_acc" in row else "") + f" ({row['wall_s']:.1f} s)")
+    job.copy_chip_weights()
+    return job.summary(train_loss, t0), job.net
+
+
+def _onchip_method(cfg) -> tuple[str, dict, float]:
+    """(rule name, options, momentum β) of ``cfg.method`` once it is known to have an on-chip form with
+    options it takes (sigma, beta: numbers; noise, site) and direct input: SpecError otherwise."""
     name, opts = parse_options(cfg.method)
     if name not in METHODS:
         raise SpecError(f"--precision {cfg.precision} runs on-chip learning with {', '.join(METHODS)}; got method "
@@ -38,59 +58,74 @@ def train_onchip(cfg, run, *, progress: bool, on_epoch=None):
         raise SpecError(f"opzo needs a momentum beta in [0, 1), got {beta}")
     if cfg.encoding != "direct":
         raise SpecError("on-chip learning takes direct (graded) input for now; use --encoding direct")
-    data = load_data(cfg)
-    gen = torch.Generator().manual_seed(cfg.seed)
-    net = make_network(cfg, data, gen)
-    learner = OnChipLearner(net, chip, name, lr=cfg.lr, time_steps=cfg.time_steps, sigma=float(opts.get("sigma", 0.5)),
-                            beta_shift=max(1, round(-math.log2(1 - beta))) if beta > 0 else 1, seed=cfg.seed,
-                            noise=str(opts.get("noise", "rademacher")), site=str(opts.get("site", "after")))
-    steps, step = cfg.epochs * math.ceil(len(data.train) / cfg.batch_size), 0
-    base_lr, train_loss = learner.lr, float("nan")
-    activity, hidden = new_activity(), net.spiking_layers()   # what the cost model counts
-    for epoch in range(1, cfg.epochs + 1):
+    return name, opts, beta
+
+
+class _OnChipTraining:
+    """What an on-chip training run holds between its epochs: data, generator, the float network (its
+    initialisation, then the chip's weights), the integer learner, the learning-rate schedule's step
+    count and the cost model's activity."""
+
+    def __init__(self, cfg, chip, name: str, opts: dict, beta: float):
+        self.cfg, self.chip = cfg, chip
+        self.data = load_data(cfg)
+        self.gen = torch.Generator().manual_seed(cfg.seed)   # weight init, shuffling, input encoding
+        net = self.net = make_network(cfg, self.data, self.gen)
+        self.learner = OnChipLearner(net, chip, name, lr=cfg.lr, time_steps=cfg.time_steps,
+                                     sigma=float(opts.get("sigma", 0.5)),
+                                     beta_shift=max(1, round(-math.log2(1 - beta))) if beta > 0 else 1, seed=cfg.seed,
+                                     noise=str(opts.get("noise", "rademacher")), site=str(opts.get("site", "after")))
+        self.per_epoch = math.ceil(len(self.data.train) / cfg.batch_size)
+        self.steps, self.step, self.base_lr = cfg.epochs * self.per_epoch, 0, self.learner.lr
+        self.activity, self.hidden = new_activity(), net.spiking_layers()   # what the cost model counts
+
+    def epoch(self, epoch: int, progress: bool) -> tuple[float, float]:
+        """One pass over the training set, a weight update per batch (the learning rate on its cosine
+        schedule where ``cfg.schedule`` says so): (mean loss, accuracy) over its samples."""
+        cfg, net, learner = self.cfg, self.net, self.learner
         loss_sum = correct = seen = 0
-        bar = tqdm(batches(data.train, cfg.batch_size, generator=gen), total=math.ceil(len(data.train) / cfg.batch_size),
-                   desc=f"epoch {epoch}/{cfg.epochs} ({chip.name})", disable=None if progress else True, leave=False,
-                   file=sys.stderr)
+        bar = tqdm(batches(self.data.train, cfg.batch_size, generator=self.gen), total=self.per_epoch,
+                   desc=f"epoch {epoch}/{cfg.epochs} ({self.chip.name})", disable=None if progress else True,
+                   leave=False, file=sys.stderr)
         for x, y in bar:
             if cfg.schedule == "cosine":
-                learner.lr = base_lr * 0.5 * (1 + math.cos(math.pi * step / steps))
-            x_seq = encode(cfg.encoding, x, cfg.time_steps, generator=gen)
+                learner.lr = self.base_lr * 0.5 * (1 + math.cos(math.pi * self.step / self.steps))
+            x_seq = encode(cfg.encoding, x, cfg.time_steps, generator=self.gen)
             loss, logits = learner.train_batch(x_seq, y)
-            record_step(activity, net, x_seq, {k: c.view(net.shapes[k]) for k, c in zip(hidden, learner.last_spike_counts)},
+            record_step(self.activity, net, x_seq,
+                        {k: c.view(net.shapes[k]) for k, c in zip(self.hidden, learner.last_spike_counts)},
                         learner.last_noise_draws, len(y))
-            step += 1
+            self.step += 1
             if not math.isfinite(loss):
                 raise TrainingDiverged(f"on-chip loss became {loss} at epoch {epoch}; lower --lr")
             loss_sum += loss * len(y)
             correct += int((logits.argmax(1) == y).sum())
             seen += len(y)
             bar.set_postfix(loss=f"{loss_sum / seen:.4f}", acc=f"{correct / seen:.3f}")
-        train_loss = loss_sum / seen
-        row = {"epoch": epoch, "train_loss": train_loss, "train_acc": correct / seen, "lr": learner.lr,
-               "wall_s": time.perf_counter() - t0}
-        if len(data.val):
-            row["val_acc"] = _accuracy(learner, data.val, cfg)
-        run.append_metrics(row)
-        if on_epoch:
-            on_epoch(row)
-        log(f"epoch {epoch}/{cfg.epochs} ({chip.name}): loss {train_loss:.4f}, train acc {row['train_acc']:.4f}"
-            + (f", val acc {row['val_acc']:.4f}" if "val_acc" in row else "") + f" ({row['wall_s']:.1f} s)")
-    with torch.no_grad():  # the float network carries the chip's weights (dequantised; no biases on chip)
-        for layer, w in zip([x for x in net.layers.values() if hasattr(x, "op")], learner.weights_float()):
-            layer.op.weight.copy_(w.to(layer.op.weight.dtype))
-            if layer.op.bias is not None:
-                layer.op.bias.zero_()
-    summary = {"task": cfg.task, "dataset": cfg.dataset, "net": cfg.net, "method": cfg.method,
-               "precision": chip.name, "estimator": "boxcar (on-chip)", "epochs": cfg.epochs,
-               "time_steps": cfg.time_steps, "seed": cfg.seed, "device": "cpu",
-               "test_acc": _accuracy(learner, data.test, cfg), "train_loss": train_loss,
-               "firing_rates": {}, "params": sum(int(ly["m"].numel()) for ly in learner.layers),
-               "trainable": "all", "weight_mantissa_saturation": learner.saturation(),
-               "activity": {**activity, "readout_entries": {},
-                            "feedback_entries": {k: int(h["fb"].numel()) for k, h in zip(hidden, learner.hidden) if "fb" in h}},
-               "wall_s": time.perf_counter() - t0}
-    return summary, net
+        return loss_sum / seen, correct / seen
+
+    def copy_chip_weights(self) -> None:
+        """Give the float network the chip's weights (dequantised; no biases on chip: zeroed)."""
+        with torch.no_grad():
+            for layer, w in zip([x for x in self.net.layers.values() if hasattr(x, "op")], self.learner.weights_float()):
+                layer.op.weight.copy_(w.to(layer.op.weight.dtype))
+                if layer.op.bias is not None:
+                    layer.op.bias.zero_()
+
+    def summary(self, train_loss: float, t0: float) -> dict:
+        """The run's summary (the float loop's fields; test accuracy of the integer learner, its weight
+        mantissas' saturation, the activity with its feedback matrices' sizes), timed from ``t0``."""
+        cfg, learner = self.cfg, self.learner
+        return {"task": cfg.task, "dataset": cfg.dataset, "net": cfg.net, "method": cfg.method,
+                "precision": self.chip.name, "estimator": "boxcar (on-chip)", "epochs": cfg.epochs,
+                "time_steps": cfg.time_steps, "seed": cfg.seed, "device": "cpu",
+                "test_acc": _accuracy(learner, self.data.test, cfg), "train_loss": train_loss,
+                "firing_rates": {}, "params": sum(int(ly["m"].numel()) for ly in learner.layers),
+                "trainable": "all", "weight_mantissa_saturation": learner.saturation(),
+                "activity": {**self.activity, "readout_entries": {},
+                             "feedback_entries": {k: int(h["fb"].numel()) for k, h in zip(self.hidden, learner.hidden)
+                                                  if "fb" in h}},
+                "wall_s": time.perf_counter() - t0}
 
 
 def _accuracy(learner, split, cfg, batch: int = 500) -> float:

@@ -200,12 +200,71 @@ def input_grid(x: Tensor) -> int:
                 GRADED_INPUT)
 
 
+def _spiking_layer(net, name: str, x_scale: int, first_direct: bool, lo: int, hi: int, bias_exp_max: int,
+                   stochastic: bool, generator) -> FixedLayer:
+    """The integer form of spiking layer ``name`` fed payloads on scale ``x_scale``: vth from ``threshold_scale``
+    under the headroom, bias and drive caps (raised by ``constant_drive_vth`` for the first layer of a
+    direct-input network, ``first_direct``, where it was clipped at VTH_CAP; lowered by ``fit_drive`` until
+    u cannot wrap), mantissas and biases at S = vth·64/θ, dv from the leak."""
+    layer = net.layers[name]
+    if layer.lif.reset != "hard":
+        raise SpecError(f"layer {name}: Loihi's LIF resets to 0 (hard reset); {layer.lif.reset!r} cannot run")
+    w, theta = layer.op.weight, layer.lif.threshold
+    wmax = float(w.detach().abs().max()) or 1e-12
+    cap = min(VTH_CAP, bias_vth_cap(name, layer.op.bias, theta, bias_exp_max), drive_vth_cap(w, theta))
+    exp, vth = threshold_scale(theta, x_scale, wmax / W_MANT_MAX, lo, hi, cap, name=name)
+    if first_direct and vth == VTH_CAP:
+        vth = constant_drive_vth(w, layer.op.bias, theta, x_scale, exp, vth, bias_exp_max)
+    exp, vth = fit_drive(name, w, theta, x_scale, wmax / W_MANT_MAX, lo, hi, exp, vth)
+    s = vth * 2.0 ** VTH_SHIFT / theta
+    conv = None if w.dim() == 2 else {"stride": layer.op.stride, "padding": layer.op.padding}
+    syn = FixedSynapse(_mantissas(w, s, x_scale, exp, stochastic, generator), exp, x_scale, s, conv)
+    b = layer.op.bias
+    per_neuron = b is not None and b.dim() > 1   # NeuronBiasConv2d: one bias per neuron [C, H, W]
+    mant, bexp = _bias(b.reshape(-1) if per_neuron else b, s, b.numel() if per_neuron else w.shape[0],
+                       bias_exp_max)
+    if conv is not None and not per_neuron:  # per-channel bias -> per-neuron [C, H, W]
+        shape = net.shapes[name]
+        mant, bexp = (t.view(-1, 1, 1).expand(shape).reshape(-1) for t in (mant, bexp))
+    dv = int(min(max(round(DECAY_UNITY * (1 - layer.lif.leak)), 0), DECAY_MAX))
+    return FixedLayer(name, "spiking", syn, IntLIFParams(DECAY_MAX, dv, vth, mant, bexp))
+
+
+def _readout_layer(name: str, layer: Readout, x_scale: int, steps: int, lo: int, hi: int, bias_exp_max: int,
+                   stochastic: bool, generator) -> FixedLayer:
+    """The integer form of the integrating readout (dv = 0, threshold out of reach) fed payloads on scale
+    ``x_scale``: S as large as ``steps`` steps of worst-case input allow below its threshold, lowered to keep
+    the biases on the chip (``bias_limit``), the mantissas in 8 bits (``readout_exp``) and u from wrapping
+    (``drive_bound``); DataError where no scale keeps u or where every weight would round to 0."""
+    w, b = layer.op.weight.detach(), layer.op.bias
+    reach = float((w.abs().sum(1) + (b.detach().abs() if b is not None else 0)).max()) or 1e-12
+    s, bmax = READOUT_VMAX / (steps * reach), _abs_max(b)
+    if bmax > 0:
+        s = min(s, bias_limit(bias_exp_max) / bmax)     # the biases fit the chip's bias
+    exp, s = readout_exp(w, s, x_scale, lo, hi)
+    for _ in range(64):   # rounded-up mantissas can lift the current past u's range: lower S
+        if (a := drive_bound(w, s, x_scale, exp)) <= A_MAX:
+            break
+        exp, s = readout_exp(w, s * A_MAX / a * (1 - 1e-9), x_scale, lo, hi)
+    else:
+        raise DataError(f"layer {name}: no scale keeps its input current inside the chip's 24-bit u")
+    wmax = _abs_max(w)
+    if wmax > 0 and wmax * s / (x_scale * 2.0 ** (exp + 7)) < 0.5:
+        raise DataError(f"layer {name}: its biases (up to {bmax:g}) are too large next to its weights "
+                        f"(up to {wmax:g}): at a scale that keeps them on the chip's bias "
+                        f"({BIAS_MANT_MAX}·2^{bias_exp_max}) every weight rounds to 0")
+    syn = FixedSynapse(_mantissas(w, s, x_scale, exp, stochastic, generator), exp, x_scale, s)
+    mant, bexp = _bias(b, s, w.shape[0], bias_exp_max)
+    return FixedLayer(name, "readout", syn, IntLIFParams(DECAY_MAX, 0, VTH_MAX, mant, bexp))
+
+
 def quantize(net, chip: Chip, *, encoding: str = "direct", time_steps: int, stochastic: bool = False,
              generator: torch.Generator | None = None, timing: str = "sync",
              input_scale: int = GRADED_INPUT) -> FixedNetwork:
     """Integer version of ``net`` for ``chip`` (see the module docstring). Direct input x ∈ [0, 1] is sent
     as graded payloads round(input_scale·x) (``input_grid`` finds an exact smaller scale for data on a
-    coarser grid)."""
+    coarser grid). Layer by layer (``_spiking_layer``, ``_readout_layer``), each fed payloads on the scale
+    the layer before it sends: input_scale (direct) or 1 (spikes), times k² after a k×k average pool."""
     if not chip.fixed:
         raise SpecError(f"chip {chip.name!r} has float precision; there is nothing to quantise")
     check_numerics(chip)
@@ -222,49 +281,12 @@ def quantize(net, chip: Chip, *, encoding: str = "direct", time_steps: int, stoc
     steps = run_steps(time_steps, n_syn, timing)
     for name, layer in net.layers.items():
         if isinstance(layer, SpikingLayer):
-            if layer.lif.reset != "hard":
-                raise SpecError(f"layer {name}: Loihi's LIF resets to 0 (hard reset); {layer.lif.reset!r} cannot run")
-            w, theta = layer.op.weight, layer.lif.threshold
-            wmax = float(w.detach().abs().max()) or 1e-12
-            cap = min(VTH_CAP, bias_vth_cap(name, layer.op.bias, theta, bias_exp_max), drive_vth_cap(w, theta))
-            exp, vth = threshold_scale(theta, x_scale, wmax / W_MANT_MAX, lo, hi, cap, name=name)
-            if encoding == "direct" and not any(f.synapse is not None for f in layers) and vth == VTH_CAP:
-                vth = constant_drive_vth(w, layer.op.bias, theta, x_scale, exp, vth, bias_exp_max)
-            exp, vth = fit_drive(name, w, theta, x_scale, wmax / W_MANT_MAX, lo, hi, exp, vth)
-            s = vth * 2.0 ** VTH_SHIFT / theta
-            conv = None if w.dim() == 2 else {"stride": layer.op.stride, "padding": layer.op.padding}
-            syn = FixedSynapse(_mantissas(w, s, x_scale, exp, stochastic, generator), exp, x_scale, s, conv)
-            b = layer.op.bias
-            per_neuron = b is not None and b.dim() > 1   # NeuronBiasConv2d: one bias per neuron [C, H, W]
-            mant, bexp = _bias(b.reshape(-1) if per_neuron else b, s, b.numel() if per_neuron else w.shape[0],
-                               bias_exp_max)
-            if conv is not None and not per_neuron:  # per-channel bias -> per-neuron [C, H, W]
-                shape = net.shapes[name]
-                mant, bexp = (t.view(-1, 1, 1).expand(shape).reshape(-1) for t in (mant, bexp))
-            dv = int(min(max(round(DECAY_UNITY * (1 - layer.lif.leak)), 0), DECAY_MAX))
-            layers.append(FixedLayer(name, "spiking", syn, IntLIFParams(DECAY_MAX, dv, vth, mant, bexp)))
+            first_direct = encoding == "direct" and not any(f.synapse is not None for f in layers)
+            layers.append(_spiking_layer(net, name, x_scale, first_direct, lo, hi, bias_exp_max, stochastic,
+                                         generator))
             x_scale = 1
         elif isinstance(layer, Readout):
-            w, b = layer.op.weight.detach(), layer.op.bias
-            reach = float((w.abs().sum(1) + (b.detach().abs() if b is not None else 0)).max()) or 1e-12
-            s, bmax = READOUT_VMAX / (steps * reach), _abs_max(b)
-            if bmax > 0:
-                s = min(s, bias_limit(bias_exp_max) / bmax)     # the biases fit the chip's bias
-            exp, s = readout_exp(w, s, x_scale, lo, hi)
-            for _ in range(64):   # rounded-up mantissas can lift the current past u's range: lower S
-                if (a := drive_bound(w, s, x_scale, exp)) <= A_MAX:
-                    break
-                exp, s = readout_exp(w, s * A_MAX / a * (1 - 1e-9), x_scale, lo, hi)
-            else:
-                raise DataError(f"layer {name}: no scale keeps its input current inside the chip's 24-bit u")
-            wmax = _abs_max(w)
-            if wmax > 0 and wmax * s / (x_scale * 2.0 ** (exp + 7)) < 0.5:
-                raise DataError(f"layer {name}: its biases (up to {bmax:g}) are too large next to its weights "
-                                f"(up to {wmax:g}): at a scale that keeps them on the chip's bias "
-                                f"({BIAS_MANT_MAX}·2^{bias_exp_max}) every weight rounds to 0")
-            syn = FixedSynapse(_mantissas(w, s, x_scale, exp, stochastic, generator), exp, x_scale, s)
-            mant, bexp = _bias(b, s, w.shape[0], bias_exp_max)
-            layers.append(FixedLayer(name, "readout", syn, IntLIFParams(DECAY_MAX, 0, VTH_MAX, mant, bexp)))
+            layers.append(_readout_layer(name, layer, x_scale, steps, lo, hi, bias_exp_max, stochastic, generator))
         elif isinstance(layer, Pool):
             if layer.kind == "avg" and graded < 8:
                 raise SpecError(f"{chip.name} has binary spikes only; average pooling sends spike counts "

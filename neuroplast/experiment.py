@@ -76,7 +76,7 @@ def evaluate(net: Network, split: Split, cfg: TrainConfig, device: torch.device,
     was_training = net.training
     net.eval()
     correct, loss_sum, n, rates = 0, 0.0, 0, {}
-    for x, y in batches(split, max(cfg.batch_size, 256)):
+    for x, y in batches(split, max(cfg.batch_size, 256), device=device):
         x, y = x.to(device), y.to(device)
         out = net.simulate(encode(cfg.encoding, x, cfg.time_steps, generator=generator))
         loss_sum += float(ce_mse_loss(out.logits, y, cfg.mse_weight)) * len(y)
@@ -182,7 +182,8 @@ class _Training:
         cfg, net, opt = self.cfg, self.net, self.opt
         net.train()
         loss_sum = correct = seen = 0
-        bar = tqdm(batches(self.data.train, cfg.batch_size, generator=self.gen), total=self.per_epoch,
+        bar = tqdm(batches(self.data.train, cfg.batch_size, generator=self.gen, device=self.device),
+                   total=self.per_epoch,
                    desc=f"epoch {epoch}/{cfg.epochs}", disable=None if progress else True, leave=False, file=sys.stderr)
         for x, y in bar:
             x, y = x.to(self.device), y.to(self.device)

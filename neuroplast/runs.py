@@ -37,13 +37,18 @@ def make_network(cfg: TrainConfig, data: Dataset, generator: torch.Generator | N
                          estimator=cfg.estimator, generator=generator, compiled=cfg.compiled)
 
 
-def batches(split: Split, batch_size: int, *, generator: torch.Generator | None = None):
-    """Yield (x, y) mini-batches; shuffled when a generator is given."""
+def batches(split: Split, batch_size: int, *, generator: torch.Generator | None = None, device=None):
+    """Yield (x, y) mini-batches; shuffled when a generator is given (a CPU generator: the same order on
+    every device). With ``device`` other than the split's, the split and the order go there once per pass
+    and the batches are gathered there: no host-to-device copy, which waits for the GPU, per batch."""
     n = len(split)
     order = torch.randperm(n, generator=generator) if generator is not None else torch.arange(n)
+    x, y = split.x, split.y
+    if device is not None and torch.device(device) != x.device:
+        x, y, order = x.to(device), y.to(device), order.to(device)
     for i in range(0, n, batch_size):
         idx = order[i:i + batch_size]
-        yield split.x[idx], split.y[idx]
+        yield x[idx], y[idx]
 
 
 class RunDir:

@@ -310,3 +310,18 @@ def test_runs_take_normalised_images_only_for_float_direct_input(monkeypatch):
     for enc in ("direct", "poisson"):
         assert main(["train", "--net", "64-16-10", "--epochs", "1", "--encoding", enc, "--no-progress"]) == 0
     assert seen == [True, False]
+
+
+def test_batches_on_another_device_gather_there_in_the_same_order():
+    """With ``device``, a pass moves the split and its shuffled order there once and gathers each batch
+    there (no copy per batch); the order is the CPU generator's, so it is the same on every device."""
+    from neuroplast.data.datasets import Split
+    from neuroplast.runs import batches
+    split = Split(torch.arange(10, dtype=torch.float32)[:, None], torch.arange(10))
+    cpu = [y for _, y in batches(split, 4, generator=torch.Generator().manual_seed(3))]
+    meta = list(batches(split, 4, generator=torch.Generator().manual_seed(3), device="meta"))
+    assert [tuple(x.shape) for x, _ in meta] == [(4, 1), (4, 1), (2, 1)]
+    assert all(x.device.type == "meta" and y.device.type == "meta" for x, y in meta)
+    assert sorted(torch.cat(cpu).tolist()) == list(range(10)) and cpu[0].tolist() != [0, 1, 2, 3]
+    same = list(batches(split, 4, generator=torch.Generator().manual_seed(3), device="cpu"))
+    assert all(torch.equal(a, y) for a, (_, y) in zip(cpu, same))

@@ -168,20 +168,22 @@ def test_online_rules_with_time_folded_match_the_steplif_reference(method, windo
 
 @pytest.mark.parametrize("method", ["dfa", "opzo"])
 @pytest.mark.parametrize("arch,shape", [("16-12-10-10", (16,)), ("1x8x8-4C3-AP2-12-FC", (1, 8, 8))])
-def test_top_down_gate_in_slices_matches_the_step_loop(method, arch, shape, monkeypatch):
-    """The top-down signals e·M of a large layer go through the gates a slice at a time (batched.SLICE):
-    slices of 1 and 3 of the 4 samples (a remainder slice) or all 4 give the step loop's gradients and
-    feedback (the other fast-path tests run these small layers whole-window, batched.WHOLE)."""
+def test_top_down_gate_step_by_step_matches_the_step_loop(method, arch, shape, monkeypatch):
+    """The top-down signals e·M of a large layer go through the gates one step at a time (a constant-input
+    first layer summing its weight and bias gradients as it goes): the step loop's gradients and feedback
+    (the other fast-path tests run these small layers whole-window, batched.WHOLE)."""
     ref, g_ref, r_ref = _rule_run(arch, shape, method, False)
     monkeypatch.setattr(batched, "WHOLE", 0)   # these small layers would go whole-window
-    for rows in (1, 3, 8):
-        monkeypatch.setattr(batched, "SLICE", rows * 12)   # 12 = the smallest N_l of the nets here
-        fast, g_fast, r_fast = _rule_run(arch, shape, method, True)
-        assert set(g_ref) == set(g_fast)
-        for k in g_ref:
-            torch.testing.assert_close(g_fast[k], g_ref[k], **TOL)
-        for k in getattr(r_ref, "feedback", {}):
-            torch.testing.assert_close(r_fast.feedback[k], r_ref.feedback[k], **TOL)
+    calls = []
+    for name in ("_stepwise", "_stepwise_constant"):
+        monkeypatch.setattr(batched, name, lambda *a, f=getattr(batched, name), n=name: calls.append(n) or f(*a))
+    fast, g_fast, r_fast = _rule_run(arch, shape, method, True)
+    assert set(calls) == {"_stepwise", "_stepwise_constant"}   # both paths ran
+    assert set(g_ref) == set(g_fast)
+    for k in g_ref:
+        torch.testing.assert_close(g_fast[k], g_ref[k], **TOL)
+    for k in getattr(r_ref, "feedback", {}):
+        torch.testing.assert_close(r_fast.feedback[k], r_ref.feedback[k], **TOL)
 
 
 @pytest.mark.parametrize("method", ["dfa", "opzo:sigma_end=0", "ottt"])

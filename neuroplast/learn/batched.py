@@ -240,21 +240,18 @@ class CutSimulator:
         return out
 
 
-#: floats per slice of ``top_down_backward`` (1.6 MB: a slice's e·M, gate and sums stay in cache).
-#: A slice never spans steps (slices of several steps were slower than one step's rows). CPU only: on
-#: a GPU the whole window goes at once (more, smaller kernels would only add launches).
-SLICE = 400_000
-#: a layer whose window has at most this many floats (4 MB) goes whole: fewer, longer ops beat the
-#: slices' cache reuse there (FC net, oneDNN GEMMs: DFA step 10.1 -> 9.7 ms)
+#: a layer whose window has at most this many floats (4 MB) goes whole: fewer, longer ops beat
+#: step-by-step products there (FC net, oneDNN GEMMs: DFA step 10.1 -> 9.7 ms)
 WHOLE = 1 << 20
 
 
 def top_down_backward(sim: CutSimulator, E: Tensor, feedback: dict[str, Tensor], outs: list, grads: list) -> None:
     """Apply top-down signals δ_l[t] = e[t]·M_l[t] (DFA's fixed B_l, OPZO's momentum feedback) to the
     spiking layers of ``sim``'s last window: ∂L/∂I_l[t] = h'(u_l[t] − θ) ⊙ δ_l[t], the product the
-    spikes' backward would apply to δ, computed slice by slice (a few samples of one step), so that
-    δ and the gate's passes stay in cache instead of writing and re-reading [K, B, N] tensors; a
-    window of at most ``WHOLE`` floats (or off the CPU) goes at once (``_whole_window``).
+    spikes' backward would apply to δ. A large layer goes step by step (``_stepwise``): e[t]·M, a
+    [B, C]·[C, N] product with C small, on the engine's GEMM (``gemm.mm``: oneDNN on the CPU, 2× MKL's
+    rate at these shapes), then the gate over the step; a window of at most ``WHOLE`` floats (or off
+    the CPU) goes at once (``_whole_window``).
 
     ``E`` [K, B, C]; ``feedback[l]`` [C, N_l] for all steps or [K, C, N_l] per step. A first layer on
     a constant input adds its weight and bias gradients (Σ_t c_t·∂L/∂I[t] ⊗ x, Σ_t ∂L/∂I[t]) to
@@ -271,63 +268,41 @@ def top_down_backward(sim: CutSimulator, E: Tensor, feedback: dict[str, Tensor],
             _whole_window(w, E, M, U, outs, grads)
         elif w.constant is None:
             outs.append(w.current)
-            grads.append(_sliced(w, E, M, U).view(w.current.shape))
+            grads.append(_stepwise(w, E, M, U).view(w.current.shape))
         else:
-            _sliced_constant(w, E, M, U)
+            _stepwise_constant(w, E, M, U)
 
 
-def _row_slices(B: int, N: int):
-    """(b0, b1) row ranges of one step's [B, N]: ``SLICE`` floats each (one row at least)."""
-    rows = max(1, min(B, SLICE // N))
-    return [(b0, min(B, b0 + rows)) for b0 in range(0, B, rows)]
+def _per_step(E: Tensor, M: Tensor, U: Tensor) -> zip:
+    """(e[t], M[t], u[t]) for every step t (M: one matrix for all steps, or one per step)."""
+    return zip(E.unbind(0), M.unbind(0) if M.dim() == 3 else [M] * U.shape[0], U.unbind(0))
 
 
-def _per_step(E: Tensor, M: Tensor, U: Tensor) -> tuple:
-    """Per-step views of E, M (one matrix for all steps, or one per step) and U, made once."""
-    return E.unbind(0), (M.unbind(0) if M.dim() == 3 else [M] * U.shape[0]), U.unbind(0)
-
-
-def _sliced(w: SpikingWindow, E: Tensor, M: Tensor, U: Tensor) -> Tensor:
-    """∂L/∂I [K, B, N] of a large layer: e[t]·M and the gate slice by slice (``top_down_backward``)."""
-    K, B, N = U.shape
-    slices = _row_slices(B, N)
-    d = torch.empty((slices[0][1], N), dtype=U.dtype, device=U.device)
+def _stepwise(w: SpikingWindow, E: Tensor, M: Tensor, U: Tensor) -> Tensor:
+    """∂L/∂I [K, B, N] of a large layer, one step at a time (``top_down_backward``)."""
     G = torch.empty_like(U)
-    (Es, Ms, Us), Gs = _per_step(E, M, U), G.unbind(0)
-    for b0, b1 in slices:
-        dn = d[:b1 - b0]
-        for t in range(K):
-            torch.mm(Es[t][b0:b1], Ms[t], out=dn)
-            out = Gs[t][b0:b1]
-            gate(w.derivative, dn, Us[t][b0:b1], w.threshold, out, out)
+    for (e, m, u), g in zip(_per_step(E, M, U), G.unbind(0)):
+        gate(w.derivative, gemm.mm(e, m), u, w.threshold, g, g)
     return G
 
 
-def _sliced_constant(w: SpikingWindow, E: Tensor, M: Tensor, U: Tensor) -> None:
-    """A large first layer on a constant input x: Σ_t c_t·∂L/∂I[t] and Σ_t ∂L/∂I[t] summed slice by
-    slice (∂L/∂I never held for the window), then its weight and bias gradients added to ``.grad``."""
+def _stepwise_constant(w: SpikingWindow, E: Tensor, M: Tensor, U: Tensor) -> None:
+    """A large first layer on a constant input x: Σ_t c_t·∂L/∂I[t] and Σ_t ∂L/∂I[t] summed step by step
+    (∂L/∂I never held for the window), then its weight and bias gradients added to ``.grad``."""
     x, op, c = w.constant
-    K, B, N = U.shape
-    slices = _row_slices(B, N)
-    d = torch.empty((slices[0][1], N), dtype=U.dtype, device=U.device)
-    g = torch.empty_like(d)
-    weighted = torch.empty((B, N), dtype=U.dtype, device=U.device)
-    total = torch.empty_like(weighted) if op.bias is not None else None
-    Es, Ms, Us = _per_step(E, M, U)
-    for b0, b1 in slices:
-        dn, gn, wn = d[:b1 - b0], g[:b1 - b0], weighted[b0:b1]
-        tn = total[b0:b1] if total is not None else None
-        for t in range(K):
-            torch.mm(Es[t][b0:b1], Ms[t], out=dn)
-            gate(w.derivative, dn, Us[t][b0:b1], w.threshold, gn, gn)
-            if t == 0:
-                torch.mul(gn, c[0], out=wn)
-                if tn is not None:
-                    tn.copy_(gn)
-            else:
-                wn.add_(gn, alpha=c[t])
-                if tn is not None:
-                    tn.add_(gn)
+    g = torch.empty_like(U[0])
+    weighted = torch.empty_like(g)
+    total = torch.empty_like(g) if op.bias is not None else None
+    for t, (e, m, u) in enumerate(_per_step(E, M, U)):
+        gate(w.derivative, gemm.mm(e, m), u, w.threshold, g, g)
+        if t == 0:
+            torch.mul(g, c[0], out=weighted)
+            if total is not None:
+                total.copy_(g)
+        else:
+            weighted.add_(g, alpha=c[t])
+            if total is not None:
+                total.add_(g)
     shape = w.current.shape[1:]
     grad_w, grad_b = constant_input_grads(op, x, weighted.view(shape), total.view(shape) if total is not None else None)
     _accumulate(op.weight, grad_w)

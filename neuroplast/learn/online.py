@@ -224,7 +224,7 @@ class ThreeFactorRule(Rule):
         steps or [K, C, N_l] per step, given the window's errors E and outputs ``outs`` [K, B, C] and
         noise states (``noise_state`` of each step), having done what ``observe`` does at each step
         (None: ``hidden_signals`` and ``observe`` step by step). The engine applies them through each
-        layer's gate in cache-sized slices (``batched.top_down_backward``)."""
+        layer's gate (``batched.top_down_backward``)."""
         return None
 
     def observe(self, info: StepInfo) -> None:
@@ -293,7 +293,7 @@ class ThreeFactorRule(Rule):
         """The same updates, T steps at a time per layer (``learn.batched``): the noise of a window is
         drawn first, step by step as the loop draws it; the network runs the window at once; then the
         rule's ``window_feedback`` gives the window's feedback matrices at once (DFA; OPZO, updating
-        its feedback per step), applied through the gates in cache-sized slices, or the signals and
+        its feedback per step), applied through the gates (``batched.top_down_backward``), or the signals and
         ``observe`` go step by step; the gradients of the window go back together."""
         T, B = x_seq.shape[:2]
         hidden = net.spiking_layers()

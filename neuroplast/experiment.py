@@ -195,12 +195,15 @@ class _Training:
             if not math.isfinite(res.loss):
                 raise TrainingDiverged(f"loss became {res.loss} at epoch {epoch}, step {self.step} "
                                        f"(learning rate {opt.param_groups[0]['lr']:.3g}); lower --lr or check the data")
-            opt.step()
+            # the cost sums are read while the device is idle after the loss's read, before the optimizer
+            # step is queued (on a GPU: one drain of its queue per batch, not three); they need no weights
             record_step(self.activity, net, x_seq, res.spike_counts, res.noise_draws, len(y), norm=self.data.norm)
+            opt.step()
             if self.sched is not None:
                 self.sched.step()
             loss_sum += res.loss * len(y)
-            correct += int((res.logits.argmax(1) == y).sum())
+            correct = correct + (res.logits.argmax(1) == y).sum()   # a device count, read where shown
             seen += len(y)
-            bar.set_postfix(loss=f"{loss_sum / seen:.4f}", acc=f"{correct / seen:.3f}")
-        return loss_sum / seen, correct / seen
+            if not bar.disable:
+                bar.set_postfix(loss=f"{loss_sum / seen:.4f}", acc=f"{int(correct) / seen:.3f}")
+        return loss_sum / seen, int(correct) / seen

@@ -18,7 +18,7 @@ from .data import encode
 from .data.datasets import Split
 from .errors import TrainingDiverged, UserError
 from .learn import CEMSELoss, ce_mse_loss, make_rule
-from .runs import RunDir, batches, load_data, load_run, log, make_network  # noqa: F401  (re-exported)
+from .runs import RunDir, batches, end_epoch, load_data, load_run, log, make_network  # noqa: F401  (re-exported)
 from .snn import Network, SpikeEstimator
 from .spec import TrainConfig
 
@@ -77,7 +77,6 @@ def evaluate(net: Network, split: Split, cfg: TrainConfig, device: torch.device,
     net.eval()
     correct, loss_sum, n, rates = 0, 0.0, 0, {}
     for x, y in batches(split, max(cfg.batch_size, 256), device=device):
-        x, y = x.to(device), y.to(device)
         out = net.simulate(encode(cfg.encoding, x, cfg.time_steps, generator=generator))
         loss_sum += float(ce_mse_loss(out.logits, y, cfg.mse_weight)) * len(y)
         correct += int((out.logits.argmax(1) == y).sum())
@@ -133,11 +132,7 @@ def _train(cfg, rule, device, run, progress, on_epoch):
         if len(job.data.val):
             val = evaluate(job.net, job.data.val, cfg, device, job.dev_gen)
             row.update(val_acc=val["acc"], val_loss=val["loss"])
-        run.append_metrics(row)
-        if on_epoch:
-            on_epoch(row)
-        log(f"epoch {epoch}/{cfg.epochs}: loss {train_loss:.4f}, train acc {row['train_acc']:.4f}"
-            + (f", val acc {row['val_acc']:.4f}" if "val_acc" in row else "") + f" ({row['wall_s']:.1f} s)")
+        end_epoch(run, row, cfg.epochs, on_epoch)
     net = job.net
     test = evaluate(net, job.data.test, cfg, device, job.dev_gen)
     summary = {"task": cfg.task, "dataset": cfg.dataset, "net": cfg.net, "method": cfg.method,
@@ -185,8 +180,7 @@ class _Training:
         bar = tqdm(batches(self.data.train, cfg.batch_size, generator=self.gen, device=self.device),
                    total=self.per_epoch,
                    desc=f"epoch {epoch}/{cfg.epochs}", disable=None if progress else True, leave=False, file=sys.stderr)
-        for x, y in bar:
-            x, y = x.to(self.device), y.to(self.device)
+        for x, y in bar:   # on the device already (``batches``)
             opt.zero_grad(set_to_none=True)
             self.rule.set_progress(self.step / self.steps)
             x_seq = encode(cfg.encoding, x, cfg.time_steps, generator=self.dev_gen)

@@ -24,6 +24,16 @@ def log(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
 
+def end_epoch(run: RunDir, row: dict, epochs: int, on_epoch=None, where: str = "") -> None:
+    """An epoch's ``row`` (epoch, train_loss, train_acc, wall_s, [val_acc]) into the run's metrics, to
+    ``on_epoch`` and to the log; ``where`` names what trained (" (loihi2)" for a chip)."""
+    run.append_metrics(row)
+    if on_epoch:
+        on_epoch(row)
+    log(f"epoch {row['epoch']}/{epochs}{where}: loss {row['train_loss']:.4f}, train acc {row['train_acc']:.4f}"
+        + (f", val acc {row['val_acc']:.4f}" if "val_acc" in row else "") + f" ({row['wall_s']:.1f} s)")
+
+
 def load_data(cfg: TrainConfig) -> Dataset:
     """The data set of a run as it trains on it: its split, and normalised where ``normalizes`` says."""
     return load_dataset(cfg.dataset, data_dir=cfg.data_dir, val_fraction=cfg.val_fraction,

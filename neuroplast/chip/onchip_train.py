@@ -11,7 +11,7 @@ from tqdm.auto import tqdm
 from ..data import encode
 from ..errors import SpecError, TrainingDiverged
 from ..registry import parse_options
-from ..runs import batches, load_data, log, make_network
+from ..runs import batches, end_epoch, load_data, make_network
 from .cost import new_activity, record_step
 from .hardware import load_chip
 from .onchip import METHODS, OnChipLearner
@@ -29,11 +29,7 @@ def train_onchip(cfg, run, *, progress: bool, on_epoch=None):
                "wall_s": time.perf_counter() - t0}
         if len(job.data.val):
             row["val_acc"] = _accuracy(job.learner, job.data.val, cfg)
-        run.append_metrics(row)
-        if on_epoch:
-            on_epoch(row)
-        log(f"epoch {epoch}/{cfg.epochs} ({chip.name}): loss {train_loss:.4f}, train acc {row['train_acc']:.4f}"
-            + (f", val acc {row['val_acc']:.4f}" if "val_acc" in row else "") + f" ({row['wall_s']:.1f} s)")
+        end_epoch(run, row, cfg.epochs, on_epoch, where=f" ({chip.name})")
     job.copy_chip_weights()
     return job.summary(train_loss, t0), job.net
 

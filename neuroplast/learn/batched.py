@@ -182,8 +182,9 @@ class CutSimulator:
         self.traces: dict[str, Tensor] = {}
         self.coeff: dict[str, float] = {}
         self.keep_layers = keep_layers
-        #: with ``keep_layers``: the spiking layers of the last window, for ``top_down_backward``, which
-        #: empties it (held longer, a window's currents and potentials would live through the next one)
+        #: with ``keep_layers``: the spiking layers of the last window, for ``top_down_backward`` (the caller
+        #: empties it after the window's backward: held longer, a window's currents and potentials would
+        #: live through the next one)
         self.last: dict[str, SpikingWindow] = {}
 
     def window(self, x_seq: Tensor, noise: list[dict[str, Tensor]] | None = None, *,
@@ -245,9 +246,10 @@ class CutSimulator:
 WHOLE = 1 << 20
 
 
-def top_down_backward(sim: CutSimulator, E: Tensor, feedback: dict[str, Tensor], outs: list, grads: list) -> None:
+def top_down_backward(layers: dict[str, SpikingWindow], E: Tensor, feedback: dict[str, Tensor], outs: list,
+                      grads: list) -> None:
     """Apply top-down signals δ_l[t] = e[t]·M_l[t] (DFA's fixed B_l, OPZO's momentum feedback) to the
-    spiking layers of ``sim``'s last window: ∂L/∂I_l[t] = h'(u_l[t] − θ) ⊙ δ_l[t], the product the
+    spiking ``layers`` of a window (``CutSimulator.last``, each popped when done): ∂L/∂I_l[t] = h'(u_l[t] − θ) ⊙ δ_l[t], the product the
     spikes' backward would apply to δ. A large layer goes step by step (``_stepwise``): e[t]·M, a
     [B, C]·[C, N] product with C small, on the engine's GEMM (``gemm.mm``: oneDNN on the CPU, 2× MKL's
     rate at these shapes), then the gate over the step; a window of at most ``WHOLE`` floats (or off
@@ -257,8 +259,7 @@ def top_down_backward(sim: CutSimulator, E: Tensor, feedback: dict[str, Tensor],
     a constant input adds its weight and bias gradients (Σ_t c_t·∂L/∂I[t] ⊗ x, Σ_t ∂L/∂I[t]) to
     ``.grad`` directly, never holding ∂L/∂I for the window; every other layer appends its current and
     ∂L/∂I to ``outs``/``grads`` for one ``torch.autograd.backward`` through the synapses. Equal to
-    the spikes' backward up to float summation order. Empties ``sim.last`` (made with ``keep_layers``)."""
-    layers, sim.last = sim.last, {}
+    the spikes' backward up to float summation order."""
     for name, M in feedback.items():
         w = layers.pop(name)
         if not w.current.requires_grad:   # frozen layer (readout-only control)

@@ -322,14 +322,14 @@ class ThreeFactorRule(Rule):
             acc.add_window(losses, o, spikes)
             outs, grads = [o], [E]
             if feedback is not None:
-                batched.top_down_backward(sim, E, feedback, outs, grads)
+                batched.top_down_backward(sim.last, E, feedback, outs, grads)
             else:
                 for name in hidden:
                     if spikes[name].requires_grad:  # frozen layers (readout-only control) get nothing
                         outs.append(spikes[name])
                         grads.append(torch.stack(signals[name]).reshape(spikes[name].shape))
             torch.autograd.backward(outs, grads)
-            sim.last = {}   # the fallback (no feedback) leaves it full
+            sim.last = {}   # the window's layers go before the next window runs
             del o, spikes, losses, E, feedback, signals, outs, grads, drawn  # free the window before the next one
         return acc.result()
 

@@ -97,6 +97,7 @@ def test_out_of_memory_in_a_compiled_scan_is_raised_and_keeps_compiling_on(monke
         raise torch.OutOfMemoryError("out of memory (simulated)")
     monkeypatch.setattr(lif_fused, "_kernels", lambda: (oom, oom, oom))
     monkeypatch.setattr(lif_fused, "_failed", [])
-    with pytest.raises(torch.OutOfMemoryError):
-        lif_fused.scan_forward(torch.zeros(2, 3, 4), LIFParams())
+    x = torch.zeros(2, 3, 4)
+    with pytest.raises(torch.OutOfMemoryError):   # a derivative with no C form: the compiled adjoint
+        lif_fused.scan_backward(x, x, None, LIFParams(), lambda v: torch.ones_like(v))
     assert lif_fused.available()

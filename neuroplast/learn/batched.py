@@ -169,6 +169,11 @@ class SpikingWindow:
     threshold: float
     derivative: Callable                # h' of the layer's estimator
     constant: tuple | None = None       # (x, op, [c_t]) of a first layer on a constant input
+    fused: bool = False                 # --compile: gates by ``lif_fused.gate`` (the C gate on the CPU)
+
+    def gate(self, grad: Tensor, u: Tensor, out: Tensor) -> Tensor:
+        """out = grad·h'(u − θ) (``out`` may be ``grad``)."""
+        return (lif_fused.gate if self.fused else gate)(self.derivative, grad, u, self.threshold, out, out)
 
 
 class CutSimulator:
@@ -221,7 +226,8 @@ class CutSimulator:
                 derivative = layer.spike.pointwise_derivative()
                 h, U = _CutLIF.apply(current, layer.lif, derivative, self.state.get(name), layer.compiled)
                 if self.keep_layers:
-                    self.last[name] = SpikingWindow(current, U, layer.lif.threshold, derivative, constant)
+                    self.last[name] = SpikingWindow(current, U, layer.lif.threshold, derivative, constant,
+                                                    layer.compiled)
                 if not last:
                     self.state[name] = (U[-1].clone(), h[-1].detach().clone())  # no view: the window's buffers go
                 spikes[name] = h
@@ -283,7 +289,7 @@ def _stepwise(w: SpikingWindow, E: Tensor, M: Tensor, U: Tensor) -> Tensor:
     """∂L/∂I [K, B, N] of a large layer, one step at a time (``top_down_backward``)."""
     G = torch.empty_like(U)
     for (e, m, u), g in zip(_per_step(E, M, U), G.unbind(0)):
-        gate(w.derivative, gemm.mm(e, m), u, w.threshold, g, g)
+        w.gate(gemm.mm(e, m), u, g)
     return G
 
 
@@ -295,7 +301,7 @@ def _stepwise_constant(w: SpikingWindow, E: Tensor, M: Tensor, U: Tensor) -> Non
     weighted = torch.empty_like(g)
     total = torch.empty_like(g) if op.bias is not None else None
     for t, (e, m, u) in enumerate(_per_step(E, M, U)):
-        gate(w.derivative, gemm.mm(e, m), u, w.threshold, g, g)
+        w.gate(gemm.mm(e, m), u, g)
         if t == 0:
             torch.mul(g, c[0], out=weighted)
             if total is not None:
@@ -318,7 +324,7 @@ def _whole_window(w: SpikingWindow, E: Tensor, M: Tensor, U: Tensor, outs: list,
     K, B, N = U.shape
     D = gemm.mm(E.reshape(K * B, -1), M).view(K, B, N) if M.dim() == 2 else torch.bmm(E, M)
     G = torch.empty_like(U)
-    gate(w.derivative, D, U, w.threshold, G, G)
+    w.gate(D, U, G)
     outs.append(w.current)
     grads.append(G.view(w.current.shape))
 

@@ -1,20 +1,20 @@
-"""The LIF scans of ``lif_scan`` fused by ``torch.compile`` (``--compile``; needs a C++ compiler).
+"""The LIF scans fused for ``--compile``: hand-written C on the CPU, ``torch.compile`` elsewhere.
 
-Eager, each step of the scan is 4 forward and 6–8 backward element-wise passes over the layer's
-activations; on a CPU these passes, not the synaptic GEMMs, are most of a conv SNN's step. Here a
-window's whole forward recursion is one compiled function (one fused loop per step), and so is
-each backward:
+Eager, each step of the scan is 3 forward and 6–8 backward element-wise passes over the layer's
+activations; on a CPU these passes, not the synaptic GEMMs, are much of a conv SNN's step. Fused,
+a window's whole recursion is one loop:
 
   forward     u[t] = λ·reset(u[t−1], s[t−1]) + I[t],  s[t] = 1[u[t] > θ]      (``scan_forward``)
-  cut         ∂L/∂I[t] = ∂L/∂s[t]·h'(u[t] − θ)                                (online rules, ``_CutLIF``)
-  adjoint     the BPTT adjoint of ``scan_backward``
+  cut         ∂L/∂I[t] = ∂L/∂s[t]·h'(u[t] − θ)                                (online rules, ``_CutLIF``; ``gate``)
+  adjoint     the BPTT adjoint of ``scan_backward``, k[t] = 1[u[t] ≤ θ] recomputed from u
 
-The forward writes the same IEEE operations in the same order (inductor compiles with
-``-ffp-contract=off``: no fused multiply-adds), so spikes and u equal the eager scan's bit for
-bit; the backward may differ by float rounding (sigmoid, exp). Kernels are compiled once per
-shape, constants and surrogate (tens of seconds the first time; cached on disk by inductor).
-Where compiling fails (no compiler), ``available()`` is False, a warning says so once, and each
-function runs its eager twin in ``lif_scan``.
+On the CPU, a surrogate with a closed form (``Derivative.native``) runs the C scans of
+``lif_native`` (built in about a second, once per machine); other estimators, and other devices,
+get one ``torch.compile``d function per scan (tens of seconds the first time; cached on disk by
+inductor; ``-ffp-contract=off``). Either way the forward is the eager scan's IEEE operations in
+its order, so spikes and u equal the eager scan's bit for bit; the backward may differ by float
+rounding (sigmoid, exp). Where compiling fails (no compiler), ``available()`` is False, a warning
+says so once, and each function runs its eager twin in ``lif_scan``.
 """
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ from collections.abc import Callable
 
 import torch
 
-from . import lif_scan
+from . import lif_native, lif_scan, spikefn
 from .neurons import LIFParams
 from .spikefn import raw
 
@@ -40,15 +40,14 @@ def _forward(current: Tensor, u: Tensor, s: Tensor, leak: float, threshold: floa
         s = (u > threshold).to(current.dtype)
         us.append(u)
         ss.append(s)
-    S = torch.stack(ss)
-    return torch.stack(us), S, (1.0 - S if hard else None)
+    return torch.stack(us), torch.stack(ss), None
 
 
 def _cut(grad: Tensor, U: Tensor, threshold: float, derivative: Callable[[Tensor], Tensor]) -> Tensor:
     return grad * derivative(U - threshold)
 
 
-def _adjoint(grad: Tensor, U: Tensor, K: Tensor | None, leak: float, threshold: float, hard: bool,
+def _adjoint(grad: Tensor, U: Tensor, leak: float, threshold: float, hard: bool,
              derivative: Callable[[Tensor], Tensor]) -> Tensor:
     T = U.shape[0]
     out = [None] * T
@@ -59,7 +58,8 @@ def _adjoint(grad: Tensor, U: Tensor, K: Tensor | None, leak: float, threshold: 
             g = grad[t] * h
         else:
             q = g_next * leak
-            g = ((grad[t] - q * U[t]) * h + q * K[t]) if hard else ((grad[t] - threshold * q) * h + q)
+            g = ((grad[t] - q * U[t]) * h + q * (U[t] <= threshold).to(U.dtype)) if hard else \
+                ((grad[t] - threshold * q) * h + q)
         out[t] = g
         g_next = g
     return torch.stack(out)
@@ -101,21 +101,37 @@ def available() -> bool:
 
 
 def scan_forward(current: Tensor, params: LIFParams, state: tuple[Tensor, Tensor] | None = None, **keep):
-    """(U, S, K) as ``lif_scan.scan_forward``, fused (the eager scan where compiling failed; ``keep``
-    is for it: the fused kernel returns all three)."""
+    """(U, S, None) as ``lif_scan.scan_forward``, fused: on the CPU that is ``lif_scan`` itself (its C scan,
+    or eager where none is built); elsewhere compiled (``keep`` is for the eager scan)."""
+    if current.device.type == "cpu":
+        return lif_scan.scan_forward(current, params, state, **keep)
     u0, s0 = state if state is not None else (torch.zeros_like(current[0]),) * 2
     out = _run(0, current, u0, s0, float(params.leak), float(params.threshold), params.reset == "hard")
     return out if out is not None else lif_scan.scan_forward(current, params, state, **keep)
 
 
+def gate(derivative, grad: Tensor, u: Tensor, threshold: float, out: Tensor, tmp: Tensor) -> Tensor:
+    """``spikefn.gate`` (out = grad·h'(u − θ)), by the C gate where it applies."""
+    res = lif_native.gate(derivative, grad, u, threshold, out)
+    return res if res is not None else spikefn.gate(derivative, grad, u, threshold, out, tmp)
+
+
 def cut_backward(grad: Tensor, U: Tensor, params: LIFParams, derivative) -> Tensor:
     """``lif_scan.cut_backward``, fused."""
-    out = _run(1, grad.contiguous(), U, float(params.threshold), raw(derivative))
+    out = lif_native.gate(derivative, grad, U, params.threshold)
+    if out is None:
+        out = _run(1, grad.contiguous(), U, float(params.threshold), raw(derivative))
     return out if out is not None else lif_scan.cut_backward(grad, U, params, derivative)
 
 
-def scan_backward(grad: Tensor, U: Tensor, K: Tensor | None, params: LIFParams, derivative) -> Tensor:
-    """``lif_scan.scan_backward``, fused."""
-    out = _run(2, grad.contiguous(), U, K, float(params.leak), float(params.threshold), params.reset == "hard",
+def scan_backward(grad: Tensor, U: Tensor, K: Tensor | None, params: LIFParams, derivative, *,
+                  summed: bool = False) -> Tensor:
+    """``lif_scan.scan_backward``, fused (``K`` is for the eager scan; the fused ones recompute k from U)."""
+    out = lif_native.adjoint(grad, U, params, derivative, summed=summed)
+    if out is not None:
+        return out
+    out = _run(2, grad.contiguous(), U, float(params.leak), float(params.threshold), params.reset == "hard",
                raw(derivative))
-    return out if out is not None else lif_scan.scan_backward(grad, U, K, params, derivative)
+    if out is None:
+        return lif_scan.scan_backward(grad, U, K, params, derivative, summed=summed)
+    return out.sum(0) if summed else out

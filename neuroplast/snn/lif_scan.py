@@ -22,6 +22,7 @@ from collections.abc import Callable
 
 import torch
 
+from . import lif_native
 from .neurons import LIFParams
 from .spikefn import gate
 
@@ -33,7 +34,11 @@ def scan_forward(current: Tensor, params: LIFParams, state: tuple[Tensor, Tensor
     """(u[0:T], s[0:T], k[0:T]) of a LIF layer driven by I[0:T] (float spikes), from ``state`` =
     (u[−1], s[−1]) or rest; k = 1 − s for the hard reset (``scan_backward`` needs it), None for soft.
     ``keep_u=False`` / ``keep_k=False`` (no backward pass needs them): u / k live in two step buffers
-    and None comes back in their place."""
+    and None comes back in their place. On a float32 CPU tensor the C scan runs instead where it is
+    built (``lif_native.forward``: the same u and s bit for bit, k = None: ``scan_backward`` recomputes it)."""
+    native = lif_native.forward(current, params, state, keep_u=keep_u)
+    if native is not None:
+        return native[0], native[1], None
     T = current.shape[0]
     S = torch.empty_like(current)
 
@@ -80,8 +85,9 @@ def cut_backward(grad_spikes: Tensor, U: Tensor, params: LIFParams, derivative: 
 
 def scan_backward(grad_spikes: Tensor, U: Tensor, K: Tensor | None, params: LIFParams,
                   derivative: Callable[[Tensor], Tensor], *, summed: bool = False) -> Tensor:
-    """∂L/∂I[0:T] from ∂L/∂s[0:T], the saved u[0:T] and k[0:T] = 1 − s[0:T] (hard reset; None for
-    soft); one step at a time (cache-sized slices), t = T−1 … 0, with q = λ·g_u[t+1]:
+    """∂L/∂I[0:T] from ∂L/∂s[0:T], the saved u[0:T] and k[0:T] = 1 − s[0:T] (hard reset; None: k[t] =
+    1[u[t] ≤ θ] recomputed step by step); one step at a time (cache-sized slices), t = T−1 … 0, with
+    q = λ·g_u[t+1]:
 
         hard  g_u[t] = (∂L/∂s[t] − q·u[t])·h[t] + q·k[t]
         soft  g_u[t] = (∂L/∂s[t] − θ·q)·h[t] + q
@@ -101,7 +107,8 @@ def scan_backward(grad_spikes: Tensor, U: Tensor, K: Tensor | None, params: LIFP
         elif hard:
             torch.addcmul(grad_spikes[t], g_next, U[t], value=-params.leak, out=g)   # (−λ·g_u[t+1])·u = −q·u
             gate(derivative, g, U[t], params.threshold, g, x)
-            g.addcmul_(g_next, K[t], value=params.leak)
+            g.addcmul_(g_next, K[t] if K is not None else torch.le(U[t], params.threshold, out=x),
+                       value=params.leak)
         else:
             torch.mul(g_next, params.leak, out=q)
             torch.add(grad_spikes[t], q, alpha=-params.threshold, out=g)

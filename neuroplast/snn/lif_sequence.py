@@ -7,11 +7,11 @@ Backward runs the adjoint of the same recursion, from t = T−1 down to 0:
     g_u[t] = g_s[t]·h'(u[t] − θ) + λ·g_u[t+1]·∂reset/∂u(u[t], s[t])
     ∂L/∂I[t] = g_u[t]
 
-with h' the estimator's pointwise derivative (a surrogate, or LocalZO's fresh draw). The eager
-path is the scan of ``lif_scan`` (preallocated buffers, 3 in-place ops per forward step, the adjoint
-on one step's cache-sized slice at a time); with ``compiled=True`` the whole forward scan and
-the whole adjoint are each one ``torch.compile``d function (``lif_fused``: needs a C++ compiler;
-compiled once per shape). ``tests/test_lif_sequence.py`` checks both against autograd of the reference.
+with h' the estimator's pointwise derivative (a surrogate, or LocalZO's fresh draw). The default
+path is the scan of ``lif_scan`` (its forward in C where ``lif_native`` is built, bit-identical; the
+adjoint in eager ops on one step's slice at a time); with ``compiled=True`` the adjoint is fused too
+(``lif_fused``: C on the CPU, ``torch.compile`` elsewhere; gradients to float rounding).
+``tests/test_lif_sequence.py`` and ``tests/test_lif_native.py`` check them against the reference.
 """
 from __future__ import annotations
 
@@ -52,11 +52,7 @@ class _LIFScan(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_spikes):
         U, K = ctx.saved_tensors
-        if ctx.constant and ctx.scans is lif_scan:
-            grad = lif_scan.scan_backward(grad_spikes, U, K, ctx.params, ctx.derivative, summed=True)
-        else:
-            grad = ctx.scans.scan_backward(grad_spikes, U, K, ctx.params, ctx.derivative)
-            grad = grad.sum(0) if ctx.constant else grad
+        grad = ctx.scans.scan_backward(grad_spikes, U, K, ctx.params, ctx.derivative, summed=ctx.constant)
         return grad, None, None, None, None
 
 
@@ -95,7 +91,7 @@ def lif_sequence(current: Tensor, params: LIFParams, derivative: Callable[[Tenso
 
     ``steps=T``: ``current`` is [B, ...], the same at every one of T steps (direct encoding into the
     first layer); its gradient Σ_t ∂L/∂I[t] is summed inside the adjoint scan.
-    ``compiled=True``: the scans fused by torch.compile (``lif_fused``; eager where that fails).
+    ``compiled=True``: the scans fused (``lif_fused``; eager where that fails).
     ``stepwise=True`` forces the step-by-step path of ``forward_step``/``adjoint_step`` (the
     reference for tests)."""
     if stepwise:

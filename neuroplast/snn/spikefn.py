@@ -65,15 +65,20 @@ class _SurrogateSpike(torch.autograd.Function):
 class Derivative:
     """h'(x) of an estimator whose forward is exactly H(x), as the LIF scans use it: called on x it
     gives h'(x); ``gate(grad, u, θ, out, tmp)`` writes grad·h'(u − θ) into ``out`` with the
-    estimator's own fused form (fewer passes over memory than the product; ``tmp``: scratch)."""
+    estimator's own fused form where it has one (fewer passes over memory than the product; ``tmp``:
+    scratch); ``native`` = (surrogate name, width) names the closed form the C scans
+    (``lif_native``) evaluate, None where they have none."""
 
-    def __init__(self, fn: Callable[[Tensor], Tensor], fused_gate: Callable[..., Tensor]):
-        self.fn, self._gate = fn, fused_gate
+    def __init__(self, fn: Callable[[Tensor], Tensor], fused_gate: Callable[..., Tensor] | None = None,
+                 native: tuple[str, float] | None = None):
+        self.fn, self._gate, self.native = fn, fused_gate, native
 
     def __call__(self, x: Tensor) -> Tensor:
         return self.fn(x)
 
     def gate(self, grad: Tensor, u: Tensor, threshold: float, out: Tensor, tmp: Tensor) -> Tensor:
+        if self._gate is None:
+            return torch.mul(grad, self.fn(torch.sub(u, threshold, out=tmp)), out=out)
         return self._gate(grad, u, threshold, out, tmp)
 
 
@@ -108,6 +113,8 @@ class SurrogateEstimator(SpikeEstimator):
 
     #: optional ``gate(grad, u, θ, out, tmp)`` = grad·h'(u − θ) in fewer passes (see ``Derivative``)
     fused_gate: Callable[..., Tensor] | None = None
+    #: the attribute holding the width, for surrogates the C scans know by ``name`` (``lif_native.KINDS``)
+    native_param: str | None = None
 
     def forward(self, x: Tensor) -> Tensor:
         return _SurrogateSpike.apply(x, self.derivative, self.primitive if self.relaxed else None)
@@ -115,6 +122,7 @@ class SurrogateEstimator(SpikeEstimator):
     def pointwise_derivative(self):
         if self.relaxed:
             return None
-        return self.derivative if self.fused_gate is None else Derivative(self.derivative, self.fused_gate)
+        native = None if self.native_param is None else (self.name, getattr(self, self.native_param))
+        return Derivative(self.derivative, self.fused_gate, native)
 
 

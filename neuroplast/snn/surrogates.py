@@ -35,6 +35,7 @@ def _positive(name: str, key: str, value: float) -> float:
 
 class Sigmoid(SurrogateEstimator):
     name = "sigmoid"
+    native_param = "k"
 
     def __init__(self, k: float = 4.0):
         super().__init__()
@@ -71,6 +72,7 @@ class Sigmoid(SurrogateEstimator):
 
 class FastSigmoid(SurrogateEstimator):
     name = "fast_sigmoid"
+    native_param = "k"
 
     def __init__(self, k: float = 4.0):
         super().__init__()
@@ -85,6 +87,7 @@ class FastSigmoid(SurrogateEstimator):
 
 class Triangle(SurrogateEstimator):
     name = "triangle"
+    native_param = "w"
 
     def __init__(self, w: float = 1.0):
         super().__init__()
@@ -103,6 +106,7 @@ class Triangle(SurrogateEstimator):
 
 class ArcTan(SurrogateEstimator):
     name = "arctan"
+    native_param = "alpha"
 
     def __init__(self, alpha: float = 2.0):
         super().__init__()
@@ -117,6 +121,7 @@ class ArcTan(SurrogateEstimator):
 
 class Rectangular(SurrogateEstimator):
     name = "rectangular"
+    native_param = "w"
 
     def __init__(self, w: float = 2.0):
         super().__init__()
@@ -131,6 +136,7 @@ class Rectangular(SurrogateEstimator):
 
 class Gaussian(SurrogateEstimator):
     name = "gaussian"
+    native_param = "sigma"
 
     def __init__(self, sigma: float = 0.5):
         super().__init__()

@@ -72,6 +72,21 @@ def test_mm_of_transposed_views():
     torch.testing.assert_close(gemm.mm(b.t().contiguous(), a), b.t() @ a, rtol=1e-5, atol=1e-4)
 
 
+@onednn
+def test_a_transposed_operand_is_copied_by_the_c_transpose_bit_for_bit(monkeypatch):
+    """gᵀ·x (the weight gradient) hands oneDNN a contiguous gᵀ: the C tiled transpose where it is built,
+    torch's copy otherwise, the same product to the bit (odd sizes: partial tiles)."""
+    from neuroplast.snn import native_lib
+    if native_lib.library() is None:
+        pytest.skip(f"no C kernels: {native_lib.reason()}")
+    g, x = _rand(301, 97, seed=7), _rand(301, 45, seed=8)   # 1.3 M MACs: oneDNN
+    assert torch.equal(gemm._contiguous(g.t()), g.t().contiguous())
+    fast = gemm.mm(g.t(), x)
+    monkeypatch.setattr(native_lib, "usable", lambda *t: False)
+    assert gemm._contiguous(g.t()).is_contiguous() is False     # left to oneDNN's own copy
+    assert torch.equal(gemm.mm(g.t(), x), fast)
+
+
 def test_small_float64_and_non_cpu_products_are_torchs_own():
     x, w = _rand(4, 16, seed=1), _rand(12, 16, seed=2)
     assert torch.equal(gemm.linear(x, w), F.linear(x, w))            # below MIN_MACS

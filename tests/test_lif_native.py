@@ -151,7 +151,7 @@ def test_a_corrupt_cached_library_is_built_again(tmp_path):
     code = "from neuroplast.snn import lif_native; print(lif_native.available(), lif_native.reason())"
     env = {**os.environ, "NEUROPLAST_CACHE": str(tmp_path)}
     first = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, env=env)
-    (lib,) = (tmp_path / "native").glob("lif-*.so")
+    (lib,) = (tmp_path / "native").glob("kernels-*.so")
     lib.write_bytes(b"not a shared object")
     again = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, env=env)
     assert first.stdout.split()[0] == again.stdout.split()[0] == "True", again.stderr

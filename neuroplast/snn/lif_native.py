@@ -11,133 +11,40 @@ per backward step; here each neuron block runs its whole recursion over T in one
   (``Derivative.native``), equal to the eager passes to float rounding (sigmoid's exp is a
   polynomial, < 2 ulp): only ``--compile`` uses them (``lif_fused``), so default runs keep their numbers.
 
-The library is compiled once per source, flags and CPU (``-march=native``) into
-``$NEUROPLAST_CACHE`` (default ``~/.cache/neuroplast``), written atomically; ``CC`` picks the
-compiler (default ``cc``). OpenMP loops run on torch's own thread pool (torch loads its libgomp
-first, ours resolves to it). Where no compiler builds it, or ``NEUROPLAST_NATIVE=0``, every call
-returns None and the callers run the eager scans (``reason()`` says why).
+Built with the other kernels by ``native_lib`` (once per machine, about a second). Where it cannot
+be built, or ``NEUROPLAST_NATIVE=0``, every call returns None and the callers run the eager scans
+(``reason()`` says why).
 """
 from __future__ import annotations
 
-import ctypes
-import functools
-import hashlib
-import os
-import platform
-import subprocess
-import tempfile
-import threading
-from pathlib import Path
-
 import torch
 
+from . import native_lib
+from .native_lib import ptr as _ptr
 from .neurons import LIFParams
 
 Tensor = torch.Tensor
-SOURCE = Path(__file__).with_name("native") / "lif.c"
-#: surrogate name -> kernel index in lif.c
+#: surrogate name -> kernel index in native/lif.c (its ``lif_kinds()`` is checked against it)
 KINDS = {"sigmoid": 0, "fast_sigmoid": 1, "triangle": 2, "arctan": 3, "rectangular": 4, "gaussian": 5}
-_FLAGS = ("-O3", "-ffp-contract=off", "-fPIC", "-shared")
-_OPTIONAL = (("-march=native", "-fopenmp"), ("-fopenmp",), ())   # tried in this order
-_lock = threading.Lock()
-_why: list[str] = []
 
 
-def _cache_dir() -> Path:
-    root = os.environ.get("NEUROPLAST_CACHE") or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "neuroplast"
-    return Path(root) / "native"
-
-
-def _cpu_signature() -> str:
-    """The CPU's model and feature flags (a library built with -march=native runs only where they match)."""
-    try:
-        lines = Path("/proc/cpuinfo").read_text().splitlines()
-    except OSError:
-        return platform.processor() + platform.machine()
-    keep = [ln for ln in lines if ln.startswith(("model name", "flags", "Features"))]
-    return "\n".join(dict.fromkeys(keep))
-
-
-def _build(cc: str, flags: tuple[str, ...], target: Path) -> str | None:
-    """Compile ``SOURCE`` into ``target`` (atomically); None on success, else the compiler's complaint."""
-    try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(suffix=".so", dir=target.parent)
-        os.close(fd)
-    except OSError as exc:
-        return f"cache {target.parent}: {exc}"
-    try:
-        proc = subprocess.run([cc, *_FLAGS, *flags, "-o", tmp, str(SOURCE)], capture_output=True, text=True,
-                              timeout=120)
-        if proc.returncode:
-            return (proc.stderr.strip().splitlines() or [f"exit {proc.returncode}"])[-1]
-        os.replace(tmp, target)
-        return None
-    except (OSError, subprocess.SubprocessError) as exc:
-        return f"{type(exc).__name__}: {exc}"
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
-def _load() -> ctypes.CDLL | None:
-    if os.environ.get("NEUROPLAST_NATIVE", "1") == "0":
-        _why.append("NEUROPLAST_NATIVE=0")
-        return None
-    cc = os.environ.get("CC", "cc")
-    source = SOURCE.read_bytes()
-    errors = []
-    for extra in _OPTIONAL:
-        key = hashlib.sha256(b"\0".join([source, cc.encode(), " ".join(_FLAGS + extra).encode(),
-                                         _cpu_signature().encode(), torch.__version__.encode()])).hexdigest()[:16]
-        path = _cache_dir() / f"lif-{key}.so"
-        for attempt in range(2):   # a cached file that does not load (truncated, stale) is built again once
-            err = None if path.exists() and not attempt else _build(cc, extra, path)
-            if err is None:
-                try:
-                    return _declare(ctypes.CDLL(str(path)))
-                except OSError as exc:
-                    err = str(exc)
-            if err is not None and not path.exists():
-                break
-        errors.append(err)
-    _why.append(f"no C library for the LIF scans ({cc}: {errors[0]})")
-    return None
-
-
-def _declare(lib: ctypes.CDLL) -> ctypes.CDLL:
-    P, L, F, N = ctypes.c_void_p, ctypes.c_long, ctypes.c_float, ctypes.c_int
-    lib.lif_forward.argtypes = [P, L, P, P, P, P, L, L, F, F, N]
-    lib.lif_adjoint.argtypes = [P, P, P, L, L, F, F, N, N, F, N]
-    lib.lif_gate.argtypes = [P, P, P, L, F, N, F]
-    lib.lif_kinds.restype = N
-    if lib.lif_kinds() != len(KINDS):
-        raise OSError("stale library: kernel table differs from KINDS")
-    return lib
-
-
-@functools.cache
-def _library() -> ctypes.CDLL | None:
-    with _lock:
-        return _load()
+def _library():
+    lib = native_lib.library()
+    return lib if lib is not None and lib.lif_kinds() == len(KINDS) else None
 
 
 def available() -> bool:
-    """Whether the C library is built and loaded (builds it on the first call)."""
+    """Whether the C scans are built and loaded (builds them on the first call)."""
     return _library() is not None
 
 
 def reason() -> str | None:
     """Why the C scans are not used (None where they are)."""
-    return None if available() else (_why[-1] if _why else "unknown")
+    return native_lib.reason() or (None if available() else "kernel table of native/lif.c differs from KINDS")
 
 
 def _ok(*tensors: Tensor | None) -> bool:
-    return all(t is None or (t.device.type == "cpu" and t.dtype == torch.float32) for t in tensors) and available()
-
-
-def _ptr(t: Tensor | None) -> ctypes.c_void_p | None:
-    return None if t is None else ctypes.c_void_p(t.data_ptr())
+    return native_lib.usable(*tensors) and available()
 
 
 def forward(current: Tensor, params: LIFParams, state: tuple[Tensor, Tensor] | None = None, *,

@@ -54,7 +54,7 @@ class TrainConfig:
     val_fraction: float | None = None
     split_seed: int = 0
     trainable: str = "all"            # "all", or "readout" (control: hidden layers frozen at init)
-    compiled: bool = False            # fuse the LIF recursion with torch.compile (needs a C++ compiler)
+    compiled: bool = False            # fuse the LIF recursion (C on the CPU, torch.compile elsewhere)
     precision: str = "float"          # float, or a chip (loihi2, a chip file): on-chip integer learning
 
     def resolved(self) -> TrainConfig:

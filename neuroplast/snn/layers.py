@@ -63,7 +63,7 @@ class SpikingLayer(Layer):
         super().__init__()
         self.op, self.lif, self.spike = op, lif, spike
         self.trace_decay = lif.leak
-        self.compiled = compiled  # fuse the LIF recursion with torch.compile (lif_sequence)
+        self.compiled = compiled  # fuse the LIF recursion (lif_fused: C on the CPU, torch.compile elsewhere)
 
     def extra_repr(self) -> str:
         return f"leak={self.lif.leak}, threshold={self.lif.threshold}, reset={self.lif.reset}"

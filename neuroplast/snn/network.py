@@ -217,7 +217,7 @@ def build_network(arch: str, *, input_shape: tuple[int, ...], num_classes: int, 
                   compiled: bool = False) -> Network:
     """Build a network from a string (see ``arch``); shapes are checked layer by layer.
 
-    ``compiled=True`` fuses each spiking layer's LIF recursion with torch.compile (BPTT path)."""
+    ``compiled=True`` fuses each spiking layer's LIF recursion and its backward (``lif_fused``)."""
     lif = lif or LIFParams()
     shape, layers, counts, shapes = tuple(input_shape), {}, {}, {}
     for spec in parse_arch(arch, shape, num_classes):

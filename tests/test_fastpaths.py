@@ -108,6 +108,23 @@ def test_avg_pool_matches_torch(shape, k):
     assert torch.equal(torch.autograd.grad(ref, x, gy)[0], torch.autograd.grad(fast, x, gy)[0])
 
 
+@pytest.mark.parametrize("shape,k", [((3, 4, 8, 8), 2), ((2, 3, 7, 9), 2), ((2, 2, 9, 9), 3), ((5, 3, 11, 12), 4)])
+def test_avg_pool_c_kernels_equal_the_eager_passes_bit_for_bit(shape, k, monkeypatch):
+    """native/pool.c (default where built) against the strided adds and the 0/1-matrix product, on
+    arbitrary floats (where the order of the adds matters), dropped rows and columns included."""
+    from neuroplast.snn import native_lib, pooling
+    if native_lib.library() is None:
+        pytest.skip(f"no C kernels: {native_lib.reason()}")
+    x = (torch.randn(shape, generator=torch.Generator().manual_seed(k)) * 3).requires_grad_(True)
+    y = avg_pool(x, k)
+    gy = torch.randn(y.shape, generator=torch.Generator().manual_seed(9))
+    (gx,) = torch.autograd.grad(y, x, gy)
+    monkeypatch.setattr(pooling, "_native", lambda *a: None)
+    y0 = avg_pool(x, k)
+    assert torch.equal(y, y0) and torch.equal(gx, torch.autograd.grad(y0, x, gy)[0])
+    assert gx[..., shape[-2] // k * k:, :].abs().sum() == 0 == gx[..., shape[-1] // k * k:].abs().sum()
+
+
 def test_bptt_simulate_matches_steplif_reference():
     net = build_network("1x8x8-4C3-AP2-12-FC", input_shape=(1, 8, 8), num_classes=10,
                         generator=torch.Generator().manual_seed(0)).double()

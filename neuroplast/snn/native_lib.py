@@ -5,7 +5,7 @@ One shared library from all sources, compiled once per sources, flags, compiler,
 atomically; ``CC`` picks the compiler (default ``cc``). Its OpenMP loops run on torch's own thread
 pool: torch loads its libgomp first, and ours resolves to it. Where no compiler builds it, or
 ``NEUROPLAST_NATIVE=0``, ``library()`` is None, ``reason()`` says why, and every caller runs its
-torch twin. Users: ``lif_native`` (the LIF scans), ``gemm`` (transposes before oneDNN products).
+torch twin. Users: ``lif_native`` (the LIF scans), ``gemm`` (transposes before oneDNN products), ``pooling``.
 """
 from __future__ import annotations
 
@@ -35,6 +35,8 @@ SIGNATURES = {
     "lif_gate": ([P, P, P, L, F, N, F], None),
     "lif_kinds": ([], N),
     "transpose": ([P, P, L, L], None),
+    "avg_pool_forward": ([P, P, L, L, L, L, F, N], None),
+    "avg_pool_backward": ([P, P, L, L, L, L, F, N], None),
 }
 
 

@@ -12,7 +12,9 @@ on torch's mm on an AMD EPYC, 2.5× faster than ``avg_pool2d_backward``, which i
 For k² a power of two P and the forward carry 1/k² (scaling by it is exact), otherwise the sum is
 divided by k² and the gradient divided before the product. On spikes and spike counts (small integers) every sum is exact, so the output equals
 ``F.avg_pool2d(x, k)`` to the bit; on arbitrary floats it differs only by the order of the k² adds
-(float rounding).
+(float rounding). On float32 CPU tensors both directions run as one C pass where the kernels are built
+(``native/pool.c``: the same adds in the same order, and the matrix product's one non-zero term, so
+the same numbers bit for bit; conv SNN BPTT step −2.8 ms of 53, inference −1.4 ms of 14.7).
 """
 from __future__ import annotations
 
@@ -20,7 +22,7 @@ import functools
 
 import torch
 
-from . import gemm
+from . import gemm, native_lib
 
 Tensor = torch.Tensor
 
@@ -30,6 +32,9 @@ class _AvgPool(torch.autograd.Function):
     def forward(ctx, x: Tensor, k: int) -> Tensor:
         ctx.shape, ctx.k = x.shape, k
         h2, w2 = x.shape[-2] // k, x.shape[-1] // k
+        native = _native("avg_pool_forward", x, k, (*x.shape[:-2], h2, w2))
+        if native is not None:
+            return native
         cols = x[..., : h2 * k, : w2 * k].unflatten(-1, (w2, k))        # [..., H, W', k] (a view)
         y = _sum_views([cols[..., b] for b in range(k)])                 # [..., H, W']
         rows = y.unflatten(-2, (h2, k))                                   # [..., H', k, W']
@@ -39,6 +44,9 @@ class _AvgPool(torch.autograd.Function):
     @staticmethod
     def backward(ctx, g: Tensor):
         k, shape = ctx.k, ctx.shape
+        native = _native("avg_pool_backward", g, k, shape)
+        if native is not None:
+            return native, None
         (h, w), h2 = shape[-2:], g.shape[-2]
         g = g if _exact_scale(k) else g / (k * k)
         grad = gemm.mm(g.reshape(-1, g.shape[-1]), _window_matrix(w, k, g.dtype, g.device).t()).view(*shape[:-2], h2 * k, w)
@@ -47,6 +55,20 @@ class _AvgPool(torch.autograd.Function):
         full = torch.zeros(shape, dtype=grad.dtype, device=grad.device)  # dropped rows get zero
         full[..., : h2 * k, :] = grad
         return full, None
+
+
+def _native(kernel: str, src: Tensor, k: int, shape: tuple[int, ...]) -> Tensor | None:
+    """The C kernel (``native/pool.c``: the same numbers, one pass) from ``src`` into a new tensor of
+    ``shape``, or None where it does not apply (no C kernels, not a float32 CPU tensor)."""
+    if not native_lib.usable(src) or src.dim() < 2:
+        return None
+    src = src.contiguous()
+    out = torch.empty(shape, dtype=src.dtype)
+    (h, w), planes = shape[-2:] if kernel.endswith("backward") else src.shape[-2:], src[..., 0, 0].numel()
+    scale = 1.0 / (k * k) if _exact_scale(k) else float(k * k)
+    getattr(native_lib.library(), kernel)(native_lib.ptr(src), native_lib.ptr(out), planes, h, w, k, scale,
+                                          int(_exact_scale(k)))
+    return out
 
 
 def _sum_views(views: list[Tensor]) -> Tensor:

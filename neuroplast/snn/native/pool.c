@@ -1,0 +1,69 @@
+/* Average pooling, kernel = stride = k, on [planes, H, W] float32 (pooling.py; built by native_lib.py).
+ *
+ * Forward, the eager path's operations in its order, so bit-identical to it: the k columns of each
+ * window row summed left to right, then the k row sums top to bottom, then * (1/k^2) where that
+ * is a power of two (exact) or / k^2 otherwise:
+ *     y[i, j] = ((x[ki, kj] + x[ki, kj+1] + ...) + (x[ki+1, kj] + ...) + ...) * (1/k^2)
+ * Backward: dL/dx[h, w] = dL/dy[h/k, w/k] * (1/k^2) (or / k^2), 0 in the rows and columns beyond
+ * k*floor(H/k), k*floor(W/k): the same numbers as the eager 0/1-matrix product (which adds only
+ * zeros to the one product), written once instead of through a GEMM. Planes are split over
+ * torch's OpenMP threads. */
+
+void avg_pool_forward(const float *x, float *y, long planes, long H, long W, long k, float scale, int exact) {
+    long H2 = H / k, W2 = W / k;
+#pragma omp parallel for schedule(static)
+    for (long p = 0; p < planes; p++) {
+        const float *xp = x + p * H * W;
+        float *yp = y + p * H2 * W2;
+        for (long i = 0; i < H2; i++) {
+            float *restrict yi = yp + i * W2;
+            if (k == 2) {                       /* the common case, written so that it vectorises */
+                const float *restrict r0 = xp + 2 * i * W, *restrict r1 = r0 + W;
+                for (long j = 0; j < W2; j++) {
+                    float c0 = r0[2 * j] + r0[2 * j + 1], c1 = r1[2 * j] + r1[2 * j + 1];
+                    yi[j] = (c0 + c1) * scale;
+                }
+                continue;
+            }
+            for (long a = 0; a < k; a++) {
+                const float *row = xp + (i * k + a) * W;
+                for (long j = 0; j < W2; j++) {
+                    float c = row[j * k];
+                    for (long b = 1; b < k; b++) c = c + row[j * k + b];
+                    yi[j] = a ? yi[j] + c : c;
+                }
+            }
+            for (long j = 0; j < W2; j++) yi[j] = exact ? yi[j] * scale : yi[j] / scale;
+        }
+    }
+}
+
+void avg_pool_backward(const float *g, float *out, long planes, long H, long W, long k, float scale, int exact) {
+    long H2 = H / k, W2 = W / k;
+#pragma omp parallel for schedule(static)
+    for (long p = 0; p < planes; p++) {
+        const float *gp = g + p * H2 * W2;
+        float *op = out + p * H * W;
+        for (long h = 0; h < H; h++) {
+            float *row = op + h * W;
+            if (h >= H2 * k) {
+                for (long w = 0; w < W; w++) row[w] = 0.0f;
+                continue;
+            }
+            const float *restrict gi = gp + (h / k) * W2;
+            if (k == 2) {
+                float *restrict r = row;
+                for (long j = 0; j < W2; j++) {
+                    float v = gi[j] * scale;
+                    r[2 * j] = v;
+                    r[2 * j + 1] = v;
+                }
+            } else
+            for (long j = 0; j < W2; j++) {
+                float v = exact ? gi[j] * scale : gi[j] / scale;
+                for (long b = 0; b < k; b++) row[j * k + b] = v;
+            }
+            for (long w = W2 * k; w < W; w++) row[w] = 0.0f;
+        }
+    }
+}

@@ -156,3 +156,24 @@ def test_a_corrupt_cached_library_is_built_again(tmp_path):
     again = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, env=env)
     assert first.stdout.split()[0] == again.stdout.split()[0] == "True", again.stderr
     assert lib.read_bytes()[:4] == b"\x7fELF"
+
+
+@pytest.mark.parametrize("k", [4.0, 3.7])
+@pytest.mark.parametrize("n", [1, 17, 12545, 300_000])
+def test_sigmoid_gate_c_passes_equal_the_eager_passes_bit_for_bit(k, n, monkeypatch):
+    """The default sigmoid gate (native/sigmoid_gate.c around torch's sigmoid) gives the six eager passes'
+    numbers to the bit, in place (out = tmp, out = grad) included; the vectorised loops and their tails."""
+    from neuroplast.snn import native_lib, surrogates
+    if native_lib.library() is None:
+        pytest.skip(f"no C kernels: {native_lib.reason()}")
+    est = make_estimator(f"sigmoid:k={k}")
+    g = torch.Generator().manual_seed(n)
+    u, grad = torch.randn(n, generator=g) * 2 + 0.5, torch.randn(n, generator=g)
+    same = torch.empty(n)
+    fast = [est.fused_gate(grad, u, 0.8, torch.empty(n), torch.empty(n)),
+            est.fused_gate(grad, u, 0.8, same, same)]
+    g2 = grad.clone()
+    fast.append(est.fused_gate(g2, u, 0.8, g2, torch.empty(n)))
+    monkeypatch.setattr(surrogates, "_native_passes", lambda *t: False)
+    ref = est.fused_gate(grad, u, 0.8, torch.empty(n), torch.empty(n))
+    assert ref.abs().max() > 0 and all(torch.equal(f, ref) for f in fast)

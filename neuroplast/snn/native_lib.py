@@ -37,6 +37,8 @@ SIGNATURES = {
     "transpose": ([P, P, L, L], None),
     "avg_pool_forward": ([P, P, L, L, L, L, F, N], None),
     "avg_pool_backward": ([P, P, L, L, L, L, F, N], None),
+    "sigmoid_gate_pre": ([P, P, L, F, F], None),
+    "sigmoid_gate_post": ([P, P, P, L, F], None),
 }
 
 

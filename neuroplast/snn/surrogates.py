@@ -21,6 +21,7 @@ import math
 import torch
 
 from ..errors import SpecError
+from . import native_lib
 from .spikefn import SurrogateEstimator
 
 Tensor = torch.Tensor
@@ -58,6 +59,11 @@ class Sigmoid(SurrogateEstimator):
         float32. σ is the cheap transcendental pass on CPUs (AMD Zen: 10× cheaper than tanh, so this
         is 3.5× faster than add, tanh, tanh_backward of grad·(k/4)·(1 − tanh²(z/2)), the same
         function; on an Intel Xeon the tanh form was 3–5% faster per conv step)."""
+        if _native_passes(grad, u, out, tmp):   # the same numbers in 3 passes: C, torch's sigmoid, C
+            lib, ptr = native_lib.library(), native_lib.ptr
+            lib.sigmoid_gate_pre(ptr(u), ptr(tmp), u.numel(), self.k, float(self._offset(threshold, u.dtype)))
+            lib.sigmoid_gate_post(ptr(grad), ptr(tmp.sigmoid_()), ptr(out), u.numel(), self.k)
+            return out
         torch.add(self._offset(threshold, u.dtype), u, alpha=self.k, out=tmp).abs_().neg_().sigmoid_()
         out = torch.ops.aten.sigmoid_backward.grad_input(grad, tmp, grad_input=out)
         return out.mul_(self.k)
@@ -68,6 +74,12 @@ class Sigmoid(SurrogateEstimator):
         if key not in self._offsets:
             self._offsets[key] = torch.tensor(-self.k * threshold, dtype=dtype)
         return self._offsets[key]
+
+
+def _native_passes(grad: Tensor, u: Tensor, out: Tensor, tmp: Tensor) -> bool:
+    """Whether the C passes of ``native/sigmoid_gate.c`` take these (float32 CPU, contiguous, one size)."""
+    return (native_lib.usable(grad, u, out, tmp) and u.numel() == grad.numel() == out.numel() == tmp.numel()
+            and all(t.is_contiguous() for t in (grad, u, out, tmp)))
 
 
 class FastSigmoid(SurrogateEstimator):

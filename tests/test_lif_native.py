@@ -177,3 +177,37 @@ def test_sigmoid_gate_c_passes_equal_the_eager_passes_bit_for_bit(k, n, monkeypa
     monkeypatch.setattr(surrogates, "_native_passes", lambda *t: False)
     ref = est.fused_gate(grad, u, 0.8, torch.empty(n), torch.empty(n))
     assert ref.abs().max() > 0 and all(torch.equal(f, ref) for f in fast)
+
+
+@needs_native
+@pytest.mark.parametrize("method", ["bptt", "ottt", "dfa", "opzo"])
+@pytest.mark.parametrize("whole", [True, False])
+def test_default_training_gives_the_same_numbers_with_and_without_the_c_kernels(method, whole, monkeypatch):
+    """The C kernels of the default path (LIF forward, pooling, sigmoid gate passes, transposes) change
+    no number: losses, outputs, spike counts and gradients to the bit, float32, conv and dense layers;
+    ``whole=False`` sends every layer's top-down signals step by step (``batched._stepwise*``)."""
+    from neuroplast.data import encode
+    from neuroplast.learn import CEMSELoss, batched, make_rule
+    from neuroplast.snn import build_network, native_lib
+    if not whole:
+        monkeypatch.setattr(batched, "WHOLE", 0)
+    runs = []
+    for library in (native_lib.library, lambda: None):
+        monkeypatch.setattr(native_lib, "library", library)
+        net = build_network("1x12x12-6C3-AP2-40-FC", input_shape=(1, 12, 12), num_classes=10,
+                            generator=torch.Generator().manual_seed(0))
+        with torch.no_grad():
+            net.layers["dense1"].op.weight.mul_(3)   # the dense layer fires (a fifth of its neurons a step)
+        rule = make_rule(method)
+        rule.generator = torch.Generator().manual_seed(3)
+        x = encode("direct", torch.rand(8, 1, 12, 12, generator=torch.Generator().manual_seed(1)) * 3, 6)
+        y = torch.arange(8) % 10
+        res = [rule.compute_grads(net, x, y, CEMSELoss()) for _ in range(2)]
+        runs.append((res, {k: p.grad for k, p in net.named_parameters() if p.grad is not None}))
+    (c_res, c_grads), (t_res, t_grads) = runs
+    for a, b in zip(c_res, t_res):
+        assert a.loss == b.loss and torch.equal(a.logits, b.logits)
+        assert all(torch.equal(a.spike_counts[k], b.spike_counts[k]) for k in a.spike_counts)
+    assert set(c_grads) == set(t_grads) and all(g.abs().sum() > 0 for g in c_grads.values())
+    for k in c_grads:
+        assert torch.equal(c_grads[k], t_grads[k]), k

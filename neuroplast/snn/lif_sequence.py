@@ -96,7 +96,8 @@ def lif_sequence(current: Tensor, params: LIFParams, derivative: Callable[[Tenso
     reference for tests)."""
     if stepwise:
         return _LIFSequence.apply(_repeated(current, steps), params, derivative)
-    if not (torch.is_grad_enabled() and current.requires_grad) and not compiled:  # inference: spikes only
+    if not (torch.is_grad_enabled() and current.requires_grad) and (not compiled or current.device.type == "cpu"):
+        # inference: spikes only (fused or not, the CPU's forward is lif_scan's)
         return lif_scan.scan_forward(_repeated(current, steps), params, keep_u=False, keep_k=False)[1]
     return _LIFScan.apply(current, params, derivative, compiled, steps)
 

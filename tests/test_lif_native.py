@@ -211,3 +211,21 @@ def test_default_training_gives_the_same_numbers_with_and_without_the_c_kernels(
     assert set(c_grads) == set(t_grads) and all(g.abs().sum() > 0 for g in c_grads.values())
     for k in c_grads:
         assert torch.equal(c_grads[k], t_grads[k]), k
+
+
+@needs_native
+@pytest.mark.parametrize("reset", ["hard", "soft"])
+@pytest.mark.parametrize("summed", [False, True])
+@pytest.mark.parametrize("T", [1, 2, 6])
+def test_sigmoid_adjoint_is_the_eager_adjoint_bit_for_bit(reset, summed, T, monkeypatch):
+    """The default BPTT adjoint of the sigmoid surrogate in C passes around torch's sigmoid gives the eager
+    scan's numbers to the bit (k not a power of two: the multiply-adds must round as torch's do)."""
+    params = LIFParams(leak=0.63, threshold=0.9, reset=reset)
+    derivative = make_estimator("sigmoid:k=3.7").pointwise_derivative()
+    current = _current((T, 4, 1537), 7)
+    U, _, K = _eager_forward(current, params)
+    grad = torch.randn(current.shape, generator=torch.Generator().manual_seed(8))
+    fast = lif_scan.scan_backward(grad, U, None, params, derivative, summed=summed)
+    monkeypatch.setattr(lif_native, "sigmoid_adjoint", lambda *a, **k: None)
+    ref = lif_scan.scan_backward(grad, U, K, params, derivative, summed=summed)
+    assert ref.abs().max() > 0.1 and torch.equal(fast, ref)

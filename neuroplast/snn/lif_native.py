@@ -94,3 +94,29 @@ def gate(derivative, grad: Tensor, u: Tensor, threshold: float, out: Tensor | No
     out = torch.empty_like(u) if out is None else out
     _library().lif_gate(_ptr(grad), _ptr(u), _ptr(out), u.numel(), threshold, *kind)
     return out
+
+
+def sigmoid_adjoint(grad: Tensor, U: Tensor, params: LIFParams, derivative, *, summed: bool = False) -> Tensor | None:
+    """``lif_scan.scan_backward`` of the sigmoid surrogate, bit for bit: each step's eager passes (addcmul,
+    the gate's six, the reset's addcmul, k = 1[u ≤ θ]) as two C passes around torch's own sigmoid
+    (``native/sigmoid_gate.c``); None where it does not apply (another estimator, not float32 CPU)."""
+    spec = getattr(derivative, "native", None)
+    if spec is None or spec[0] != "sigmoid" or not _ok(grad, U):
+        return None
+    lib, (k, theta, leak), hard = _library(), (float(spec[1]), params.threshold, params.leak), params.reset == "hard"
+    grad, U = grad.contiguous(), U.contiguous()
+    T, n = U.shape[0], U[0].numel()
+    offset = float(torch.tensor(-k * theta, dtype=U.dtype))   # surrogates.Sigmoid._offset
+    G = torch.empty((2,) + U.shape[1:], dtype=U.dtype) if summed else torch.empty_like(U)
+    total = torch.empty_like(U[0]) if summed and T > 1 else None
+    z = torch.empty_like(U[0])
+    for t in range(T - 1, -1, -1):
+        g = G[t % 2] if summed else G[t]
+        g_next = None if t == T - 1 else G[(t + 1) % 2] if summed else G[t + 1]
+        lib.sigmoid_adjoint_pre(_ptr(grad[t]), _ptr(g_next), _ptr(U[t]), _ptr(g), _ptr(z), n, leak, theta, k,
+                                offset, int(hard))
+        lib.sigmoid_adjoint_post(_ptr(g), _ptr(z.sigmoid_()), _ptr(g_next), _ptr(U[t]), _ptr(g),
+                                 _ptr(total if t < T - 1 else None), n, leak, theta, k, int(hard), int(t == T - 2))
+    if not summed:
+        return G
+    return total if total is not None else G[0]

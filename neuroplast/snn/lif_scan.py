@@ -94,6 +94,9 @@ def scan_backward(grad_spikes: Tensor, U: Tensor, K: Tensor | None, params: LIFP
 
     ``summed=True`` returns Σ_t ∂L/∂I[t] instead (the gradient of a current constant in time), with
     two step buffers (and one for the sum) in place of the [T, ...] one."""
+    native = lif_native.sigmoid_adjoint(grad_spikes, U, params, derivative, summed=summed)   # the same numbers
+    if native is not None:
+        return native
     T = U.shape[0]
     G = torch.empty((3,) + U.shape[1:], dtype=U.dtype, device=U.device) if summed else torch.empty_like(U)
     total = None

@@ -39,6 +39,8 @@ SIGNATURES = {
     "avg_pool_backward": ([P, P, L, L, L, L, F, N], None),
     "sigmoid_gate_pre": ([P, P, L, F, F], None),
     "sigmoid_gate_post": ([P, P, P, L, F], None),
+    "sigmoid_adjoint_pre": ([P, P, P, P, P, L, F, F, F, F, N], None),
+    "sigmoid_adjoint_post": ([P, P, P, P, P, P, L, F, F, F, N, N], None),
 }
 
 

@@ -130,6 +130,8 @@ def ptr(t: Tensor | None) -> ctypes.c_void_p | None:
 
 
 def usable(*tensors: Tensor | None) -> bool:
-    """Whether the kernels are built and every tensor given is a float32 CPU tensor (None: not given)."""
+    """Whether the kernels are built and every tensor given is a float32 CPU tensor (None: not given), and
+    nothing traces the call (``torch.jit.trace`` would record a C kernel's output as a constant, and
+    ``torch.compile`` hands fake tensors without data)."""
     return all(t is None or (t.device.type == "cpu" and t.dtype == torch.float32) for t in tensors) \
-        and library() is not None
+        and not torch.jit.is_tracing() and not torch.compiler.is_compiling() and library() is not None

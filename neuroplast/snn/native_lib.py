@@ -23,6 +23,7 @@ import torch
 
 Tensor = torch.Tensor
 SOURCES = sorted((Path(__file__).with_name("native")).glob("*.c"))
+HEADERS = sorted((Path(__file__).with_name("native")).glob("*.h"))   # part of the cache key
 _FLAGS = ("-O3", "-ffp-contract=off", "-fPIC", "-shared")
 _OPTIONAL = (("-march=native", "-fopenmp"), ("-fopenmp",), ())   # tried in this order
 _lock = threading.Lock()
@@ -86,7 +87,7 @@ def _load() -> ctypes.CDLL | None:
         _why.append("NEUROPLAST_NATIVE=0")
         return None
     cc = os.environ.get("CC", "cc")
-    source = b"\0".join(p.read_bytes() for p in SOURCES)
+    source = b"\0".join(p.read_bytes() for p in SOURCES + HEADERS)
     errors = []
     for extra in _OPTIONAL:
         key = hashlib.sha256(b"\0".join([source, cc.encode(), " ".join(_FLAGS + extra).encode(),

@@ -18,6 +18,8 @@
 #include <stdint.h>
 #include <string.h>
 
+#include "stream.h"
+
 #define BLOCK 512
 
 enum { SIGMOID = 0, FAST_SIGMOID = 1, TRIANGLE = 2, ARCTAN = 3, RECTANGULAR = 4, GAUSSIAN = 5 };
@@ -67,14 +69,17 @@ static inline float d_gaussian(float x, float s) {
 void lif_forward(const float *I, long i_stride, const float *u0, const float *s0, float *U, float *S,
                  long T, long N, float leak, float theta, int hard) {
     long nblocks = (N + BLOCK - 1) / BLOCK;
-#pragma omp parallel for schedule(static)
+    int stream = T * N * (long)sizeof(float) > STREAM_BYTES;
+#pragma omp parallel
+    {
+#pragma omp for schedule(static)
     for (long b = 0; b < nblocks; b++) {
         long j0 = b * BLOCK, n = N - j0 < BLOCK ? N - j0 : BLOCK;
-        float ring[BLOCK];                     /* u[t-1] when U is not kept */
-        const float *up = u0 ? u0 + j0 : 0;
+        float ub[2][BLOCK], sb[2][BLOCK];      /* u, s of this step and the last, streamed out */
+        const float *up = u0 ? u0 + j0 : 0, *sp = s0 ? s0 + j0 : 0;   /* sp: s[t-1] (soft; hard at t = 0) */
         for (long t = 0; t < T; t++) {
             const float *it = I + t * i_stride + j0;
-            float *uo = U ? U + t * N + j0 : ring, *so = S + t * N + j0;
+            float *uo = ub[t & 1], *so = sb[t & 1];
             if (!up) {                                             /* from rest: u = I */
                 for (long j = 0; j < n; j++) {
                     float u = it[j];
@@ -82,15 +87,13 @@ void lif_forward(const float *I, long i_stride, const float *u0, const float *s0
                     so[j] = u > theta ? 1.0f : 0.0f;
                 }
             } else if (hard) {                                     /* k[t-1] = 1 - s[t-1] */
-                const float *sp = t ? 0 : s0 + j0;
                 for (long j = 0; j < n; j++) {
-                    float k = sp ? 1.0f - sp[j] : (up[j] <= theta ? 1.0f : 0.0f);
+                    float k = t ? (up[j] <= theta ? 1.0f : 0.0f) : 1.0f - sp[j];
                     float u = it[j] + (leak * up[j]) * k;
                     uo[j] = u;
                     so[j] = u > theta ? 1.0f : 0.0f;
                 }
             } else {
-                const float *sp = t ? S + (t - 1) * N + j0 : s0 + j0;
                 for (long j = 0; j < n; j++) {
                     float r = up[j] + (-theta * sp[j]) * sp[j];
                     float u = r * leak + it[j];
@@ -98,8 +101,13 @@ void lif_forward(const float *I, long i_stride, const float *u0, const float *s0
                     so[j] = u > theta ? 1.0f : 0.0f;
                 }
             }
+            if (U) stream_copy(U + t * N + j0, uo, n, stream);
+            stream_copy(S + t * N + j0, so, n, stream);
             up = uo;
+            sp = so;
         }
+    }
+    stream_fence();
     }
 }
 

@@ -229,3 +229,15 @@ def test_sigmoid_adjoint_is_the_eager_adjoint_bit_for_bit(reset, summed, T, monk
     monkeypatch.setattr(lif_native, "sigmoid_adjoint", lambda *a, **k: None)
     ref = lif_scan.scan_backward(grad, U, K, params, derivative, summed=summed)
     assert ref.abs().max() > 0.1 and torch.equal(fast, ref)
+
+
+@needs_native
+@pytest.mark.parametrize("reset", ["hard", "soft"])
+def test_forward_outputs_past_the_caches_are_streamed_bit_for_bit(reset):
+    """Outputs over 16 MB go out by streaming stores (native/stream.h): an odd N puts the rows off the
+    vector alignment, so the aligned part, its scalar head and its tail all run."""
+    params = LIFParams(leak=0.8, threshold=0.7, reset=reset)
+    current = _current((2, 2_100_001), 11)          # 16.8 MB per output
+    U, S = lif_native.forward(current, params)
+    U0, S0, _ = _eager_forward(current, params)
+    assert torch.equal(U, U0) and torch.equal(S, S0)

@@ -19,7 +19,8 @@ process, round-robin in blocks of consecutive steps (machine noise hits all alik
       inference             F
 
   and the ratio step / (bound / GEMM rate): 1.0 would be a step that only runs GEMMs at full rate;
-* ``<method>+compile``: BPTT, DFA, OPZO and inference with the LIF scans fused by torch.compile (``--compile``);
+* ``<method>+compile``: BPTT, DFA, OPZO and inference with the LIF backward fused too (``--compile``: C on the
+  CPU, torch.compile elsewhere);
 * a plain PyTorch time-loop BPTT of the FC net (``plain_loop.py``) beside the engine;
 * peak memory of OTTT and OPZO at T=6 and T=30 (fresh subprocess each: ``ru_maxrss`` and the bytes
   autograd holds for backward, counted with saved-tensor hooks).

@@ -24,8 +24,10 @@ def write_report(res: dict, path: Path) -> None:
         "LIF λ=0.5 θ=1 hard reset, sigmoid surrogate k=4 (LocalZO: `localzo:m=2`), untrained weights. "
         "`infer` is `net.simulate` under `no_grad`; `infer_fixed` the quantised Loihi 2 integer network "
         "(`neuroplast.chip.quantize`, int64/float64 arithmetic on the CPU). `+compile` rows: the same net built with "
-        "`--compile` (`build_network(compiled=True)`): the LIF scans fused by torch.compile (`snn/lif_fused.py`; "
-        "same spikes, gradients to float rounding; compiled during warm-up)."), "",
+        "`--compile` (`build_network(compiled=True)`): the LIF backward scans and gates fused too (`snn/lif_fused.py`: C "
+        "on the CPU, torch.compile on other devices; same spikes, gradients to float rounding). Rows without it run "
+        "the default path, whose C kernels (`snn/native/*.c`: LIF forward, pooling, sigmoid-gate passes, transposes) "
+        "give the eager ops' numbers bit for bit."), "",
         ("**Bound** = FLOPs of the synaptic GEMMs/convs of the step / measured float32 GEMM rate (the fastest of "
         "`torch.mm` and the engine's oneDNN GEMM, `snn/gemm.py`, at the net's largest GEMM, and `F.conv2d` at its "
         "largest conv layer, same run). "

@@ -71,7 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
         tr.add_argument(flag, dest=key, type=typ, default=None, help=text)
     tr.add_argument("--compile", dest="compiled", action="store_true", default=None,
                     help="fuse the LIF scans: on the CPU hand-written C (built once per machine in about a second), "
-                         "elsewhere torch.compile; same spikes, gradients to float rounding; MNIST conv BPTT ~1.14x "
+                         "elsewhere torch.compile; same spikes, gradients to float rounding; MNIST conv BPTT ~1.07x "
                          "faster per step on an AMD EPYC (reports/speed.md); needs a C compiler, else runs eagerly")
     _run_flags(tr)
     _common(tr)

@@ -7,6 +7,8 @@ per backward step; here each neuron block runs its whole recursion over T in one
 * ``forward``: the eager scan's IEEE operations in its order, built without contraction
   (``-ffp-contract=off``), so u and s are bit-identical to ``lif_scan.scan_forward``; the default
   path uses it wherever it applies (CPU, float32).
+* ``sigmoid_adjoint``: the default BPTT adjoint of the sigmoid surrogate, bit-identical to the eager
+  one: two C passes per step around torch's own sigmoid (``native/sigmoid_gate.c``).
 * ``adjoint`` / ``gate``: the BPTT adjoint and grad·h'(u − θ) with the surrogate in closed form
   (``Derivative.native``), equal to the eager passes to float rounding (sigmoid's exp is a
   polynomial, < 2 ulp): only ``--compile`` uses them (``lif_fused``), so default runs keep their numbers.
@@ -22,6 +24,7 @@ import torch
 from . import native_lib
 from .native_lib import ptr as _ptr
 from .neurons import LIFParams
+from .surrogates import sigmoid_offset
 
 Tensor = torch.Tensor
 #: surrogate name -> kernel index in native/lif.c (its ``lif_kinds()`` is checked against it)
@@ -52,7 +55,7 @@ def forward(current: Tensor, params: LIFParams, state: tuple[Tensor, Tensor] | N
     """(u[0:T] or None, s[0:T]) of ``lif_scan.scan_forward`` bit for bit, or None where the C scan does not
     apply (not a float32 CPU tensor, no library). A current with stride 0 over T (constant) is read once."""
     u0, s0 = state if state is not None else (None, None)
-    if not _ok(current, u0, s0):
+    if not _ok(current, u0, s0) or not len(current):
         return None
     T = current.shape[0]
     base = current[0].contiguous() if current.stride(0) == 0 else current.contiguous()
@@ -74,7 +77,7 @@ def adjoint(grad: Tensor, U: Tensor, params: LIFParams, derivative, *, summed: b
     """∂L/∂I[0:T] (or Σ_t ∂L/∂I[t] when ``summed``) as ``lif_scan.scan_backward``, to float rounding; None
     where the C scan does not apply (also: an estimator without a closed-form ``Derivative.native``)."""
     kind = _kind(derivative)
-    if kind is None or not _ok(grad, U):
+    if kind is None or not _ok(grad, U) or not len(U):
         return None
     grad, U = grad.contiguous(), U.contiguous()
     T, N = U.shape[0], U[0].numel()
@@ -101,12 +104,12 @@ def sigmoid_adjoint(grad: Tensor, U: Tensor, params: LIFParams, derivative, *, s
     the gate's six, the reset's addcmul, k = 1[u ≤ θ]) as two C passes around torch's own sigmoid
     (``native/sigmoid_gate.c``); None where it does not apply (another estimator, not float32 CPU)."""
     spec = getattr(derivative, "native", None)
-    if spec is None or spec[0] != "sigmoid" or not _ok(grad, U):
+    if spec is None or spec[0] != "sigmoid" or not _ok(grad, U) or not len(U):
         return None
     lib, (k, theta, leak), hard = _library(), (float(spec[1]), params.threshold, params.leak), params.reset == "hard"
     grad, U = grad.contiguous(), U.contiguous()
     T, n = U.shape[0], U[0].numel()
-    offset = float(torch.tensor(-k * theta, dtype=U.dtype))   # surrogates.Sigmoid._offset
+    offset = float(sigmoid_offset(k, theta, U.dtype))
     G = torch.empty((2,) + U.shape[1:], dtype=U.dtype) if summed else torch.empty_like(U)
     total = torch.empty_like(U[0]) if summed and T > 1 else None
     z = torch.empty_like(U[0])

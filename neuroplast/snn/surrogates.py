@@ -72,8 +72,14 @@ class Sigmoid(SurrogateEstimator):
         """−k·θ as a 0-dim tensor (the one-pass k·u − k·θ above), made once per (θ, dtype)."""
         key = (threshold, dtype)
         if key not in self._offsets:
-            self._offsets[key] = torch.tensor(-self.k * threshold, dtype=dtype)
+            self._offsets[key] = sigmoid_offset(self.k, threshold, dtype)
         return self._offsets[key]
+
+
+def sigmoid_offset(k: float, threshold: float, dtype: torch.dtype) -> Tensor:
+    """−k·θ rounded to ``dtype`` as a 0-dim tensor: the constant of the sigmoid gate's first pass,
+    z = k·u + (−k·θ) (``Sigmoid.fused_gate``, and the C adjoint of ``lif_native.sigmoid_adjoint``)."""
+    return torch.tensor(-k * threshold, dtype=dtype)
 
 
 def _native_passes(grad: Tensor, u: Tensor, out: Tensor, tmp: Tensor) -> bool:

@@ -5,7 +5,8 @@ One shared library from all sources, compiled once per sources, flags, compiler,
 atomically; ``CC`` picks the compiler (default ``cc``). Its OpenMP loops run on torch's own thread
 pool: torch loads its libgomp first, and ours resolves to it. Where no compiler builds it, or
 ``NEUROPLAST_NATIVE=0``, ``library()`` is None, ``reason()`` says why, and every caller runs its
-torch twin. Users: ``lif_native`` (the LIF scans), ``gemm`` (transposes before oneDNN products), ``pooling``.
+torch twin. Users: ``lif_native`` (the LIF scans), ``surrogates`` (the sigmoid gate), ``pooling``,
+``gemm`` (transposes before oneDNN products).
 """
 from __future__ import annotations
 

@@ -123,6 +123,8 @@ def test_lif_run_over_steps_equals_the_int64_step_loop(du, dv, a_max):
         ref_trace.append((ref_u, ref_v))
     fu, fv, fs, trace = int_lif_steps(u, v, a, p, record=True)
     assert torch.equal(fu, ref_u) and torch.equal(fv, ref_v) and torch.equal(fs, torch.stack(ref_s))
+    nu, nv, ns, _ = int_lif_steps(u, v, a, p)   # unrecorded: the C run (snn/native/int_lif.c) where it is built
+    assert torch.equal(nu, ref_u) and torch.equal(nv, ref_v) and torch.equal(ns, fs)
     assert all(torch.equal(x, y) and torch.equal(x2, y2) for (x, x2), (y, y2) in zip(trace, ref_trace))
     assert fu.dtype == fv.dtype == torch.int64 and fs.dtype == torch.bool
     assert torch.stack(ref_s).any() and (a_max < 2 ** 16 or wraps > 0)   # spikes; wraps where inputs are large

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import torch
 
 from ..errors import DataError
-from ..snn import gemm
+from ..snn import gemm, native_lib
 
 Tensor = torch.Tensor
 
@@ -166,14 +166,17 @@ def int_lif_steps(u: Tensor, v: Tensor, a: Tensor, p: IntLIFParams, *, record: b
     cu, cv = (DECAY_UNITY - (p.du + 1)) / DECAY_UNITY, (DECAY_UNITY - p.dv) / DECAY_UNITY
     bias = bias.to(f64)
     vth = float(p.vth << VTH_SHIFT)
-    a64 = a_step.to(f64, copy=True).mul_(1 << ACT_SHIFT)   # a copy even where a is float64 already
-    a64 = a64.expand(a.shape) if a_step is not a else a64
     u_bound = max(u_max, a_max * (1 << ACT_SHIFT) * DECAY_UNITY / (p.du + 1))
     wraps = u_bound + 1 >= UV_MAX                     # u stays in (−2^23, 2^23) otherwise: the wrap is the identity
     clips = p.dv == 0 or max(_abs_max(v), (u_bound + b_max) * DECAY_UNITY / p.dv) + 2 >= UV_MAX - 1
-    uf, vf = u.to(f64), v.to(f64)
-    wrap = torch.empty_like(uf) if wraps else None
+    uf, vf = u.to(f64, memory_format=torch.contiguous_format), v.to(f64, memory_format=torch.contiguous_format)
     spikes = torch.empty(a.shape, dtype=torch.bool, device=a.device)
+    if not record and _native_run(a_step.to(f64), a_step is not a, uf, vf, bias, spikes,
+                                  (cu, cv, vth, float(1 << ACT_SHIFT)), wraps, clips):
+        return uf.to(torch.int64), vf.to(torch.int64), spikes, None
+    a64 = a_step.to(f64, copy=True).mul_(1 << ACT_SHIFT)   # a copy even where a is float64 already
+    a64 = a64.expand(a.shape) if a_step is not a else a64
+    wrap = torch.empty_like(uf) if wraps else None
     trace = [] if record else None
     for t in range(len(a)):
         uf = uf.mul_(cu).trunc_().add_(a64[t])                                  # |uf| < 2^24
@@ -188,6 +191,24 @@ def int_lif_steps(u: Tensor, v: Tensor, a: Tensor, p: IntLIFParams, *, record: b
         if record:
             trace.append((uf.to(torch.int64), vf.to(torch.int64)))
     return uf.to(torch.int64), vf.to(torch.int64), spikes, trace
+
+
+def _native_run(a64: Tensor, constant: bool, uf: Tensor, vf: Tensor, bias: Tensor, spikes: Tensor,
+                consts: tuple[float, float, float, float], wraps: bool, clips: bool) -> bool:
+    """``int_lif_steps``' float64 run as one C pass (``snn/native/int_lif.c``: the same exact integers), on
+    ``uf``, ``vf`` and ``spikes`` in place, from the input a (float64 exact integers, not yet << 6: the
+    kernel scales it as it reads it, no copy); ``consts`` = (cu, cv, vth << 6, 2^6). False where it does not apply (no C kernels, not the CPU, a
+    bias that is neither a scalar nor one value per neuron of the last dimension)."""
+    per_neuron = bias.numel() == (uf.shape[-1] if uf.dim() else 1)
+    if not (native_lib.usable(a64, uf, vf, bias, dtype=torch.float64) and (bias.numel() == 1 or per_neuron)
+            and spikes.is_contiguous() and uf.is_contiguous() and vf.is_contiguous()):
+        return False
+    a64, bias = a64.contiguous(), bias.contiguous()
+    n = uf.numel()
+    native_lib.library().int_lif_f64(native_lib.ptr(a64), 0 if constant else n, native_lib.ptr(uf),
+                                     native_lib.ptr(vf), native_lib.ptr(bias), bias.numel(), native_lib.ptr(spikes),
+                                     len(spikes), n, *consts, int(wraps), int(clips))
+    return True
 
 
 def _abs_max(x: Tensor) -> float:

@@ -6,7 +6,7 @@ atomically; ``CC`` picks the compiler (default ``cc``). Its OpenMP loops run on 
 pool: torch loads its libgomp first, and ours resolves to it. Where no compiler builds it, or
 ``NEUROPLAST_NATIVE=0``, ``library()`` is None, ``reason()`` says why, and every caller runs its
 torch twin. Users: ``lif_native`` (the LIF scans), ``surrogates`` (the sigmoid gate), ``pooling``,
-``gemm`` (transposes before oneDNN products).
+``gemm`` (transposes before oneDNN products), ``chip.fixed`` (the integer LIF's float64 run).
 """
 from __future__ import annotations
 
@@ -43,6 +43,7 @@ SIGNATURES = {
     "sigmoid_gate_post": ([P, P, P, L, F], None),
     "sigmoid_adjoint_pre": ([P, P, P, P, P, L, F, F, F, F, N], None),
     "sigmoid_adjoint_post": ([P, P, P, P, P, P, L, F, F, F, N, N], None),
+    "int_lif_f64": ([P, L, P, P, P, L, P, L, L, *[ctypes.c_double] * 4, N, N], None),
 }
 
 
@@ -131,9 +132,9 @@ def ptr(t: Tensor | None) -> ctypes.c_void_p | None:
     return None if t is None else ctypes.c_void_p(t.data_ptr())
 
 
-def usable(*tensors: Tensor | None) -> bool:
-    """Whether the kernels are built and every tensor given is a float32 CPU tensor (None: not given), and
-    nothing traces the call (``torch.jit.trace`` would record a C kernel's output as a constant, and
+def usable(*tensors: Tensor | None, dtype: torch.dtype = torch.float32) -> bool:
+    """Whether the kernels are built and every tensor given is a CPU tensor of ``dtype`` (None: not given),
+    and nothing traces the call (``torch.jit.trace`` would record a C kernel's output as a constant, and
     ``torch.compile`` hands fake tensors without data)."""
-    return all(t is None or (t.device.type == "cpu" and t.dtype == torch.float32) for t in tensors) \
+    return all(t is None or (t.device.type == "cpu" and t.dtype == dtype) for t in tensors) \
         and not torch.jit.is_tracing() and not torch.compiler.is_compiling() and library() is not None

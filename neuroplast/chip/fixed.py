@@ -197,8 +197,8 @@ def _native_run(a64: Tensor, constant: bool, uf: Tensor, vf: Tensor, bias: Tenso
                 consts: tuple[float, float, float, float], wraps: bool, clips: bool) -> bool:
     """``int_lif_steps``' float64 run as one C pass (``snn/native/int_lif.c``: the same exact integers), on
     ``uf``, ``vf`` and ``spikes`` in place, from the input a (float64 exact integers, not yet << 6: the
-    kernel scales it as it reads it, no copy); ``consts`` = (cu, cv, vth << 6, 2^6). False where it does not apply (no C kernels, not the CPU, a
-    bias that is neither a scalar nor one value per neuron of the last dimension)."""
+    kernel scales it as it reads it, no copy); ``consts`` = (cu, cv, vth << 6, 2^6). False where it
+    does not apply (no C kernels, not the CPU, a bias neither a scalar nor one value per neuron)."""
     per_neuron = bias.numel() == (uf.shape[-1] if uf.dim() else 1)
     if not (native_lib.usable(a64, uf, vf, bias, dtype=torch.float64) and (bias.numel() == 1 or per_neuron)
             and spikes.is_contiguous() and uf.is_contiguous() and vf.is_contiguous()):

@@ -19,6 +19,8 @@ be built, or ``NEUROPLAST_NATIVE=0``, every call returns None and the callers ru
 """
 from __future__ import annotations
 
+import functools
+
 import torch
 
 from . import native_lib
@@ -33,7 +35,13 @@ KINDS = {"sigmoid": 0, "fast_sigmoid": 1, "triangle": 2, "arctan": 3, "rectangul
 
 def _library():
     lib = native_lib.library()
-    return lib if lib is not None and lib.lif_kinds() == len(KINDS) else None
+    return lib if lib is not None and _kinds_match(lib) else None
+
+
+@functools.lru_cache(maxsize=4)
+def _kinds_match(lib) -> bool:
+    """Whether the library's kernel table is ``KINDS`` (asked once per loaded library, not per call)."""
+    return lib.lif_kinds() == len(KINDS)
 
 
 def available() -> bool:

@@ -10,7 +10,8 @@ memory, so ∂L/∂x viewed as [N·C·H', k·W] is ∂L/∂y @ Pᵀ with P [k·W
 windows (zero rows for dropped columns), one product per input (``gemm.mm``: 2× faster on oneDNN than
 on torch's mm on an AMD EPYC, 2.5× faster than ``avg_pool2d_backward``, which it equals bit for bit).
 For k² a power of two P and the forward carry 1/k² (scaling by it is exact), otherwise the sum is
-divided by k² and the gradient divided before the product. On spikes and spike counts (small integers) every sum is exact, so the output equals
+divided by k² and the gradient divided before the product. On spikes and spike counts (small integers)
+every sum is exact, so the output equals
 ``F.avg_pool2d(x, k)`` to the bit; on arbitrary floats it differs only by the order of the k² adds
 (float rounding). On float32 CPU tensors both directions run as one C pass where the kernels are built
 (``native/pool.c``: the same adds in the same order, and the matrix product's one non-zero term, so
@@ -19,6 +20,7 @@ the same numbers bit for bit; conv SNN BPTT step −2.8 ms of 53, inference −1
 from __future__ import annotations
 
 import functools
+import math
 
 import torch
 
@@ -32,7 +34,7 @@ class _AvgPool(torch.autograd.Function):
     def forward(ctx, x: Tensor, k: int) -> Tensor:
         ctx.shape, ctx.k = x.shape, k
         h2, w2 = x.shape[-2] // k, x.shape[-1] // k
-        native = _native("avg_pool_forward", x, k, (*x.shape[:-2], h2, w2))
+        native = _native("avg_pool_forward", x, k, (*x.shape[:-2], h2, w2), x.shape)
         if native is not None:
             return native
         cols = x[..., : h2 * k, : w2 * k].unflatten(-1, (w2, k))        # [..., H, W', k] (a view)
@@ -44,7 +46,7 @@ class _AvgPool(torch.autograd.Function):
     @staticmethod
     def backward(ctx, g: Tensor):
         k, shape = ctx.k, ctx.shape
-        native = _native("avg_pool_backward", g, k, shape)
+        native = _native("avg_pool_backward", g, k, shape, shape)
         if native is not None:
             return native, None
         (h, w), h2 = shape[-2:], g.shape[-2]
@@ -57,17 +59,17 @@ class _AvgPool(torch.autograd.Function):
         return full, None
 
 
-def _native(kernel: str, src: Tensor, k: int, shape: tuple[int, ...]) -> Tensor | None:
+def _native(kernel: str, src: Tensor, k: int, shape: tuple[int, ...], full: tuple[int, ...]) -> Tensor | None:
     """The C kernel (``native/pool.c``: the same numbers, one pass) from ``src`` into a new tensor of
-    ``shape``, or None where it does not apply (no C kernels, not a float32 CPU tensor)."""
+    ``shape``; ``full`` is the unpooled shape [..., H, W]. None where it does not apply (no C kernels,
+    not a float32 CPU tensor)."""
     if not native_lib.usable(src) or src.dim() < 2:
         return None
     src = src.contiguous()
     out = torch.empty(shape, dtype=src.dtype)
-    (h, w), planes = shape[-2:] if kernel.endswith("backward") else src.shape[-2:], src[..., 0, 0].numel()
-    scale = 1.0 / (k * k) if _exact_scale(k) else float(k * k)
-    getattr(native_lib.library(), kernel)(native_lib.ptr(src), native_lib.ptr(out), planes, h, w, k, scale,
-                                          int(_exact_scale(k)))
+    exact = _exact_scale(k)
+    getattr(native_lib.library(), kernel)(native_lib.ptr(src), native_lib.ptr(out), math.prod(full[:-2]), *full[-2:],
+                                          k, 1.0 / (k * k) if exact else float(k * k), int(exact))
     return out
 
 

@@ -78,7 +78,7 @@ class Derivative:
 
     def gate(self, grad: Tensor, u: Tensor, threshold: float, out: Tensor, tmp: Tensor) -> Tensor:
         if self._gate is None:
-            return torch.mul(grad, self.fn(torch.sub(u, threshold, out=tmp)), out=out)
+            return _product_gate(self.fn, grad, u, threshold, out, tmp)
         return self._gate(grad, u, threshold, out, tmp)
 
 
@@ -89,7 +89,13 @@ def gate(derivative: Callable[[Tensor], Tensor], grad: Tensor, u: Tensor, thresh
     fused = getattr(derivative, "gate", None)
     if fused is not None:
         return fused(grad, u, threshold, out, tmp)
-    return torch.mul(grad, derivative(torch.sub(u, threshold, out=tmp)), out=out)
+    return _product_gate(derivative, grad, u, threshold, out, tmp)
+
+
+def _product_gate(fn: Callable[[Tensor], Tensor], grad: Tensor, u: Tensor, threshold: float, out: Tensor,
+                  tmp: Tensor) -> Tensor:
+    """out = grad·fn(u − θ), u − θ into ``tmp``."""
+    return torch.mul(grad, fn(torch.sub(u, threshold, out=tmp)), out=out)
 
 
 def raw(derivative: Callable[[Tensor], Tensor]) -> Callable[[Tensor], Tensor]:

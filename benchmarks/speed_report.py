@@ -59,7 +59,7 @@ def write_report(res: dict, path: Path) -> None:
         if "rng_ms" in rows.get("opzo", {}) and "bptt" in rows:
             r = rows["opzo"]
             notes.append(f"opzo draws {r['noise_draws'] / 1e6:.2f} M Gaussians per step, {r['rng_ms']:.1f} ms alone "
-                         f"(the engine's chunked draws, `snn/draws.py`); (opzo − draws) / BPTT = "
+                         f"(the engine's counter-based draws, `snn/draws.py`); (opzo − draws) / BPTT = "
                          f"{(r['ms_median'] - r['rng_ms']) / rows['bptt']['ms_median']:.2f}")
         for m in ("dfa", "opzo"):
             if f"{m}+compile" in rows and "bptt+compile" in rows:

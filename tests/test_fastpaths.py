@@ -11,8 +11,8 @@ from neuroplast.snn import (
     LIFParams,
     build_network,
     detach_state,
-    draws,
     make_estimator,
+    native_lib,
 )
 from neuroplast.snn.lif_scan import scan_forward
 from neuroplast.snn.lif_sequence import lif_sequence
@@ -51,15 +51,15 @@ def test_lif_scan_localzo_draws_as_the_step_by_step_adjoint():
     torch.testing.assert_close(grads[1], grads[0], rtol=1e-12, atol=1e-12)
 
 
-@pytest.mark.parametrize("chunk", [None, 8])
+@pytest.mark.parametrize("native", [True, False])
 @pytest.mark.parametrize("estimator", ["localzo:m=2", "asgl:p=0.5"])
-def test_bptt_of_a_deep_net_draws_as_the_step_loop_with_a_stream_per_layer(estimator, chunk, monkeypatch):
+def test_bptt_of_a_deep_net_draws_as_the_step_loop_with_a_stream_per_layer(estimator, native, monkeypatch):
     """LocalZO draws in the backward pass, ASGL and dropout in the forward pass: layer by layer over all
     T in ``simulate``, interleaved over layers and steps in the step loop. ``seed_draws`` gives each
-    layer its own stream, so both orders draw the same numbers for every layer; also with every draw
-    cut into chunks of 8 numbers spread over threads (``snn.draws``, ``chunk=8``)."""
-    if chunk is not None:
-        monkeypatch.setattr(draws, "CHUNK", chunk)
+    layer its own stream, so both orders draw the same numbers for every layer; with the C draws
+    (``snn.counter_rng``) and with their torch twin."""
+    if not native:
+        monkeypatch.setattr(native_lib, "usable", lambda *t, **k: False)
     grads = []
     for fast in (True, False):
         net = build_network("20-16-D0.3-12-3", input_shape=(20,), num_classes=3, estimator=estimator,

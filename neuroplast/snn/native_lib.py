@@ -6,7 +6,8 @@ atomically; ``CC`` picks the compiler (default ``cc``). Its OpenMP loops run on 
 pool: torch loads its libgomp first, and ours resolves to it. Where no compiler builds it, or
 ``NEUROPLAST_NATIVE=0``, ``library()`` is None, ``reason()`` says why, and every caller runs its
 torch twin. Users: ``lif_native`` (the LIF scans), ``surrogates`` (the sigmoid gate), ``pooling``,
-``gemm`` (transposes before oneDNN products), ``chip.fixed`` (the integer LIF's float64 run).
+``gemm`` (transposes before oneDNN products), ``chip.fixed`` (the integer LIF's float64 run),
+``counter_rng`` (the random draws).
 """
 from __future__ import annotations
 
@@ -25,11 +26,11 @@ import torch
 Tensor = torch.Tensor
 SOURCES = sorted((Path(__file__).with_name("native")).glob("*.c"))
 HEADERS = sorted((Path(__file__).with_name("native")).glob("*.h"))   # part of the cache key
-_FLAGS = ("-O3", "-ffp-contract=off", "-fPIC", "-shared")
+_FLAGS = ("-O3", "-ffp-contract=off", "-fno-math-errno", "-fPIC", "-shared")   # no errno: sqrtf vectorises
 _OPTIONAL = (("-march=native", "-fopenmp"), ("-fopenmp",), ())   # tried in this order
 _lock = threading.Lock()
 _why: list[str] = []
-P, L, F, N = ctypes.c_void_p, ctypes.c_long, ctypes.c_float, ctypes.c_int
+P, L, F, N, U64 = ctypes.c_void_p, ctypes.c_long, ctypes.c_float, ctypes.c_int, ctypes.c_uint64
 #: every exported function: (argument types, return type)
 SIGNATURES = {
     "lif_forward": ([P, L, P, P, P, P, L, L, F, F, N], None),
@@ -44,6 +45,9 @@ SIGNATURES = {
     "sigmoid_adjoint_pre": ([P, P, P, P, P, L, F, F, F, F, N], None),
     "sigmoid_adjoint_post": ([P, P, P, P, P, P, L, F, F, F, N, N], None),
     "int_lif_f64": ([P, L, P, P, P, L, P, L, L, *[ctypes.c_double] * 4, N, N], None),
+    "rng_words": ([U64, L, P], None),
+    "rng_uniform": ([U64, L, P], None),
+    "rng_normal": ([U64, L, F, F, P], None),
 }
 
 

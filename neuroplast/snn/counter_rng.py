@@ -1,0 +1,137 @@
+"""Counter-based random numbers: every number a function of (seed, index) alone.
+
+Word p of the stream with seed s is SplitMix64's output p (Steele, Lea & Flood, "Fast splittable
+pseudorandom number generators", OOPSLA 2014):
+
+    w_p = mix64(s + (p + 1)·γ) mod 2⁶⁴,  γ = 0x9e3779b97f4a7c15,
+    mix64(z) = z₂ ^ (z₂ >> 31),  z₂ = (z₁ ^ (z₁ >> 27))·0x94d049bb133111eb,  z₁ = (z ^ (z >> 30))·0xbf58476d1ce4e5b9
+
+Each word gives two numbers: 32-bit words (w >> 32, w mod 2³²); U[0, 1) (the top 24 bits and
+bits 8–31, each · 2⁻²⁴, as ``torch.rand``); N(mean, std²) by Box–Muller (r·cos θ, r·sin θ) with
+r = √(−2 log u₁), u₁ = (top 24 bits + 1)·2⁻²⁴ ∈ (0, 1], and θ = q·π/2 + φ from the low 24 bits b:
+q = b >> 22, φ = ((b mod 2²² + ½)·2⁻²² − ½)·π/2 ∈ (−π/4, π/4). log, cos and sin are float32
+polynomials (log m = 2 atanh((m−1)/(m+1)) to s⁹ on m ∈ [√½, √2); Taylor series to φ⁹ and φ¹⁰), so
+the numbers are the same wherever they are computed. The draws of the engine (``draws.py``) come
+from here: one C pass split over the OpenMP threads (``native/counter_rng.c``), the same numbers
+as this module's torch twin, which runs where no C compiler is. Gaussians stop at |z| ≤ 5.8 (24-bit
+u₁, as torch's CPU ``randn``).
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from . import native_lib
+
+Tensor = torch.Tensor
+
+GAMMA = 0x9E3779B97F4A7C15
+MIX = (0xBF58476D1CE4E5B9, 0x94D049BB133111EB)
+_M64 = (1 << 64) - 1
+
+# float32 constants (native/counter_rng.c holds the same values in hex)
+_f = np.float32
+SQRT2 = float(_f(np.sqrt(2.0)))
+LN2_HI = 0.693145751953125                        # 16 significant bits: e·LN2_HI is exact
+LN2_LO = float(_f(np.log(2.0) - LN2_HI))
+LOG_COEF = tuple(float(_f(1.0 / k)) for k in (3, 5, 7, 9))
+HALF_PI = float(_f(np.pi / 2))
+SIN_COEF = tuple(float(_f(c)) for c in (-1 / 6, 1 / 120, -1 / 5040, 1 / 362880))
+COS_COEF = tuple(float(_f(c)) for c in (-1 / 2, 1 / 24, -1 / 720, 1 / 40320, -1 / 3628800))
+
+
+def _signed(v: int) -> int:
+    """v mod 2⁶⁴ as the int64 with the same bits."""
+    v &= _M64
+    return v - (1 << 64) if v >> 63 else v
+
+
+def _shr(z: Tensor, k: int) -> Tensor:
+    """Logical right shift of int64 bits (torch's >> is arithmetic)."""
+    return (z >> k) & ((1 << (64 - k)) - 1)
+
+
+def stream(seed: int, pairs: int) -> Tensor:
+    """The words w_0 … w_{pairs−1} of stream ``seed`` (int64 holding the 64 bits), the torch twin."""
+    z = (torch.arange(1, pairs + 1, dtype=torch.int64) * _signed(GAMMA)).add_(_signed(seed))
+    z = (z ^ _shr(z, 30)) * _signed(MIX[0])
+    z = (z ^ _shr(z, 27)) * _signed(MIX[1])
+    return z ^ _shr(z, 31)
+
+
+def _sqrt(x: Tensor) -> Tensor:
+    """IEEE float32 square root, correctly rounded as C's ``sqrtf`` (numpy's; torch's CPU ``sqrt`` is off
+    by an ulp for some inputs)."""
+    return torch.from_numpy(np.sqrt(x.numpy()))
+
+
+def _poly(x: Tensor, coefs: tuple[float, ...]) -> Tensor:
+    """c₀ + x·(c₁ + x·(… + x·c_k)), Horner, one rounding per operation."""
+    acc = torch.full_like(x, coefs[-1])
+    for c in reversed(coefs[:-1]):
+        acc = acc.mul_(x).add_(c)
+    return acc
+
+
+def _normal_pairs(w: Tensor, mean: float, std: float) -> Tensor:
+    """[pairs, 2] Box–Muller numbers of the words w, in ``native/counter_rng.c``'s operation order."""
+    u1 = ((_shr(w, 40) + 1).to(torch.float32)).mul_(2.0 ** -24)
+    bits = u1.view(torch.int32)
+    e = (bits >> 23) - 127
+    m = ((bits & 0x7FFFFF) | 0x3F800000).view(torch.float32)
+    big = m > SQRT2
+    m = torch.where(big, m * 0.5, m)
+    e = e + big.to(torch.int32)
+    s = (m - 1.0) / (m + 1.0)
+    s2 = s * s
+    t = s + s
+    logm = t + t * (s2 * _poly(s2, LOG_COEF))
+    fe = e.to(torch.float32)
+    r = _sqrt((fe * LN2_HI + (fe * LN2_LO + logm)).mul_(-2.0))
+    b = _shr(w, 8) & 0xFFFFFF
+    q = b >> 22
+    phi = ((b & 0x3FFFFF).to(torch.float32).add_(0.5).mul_(2.0 ** -22).sub_(0.5)).mul_(HALF_PI)
+    p2 = phi * phi
+    sn = phi + phi * (p2 * _poly(p2, SIN_COEF))
+    cs = _poly(p2, (1.0, *COS_COEF))
+    x = torch.where(q == 0, cs, torch.where(q == 1, -sn, torch.where(q == 2, -cs, sn)))
+    y = torch.where(q == 0, sn, torch.where(q == 1, cs, torch.where(q == 2, -sn, -cs)))
+    return torch.stack([(r * x).mul_(std).add_(mean), (r * y).mul_(std).add_(mean)], -1)
+
+
+def _native(kernel: str, seed: int, n: int, out: Tensor, *args) -> bool:
+    if not native_lib.usable(out, dtype=out.dtype):
+        return False
+    getattr(native_lib.library(), kernel)(seed & _M64, n, *args, native_lib.ptr(out))
+    return True
+
+
+def words(seed: int, n: int, native: bool = True) -> Tensor:
+    """n int64 numbers in [0, 2³²): the two halves of each word, high first."""
+    pairs = -(-n // 2)
+    out = torch.empty(2 * pairs, dtype=torch.int64)
+    if not (native and _native("rng_words", seed, pairs, out)):
+        w = stream(seed, pairs)
+        out.view(pairs, 2).copy_(torch.stack([_shr(w, 32), w & 0xFFFFFFFF], -1))
+    return out[:n]
+
+
+def uniform(seed: int, n: int, native: bool = True) -> Tensor:
+    """n float32 numbers in [0, 1) on the 2⁻²⁴ grid."""
+    pairs = -(-n // 2)
+    out = torch.empty(2 * pairs, dtype=torch.float32)
+    if not (native and _native("rng_uniform", seed, 2 * pairs, out)):
+        w = stream(seed, pairs)
+        halves = torch.stack([_shr(w, 40), _shr(w, 8) & 0xFFFFFF], -1)
+        out.view(pairs, 2).copy_(halves.to(torch.float32).mul_(2.0 ** -24))
+    return out[:n]
+
+
+def normal(seed: int, n: int, mean: float = 0.0, std: float = 1.0, native: bool = True) -> Tensor:
+    """n float32 N(mean, std²) numbers."""
+    pairs = -(-n // 2)
+    out = torch.empty(2 * pairs, dtype=torch.float32)
+    mean, std = float(_f(mean)), float(_f(std))
+    if not (native and _native("rng_normal", seed, 2 * pairs, out, mean, std)):
+        out.view(pairs, 2).copy_(_normal_pairs(stream(seed, pairs), mean, std))
+    return out[:n]

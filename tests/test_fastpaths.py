@@ -125,6 +125,24 @@ def test_avg_pool_c_kernels_equal_the_eager_passes_bit_for_bit(shape, k, monkeyp
     assert gx[..., shape[-2] // k * k:, :].abs().sum() == 0 == gx[..., shape[-1] // k * k:].abs().sum()
 
 
+
+@pytest.mark.parametrize("shape,k", [((4, 3, 2, 8, 8), 2), ((3, 2, 3, 7, 9), 2), ((2, 2, 2, 9, 9), 3)])
+def test_noisy_avg_pool_is_the_pooling_of_the_eager_sum_bit_for_bit(shape, k):
+    """OPZO's spikes + signed noise pooled in one C pass equal pooling the eager h + n (h − n where the
+    sign is −1), with each sum rounded before the pooling's adds."""
+    from neuroplast.snn import native_lib, pooling
+    if native_lib.library() is None:
+        pytest.skip(f"no C kernels: {native_lib.reason()}")
+    g = torch.Generator().manual_seed(k)
+    h = (torch.rand(shape, generator=g) < 0.3).float()
+    noise = [torch.randn(shape[1:], generator=g) * 0.37 for _ in range(shape[0])]
+    signs = [1.0 if t % 2 == 0 else -1.0 for t in range(shape[0])]
+    fused = pooling.noisy_avg_pool(h, noise, signs, k)
+    ref = torch.stack([avg_pool(h[t] + n if s > 0 else h[t] - n, k) for t, (n, s) in enumerate(zip(noise, signs))])
+    assert ref.abs().sum() > 0 and torch.equal(fused, ref)
+    assert torch.equal(pooling.noisy_avg_pool(h, noise, None, k), torch.stack([avg_pool(h[t] + n, k) for t, n in enumerate(noise)]))
+    assert pooling.noisy_avg_pool(h, noise[:-1], signs, k) is None   # a step without noise: not this path
+
 def test_bptt_simulate_matches_steplif_reference():
     net = build_network("1x8x8-4C3-AP2-12-FC", input_shape=(1, 8, 8), num_classes=10,
                         generator=torch.Generator().manual_seed(0)).double()

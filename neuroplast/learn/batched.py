@@ -29,6 +29,7 @@ import torch
 
 from ..snn import gemm, lif_fused, lif_scan
 from ..snn.layers import Dropout, Flatten, Pool, Readout, SpikingLayer
+from ..snn.pooling import noisy_avg_pool
 from ..snn.spikefn import SurrogateEstimator, gate
 from ..snn.synapse import synapse
 
@@ -141,6 +142,14 @@ def _add_steps(h: Tensor, steps: list[Tensor], signs: list[float] | None = None)
     return out if not h.requires_grad else _PassGrad.apply(h, out)
 
 
+def _noisy_pool(layer, h: Tensor, steps: list[Tensor], signs: list[float] | None) -> Tensor | None:
+    """avg_pool(h[k] + signs[k]·steps[k]) in one pass without writing the sum (``pooling.noisy_avg_pool``)
+    where ``layer`` is an average pooling, else None. No graph: for layers cut from each other."""
+    if not (isinstance(layer, Pool) and layer.kind == "avg"):
+        return None
+    return noisy_avg_pool(h.detach(), steps, signs, layer.k)
+
+
 class _PassGrad(torch.autograd.Function):
     """``out`` (computed from h without a graph) with the gradient of h + constant: identity."""
 
@@ -200,7 +209,13 @@ class CutSimulator:
         their gradients go back at once. ``last=True``: no window follows, so no state is carried."""
         h, spikes, first = x_seq, {}, True
         self.last = {}
+        pending = None   # (spikes, noise steps, signs) not yet added: an average pooling next adds them itself
         for name, layer in self.net.layers.items():
+            if pending is not None:
+                fused = _noisy_pool(layer, *pending) if self.isolate else None
+                h, pending = (fused if fused is not None else _add_steps(*pending)), None
+                if fused is not None:
+                    continue
             if self.isolate:
                 h = h.detach()
             if isinstance(layer, (SpikingLayer, Readout)):
@@ -232,9 +247,11 @@ class CutSimulator:
                     self.state[name] = (U[-1].clone(), h[-1].detach().clone())  # no view: the window's buffers go
                 spikes[name] = h
                 if noise is not None and name in noise[0]:
-                    h = _add_steps(h, [n[name] for n in noise], signs)
+                    pending = (h, [n[name] for n in noise], signs)
             else:
                 h = layer.forward_seq(h)
+        if pending is not None:
+            h = _add_steps(*pending)
         return h, spikes
 
     def _coefficients(self, name: str, decay: float | None, steps: int) -> list[float]:

@@ -40,6 +40,7 @@ SIGNATURES = {
     "transpose": ([P, P, L, L], None),
     "avg_pool_forward": ([P, P, L, L, L, L, F, N], None),
     "avg_pool_backward": ([P, P, L, L, L, L, F, N], None),
+    "avg_pool_forward_noisy": ([P, P, P, L, L, L, L, F, N, N], None),
     "sigmoid_gate_pre": ([P, P, L, F, F], None),
     "sigmoid_gate_post": ([P, P, P, L, F], None),
     "sigmoid_adjoint_pre": ([P, P, P, P, P, L, F, F, F, F, N], None),

@@ -98,6 +98,28 @@ def _window_matrix(w: int, k: int, dtype: torch.dtype, device: torch.device) -> 
     return out
 
 
+def noisy_avg_pool(h: Tensor, noise: list[Tensor], signs: list[float] | None, k: int) -> Tensor | None:
+    """``avg_pool`` of h[t] + signs[t]·noise[t] for every step t (OPZO's perturbed spikes, signs ±1) in
+    one C pass per step, never writing the sum (``native/pool.c``: each sum rounded as the eager add
+    or sub rounds it, then the pooling's adds: the same numbers). No graph. None where the C kernels
+    do not apply."""
+    if not native_lib.usable(h, *noise) or h.dim() < 3 or h.shape[0] != len(noise):
+        return None
+    h = h.contiguous()
+    H, W = h.shape[-2:]
+    out = torch.empty((*h.shape[:-2], H // k, W // k), dtype=h.dtype)
+    exact = _exact_scale(k)
+    planes = math.prod(h.shape[1:-2])
+    if any(n.shape != h.shape[1:] for n in noise):
+        return None
+    for t, n in enumerate(noise):
+        n = n.contiguous()
+        native_lib.library().avg_pool_forward_noisy(
+            native_lib.ptr(h[t]), native_lib.ptr(n), native_lib.ptr(out[t]), planes, H, W, k,
+            1.0 / (k * k) if exact else float(k * k), int(exact), int(signs is not None and signs[t] < 0))
+    return out
+
+
 def avg_pool(x: Tensor, k: int) -> Tensor:
     """``F.avg_pool2d(x, k)`` (kernel = stride = k, no padding) for x [..., H, W]."""
     return _AvgPool.apply(x, k)

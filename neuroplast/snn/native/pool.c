@@ -9,32 +9,56 @@
  * zeros to the one product), written once instead of through a GEMM. Planes are split over
  * torch's OpenMP threads. */
 
+/* The forward loop over planes, TERM(i) the input element i of plane p (xp[i], or xp[i] + np_[i]). */
+#define POOL_FORWARD(TERM)                                                                          \
+    long H2 = H / k, W2 = W / k;                                                                    \
+    _Pragma("omp parallel for schedule(static)")                                                    \
+    for (long p = 0; p < planes; p++) {                                                             \
+        const float *restrict xp = x + p * H * W;                                                   \
+        const float *restrict np_ = noise ? noise + p * H * W : xp;                                 \
+        float *yp = y + p * H2 * W2;                                                                \
+        (void)np_;                                                                                  \
+        for (long i = 0; i < H2; i++) {                                                             \
+            float *restrict yi = yp + i * W2;                                                       \
+            if (k == 2) {   /* the common case, written so that it vectorises */                    \
+                long r0 = 2 * i * W, r1 = r0 + W;                                                   \
+                for (long j = 0; j < W2; j++) {                                                     \
+                    float c0 = TERM(r0 + 2 * j) + TERM(r0 + 2 * j + 1);                            \
+                    float c1 = TERM(r1 + 2 * j) + TERM(r1 + 2 * j + 1);                            \
+                    yi[j] = (c0 + c1) * scale;                                                      \
+                }                                                                                   \
+                continue;                                                                           \
+            }                                                                                       \
+            for (long a = 0; a < k; a++) {                                                          \
+                long row = (i * k + a) * W;                                                         \
+                for (long j = 0; j < W2; j++) {                                                     \
+                    float c = TERM(row + j * k);                                                    \
+                    for (long b = 1; b < k; b++) c = c + TERM(row + j * k + b);                     \
+                    yi[j] = a ? yi[j] + c : c;                                                      \
+                }                                                                                   \
+            }                                                                                       \
+            for (long j = 0; j < W2; j++) yi[j] = exact ? yi[j] * scale : yi[j] / scale;            \
+        }                                                                                           \
+    }
+
+#define PLAIN(i) xp[i]
+#define PLUS(i) (xp[i] + np_[i])
+#define MINUS(i) (xp[i] - np_[i])
+
 void avg_pool_forward(const float *x, float *y, long planes, long H, long W, long k, float scale, int exact) {
-    long H2 = H / k, W2 = W / k;
-#pragma omp parallel for schedule(static)
-    for (long p = 0; p < planes; p++) {
-        const float *xp = x + p * H * W;
-        float *yp = y + p * H2 * W2;
-        for (long i = 0; i < H2; i++) {
-            float *restrict yi = yp + i * W2;
-            if (k == 2) {                       /* the common case, written so that it vectorises */
-                const float *restrict r0 = xp + 2 * i * W, *restrict r1 = r0 + W;
-                for (long j = 0; j < W2; j++) {
-                    float c0 = r0[2 * j] + r0[2 * j + 1], c1 = r1[2 * j] + r1[2 * j + 1];
-                    yi[j] = (c0 + c1) * scale;
-                }
-                continue;
-            }
-            for (long a = 0; a < k; a++) {
-                const float *row = xp + (i * k + a) * W;
-                for (long j = 0; j < W2; j++) {
-                    float c = row[j * k];
-                    for (long b = 1; b < k; b++) c = c + row[j * k + b];
-                    yi[j] = a ? yi[j] + c : c;
-                }
-            }
-            for (long j = 0; j < W2; j++) yi[j] = exact ? yi[j] * scale : yi[j] / scale;
-        }
+    const float *noise = 0;
+    POOL_FORWARD(PLAIN)
+}
+
+/* OPZO's noisy spikes pooled in one pass: avg_pool_forward of x + noise (x - noise where negate),
+ * each sum rounded as the eager add (or sub) rounds it before the pooling adds: the numbers of
+ * pooling the eager sum, without writing it. */
+void avg_pool_forward_noisy(const float *x, const float *noise, float *y, long planes, long H, long W, long k,
+                            float scale, int exact, int negate) {
+    if (negate) {
+        POOL_FORWARD(MINUS)
+    } else {
+        POOL_FORWARD(PLUS)
     }
 }
 

@@ -171,7 +171,7 @@ def time_steps(fns: dict, steps: int, warmup: int, device, block: int = BLOCK) -
 #: op names whose self time is a GEMM/conv kernel; RNG ops; scopes that claim the ops inside them
 GEMM_OPS = ("aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm", "mkldnn::_linear_pointwise")
 RNG_OPS = ("aten::normal_", "aten::uniform_", "aten::random_", "aten::bernoulli_")
-SCOPES = (("_AvgPool", "pooling"), ("Optimizer.step", "optimizer"))
+SCOPES = (("_AvgPool", "pooling"), ("Optimizer.step", "optimizer"), ("neuroplast::draws", "rng"))
 PARTS = ("gemm", "pooling", "rng", "optimizer", "other")
 BREAKDOWN_STEPS = 9
 
@@ -190,7 +190,7 @@ def breakdown(fn, steps: int = BREAKDOWN_STEPS) -> dict[str, float]:
             fn()
         parts = dict.fromkeys(PARTS, 0.0)
         for ev in prof.events():
-            part, up = None, ev.cpu_parent
+            part, up = None, ev   # the scope itself and everything under it
             while up is not None and part is None:
                 part = next((kind for key, kind in SCOPES if key in up.name), None)
                 up = up.cpu_parent
@@ -237,7 +237,7 @@ def bench_net(key: str, methods: list[str], steps: int, warmup: int, device, dat
     if device.type == "cpu":   # where the time goes (CPU op times; on a GPU they would be launch times)
         for m, f in fns.items():
             rows[m]["breakdown_ms"] = breakdown(f)
-    if "opzo" in rows:  # OPZO's Gaussian draws alone: a floor no engine change removes
+    if "opzo" in rows:  # OPZO's Gaussian draws alone
         n_drawn = fns["opzo"]().noise_draws
         per_layer = [B * math.prod(nets["opzo"].shapes[k]) for k in nets["opzo"].spiking_layers()]
         sizes = per_layer * (n_drawn // sum(per_layer))   # one draw per layer at every drawn step

@@ -18,6 +18,8 @@ import torch
 from . import counter_rng
 
 Tensor = torch.Tensor
+#: the scope the CPU draws run in under torch.profiler (the C kernel is no torch op of its own)
+PROFILE_SCOPE = "neuroplast::draws"
 
 
 def _device(generator: torch.Generator | None, device) -> torch.device:
@@ -35,7 +37,8 @@ def normal(shape, generator: torch.Generator | None, device, mean: float = 0.0, 
     dev = _device(generator, device)
     if dev.type != "cpu":
         return torch.empty(shape, device=dev).normal_(mean, std, generator=generator)
-    return counter_rng.normal(seed(generator), math.prod(_tuple(shape)), mean, std).view(shape)
+    with torch.profiler.record_function(PROFILE_SCOPE):
+        return counter_rng.normal(seed(generator), math.prod(_tuple(shape)), mean, std).view(shape)
 
 
 def uniform(shape, generator: torch.Generator | None, device) -> Tensor:
@@ -43,7 +46,8 @@ def uniform(shape, generator: torch.Generator | None, device) -> Tensor:
     dev = _device(generator, device)
     if dev.type != "cpu":
         return torch.empty(shape, device=dev).uniform_(generator=generator)
-    return counter_rng.uniform(seed(generator), math.prod(_tuple(shape))).view(shape)
+    with torch.profiler.record_function(PROFILE_SCOPE):
+        return counter_rng.uniform(seed(generator), math.prod(_tuple(shape))).view(shape)
 
 
 def words(n: int, generator: torch.Generator | None, device) -> Tensor:
@@ -51,7 +55,8 @@ def words(n: int, generator: torch.Generator | None, device) -> Tensor:
     dev = _device(generator, device)
     if dev.type != "cpu":
         return torch.empty(n, dtype=torch.int64, device=dev).random_(0, 1 << 32, generator=generator)
-    return counter_rng.words(seed(generator), n)
+    with torch.profiler.record_function(PROFILE_SCOPE):
+        return counter_rng.words(seed(generator), n)
 
 
 def _tuple(shape) -> tuple[int, ...]:

@@ -51,9 +51,13 @@ def _shr(z: Tensor, k: int) -> Tensor:
     return (z >> k) & ((1 << (64 - k)) - 1)
 
 
-def stream(seed: int, pairs: int) -> Tensor:
-    """The words w_0 … w_{pairs−1} of stream ``seed`` (int64 holding the 64 bits), the torch twin."""
-    z = (torch.arange(1, pairs + 1, dtype=torch.int64) * _signed(GAMMA)).add_(_signed(seed))
+#: words per piece of the torch twin's normal draws
+TWIN_CHUNK = 1 << 19
+
+
+def stream(seed: int, pairs: int, first: int = 0) -> Tensor:
+    """The words w_first … w_{first+pairs−1} of stream ``seed`` (int64 holding the 64 bits), the torch twin."""
+    z = (torch.arange(first + 1, first + pairs + 1, dtype=torch.int64) * _signed(GAMMA)).add_(_signed(seed))
     z = (z ^ _shr(z, 30)) * _signed(MIX[0])
     z = (z ^ _shr(z, 27)) * _signed(MIX[1])
     return z ^ _shr(z, 31)
@@ -94,9 +98,13 @@ def _normal_pairs(w: Tensor, mean: float, std: float) -> Tensor:
     p2 = phi * phi
     sn = phi + phi * (p2 * _poly(p2, SIN_COEF))
     cs = _poly(p2, (1.0, *COS_COEF))
-    x = torch.where(q == 0, cs, torch.where(q == 1, -sn, torch.where(q == 2, -cs, sn)))
-    y = torch.where(q == 0, sn, torch.where(q == 1, cs, torch.where(q == 2, -sn, -cs)))
-    return torch.stack([(r * x).mul_(std).add_(mean), (r * y).mul_(std).add_(mean)], -1)
+    # (cos, sin)(q·π/2 + φ) = (cs, sn), (−sn, cs), (−cs, −sn), (sn, −cs) for q = 0 … 3: swap at odd q,
+    # then signs ±1 (exact products)
+    odd = (q & 1).bool()
+    x, y = torch.where(odd, sn, cs), torch.where(odd, cs, sn)
+    x.mul_((1 - 2 * ((q ^ (q >> 1)) & 1)).to(torch.float32))
+    y.mul_((1 - 2 * (q >> 1)).to(torch.float32))
+    return torch.stack([x.mul_(r).mul_(std).add_(mean), y.mul_(r).mul_(std).add_(mean)], -1)
 
 
 def _native(kernel: str, seed: int, n: int, out: Tensor, *args) -> bool:
@@ -133,5 +141,8 @@ def normal(seed: int, n: int, mean: float = 0.0, std: float = 1.0, native: bool 
     out = torch.empty(2 * pairs, dtype=torch.float32)
     mean, std = float(_f(mean)), float(_f(std))
     if not (native and _native("rng_normal", seed, 2 * pairs, out, mean, std)):
-        out.view(pairs, 2).copy_(_normal_pairs(stream(seed, pairs), mean, std))
+        view = out.view(pairs, 2)
+        for p0 in range(0, pairs, TWIN_CHUNK):   # a chunk at a time: the twin's passes stay in cache
+            p1 = min(pairs, p0 + TWIN_CHUNK)
+            view[p0:p1] = _normal_pairs(stream(seed, p1 - p0, p0), mean, std)
     return out[:n]

@@ -213,8 +213,8 @@ class CutSimulator:
         for name, layer in self.net.layers.items():
             if pending is not None:
                 fused = _noisy_pool(layer, *pending) if self.isolate else None
-                h, pending = (fused if fused is not None else _add_steps(*pending)), None
-                if fused is not None:
+                h, pending = (_add_steps(*pending) if fused is None else fused), None
+                if fused is not None:   # this layer (the pooling) is done
                     continue
             if self.isolate:
                 h = h.detach()

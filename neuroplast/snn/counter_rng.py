@@ -18,6 +18,8 @@ u₁, as torch's CPU ``randn``).
 """
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import torch
 
@@ -51,7 +53,7 @@ def _shr(z: Tensor, k: int) -> Tensor:
     return (z >> k) & ((1 << (64 - k)) - 1)
 
 
-#: words per piece of the torch twin's normal draws
+#: words per piece of the torch twin's draws
 TWIN_CHUNK = 1 << 19
 
 
@@ -107,42 +109,38 @@ def _normal_pairs(w: Tensor, mean: float, std: float) -> Tensor:
     return torch.stack([x.mul_(r).mul_(std).add_(mean), y.mul_(r).mul_(std).add_(mean)], -1)
 
 
-def _native(kernel: str, seed: int, n: int, out: Tensor, *args) -> bool:
-    if not native_lib.usable(out, dtype=out.dtype):
-        return False
-    getattr(native_lib.library(), kernel)(seed & _M64, n, *args, native_lib.ptr(out))
-    return True
+def _draw(kernel: str, seed: int, n: int, dtype: torch.dtype, pairs_of: Callable[[Tensor], Tensor], *args,
+          native: bool = True) -> Tensor:
+    """n numbers, two from each word: the C kernel ``kernel(seed, words, *args, out)`` where it is built
+    (and ``native``), else the torch twin ``pairs_of(words)`` [k, 2] a piece of ``TWIN_CHUNK`` words at
+    a time (its passes stay in cache)."""
+    pairs = -(-n // 2)
+    out = torch.empty(2 * pairs, dtype=dtype)
+    if native and native_lib.usable(out, dtype=dtype):
+        getattr(native_lib.library(), kernel)(seed & _M64, pairs, *args, native_lib.ptr(out))
+    else:
+        view = out.view(pairs, 2)
+        for p0 in range(0, pairs, TWIN_CHUNK):
+            p1 = min(pairs, p0 + TWIN_CHUNK)
+            view[p0:p1] = pairs_of(stream(seed, p1 - p0, p0))
+    return out[:n]
 
 
 def words(seed: int, n: int, native: bool = True) -> Tensor:
     """n int64 numbers in [0, 2³²): the two halves of each word, high first."""
-    pairs = -(-n // 2)
-    out = torch.empty(2 * pairs, dtype=torch.int64)
-    if not (native and _native("rng_words", seed, pairs, out)):
-        w = stream(seed, pairs)
-        out.view(pairs, 2).copy_(torch.stack([_shr(w, 32), w & 0xFFFFFFFF], -1))
-    return out[:n]
+    return _draw("rng_words", seed, n, torch.int64, lambda w: torch.stack([_shr(w, 32), w & 0xFFFFFFFF], -1),
+                 native=native)
 
 
 def uniform(seed: int, n: int, native: bool = True) -> Tensor:
     """n float32 numbers in [0, 1) on the 2⁻²⁴ grid."""
-    pairs = -(-n // 2)
-    out = torch.empty(2 * pairs, dtype=torch.float32)
-    if not (native and _native("rng_uniform", seed, 2 * pairs, out)):
-        w = stream(seed, pairs)
-        halves = torch.stack([_shr(w, 40), _shr(w, 8) & 0xFFFFFF], -1)
-        out.view(pairs, 2).copy_(halves.to(torch.float32).mul_(2.0 ** -24))
-    return out[:n]
+    return _draw("rng_uniform", seed, n, torch.float32,
+                 lambda w: torch.stack([_shr(w, 40), _shr(w, 8) & 0xFFFFFF], -1).to(torch.float32).mul_(2.0 ** -24),
+                 native=native)
 
 
 def normal(seed: int, n: int, mean: float = 0.0, std: float = 1.0, native: bool = True) -> Tensor:
     """n float32 N(mean, std²) numbers."""
-    pairs = -(-n // 2)
-    out = torch.empty(2 * pairs, dtype=torch.float32)
     mean, std = float(_f(mean)), float(_f(std))
-    if not (native and _native("rng_normal", seed, 2 * pairs, out, mean, std)):
-        view = out.view(pairs, 2)
-        for p0 in range(0, pairs, TWIN_CHUNK):   # a chunk at a time: the twin's passes stay in cache
-            p1 = min(pairs, p0 + TWIN_CHUNK)
-            view[p0:p1] = _normal_pairs(stream(seed, p1 - p0, p0), mean, std)
-    return out[:n]
+    return _draw("rng_normal", seed, n, torch.float32, lambda w: _normal_pairs(w, mean, std), mean, std,
+                 native=native)

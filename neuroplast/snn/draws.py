@@ -12,6 +12,7 @@ generator (torch's own, counter-based there too).
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 
@@ -22,42 +23,35 @@ Tensor = torch.Tensor
 PROFILE_SCOPE = "neuroplast::draws"
 
 
-def _device(generator: torch.Generator | None, device) -> torch.device:
-    return generator.device if generator is not None else torch.device(device)
-
-
 def seed(generator: torch.Generator | None) -> int:
     """A 64-bit stream seed from two 32-bit words of ``generator`` (the default CPU generator if None)."""
     hi, lo = torch.empty(2, dtype=torch.int64).random_(0, 1 << 32, generator=generator).tolist()
     return hi << 32 | lo
 
 
+def _draw(shape, generator: torch.Generator | None, device, on_device: Callable[[Tensor], Tensor],
+          on_cpu: Callable[[int, int], Tensor], dtype: torch.dtype = torch.float32) -> Tensor:
+    """A draw of ``shape`` on the generator's device (``device`` without one): ``on_device(empty)`` fills
+    an empty tensor off the CPU; on the CPU ``on_cpu(seed, n)`` gives the n numbers of a fresh stream."""
+    dev = generator.device if generator is not None else torch.device(device)
+    if dev.type != "cpu":
+        return on_device(torch.empty(shape, dtype=dtype, device=dev))
+    with torch.profiler.record_function(PROFILE_SCOPE):
+        return on_cpu(seed(generator), math.prod((shape,) if isinstance(shape, int) else shape)).view(shape)
+
+
 def normal(shape, generator: torch.Generator | None, device, mean: float = 0.0, std: float = 1.0) -> Tensor:
     """float32 N(mean, std²) of ``shape`` on the generator's device (``device`` without one)."""
-    dev = _device(generator, device)
-    if dev.type != "cpu":
-        return torch.empty(shape, device=dev).normal_(mean, std, generator=generator)
-    with torch.profiler.record_function(PROFILE_SCOPE):
-        return counter_rng.normal(seed(generator), math.prod(_tuple(shape)), mean, std).view(shape)
+    return _draw(shape, generator, device, lambda t: t.normal_(mean, std, generator=generator),
+                 lambda s, n: counter_rng.normal(s, n, mean, std))
 
 
 def uniform(shape, generator: torch.Generator | None, device) -> Tensor:
     """float32 U[0, 1) of ``shape`` (24-bit grid, as ``torch.rand``)."""
-    dev = _device(generator, device)
-    if dev.type != "cpu":
-        return torch.empty(shape, device=dev).uniform_(generator=generator)
-    with torch.profiler.record_function(PROFILE_SCOPE):
-        return counter_rng.uniform(seed(generator), math.prod(_tuple(shape))).view(shape)
+    return _draw(shape, generator, device, lambda t: t.uniform_(generator=generator), counter_rng.uniform)
 
 
 def words(n: int, generator: torch.Generator | None, device) -> Tensor:
     """n int64 random 32-bit words in [0, 2³²)."""
-    dev = _device(generator, device)
-    if dev.type != "cpu":
-        return torch.empty(n, dtype=torch.int64, device=dev).random_(0, 1 << 32, generator=generator)
-    with torch.profiler.record_function(PROFILE_SCOPE):
-        return counter_rng.words(seed(generator), n)
-
-
-def _tuple(shape) -> tuple[int, ...]:
-    return (shape,) if isinstance(shape, int) else tuple(shape)
+    return _draw(n, generator, device, lambda t: t.random_(0, 1 << 32, generator=generator), counter_rng.words,
+                 torch.int64)

@@ -65,13 +65,12 @@ def forward(current: Tensor, params: LIFParams, state: tuple[Tensor, Tensor] | N
     u0, s0 = state if state is not None else (None, None)
     if not _ok(current, u0, s0) or not len(current):
         return None
-    T = current.shape[0]
-    base = current[0].contiguous() if current.stride(0) == 0 else current.contiguous()
-    N = current[0].numel()
+    T, N, constant = current.shape[0], current[0].numel(), current.stride(0) == 0
+    base = current[0].contiguous() if constant else current.contiguous()
     S = torch.empty(current.shape, dtype=current.dtype)
     U = torch.empty_like(S) if keep_u else None
     u0, s0 = (None, None) if state is None else (u0.contiguous(), s0.contiguous())
-    _library().lif_forward(_ptr(base), 0 if current.stride(0) == 0 else N, _ptr(u0), _ptr(s0), _ptr(U), _ptr(S),
+    _library().lif_forward(_ptr(base), 0 if constant else N, _ptr(u0), _ptr(s0), _ptr(U), _ptr(S),
                            T, N, params.leak, params.threshold, int(params.reset == "hard"))
     return U, S
 

@@ -28,20 +28,22 @@ static inline uint64_t mix64(uint64_t z) {
 static inline float as_float(uint32_t u) { float f; memcpy(&f, &u, 4); return f; }
 static inline uint32_t as_uint(float f) { uint32_t u; memcpy(&u, &f, 4); return u; }
 
-/* the words [first, first + n) of stream ``seed``, as 2n int64 numbers in [0, 2^32) */
-void rng_words(uint64_t seed, long n, int64_t *out) {
+/* Each kernel: the first ``pairs`` words of stream ``seed``, two numbers from each, into out[0:2*pairs]. */
+
+/* int64 numbers in [0, 2^32) */
+void rng_words(uint64_t seed, long pairs, int64_t *out) {
 #pragma omp parallel for schedule(static)
-    for (long p = 0; p < n; p++) {
+    for (long p = 0; p < pairs; p++) {
         uint64_t w = mix64(seed + (uint64_t)(p + 1) * GAMMA);
         out[2 * p] = (int64_t)(w >> 32);
         out[2 * p + 1] = (int64_t)(w & 0xffffffffULL);
     }
 }
 
-/* n float32 U[0, 1) numbers (n even; the caller drops a last one) */
-void rng_uniform(uint64_t seed, long n, float *out) {
+/* float32 U[0, 1) numbers */
+void rng_uniform(uint64_t seed, long pairs, float *out) {
 #pragma omp parallel for schedule(static)
-    for (long p = 0; p < n / 2; p++) {
+    for (long p = 0; p < pairs; p++) {
         uint64_t w = mix64(seed + (uint64_t)(p + 1) * GAMMA);
         out[2 * p] = (float)(uint32_t)(w >> 40) * 0x1p-24f;
         out[2 * p + 1] = (float)(uint32_t)((w >> 8) & 0xffffffULL) * 0x1p-24f;
@@ -67,10 +69,10 @@ void rng_uniform(uint64_t seed, long n, float *out) {
 #define C8 0x1.a01a02p-16f
 #define C10 -0x1.27e4fcp-22f
 
-/* n float32 N(mean, std^2) numbers (n even; the caller drops a last one) */
-void rng_normal(uint64_t seed, long n, float mean, float std, float *out) {
+/* float32 N(mean, std^2) numbers */
+void rng_normal(uint64_t seed, long pairs, float mean, float std, float *out) {
 #pragma omp parallel for schedule(static)
-    for (long p = 0; p < n / 2; p++) {
+    for (long p = 0; p < pairs; p++) {
         uint64_t w = mix64(seed + (uint64_t)(p + 1) * GAMMA);
         /* log u1: u1 = 2^e * m, m in [sqrt(1/2), sqrt(2)); log m = 2 atanh((m - 1) / (m + 1)) */
         float u1 = (float)(uint32_t)((w >> 40) + 1) * 0x1p-24f;

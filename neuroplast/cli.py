@@ -71,11 +71,11 @@ def build_parser() -> argparse.ArgumentParser:
         tr.add_argument(flag, dest=key, type=typ, default=None, help=text)
     tr.add_argument("--compile", dest="compiled", action="store_true", default=None,
                     help="fuse the LIF scans: on the CPU hand-written C (built once per machine in about a second), "
-                         "elsewhere torch.compile; same spikes, gradients to float rounding; MNIST conv BPTT ~1.07x "
+                         "elsewhere torch.compile; same spikes, gradients to float rounding; MNIST conv BPTT ~1.06x "
                          "faster per step on an AMD EPYC (reports/speed.md); needs a C compiler, else runs eagerly")
     _run_flags(tr)
     _common(tr)
-    demo = sub.add_parser("demo", help="train the default SNN on the embedded digits data (< 2 min)")
+    demo = sub.add_parser("demo", help="train the default SNN on the embedded digits data (seconds)")
     _run_flags(demo)
     _common(demo)
     pg = sub.add_parser("probe-gradients", help="gradient mean, variance and cosine to a reference, per layer")

@@ -180,6 +180,11 @@ def check_report_name(name: str) -> str:
     return name
 
 
+def _is_whole_folder(parent: str, runs: list[str]) -> bool:
+    """Whether ``runs`` are all the entries of ``parent`` (what the shell's ``PARENT/*`` gives)."""
+    return set(runs) == {str(p) for p in Path(parent).glob("*")}
+
+
 def write_report(res: dict, out_dir: str | Path, *, name: str = "report", command: str = "") -> list[Path]:
     """Write NAME.md, NAME.json and the figures into ``out_dir``; figures of an earlier report of the same
     name that this one does not have (e.g. costs without --hw) are removed, so the folder holds one report."""
@@ -189,8 +194,8 @@ def write_report(res: dict, out_dir: str | Path, *, name: str = "report", comman
     if command:
         runs = res["runs"]
         parent = str(Path(runs[0]).parent) if runs and len({str(Path(r).parent) for r in runs}) == 1 else None
-        if parent and " ".join(runs) in command:     # the shell's expansion of PARENT/* back to the glob
-            command = command.replace(" ".join(runs), f"{parent}/*")
+        if parent and " ".join(runs) in command and _is_whole_folder(parent, runs):
+            command = command.replace(" ".join(runs), f"{parent}/*")   # the shell's expansion of PARENT/*
         where = (f"{len(runs)} run directories in {parent}: {', '.join(Path(r).name for r in runs)}" if parent
                  else ", ".join(runs))
         lines += [f"Command: `{command}`  ", f"Runs: {where}", ""]

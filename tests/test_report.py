@@ -124,3 +124,18 @@ def test_runs_of_different_estimators_are_not_pooled(tmp_path, capsys):
     res = build_report(dirs, hw=None, grad_batches=0)
     assert sorted(t["method"] for t in res["table"]) == ["bptt · fast_sigmoid", "bptt · sigmoid"]
     assert all(t["runs"] == 1 for t in res["table"])
+
+
+def test_report_command_names_the_folder_glob_only_for_the_whole_folder(tiny_run, tmp_path, monkeypatch, capsys):
+    """A report on every run of a folder writes ``FOLDER/*`` as its command; on some of them, their names."""
+    folder = tmp_path / "runs"
+    runs = [str(folder / name) for name in ("a", "b")]
+    for run in runs:
+        shutil.copytree(tiny_run, run)
+    for given, expect in ((runs, f"{folder}/*"), (runs[:1], runs[0])):
+        argv = ["report", *given, "--out", str(tmp_path / "rep"), "--grad-batches", "0", "--hw", ""]
+        monkeypatch.setattr("sys.argv", ["neuroplast", *argv])
+        assert main(argv) == 0
+        command = re.search(r"Command: `(.*)`", (tmp_path / "rep" / "report.md").read_text()).group(1)
+        assert command == "neuroplast " + " ".join(argv).replace(" ".join(given), expect), command
+    capsys.readouterr()

@@ -14,12 +14,24 @@ from pathlib import Path
 from . import cli_chip, cli_export, cli_lava, cli_meta
 from .data import dataset_names
 from .errors import Interrupted, NeuroplastError, UserError
-from .fileio import check_output_dir, json_finite
+from .fileio import check_output_dir, check_output_file, json_finite
 from .spec import TrainConfig, config_from_dict, load_task_file
 
 #: the demo: digits, 64-256-10 SNN, BPTT, reaches >= 95% test accuracy in well under 2 min on 2 cores
 DEMO = {"task": "demo", "dataset": "digits", "net": "64-256-10", "method": "bptt", "time_steps": 4,
         "epochs": 20, "batch_size": 32, "lr": 2e-3, "optimizer": "adam"}
+
+
+def seed_arg(text: str) -> int:
+    """A seed option: an integer in [0, 2^63) (what torch's generators take)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if not 0 <= value < 2 ** 63:
+        raise argparse.ArgumentTypeError(f"{value} is not in [0, 2^63)")
+    return value
+
 
 _TRAIN_FLAGS = {  # flag -> (config key, type, help)
     "--net": ("net", str, "network string, e.g. 784-800-800-10 or 32C3-AP2-64C3-AP2-FC"),
@@ -40,7 +52,7 @@ _TRAIN_FLAGS = {  # flag -> (config key, type, help)
     "--threshold": ("threshold", float, "LIF threshold θ"),
     "--reset": ("reset", str, "hard | soft"),
     "--val-fraction": ("val_fraction", float, "fraction of training data held out for validation"),
-    "--split-seed": ("split_seed", int, "seed of the train/validation/test split"),
+    "--split-seed": ("split_seed", seed_arg, "seed of the train/validation/test split"),
     "--precision": ("precision", str, "float (default) or a chip (loihi2, a chip .toml): on-chip integer "
                     "learning with dfa, opzo or zo"),
     "--trainable": ("trainable", str, "all (default) or readout (control: hidden layers frozen at init)"),
@@ -49,7 +61,7 @@ _TRAIN_FLAGS = {  # flag -> (config key, type, help)
 
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print the result as one JSON object on stdout")
-    p.add_argument("--seed", type=int, default=None, help="random seed (default 0)")
+    p.add_argument("--seed", type=seed_arg, default=None, help="random seed, 0 <= N < 2^63 (default 0)")
     p.add_argument("--device", default=None, help="cpu (default), cuda or cuda:N")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
 
@@ -105,6 +117,8 @@ def build_parser() -> argparse.ArgumentParser:
     cp.add_argument("--probe-batches", type=int, default=20, help="batches for the gradient probe")
     cp.add_argument("--out", default="reports", metavar="DIR", help="where compare_<task>.md goes")
     cp.add_argument("--runs-dir", default="runs", metavar="DIR", help="where the run directories go")
+    cp.add_argument("--overwrite", action="store_true",
+                    help="replace an earlier comparison of this task (its report and RUNS_DIR/compare_<task>)")
     cp.add_argument("--data-dir", default=None, help="folder with data sets (or set NEUROPLAST_DATA)")
     _common(cp)
     cli_meta.add_parsers(sub, _common)
@@ -201,6 +215,14 @@ def _split_methods(items: list[str]) -> list[str]:
     return out
 
 
+def _check_earlier_comparison(report: Path, runs: Path, overwrite: bool) -> None:
+    """UserError where an earlier comparison's report or run folders would be replaced without --overwrite."""
+    check_output_file(report, "report", overwrite=overwrite)
+    if runs.is_dir() and any(runs.iterdir()) and not overwrite:
+        raise UserError(f"{runs} holds an earlier comparison's runs; pass --overwrite to replace them "
+                        "or choose another --runs-dir")
+
+
 def _cmd_compare(args) -> dict:
     from .compare import check_compare_args, compare, write_compare_report
     from .learn import make_rule
@@ -210,7 +232,10 @@ def _cmd_compare(args) -> dict:
     check_compare_args(methods, args.seeds, args.probe_batches)
     for m in methods:
         make_rule(m)  # unknown names fail before any training
-    res = compare(config_from_args(args), methods, seeds=args.seeds, runs_dir=args.runs_dir,
+    cfg = config_from_args(args)
+    _check_earlier_comparison(Path(args.out) / f"compare_{cfg.task}.md", Path(args.runs_dir) / f"compare_{cfg.task}",
+                              args.overwrite)
+    res = compare(cfg, methods, seeds=args.seeds, runs_dir=args.runs_dir,
                   probe_batches=args.probe_batches, progress=not args.no_progress)
     for r in res["table"]:
         print(f"{r['method']:>24}: test accuracy {100 * r['test_acc_mean']:.2f} ± {100 * r['test_acc_std']:.2f}% "

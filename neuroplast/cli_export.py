@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 
 def add_parsers(sub, common) -> None:
@@ -27,6 +28,7 @@ def add_parsers(sub, common) -> None:
     rp.add_argument("run_dirs", nargs="+", help="run directories written by `neuroplast train --save`")
     rp.add_argument("--out", default="reports", metavar="DIR", help="where NAME.md and its figures go")
     rp.add_argument("--name", default="report", help="file name stem (default report)")
+    rp.add_argument("--overwrite", action="store_true", help="replace an existing report of this name")
     rp.add_argument("--hw", default="loihi1", help="chip for the cost table ('' for none)")
     rp.add_argument("--grad-batches", type=int, default=8, metavar="N",
                     help="mini-batches for the gradient variance of each run's rule at its trained weights (0: skip)")
@@ -66,17 +68,19 @@ def cmd_export(args) -> dict:
 
 
 def detect_format(path) -> str:
-    """'netx' (HDF5 with a 'layer' group) or 'nir' (any other file); DataError for a missing file."""
-    from pathlib import Path
-
+    """'netx' (HDF5 with a 'layer' group, or neuroplast's netx format attribute) or 'nir' (any other file);
+    DataError for a missing file or a folder."""
     from .errors import DataError
+    from .export.netx import FORMAT
     path = Path(path)
+    if path.is_dir():
+        raise DataError(f"{path} is a folder; give an NIR (.nir) or netx (.net) file")
     if not path.is_file():
         raise DataError(f"{path} not found")
     try:
         import h5py
         with h5py.File(path, "r") as f:
-            return "netx" if "layer" in f else "nir"
+            return "netx" if "layer" in f or str(f.attrs.get("format", "")) == FORMAT else "nir"
     except OSError:
         return "netx" if path.suffix.lower() in (".net", ".h5", ".hdf5") else "nir"  # unreadable: the importer says why
 
@@ -137,11 +141,12 @@ def cmd_import(args) -> dict:
 
 def cmd_report(args) -> dict:
     from .experiment import resolve_device
-    from .fileio import check_output_dir
+    from .fileio import check_output_dir, check_output_file
     from .report import build_report, check_report_name, write_report
     device = resolve_device(args.device or "cpu")
     check_output_dir(args.out, "--out")
     check_report_name(args.name)
+    check_output_file(Path(args.out) / f"{args.name}.md", "report", overwrite=args.overwrite)
     res = build_report(args.run_dirs, hw=args.hw or None, grad_batches=args.grad_batches, device=str(device))
     paths = write_report(res, args.out, name=args.name, command="neuroplast " + " ".join(sys.argv[1:]))
     for t in res["table"]:

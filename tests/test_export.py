@@ -130,3 +130,13 @@ def test_export_and_import_commands(tmp_path, capsys):
     for dt in ("0", "-1", "nan"):                                       # τ = dt/(1 − λ) needs dt > 0
         assert main(["export", str(run), str(tmp_path / "bad.nir"), "--dt", dt]) == 2
         assert "dt = " in capsys.readouterr().err and not (tmp_path / "bad.nir").exists()
+
+
+def test_import_refuses_a_folder_and_metadata_that_contradicts_the_graph(tmp_path, capsys):
+    assert main(["import", str(tmp_path)]) == 2
+    assert f"{tmp_path} is a folder; give an NIR (.nir) or netx (.net) file" in capsys.readouterr().err
+    g = to_nir(_net("64-16-10", (64,)))
+    g.metadata["num_classes"] = -3
+    nir.write(str(tmp_path / "f.nir"), g)
+    assert main(["import", str(tmp_path / "f.nir")]) == 2
+    assert "metadata num_classes = -3, but the readout has 10 outputs" in capsys.readouterr().err

@@ -157,6 +157,10 @@ def test_bad_files_fail_clearly(tmp_path):
     assert not list(tmp_path.glob(".*tmp"))   # atomic writes leave no temporary files
 
 
+def del_group(f, key):
+    del f[key]
+
+
 def _replace(f, key, data):
     del f[key]
     f.create_dataset(key, data=data)
@@ -179,6 +183,15 @@ def _replace(f, key, data):
      r"layer 2 \(conv\): its shape \(8, 4, 4\) is not the \(8, 8, 8\) its weight gives"),
     ("1x8x8-4C3-8C3S2-16-FC", (1, 8, 8), lambda f: _replace(f, "layer/2/weight", np.zeros((8, 3, 3, 3), np.int64)),
      r"layer 2 \(conv\): a conv of weight \(8, 3, 3, 3\) .* does not fit its input of shape \(4, 8, 8\)"),
+    ("64-16-10", (64,), lambda f: f.attrs.__setitem__("num_classes", 0),
+     r"attribute num_classes = 0, but the readout has 10 outputs"),
+    ("64-16-10", (64,), lambda f: f.attrs.__setitem__("input_shape", np.array([1, 9, 9])),
+     r"attribute input_shape = \[1, 9, 9\], but layer 0 has shape \[64\]"),
+    ("64-16-10", (64,), lambda f: f.attrs.__setitem__("input_scale", 0),
+     r"attribute input_scale = 0; the input payload scale must be >= 1"),
+    ("64-16-10", (64,), lambda f: f["layer/1"].attrs.__setitem__("v_scale", np.nan),
+     r"layer 1 \(dense\): x_scale = \d+, v_scale = nan; need x_scale >= 1 and a finite v_scale > 0"),
+    ("64-16-10", (64,), lambda f: del_group(f, "layer"), r"no 'layer' group: not a netx file"),
 ])
 def test_corrupt_files_are_refused_clearly(arch, shape, change, message, tmp_path, capsys):
     path = export_netx(netx_fixed(_net(arch, shape), time_steps=4), tmp_path / "c.net")

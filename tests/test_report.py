@@ -94,7 +94,9 @@ def test_report_rerun_into_the_same_folder_leaves_no_stale_figures(tiny_run, tmp
     rep = tmp_path / "rep"
     assert main(["report", str(tiny_run), "--out", str(rep), "--grad-batches", "1"]) == 0
     assert {"report_costs.png", "report_gradients.png"} <= {p.name for p in rep.iterdir()}
-    assert main(["report", str(tiny_run), "--out", str(rep), "--hw", "", "--grad-batches", "0"]) == 0
+    capsys.readouterr()
+    _report_fails(capsys, str(tiny_run), "--out", str(rep), match=r"report .*report\.md exists; pass --overwrite")
+    assert main(["report", str(tiny_run), "--out", str(rep), "--hw", "", "--grad-batches", "0", "--overwrite"]) == 0
     capsys.readouterr()
     assert sorted(p.name for p in rep.iterdir()) == ["report.json", "report.md", "report_curves.png",
                                                      "report_raster.png", "report_rates.png"]
@@ -133,7 +135,7 @@ def test_report_command_names_the_folder_glob_only_for_the_whole_folder(tiny_run
     for run in runs:
         shutil.copytree(tiny_run, run)
     for given, expect in ((runs, f"{folder}/*"), (runs[:1], runs[0])):
-        argv = ["report", *given, "--out", str(tmp_path / "rep"), "--grad-batches", "0", "--hw", ""]
+        argv = ["report", *given, "--out", str(tmp_path / "rep"), "--grad-batches", "0", "--hw", "", "--overwrite"]
         monkeypatch.setattr("sys.argv", ["neuroplast", *argv])
         assert main(argv) == 0
         command = re.search(r"Command: `(.*)`", (tmp_path / "rep" / "report.md").read_text()).group(1)

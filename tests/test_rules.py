@@ -183,6 +183,14 @@ def test_compare_writes_report_with_control_and_probe(tmp_path, capsys):
     for png in ("compare_digits_curves.png", "compare_digits_gradients.png"):
         assert (tmp_path / png).read_bytes()[:4] == b"\x89PNG"
     assert main(["compare", "--methods", "backprop"]) == 2
+    # an earlier comparison is kept unless --overwrite: its report, then its runs
+    before = md
+    for out in (tmp_path, tmp_path / "elsewhere"):
+        assert main(["compare", "--methods", "bptt", "--seeds", "1", "--epochs", "1", "--net", "64-32-10",
+                     "--out", str(out), "--runs-dir", str(tmp_path / "runs"), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "compare_digits.md exists; pass --overwrite" in err and "earlier comparison's runs" in err, err
+    assert (tmp_path / "compare_digits.md").read_text() == before
 
 
 def test_local_learning_adds_a_local_signal():

@@ -38,6 +38,7 @@ with the layer named.
 from __future__ import annotations
 
 import dataclasses
+import math
 from pathlib import Path
 
 import numpy as np
@@ -255,9 +256,17 @@ def _read(f) -> FixedNetwork:
             continue
         layer, shape = _synaptic_layer(g, i, kind, name, shape, "readout" if i == synaptic[-1] else "spiking")
         layers.append(layer)
-    num_classes = int(f.attrs.get("num_classes", int(np.prod(shape))))
-    return FixedNetwork(layers, input_shape, num_classes, encoding, "lava",
-                        input_scale=int(f.attrs.get("input_scale", GRADED_INPUT if encoding == "direct" else 1)))
+    outputs = int(np.prod(shape))
+    num_classes = int(f.attrs.get("num_classes", outputs))
+    if num_classes != outputs:
+        raise DataError(f"attribute num_classes = {num_classes}, but the readout has {outputs} outputs")
+    if "input_shape" in f.attrs and tuple(np.asarray(f.attrs["input_shape"]).reshape(-1).tolist()) != input_shape:
+        raise DataError(f"attribute input_shape = {np.asarray(f.attrs['input_shape']).tolist()}, but layer 0 "
+                        f"has shape {list(input_shape)}")
+    input_scale = int(f.attrs.get("input_scale", GRADED_INPUT if encoding == "direct" else 1))
+    if input_scale < 1:
+        raise DataError(f"attribute input_scale = {input_scale}; the input payload scale must be >= 1")
+    return FixedNetwork(layers, input_shape, num_classes, encoding, "lava", input_scale=input_scale)
 
 
 def _check_version(f) -> None:
@@ -300,6 +309,8 @@ def _synaptic_layer(g, i: int, kind: str, name: str, shape: tuple[int, ...],
     du, dv, vth = (_ints(nrn[k], f"{where} neuron {k}", size=1).item() for k in ("iDecay", "vDecay", "vThMant"))
     w = _ints(g["weight"], f"{where} weight")
     x_scale, v_scale = int(g.attrs.get("x_scale", 1)), float(g.attrs.get("v_scale", 1.0))
+    if x_scale < 1 or not (math.isfinite(v_scale) and v_scale > 0):
+        raise DataError(f"{where}: x_scale = {x_scale}, v_scale = {v_scale}; need x_scale >= 1 and a finite v_scale > 0")
     out_shape = tuple(_ints(g["shape"], f"{where} shape").reshape(-1).tolist())
     w, conv = _layer_weights(g, where, kind, w, shape, out_shape)
     syn = _synapse_from_weights(str(i), w, conv, x_scale, v_scale)

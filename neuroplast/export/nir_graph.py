@@ -298,8 +298,12 @@ def read_nir(path: str | Path) -> tuple:
     try:
         graph = nir.read(str(path))
     except Exception as exc:  # truncated or not HDF5: h5py and nir raise several types
-        raise DataError(f"{path} is not a readable NIR file ({type(exc).__name__}: {exc})") from None
+        why = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+        raise DataError(f"{path} is not a readable NIR file ({why})") from None
     (net, norm), meta, settings = _from_nir(graph), dict(getattr(graph, "metadata", {}) or {}), {}
+    if "num_classes" in meta and meta["num_classes"] != net.num_classes:
+        raise DataError(f"{path}: metadata num_classes = {np.asarray(meta['num_classes']).tolist()!r}, but the readout has "
+                        f"{net.num_classes} outputs")
     if norm is not None:
         net = fold_input_norm(net, norm)   # the graph takes intensities: so does the network
         settings["input_norm"] = {"mean": norm.mean, "std": norm.std}

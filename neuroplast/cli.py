@@ -253,6 +253,18 @@ def main(argv: list[str] | None = None) -> int:
         return 1
 
 
+def _check_paths(args) -> None:
+    """UserError for path options that cannot be what they name: an empty --save, a --data-dir that is
+    not a folder (also for the embedded digits, which would silently ignore it)."""
+    if getattr(args, "save", None) == "":
+        raise UserError("--save needs a folder name")
+    data_dir = getattr(args, "data_dir", None)
+    if data_dir is not None and not Path(data_dir).expanduser().is_dir():
+        what = "is a file" if Path(data_dir).expanduser().exists() else "does not exist"
+        raise UserError(f"--data-dir {data_dir} {what}; give the folder that holds the data sets "
+                        "(e.g. ../shared/data)")
+
+
 def _main(argv: list[str] | None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -260,6 +272,7 @@ def _main(argv: list[str] | None) -> int:
         signal.signal(signal.SIGTERM, _terminate)
     handler = {"probe-gradients": _cmd_probe, "compare": _cmd_compare, **cli_meta.HANDLERS, **cli_chip.HANDLERS, **cli_lava.HANDLERS, **cli_export.HANDLERS}.get(args.command, _cmd_train)
     try:
+        _check_paths(args)
         result = handler(args)
     except UserError as exc:
         print(f"neuroplast: error: {exc}", file=sys.stderr)
@@ -272,6 +285,12 @@ def _main(argv: list[str] | None) -> int:
         return 1
     except OSError as exc:  # backstop: a file system failure (disk full, a path that became unusable) is one line
         print(f"neuroplast: failed: {exc}", file=sys.stderr)
+        return 1
+    except (MemoryError, RuntimeError) as exc:
+        if not isinstance(exc, MemoryError) and "allocate" not in str(exc):
+            raise
+        print("neuroplast: failed: out of memory (a tensor of this network, batch and T does not fit); use a "
+              "smaller --batch-size, --time-steps or network", file=sys.stderr)
         return 1
     if args.json:
         print(json.dumps(json_finite(result), sort_keys=True))   # strict JSON: null for inf/nan

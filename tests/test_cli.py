@@ -431,3 +431,25 @@ def test_import_time_steps_must_be_positive(tiny_exports, capsys, name, steps):
 def test_lava_options_are_checked(tiny_run, capsys, argv, match):
     command, *rest = argv
     _bad_input(capsys, "lava", command, str(tiny_run), *rest, match=match)
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["train", "--data-dir", "{tmp}/none"], r"--data-dir .*none does not exist; give the folder"),
+    (["train", "--data-dir", "{tmp}/file"], r"--data-dir .*file is a file; give the folder"),
+    (["chip", "eval", "{tmp}", "--data-dir", "{tmp}/none"], r"--data-dir .*none does not exist"),
+    (["train", "--save", ""], r"--save needs a folder name"),
+    (["train", "--seed", "-1"], None),
+    (["train", "--seed", str(2 ** 63)], None),
+])
+def test_path_and_seed_options_that_cannot_be_used_are_refused_before_any_work(argv, message, tmp_path, capsys):
+    """Even for the embedded digits (which reads no folder) a --data-dir that is no folder is an error."""
+    (tmp_path / "file").write_text("x")
+    argv = [a.replace("{tmp}", str(tmp_path)) for a in argv] + ["--net", "64-16-10", "--epochs", "1"][:0 if argv[0] == "chip" else 4]
+    if message is None:   # argparse: usage and exit 2
+        with pytest.raises(SystemExit) as exc:
+            main(argv)
+        assert exc.value.code == 2 and "is not in [0, 2^63)" in capsys.readouterr().err
+        return
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert re.search(message, err) and len(err.strip().splitlines()) == 1, err

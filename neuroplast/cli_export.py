@@ -12,7 +12,7 @@ def add_parsers(sub, common) -> None:
     ex.add_argument("--format", default=None, choices=("nir", "netx"),
                     help="nir (float graph) or netx (Loihi fixed point, lava-dl); default from the extension "
                          "(.nir -> nir, otherwise netx)")
-    ex.add_argument("--hw", default="loihi2", help="netx: chip whose numerics quantise the network (default loihi2)")
+    ex.add_argument("--hw", default=None, help="netx: chip whose numerics quantise the network (default loihi2)")
     ex.add_argument("--dt", type=float, default=1.0, help="NIR time step dt (LIF τ = dt/(1 − λ))")
     ex.add_argument("--overwrite", action="store_true", help="replace an existing output file")
     ex.add_argument("--data-dir", default=None, help="folder with data sets (or set NEUROPLAST_DATA)")
@@ -43,6 +43,10 @@ def cmd_export(args) -> dict:
     from .runs import chip_view, load_run
     resolve_device(args.device or "cpu")   # checked like every command's; export itself computes on the CPU
     fmt = args.format or ("nir" if str(args.out).lower().endswith(".nir") else "netx")
+    if fmt == "nir" and args.hw is not None:
+        from .errors import UserError
+        raise UserError("--hw quantises a netx export; an NIR graph is the float network: leave out --hw "
+                        "or write netx (--format netx)")
     check_output_file(args.out, "output file", overwrite=args.overwrite)
     cfg, trained, data = load_run(args.run_dir, args.data_dir)
     if fmt == "nir":
@@ -60,7 +64,7 @@ def cmd_export(args) -> dict:
     # inputs on a coarser grid (digits: 17 grey levels) go as exact smaller payloads: finer first-layer weights
     scale = input_grid(torch.cat([data.train.x.flatten(), data.test.x.flatten()])) if cfg.encoding == "direct" \
         else GRADED_INPUT
-    fixed = netx_fixed(net, time_steps=cfg.time_steps, encoding=cfg.encoding, chip=args.hw, input_scale=scale)
+    fixed = netx_fixed(net, time_steps=cfg.time_steps, encoding=cfg.encoding, chip=args.hw or "loihi2", input_scale=scale)
     path = export_netx(fixed, args.out, meta={"arch": net.arch, "time_steps": cfg.time_steps, "dataset": cfg.dataset,
                                               "source_run": str(args.run_dir)})
     print(f"wrote {path} (netx HDF5, Loihi fixed point, of {net.arch})", file=sys.stderr)

@@ -130,6 +130,8 @@ def test_export_and_import_commands(tmp_path, capsys):
     for dt in ("0", "-1", "nan"):                                       # τ = dt/(1 − λ) needs dt > 0
         assert main(["export", str(run), str(tmp_path / "bad.nir"), "--dt", dt]) == 2
         assert "dt = " in capsys.readouterr().err and not (tmp_path / "bad.nir").exists()
+    assert main(["export", str(run), str(tmp_path / "bad.nir"), "--hw", "loihi1"]) == 2   # NIR is the float net
+    assert "--hw quantises a netx export" in capsys.readouterr().err and not (tmp_path / "bad.nir").exists()
 
 
 def test_import_refuses_a_folder_and_metadata_that_contradicts_the_graph(tmp_path, capsys):

@@ -157,17 +157,6 @@ def _run_config(run_dir: str) -> dict:
     return read_run_config(run_dir)
 
 
-def _load_weights(run_dir: str) -> dict:
-    import torch
-    path = Path(run_dir) / "weights.pt"
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)["state_dict"]
-    except FileNotFoundError:
-        raise UserError(f"{path} not found: --from-run needs a run directory written by train --save") from None
-    except Exception as exc:  # truncated or foreign file
-        raise UserError(f"{path} is not a neuroplast weights file ({type(exc).__name__}); re-run with --save") from None
-
-
 def _cmd_train(args) -> dict:
     from .experiment import train  # heavy import (torch) after argument parsing
     summary = train(config_from_args(args), save=args.save, overwrite=args.overwrite, progress=not args.no_progress)
@@ -177,11 +166,12 @@ def _cmd_train(args) -> dict:
 
 def _cmd_probe(args) -> dict:
     from .probe import probe_gradients, write_probe_report
+    from .runs import read_weights
     from .snn import ESTIMATORS
     if args.out:
         check_output_dir(args.out, "--out")
     cfg = config_from_args(args)
-    weights = _load_weights(args.from_run) if args.from_run else None
+    weights = read_weights(args.from_run) if args.from_run else None
     if args.batches is not None and args.batches < 1:
         raise UserError(f"--batches must be >= 1, got {args.batches}")
     estimators = args.estimators if (args.estimators or args.methods) else sorted(ESTIMATORS)

@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -81,6 +82,30 @@ def make_temp_dir(parent: Path, prefix: str) -> Path:
     tmp = Path(tempfile.mkdtemp(prefix=prefix, dir=parent))
     os.chmod(tmp, 0o777 & ~_umask())
     return tmp
+
+
+def write_files(out_dir: str | os.PathLike, writers: dict[str, Callable[[Path], Any]]) -> list[Path]:
+    """Call ``writers[name](path)`` for every file into a hidden temporary folder in ``out_dir``, then move
+    them all into place: a writer that fails leaves ``out_dir`` as it was (not made, if it did not exist)."""
+    out = Path(out_dir)
+    made = [p for p in (out, *out.parents) if not p.exists()]   # deepest first
+    out.mkdir(parents=True, exist_ok=True)
+    tmp = make_temp_dir(out, f".{out.name or 'out'}.")
+    try:
+        for name, write in writers.items():
+            write(tmp / name)
+        for name in writers:
+            os.replace(tmp / name, out / name)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        for folder in made:   # the folders made for it, deepest first, while empty
+            try:
+                folder.rmdir()
+            except OSError:
+                break
+        raise
+    tmp.rmdir()
+    return [out / name for name in writers]
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> Path:

@@ -21,7 +21,7 @@ import torch
 
 from .data import encode
 from .experiment import batches, make_network, noise_generator, resolve_device
-from .fileio import atomic_write, atomic_write_json, atomic_write_text
+from .fileio import atomic_write, atomic_write_json, atomic_write_text, write_files
 from .learn import CEMSELoss, make_rule
 from .runs import load_data, load_weights
 from .spec import TrainConfig
@@ -93,7 +93,8 @@ def probe_gradients(cfg: TrainConfig, estimators: list[str] | None = None, *, me
 
 
 def write_probe_report(result: dict, out_dir: str | Path, command: str = "") -> list[Path]:
-    """Write gradients.md (table), gradients.json and gradients.png (variance and cosine per layer)."""
+    """Write gradients.md (table), gradients.json and gradients.png (variance and cosine per layer), all or
+    none (``fileio.write_files``)."""
     out = Path(out_dir)
     rows = result["rows"]
     lines = [f"# Gradient quality: {result['task']}, `{result['net']}`", "",
@@ -106,9 +107,9 @@ def write_probe_report(result: dict, out_dir: str | Path, command: str = "") -> 
                f"{r['cosine']:.3f} | {r['cosine_of_means']:.3f} |" for r in rows), "",
              "Variance as in OPZO Appendix C: (1/(N·D)) Σ_n ‖g_n − ḡ‖² over the N batch gradients.",
              "![variance and cosine](gradients.png)", ""]
-    paths = [atomic_write_text(out / "gradients.md", "\n".join(lines)), atomic_write_json(out / "gradients.json", result)]
-    paths.append(_plot(rows, out / "gradients.png"))
-    return paths
+    return write_files(out, {"gradients.md": lambda p: atomic_write_text(p, "\n".join(lines)),   # all or nothing
+                             "gradients.json": lambda p: atomic_write_json(p, result),
+                             "gradients.png": lambda p: _plot(rows, p)})
 
 
 def _plot(rows: list[dict], path: Path) -> Path:

@@ -18,34 +18,39 @@ from __future__ import annotations
 import json
 import statistics
 from collections import defaultdict
+from functools import partial
 from pathlib import Path
 
 from .errors import UserError
-from .fileio import atomic_write, atomic_write_json, atomic_write_text
+from .fileio import atomic_write, atomic_write_json, atomic_write_text, write_files
 
 
 def _read_run(path: Path) -> dict:
-    from .runs import read_run_config
+    from .runs import read_run_config, read_summary
     if not (path / "config.json").exists():
         raise UserError(f"{path} is not a run directory (config.json missing); "
                         "give directories written by `neuroplast train --save`")
     config = read_run_config(path)
+    summary = read_summary(path, required=_SUMMARY)
+    where = path / "metrics.jsonl"
     try:
-        summary = json.loads((path / "summary.json").read_text())
-        metrics = [json.loads(line) for line in (path / "metrics.jsonl").read_text().splitlines() if line.strip()]
-    except FileNotFoundError as exc:
-        raise UserError(f"{path} is not a run directory ({Path(exc.filename).name} missing); "
+        metrics = [json.loads(line) for line in where.read_text(encoding="utf-8").splitlines() if line.strip()]
+    except FileNotFoundError:
+        raise UserError(f"{path} is not a run directory (metrics.jsonl missing); "
                         "give directories written by `neuroplast train --save`") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise UserError(f"{path}: a run file is corrupt ({exc})") from None
+        raise UserError(f"{where}: a run file is corrupt ({exc})") from None
     except OSError as exc:
-        raise UserError(f"{path}: a run file cannot be read ({exc.strerror or exc})") from None
-    _check_run_files(path, summary, metrics)
+        raise UserError(f"{where}: a run file cannot be read ({exc.strerror or exc})") from None
+    for i, row in enumerate(metrics, 1):
+        if not (isinstance(row, dict) and all(_fits(row.get(k), typ) for k, typ in _METRICS.items())):
+            raise UserError(f"{where}: line {i} is not an epoch record with train_loss and "
+                            "train_acc; re-run the training with --save")
     return {"path": str(path), "summary": summary, "config": config, "metrics": metrics}
 
 
-#: what the report reads from summary.json (key -> type) and from every metrics.jsonl row
-_SUMMARY = {"net": str, "method": str, "epochs": int, "test_acc": float, "wall_s": float}
+#: what the report needs in summary.json (their types: ``runs.SUMMARY_TYPES``) and in every metrics.jsonl row
+_SUMMARY = ("net", "method", "epochs", "test_acc", "wall_s")
 _METRICS = {"train_loss": float, "train_acc": float}
 
 
@@ -53,26 +58,6 @@ def _fits(val, typ) -> bool:
     if isinstance(val, bool):
         return False
     return isinstance(val, (int, float)) if typ is float else isinstance(val, typ)
-
-
-def _check_run_files(path: Path, summary, metrics: list) -> None:
-    """UserError naming the file and key unless summary.json and metrics.jsonl hold what the report reads."""
-    where = path / "summary.json"
-    if not isinstance(summary, dict):
-        raise UserError(f"{where} is not a run summary (a JSON object); re-run the training with --save")
-    missing = [k for k in _SUMMARY if k not in summary]
-    if missing:
-        raise UserError(f"{where} lacks {', '.join(missing)}; give run directories written by `neuroplast train --save`")
-    bad = [k for k, typ in _SUMMARY.items() if not _fits(summary[k], typ)]
-    rates = summary.get("firing_rates", {})
-    if not (isinstance(rates, dict) and all(_fits(v, float) for v in rates.values())):
-        bad.append("firing_rates")
-    if bad:
-        raise UserError(f"{where}: {', '.join(bad)} of the wrong type; re-run the training with --save")
-    for i, row in enumerate(metrics, 1):
-        if not (isinstance(row, dict) and all(_fits(row.get(k), typ) for k, typ in _METRICS.items())):
-            raise UserError(f"{path / 'metrics.jsonl'}: line {i} is not an epoch record with train_loss and "
-                            "train_acc; re-run the training with --save")
 
 
 def _ms(xs: list[float]) -> tuple[float, float]:
@@ -186,8 +171,9 @@ def _is_whole_folder(parent: str, runs: list[str]) -> bool:
 
 
 def write_report(res: dict, out_dir: str | Path, *, name: str = "report", command: str = "") -> list[Path]:
-    """Write NAME.md, NAME.json and the figures into ``out_dir``; figures of an earlier report of the same
-    name that this one does not have (e.g. costs without --hw) are removed, so the folder holds one report."""
+    """Write NAME.md, NAME.json and the figures into ``out_dir`` (all or none: ``fileio.write_files``); figures
+    of an earlier report of the same name that this one does not have (e.g. costs without --hw) are removed,
+    so the folder holds one report."""
     check_report_name(name)
     out = Path(out_dir)
     lines = [f"# Training report: {', '.join(sorted({t['net'] for t in res['table']}))}", ""]
@@ -232,8 +218,9 @@ def write_report(res: dict, out_dir: str | Path, *, name: str = "report", comman
     if res.get("raster"):
         figs.append(("raster", _plot_raster))
     lines += ["", *(f"![{what}]({name}_{what}.png)" for what, _ in figs), ""]
-    paths = [atomic_write_text(out / f"{name}.md", "\n".join(lines)), atomic_write_json(out / f"{name}.json", res),
-             *(plot(res, out / f"{name}_{what}.png") for what, plot in figs)]
+    paths = write_files(out, {f"{name}.md": lambda p: atomic_write_text(p, "\n".join(lines)),
+                              f"{name}.json": lambda p: atomic_write_json(p, res),
+                              **{f"{name}_{what}.png": partial(plot, res) for what, plot in figs}})   # all or nothing
     for what in set(FIGURES) - {what for what, _ in figs}:
         (out / f"{name}_{what}.png").unlink(missing_ok=True)
     return paths

@@ -7,13 +7,14 @@ from __future__ import annotations
 import json
 import shutil
 import sys
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
 
-from .data import load_dataset, normalizes
+from .data import DATASETS, ENCODINGS, load_dataset, normalizes
 from .data.datasets import Dataset, Split
-from .errors import UserError
+from .errors import DataError, UserError
 from .fileio import atomic_write_json, folder_problem, make_temp_dir
 from .snn import LIFParams, Network, build_network
 from .snn.fold_input import fold_input_norm
@@ -123,11 +124,24 @@ def _remove(path: Path) -> None:
         path.unlink(missing_ok=True)
 
 
+def _check_finite(state: dict, source: str) -> None:
+    """UserError naming ``source`` and the first tensor of ``state`` that holds NaN or Inf values."""
+    bad = {k: int((~torch.isfinite(v)).sum()) for k, v in state.items()
+           if isinstance(v, torch.Tensor) and (v.is_floating_point() or v.is_complex())}
+    bad = {k: n for k, n in bad.items() if n}
+    if bad:
+        key, n = next(iter(bad.items()))
+        more = f" (and {len(bad) - 1} more tensors)" if len(bad) > 1 else ""
+        raise UserError(f"{source}: {key} holds {n} NaN/Inf values{more}; the run diverged: retrain it (lower --lr)")
+
+
 def load_weights(net: Network, state, what: str, *, strict: bool = True) -> None:
-    """Load ``state`` into ``net``, or a one-line UserError ``what: <the first parameter that does not fit>``.
-    ``strict=False`` still needs every weight and bias (only other state, e.g. an estimator's, may differ)."""
+    """Load ``state`` into ``net``, or a one-line UserError ``what: <the first parameter that does not fit>``
+    (NaN/Inf values are refused, ``_check_finite``). ``strict=False`` still needs every weight and bias (only
+    other state, e.g. an estimator's, may differ)."""
     if not isinstance(state, dict):
         raise UserError(f"{what}: the file holds no state dict of weights")
+    _check_finite(state, "the weights")
     own = net.state_dict()
     problem = None
     for key, val in state.items():
@@ -152,10 +166,39 @@ def load_weights(net: Network, state, what: str, *, strict: bool = True) -> None
         raise UserError(f"{what}: {problem}")
 
 
+#: the files of a meta-training folder (``neuroplast meta-train --out``); the first three, which a training
+#: run never has, mark one (commands on runs refuse it by name)
+META_FILES = ("best.pt", "last.pt", "history.jsonl", "config.json", "summary.json")
+
+#: what commands read from summary.json (key -> type, checked where present) and from its "activity"
+SUMMARY_TYPES = {"net": str, "method": str, "epochs": int, "test_acc": float, "wall_s": float, "precision": str,
+                 "trainable": str, "estimator": str, "firing_rates": dict[str, float], "activity": dict}
+ACTIVITY_TYPES = {"samples": int, "updates": int, "noise_draws": int, "input_events": str,
+                  "train_spikes": dict[str, float], "train_synops": dict[str, float]}
+
+
+@contextmanager
+def _naming(path: Path):
+    """Prefix a UserError about a setting (a data file's DataError passes as it is) with ``path``."""
+    try:
+        yield
+    except DataError:
+        raise
+    except UserError as exc:
+        if str(exc).startswith(str(path)):
+            raise
+        raise type(exc)(f"{path}: {exc}") from None
+
+
 def read_run_config(run_dir: str | Path) -> dict:
-    """The settings of a run directory (its config.json), checked: keys and value types of ``TrainConfig``."""
+    """The settings of a run directory (its config.json), checked: keys, value types, ranges and names."""
+    from .learn import make_rule
+    from .snn import make_estimator
     from .spec import config_from_dict
     path = Path(run_dir) / "config.json"
+    if any((Path(run_dir) / name).is_file() for name in META_FILES[:3]) and not (Path(run_dir) / "weights.pt").exists():
+        raise UserError(f"{run_dir} is a meta-training folder (learned optimizer), not a training run: pass a "
+                        "folder written by `neuroplast train --save`")
     try:
         values = json.loads(path.read_text(encoding="utf-8"))
     except (FileNotFoundError, NotADirectoryError):
@@ -168,8 +211,58 @@ def read_run_config(run_dir: str | Path) -> dict:
     if not isinstance(values, dict):
         raise UserError(f"{path} is not a run configuration (a JSON object of settings; it holds a "
                         f"{type(values).__name__}); re-run the training with --save")
-    config_from_dict(values, source=str(path))
+    with _naming(path):
+        cfg = config_from_dict(values, source=str(path)).resolved()
+        make_rule(cfg.method)
+        make_estimator(cfg.estimator)
+        for what, name, known in (("data set", cfg.dataset, DATASETS), ("encoding", cfg.encoding, ENCODINGS)):
+            if name not in known:
+                raise UserError(f"unknown {what} {name!r}; valid: {', '.join(known)}")
     return values
+
+
+def read_summary(run_dir: str | Path, required: tuple[str, ...] = ()) -> dict:
+    """A run's summary.json, checked: a JSON object with the ``required`` keys, and the types of
+    ``SUMMARY_TYPES`` and ``ACTIVITY_TYPES`` where it has those keys; a UserError naming the file otherwise."""
+    from .spec import _type_ok
+    path = Path(run_dir) / "summary.json"
+    try:
+        summary = json.loads(path.read_text(encoding="utf-8"))
+    except (FileNotFoundError, NotADirectoryError):
+        raise UserError(f"{path} not found: give a run directory written by `neuroplast train --save`") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise UserError(f"{path}: a run file is corrupt ({exc}); re-run the training with --save") from None
+    except OSError as exc:
+        raise UserError(f"{path} cannot be read ({exc.strerror or exc}); give a run directory written by "
+                        "`neuroplast train --save`") from None
+    if not isinstance(summary, dict):
+        raise UserError(f"{path} is not a run summary (a JSON object); re-run the training with --save")
+    missing = [k for k in required if k not in summary]
+    if missing:
+        raise UserError(f"{path} lacks {', '.join(missing)}; give run directories written by `neuroplast train --save`")
+    act = summary.get("activity") or {}
+    bad = [k for k, typ in SUMMARY_TYPES.items() if k in summary and not _type_ok(summary[k], typ)]
+    if isinstance(act, dict):
+        bad += [f"activity.{k}" for k, typ in ACTIVITY_TYPES.items() if k in act and not _type_ok(act[k], typ)]
+    if bad:
+        raise UserError(f"{path}: {', '.join(bad)} of the wrong type; re-run the training with --save")
+    return summary
+
+
+def read_weights(run_dir: str | Path) -> dict:
+    """The state dict of a run's weights.pt, checked to be finite (``_check_finite``)."""
+    path = Path(run_dir) / "weights.pt"
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)["state_dict"]
+    except FileNotFoundError:
+        raise UserError(f"{path} not found; re-run the training with --save") from None
+    except Exception as exc:  # truncated or foreign file: torch raises several types
+        raise UserError(f"{path} is not a neuroplast weights file ({type(exc).__name__}); "
+                        "re-run the training with --save") from None
+    if not isinstance(state, dict):
+        raise UserError(f"{path} is not a neuroplast weights file (no state dict); re-run the training with --save")
+    _check_finite(state, str(path))
+    return state
 
 
 def load_run(run_dir: str | Path, data_dir: str | None = None) -> tuple[TrainConfig, Network, Dataset]:
@@ -179,17 +272,11 @@ def load_run(run_dir: str | Path, data_dir: str | None = None) -> tuple[TrainCon
     values = read_run_config(run_dir)
     if data_dir is not None:
         values["data_dir"] = data_dir
-    cfg = config_from_dict(values, source=str(run_dir / "config.json")).resolved()
-    try:
-        blob = torch.load(run_dir / "weights.pt", map_location="cpu", weights_only=True)
-        state = blob["state_dict"]
-    except FileNotFoundError:
-        raise UserError(f"{run_dir / 'weights.pt'} not found; re-run the training with --save") from None
-    except Exception as exc:  # truncated or foreign file: torch raises several types
-        raise UserError(f"{run_dir / 'weights.pt'} is not a neuroplast weights file ({type(exc).__name__}); "
-                        "re-run the training with --save") from None
-    data = load_data(cfg)
-    net = make_network(cfg, data)
+    state = read_weights(run_dir)
+    with _naming(run_dir / "config.json"):
+        cfg = config_from_dict(values, source=str(run_dir / "config.json")).resolved()
+        data = load_data(cfg)
+        net = make_network(cfg, data)
     load_weights(net, state, f"{run_dir / 'weights.pt'} does not fit the network {cfg.net!r} of its config")
     net.eval()
     return cfg, net, data

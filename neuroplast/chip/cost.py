@@ -28,9 +28,7 @@ layer needs max(⌈N/neurons per core⌉, ⌈fan-in synapse bits/synaptic memory
 """
 from __future__ import annotations
 
-import json
 import math
-from pathlib import Path
 
 import torch
 
@@ -202,15 +200,13 @@ def core_mapping(rows: list[dict], chip: Chip, *, learn_entries: int = 0, hidden
 
 
 def run_cost(run_dir, hw: str, data_dir: str | None = None) -> dict:
-    from ..runs import load_run
+    """The training cost (``cost_model``) of a run directory on chip ``hw``, from its summary.json's activity."""
+    from ..runs import load_run, read_summary
     from .hardware import load_chip
+    summary = read_summary(run_dir)
     cfg, net, data = load_run(run_dir, data_dir)
     normalised = not data.norm.identity
     data = data.intensities()   # a chip is sent intensities (runs.chip_view): their zeros send nothing
-    try:
-        summary = json.loads((Path(run_dir) / "summary.json").read_text())
-    except (FileNotFoundError, json.JSONDecodeError) as exc:
-        raise UserError(f"{Path(run_dir) / 'summary.json'} is missing or corrupt ({type(exc).__name__})") from None
     source = "recorded"
     act = summary.get("activity") or {}
     if "train_synops" not in act or not act.get("samples"):  # runs from before SynOps were recorded
@@ -248,6 +244,9 @@ def reconstruct_activity(act: dict, net, data, cfg) -> dict:
                             "from spike totals: re-run the training with this version of neuroplast")
         if name == "input":
             synops[name] = input_synops(net, data, cfg)
+        elif name not in act["train_spikes"]:
+            raise CostUnavailable(f"the recorded activity has no spike total of layer {name} of network {cfg.net!r}; "
+                                  "re-run the training with --save")
         else:
             synops[name] = act["train_spikes"][name] * float(f.max())
     return {**act, "samples": cfg.epochs * len(data.train), "train_synops": synops}

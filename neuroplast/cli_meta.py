@@ -103,13 +103,16 @@ def cmd_meta_train(args) -> dict:
 def cmd_meta_bench(args) -> dict:
     import time
 
-    from .optim import MetaConfig, meta_train
+    from .optim import MetaConfig, load_checkpoint, meta_train
     from .optim.bench import BenchConfig, run_bench, write_bench_report
     _check_device(args.device)
     check_output_dir(args.out, "--out")
     if args.cache:
         check_output_dir(args.cache, "--cache")
     task = load_task(args.task)
+    if not task["bench"]:
+        raise UserError(f"task {args.task}: no [bench] table; meta-bench needs one with the target (dataset, net, "
+                        "horizon, ...), the sweeps and the learned checkpoints: see tasks/meta_digits_conv.toml")
     bench = dict(task["bench"])
     if args.seeds is not None:
         bench["seeds"] = args.seeds
@@ -126,6 +129,12 @@ def cmd_meta_bench(args) -> dict:
     cfg = BenchConfig.from_dict(bench)
     args.cache = args.cache or None
     t0 = time.perf_counter()
+    for label, path in cfg.learned.items():   # the checkpoints there are read before any meta-training or sweep
+        if Path(path).exists():
+            load_checkpoint(path)
+        elif Path(path).name not in ("best.pt", "last.pt"):
+            raise UserError(f"learned optimizer {label!r}: {path} does not exist, and meta-training would write "
+                            f"best.pt and last.pt; name one of them, e.g. {Path(path).parent / 'best.pt'}")
     for label, path in cfg.learned.items():
         if Path(path).is_file():
             continue

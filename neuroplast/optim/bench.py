@@ -146,6 +146,7 @@ def smoothed(losses: list[float], at: int) -> float:
 
 def run_bench(cfg: BenchConfig, *, progress: bool = True, cache_dir: str | Path | None = None) -> dict:
     from ..data import load_dataset, normalizes
+    models = {label: load_checkpoint(path) for label, path in cfg.learned.items()}   # a bad one fails before the sweeps
     data = load_dataset(cfg.dataset, data_dir=cfg.data_dir, val_fraction=cfg.val_fraction, time_steps=cfg.time_steps,
                         normalize=normalizes(cfg.encoding))
 
@@ -192,7 +193,7 @@ def run_bench(cfg: BenchConfig, *, progress: bool = True, cache_dir: str | Path 
                  {"opt": name, "lr": lr, "steps": long_h})
     learned = {}
     for label, path in cfg.learned.items():
-        model, blob = load_checkpoint(path)
+        model, blob = models[label]
         model.requires_grad_(False)
         learned[label] = learned_summary(path, model, blob)
         digest = hashlib.sha1(Path(path).read_bytes()).hexdigest()

@@ -10,6 +10,7 @@ a file from another version or a corrupt file fails with a message that says wha
 """
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import torch
@@ -35,13 +36,20 @@ def save_checkpoint(path: str | Path, model: CoordinateLSTM, meta: dict | None =
 def load_checkpoint(path: str | Path, map_location="cpu") -> tuple[CoordinateLSTM, dict]:
     """Read a checkpoint -> (model, whole blob). Clear errors for missing, corrupt or foreign files."""
     path = Path(path)
+    if path.is_dir():
+        raise DataError(f"learned-optimizer checkpoint {path} is a folder; give the checkpoint in it, e.g. "
+                        f"{path / 'best.pt'}")
     if not path.is_file():
         raise DataError(f"learned-optimizer checkpoint {path} not found; train one with `neuroplast meta-train`")
     try:
-        blob = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as exc:  # truncated or not a torch file: torch raises several types
-        raise DataError(f"{path} is not a readable learned-optimizer checkpoint ({type(exc).__name__}: {exc}); "
-                        "it may be truncated — re-run `neuroplast meta-train`") from None
+        with warnings.catch_warnings():   # e.g. torch's "Detected pickle protocol 4" for a foreign file
+            warnings.simplefilter("ignore")
+            blob = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as exc:  # torch raises several types, with many lines that suggest weights_only=False
+        reason = "permission denied" if isinstance(exc, PermissionError) else \
+            f"truncated, corrupt or not written by torch.save: {type(exc).__name__}"
+        raise DataError(f"{path} is not a readable learned-optimizer checkpoint ({reason}): re-run "
+                        "`neuroplast meta-train`") from None
     if not isinstance(blob, dict) or blob.get("format") != FORMAT:
         raise DataError(f"{path} is not a neuroplast learned-optimizer checkpoint (no {FORMAT!r} tag)")
     if blob.get("version") != VERSION:
@@ -51,7 +59,8 @@ def load_checkpoint(path: str | Path, map_location="cpu") -> tuple[CoordinateLST
         model = CoordinateLSTM(**blob["config"])
         model.load_state_dict(blob["state_dict"])
     except (TypeError, ValueError, RuntimeError, KeyError) as exc:
-        raise DataError(f"{path}: its LSTM does not match this neuroplast's architecture ({exc}); "
+        why = " ".join(str(exc).split())   # load_state_dict lists every mismatch on lines of its own
+        raise DataError(f"{path}: its LSTM does not match this neuroplast's architecture ({why}); "
                         "meta-train it again with this version") from None
     return model, blob
 

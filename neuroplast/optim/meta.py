@@ -39,6 +39,7 @@ from tqdm import tqdm
 
 from ..errors import TrainingDiverged, UserError
 from ..fileio import atomic_write_json, atomic_write_text, check_output_dir, json_finite
+from ..runs import META_FILES  # a foreign file in a meta folder is left alone, also by --overwrite
 from .learned import load_checkpoint, save_checkpoint
 from .lstm import CoordinateLSTM, detach_state
 from .meta_config import META_GRADS, WEIGHTS, MetaConfig, ProblemSampler
@@ -174,6 +175,10 @@ class _MetaRun:
     def load(self) -> dict | None:
         """Continue last.pt: its LSTM, Adam state and counters; returns its ``resume`` entry (or None)."""
         model, blob = load_checkpoint(self.last)
+        missing = [k for k in ("opt", "iteration", "best_score", "restores", "next_seed", "history") if k not in blob]
+        if missing:
+            raise UserError(f"--resume: {self.last} is a learned optimizer without meta-training state (no "
+                            f"{missing[0]}), not a last.pt of meta-train; start over with --overwrite")
         _check_resume(self.cfg, blob, self.out)
         saved = _resume_state(blob, self.last)
         self.model, self.opt = model, _meta_optimizer(model, self.cfg)
@@ -306,7 +311,7 @@ class _MetaRun:
             raise TrainingDiverged(
                 f"meta-training diverged: {self.streak} non-finite meta-losses in a row at iteration {self.it}, each "
                 f"from the last good LSTM; lower --meta-lr or --scale-lr (now {self.cfg.meta_lr:g}, "
-                f"{self.cfg.scale_lr:g})")
+                f"{self.cfg.scale_lr:g})" + (f" or --pes-sigma (now {self.cfg.pes_sigma:g})" if self.pes else ""))
         self.model.load_state_dict(self.good[0])
         # Adam adopts the tensors it is given and steps them in place
         self.opt.load_state_dict(copy.deepcopy(self.good[1]))
@@ -343,19 +348,70 @@ class _MetaRun:
 
 def meta_train(cfg: MetaConfig, out: str | Path, *, resume: bool = False, overwrite: bool = False,
                progress: bool = True) -> dict:
-    """Meta-train; writes ``out``/{config.json, history.jsonl, last.pt, best.pt, summary.json}."""
+    """Meta-train; writes ``out``/{config.json, history.jsonl, last.pt, best.pt, summary.json}. ``out`` is new or
+    empty, or a meta-training folder to continue (``resume``) or to start over in (``overwrite``: its files are
+    removed first); a run that stops before its first last.pt removes what it wrote."""
     cfg.validate()
     out = check_output_dir(out, "meta-training folder")
+    _check_out(out, resume, overwrite)
     last = out / "last.pt"
-    if last.exists() and not (resume or overwrite):
-        raise UserError(f"{out} already holds a meta-training run; pass --resume to continue it or --overwrite")
     torch.manual_seed(cfg.seed)
     sampler = ProblemSampler(cfg)
     sampler.check()
     run = _MetaRun(cfg, out, sampler, progress)
-    run.start(run.load() if resume and last.exists() else None)
-    if run.it == 0 and not run.history:
-        run.record_eval()   # the untrained optimizer (Adam-like at init_lr for the adam variant) is a candidate too
-    while run.it < cfg.meta_iters:
-        run.iteration()
-    return run.finish()
+    saved = run.load() if resume else None
+    created = [p for p in (out, *out.parents) if not p.exists()]   # folders this run makes, deepest first
+    if overwrite:
+        _remove_meta_files(out)
+    try:
+        run.start(saved)
+        if run.it == 0 and not run.history:
+            run.record_eval()   # the untrained optimizer (Adam-like at init_lr for the adam variant) is a candidate too
+        while run.it < cfg.meta_iters:
+            run.iteration()
+        return run.finish()
+    except BaseException:
+        # a failure (or Ctrl-C) before the first last.pt leaves nothing to resume: take back what this run wrote;
+        # once last.pt exists the folder stays, to be continued with --resume
+        if not resume and not last.exists():
+            _remove_meta_files(out)
+            for folder in created:
+                try:
+                    folder.rmdir()
+                except OSError:
+                    break
+        raise
+
+
+def _remove_meta_files(out: Path) -> None:
+    for name in META_FILES:
+        (out / name).unlink(missing_ok=True)
+
+
+def _check_out(out: Path, resume: bool, overwrite: bool) -> None:
+    """UserError unless ``out`` may take this run: a new or empty folder (not with --resume), or a meta-training
+    folder (its config.json has meta_iters) to continue (--resume, its last.pt) or to start over in (--overwrite).
+    A training run or another non-empty folder is never written into."""
+    if resume and overwrite:
+        raise UserError("--resume and --overwrite exclude each other: --resume continues DIR/last.pt, --overwrite "
+                        "starts over; give one")
+    if not out.exists() or not any(out.iterdir()):
+        if resume:
+            raise UserError(f"--resume: {out} holds no meta-training run to continue; drop --resume to start one")
+        return
+    try:
+        values = json.loads((out / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        values = None
+    if not (isinstance(values, dict) and "meta_iters" in values):
+        kind = "a training run of `neuroplast train`" if isinstance(values, dict) and "epochs" in values else \
+            "a non-empty folder"
+        raise UserError(f"{out} is {kind}, not a meta-training folder; meta-train writes only into a new or empty "
+                        "folder or into a meta-training folder (never into others, also not with --overwrite): give "
+                        "another folder")
+    if resume and not (out / "last.pt").is_file():
+        raise UserError(f"--resume: {out} has no last.pt (meta-training stopped before its first checkpoint); "
+                        "start over with --overwrite")
+    if not (resume or overwrite):
+        raise UserError(f"{out} already holds a meta-training run; pass --resume to continue it or --overwrite to "
+                        "start over")

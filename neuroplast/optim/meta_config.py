@@ -17,6 +17,11 @@ from .problems import NoisyQuadratic, SNNProblem
 
 WEIGHTS = ("sum", "normalized", "late", "log")
 META_GRADS = ("bptt", "pes")
+#: largest meta_lr, scale_lr and init_lr: far beyond any that learns, well below where Adam's float32 step
+#: overflows (about 3e37, a RuntimeError in its step)
+MAX_RATE = 1e9
+#: largest seed: the problem seeds (seed·100003 + n) must stay within torch's 64-bit generator seeds
+MAX_SEED = 2 ** 40
 
 
 @dataclass
@@ -80,12 +85,22 @@ class MetaConfig:
                 raise SpecError(f"meta {name} must be >= 1, got {getattr(self, name)}")
         if self.horizon_start < 0:
             raise SpecError(f"meta horizon_start must be >= 0 (0: no curriculum), got {self.horizon_start}")
+        if self.horizon_start > self.horizon:
+            raise SpecError(f"meta horizon_start ({self.horizon_start}) must be <= horizon ({self.horizon}): the "
+                            "curriculum grows the horizon from horizon_start to horizon; lower it or raise horizon")
         rates = (self.meta_lr, self.scale_lr, self.clip, self.init_lr)
         if not (all(math.isfinite(x) for x in rates) and self.meta_lr > 0 and self.scale_lr >= 0 and self.clip > 0
                 and self.init_lr > 0):
             raise SpecError("meta_lr, clip and init_lr must be finite and > 0, and scale_lr finite and >= 0 (0 keeps "
                             f"the step size at init_lr); got {self.meta_lr}, {self.clip}, {self.init_lr} and "
                             f"{self.scale_lr}")
+        for name in ("meta_lr", "scale_lr", "init_lr"):
+            if getattr(self, name) > MAX_RATE:
+                raise SpecError(f"{name} = {getattr(self, name):g} is too large (at most {MAX_RATE:g}; the "
+                                f"default is {getattr(MetaConfig, name):g}); give a smaller one")
+        if not 0 <= self.seed <= MAX_SEED:
+            raise SpecError(f"meta seed must be in [0, 2^40] (its problem seeds count up from seed·100003), got "
+                            f"{self.seed}")
         if not (math.isfinite(self.noise) and self.noise >= 0):
             raise SpecError(f"meta noise must be a finite number >= 0, got {self.noise}")
         if not self.save_every_s > 0:

@@ -29,6 +29,8 @@ def add_parsers(sub, common) -> None:
     rp.add_argument("--out", default="reports", metavar="DIR", help="where NAME.md and its figures go")
     rp.add_argument("--name", default="report", help="file name stem (default report)")
     rp.add_argument("--overwrite", action="store_true", help="replace an existing report of this name")
+    rp.add_argument("--data-dir", default=None, help="folder with the runs' data sets (default: as each run "
+                    "recorded it, or NEUROPLAST_DATA)")
     rp.add_argument("--hw", default="loihi1", help="chip for the cost table ('' for none)")
     rp.add_argument("--grad-batches", type=int, default=8, metavar="N",
                     help="mini-batches for the gradient variance of each run's rule at its trained weights (0: skip)")
@@ -151,7 +153,8 @@ def cmd_report(args) -> dict:
     check_output_dir(args.out, "--out")
     check_report_name(args.name)
     check_output_file(Path(args.out) / f"{args.name}.md", "report", overwrite=args.overwrite)
-    res = build_report(args.run_dirs, hw=args.hw or None, grad_batches=args.grad_batches, device=str(device))
+    res = build_report(args.run_dirs, hw=args.hw or None, grad_batches=args.grad_batches, device=str(device),
+                       data_dir=args.data_dir)
     paths = write_report(res, args.out, name=args.name, command="neuroplast " + " ".join(sys.argv[1:]))
     for t in res["table"]:
         print(f"{t['method']:>20}: {100 * t['test_acc_mean']:.2f} ± {100 * t['test_acc_std']:.2f}% ({t['runs']} runs)",

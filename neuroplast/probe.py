@@ -130,7 +130,8 @@ def _plot(rows: list[dict], path: Path) -> Path:
     for ax, title in zip(axes, ("gradient variance (log)", "cosine to reference")):
         ax.set_xticks([j + 0.4 - width / 2 for j in range(len(layers))], layers)
         ax.set_title(title)
-    axes[0].set_yscale("log")
+    from .report import log_y_if_positive
+    log_y_if_positive(axes[0])
     axes[1].set_ylim(-0.1, 1.05)
     axes[1].legend(fontsize=7, loc="lower left")
     fig.tight_layout()

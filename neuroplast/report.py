@@ -16,6 +16,7 @@ comes from the run directories on disk, plus two cheap re-computations on the sa
 from __future__ import annotations
 
 import json
+import math
 import statistics
 from collections import defaultdict
 from functools import partial
@@ -64,7 +65,7 @@ def _ms(xs: list[float]) -> tuple[float, float]:
     return statistics.fmean(xs), (statistics.stdev(xs) if len(xs) > 1 else 0.0)
 
 
-def _grad_rows(runs: list[dict], grad_batches: int, device: str = "cpu") -> list[dict]:
+def _grad_rows(runs: list[dict], grad_batches: int, device: str = "cpu", data_dir: str | None = None) -> list[dict]:
     """Per-layer gradient variance of each run's rule at its trained weights (see the module docstring),
     computed on ``device`` (not the device the run was trained on)."""
     import dataclasses
@@ -73,7 +74,7 @@ def _grad_rows(runs: list[dict], grad_batches: int, device: str = "cpu") -> list
     from .runs import load_run
     rows = []
     for r in runs:
-        cfg, net, _ = load_run(r["path"])
+        cfg, net, _ = load_run(r["path"], data_dir)
         cfg = dataclasses.replace(cfg, device=device)
         res = probe_gradients(cfg, methods=[cfg.method], weights=net.state_dict(), max_batches=grad_batches)
         trained = {"readout"} if getattr(cfg, "trainable", "all") == "readout" else None   # readout-only control
@@ -81,13 +82,13 @@ def _grad_rows(runs: list[dict], grad_batches: int, device: str = "cpu") -> list
     return rows
 
 
-def _raster(run: dict, sample: int = 0) -> dict:
+def _raster(run: dict, sample: int = 0, data_dir: str | None = None) -> dict:
     """Spikes [T, N] per spiking layer of test sample ``sample`` through the run's saved network."""
     import torch
 
     from .data import encode
     from .runs import load_run
-    cfg, net, data = load_run(run["path"])
+    cfg, net, data = load_run(run["path"], data_dir)
     x = encode(cfg.encoding, data.test.x[sample:sample + 1], cfg.time_steps, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         res = net.simulate(x)
@@ -98,9 +99,9 @@ def _raster(run: dict, sample: int = 0) -> dict:
 
 
 def build_report(run_dirs: list[str | Path], hw: str | None = "loihi1", grad_batches: int = 8,
-                 device: str = "cpu") -> dict:
+                 device: str = "cpu", data_dir: str | None = None) -> dict:
     """Tables and figure data of the report; ``grad_batches`` = 0 skips the gradient variance (else
-    computed on ``device``)."""
+    computed on ``device``); ``data_dir``: where the runs' data sets are (default: as each run recorded)."""
     if isinstance(grad_batches, bool) or not isinstance(grad_batches, int) or grad_batches < 0:
         raise UserError(f"--grad-batches must be >= 0 (0 skips the gradient variance), got {grad_batches}")
     if hw:
@@ -143,13 +144,13 @@ def build_report(run_dirs: list[str | Path], hw: str | None = "loihi1", grad_bat
     grads = []
     if grad_batches > 0:
         for method, rs in groups.items():
-            rows = _grad_rows(rs, grad_batches, device)
+            rows = _grad_rows(rs, grad_batches, device, data_dir)
             for layer in dict.fromkeys(row["layer"] for row in rows):
                 mine = [row for row in rows if row["layer"] == layer]
                 grads.append({"method": method, "layer": layer, "batches": mine[0]["batches"], "runs": len(mine),
                               **{k: statistics.fmean(row[k] for row in mine) for k in ("variance", "rel_variance", "cosine")}})
     return {"runs": [r["path"] for r in runs], "table": table, "costs": costs, "cost_notes": cost_notes, "hw": hw, "gradients": grads,
-            "raster": _raster(runs[0]) if runs else None,
+            "raster": _raster(runs[0], data_dir=data_dir) if runs else None,
             "curves": {m: [r["metrics"] for r in rs] for m, rs in groups.items()}}
 
 
@@ -328,7 +329,7 @@ def _plot_gradients(res: dict, path: Path) -> Path:
                                    for m in methods})
         ax.set_ylabel(label, fontsize=9)
     axes[1].set_xlabel("layer")
-    axes[0].set_yscale("log")
+    log_y_if_positive(axes[0])
     axes[1].set_ylim(-1.05, 1.05)
     axes[0].legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), title="method")
     axes[1].axhline(0, color="grey", lw=0.8)
@@ -336,6 +337,13 @@ def _plot_gradients(res: dict, path: Path) -> Path:
                  fontsize=10)
     fig.tight_layout()
     return _save(fig, path)
+
+
+def log_y_if_positive(ax) -> None:
+    """A log y axis where some bar is positive; linear where none is (a variance over one mini-batch is 0),
+    which a log axis cannot show."""
+    if any(math.isfinite(p.get_height()) and p.get_height() > 0 for p in ax.patches):
+        ax.set_yscale("log")
 
 
 def _plot_raster(res: dict, path: Path) -> Path:

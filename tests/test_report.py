@@ -5,6 +5,7 @@ import shutil
 
 import matplotlib.image as mpimg
 import pytest
+from conftest import DATA_ROOT
 
 from neuroplast.cli import main
 
@@ -141,3 +142,19 @@ def test_report_command_names_the_folder_glob_only_for_the_whole_folder(tiny_run
         command = re.search(r"Command: `(.*)`", (tmp_path / "rep" / "report.md").read_text()).group(1)
         assert command == "neuroplast " + " ".join(argv).replace(" ".join(given), expect), command
     capsys.readouterr()
+
+
+@pytest.mark.skipif(not (DATA_ROOT / "nmnist-small").is_dir(), reason="N-MNIST subset not found")
+def test_report_takes_a_data_dir_for_runs_that_recorded_none(tmp_path, capsys, monkeypatch):
+    """A run saved without a data folder (NEUROPLAST_DATA, or data since moved) is reported with --data-dir."""
+    monkeypatch.delenv("NEUROPLAST_DATA", raising=False)
+    run = tmp_path / "run"
+    assert main(["train", "--task", "nmnist", "--data-dir", str(DATA_ROOT), "--net", "2x34x34-16-10", "--time-steps",
+                 "4", "--epochs", "1", "--save", str(run), "--no-progress"]) == 0
+    cfg = json.loads((run / "config.json").read_text())
+    (run / "config.json").write_text(json.dumps({**cfg, "data_dir": None}))
+    capsys.readouterr()
+    argv = ["report", str(run), "--out", str(tmp_path / "rep"), "--grad-batches", "1", "--hw", ""]
+    _report_fails(capsys, *argv[1:], match=r"pass --data-dir DIR or set NEUROPLAST_DATA")
+    assert main([*argv, "--data-dir", str(DATA_ROOT)]) == 0
+    assert (tmp_path / "rep" / "report_raster.png").is_file()

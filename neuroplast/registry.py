@@ -5,6 +5,7 @@ and in task files; this is the one parser and builder they share."""
 from __future__ import annotations
 
 import inspect
+import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -21,15 +22,25 @@ def _parse_value(text: str) -> Any:
 
 
 def parse_options(spec: str) -> tuple[str, dict[str, Any]]:
-    """``"name:a=1,b=x"`` -> ("name", {"a": 1, "b": "x"})."""
-    name, _, rest = str(spec).strip().partition(":")
+    """``"name:a=1,b=x"`` -> ("name", {"a": 1, "b": "x"}); empty options and non-finite numbers are
+    SpecErrors (the one check every rule, estimator and on-chip method goes through)."""
+    name, colon, rest = str(spec).strip().partition(":")
+    name = name.strip().lower()
+    if colon and not rest.strip():
+        raise SpecError(f"{spec!r} has nothing after ':'; write {name} or {name}:key=value,key=value")
     opts = {}
-    for item in filter(None, (p.strip() for p in rest.split(","))):
+    for i, item in enumerate((p.strip() for p in rest.split(",")) if colon else ()):
+        if not item:
+            raise SpecError(f"empty option (option {i + 1}, between commas) in {spec!r}; "
+                            "write name:key=value,key=value without repeated or trailing commas")
         key, eq, val = item.partition("=")
         if not eq or not key.strip():
             raise SpecError(f"cannot parse option {item!r} in {spec!r}; write name:key=value,key=value")
-        opts[key.strip()] = _parse_value(val.strip())
-    return name.strip().lower(), opts
+        value = _parse_value(val.strip())
+        if isinstance(value, float) and not math.isfinite(value):
+            raise SpecError(f"{name}: {key.strip()} must be a finite number, got {val.strip()} (in {spec!r})")
+        opts[key.strip()] = value
+    return name, opts
 
 
 def build(spec: str, registry: Mapping[str, type], noun: str) -> Any:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 import tomllib
 import types
 import typing
@@ -14,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import SpecError
+from .registry import parse_options
 
 #: per-data-set defaults applied when the user gives no value
 DATASET_DEFAULTS: dict[str, dict[str, Any]] = {
@@ -24,6 +26,8 @@ DATASET_DEFAULTS: dict[str, dict[str, Any]] = {
 }
 OPTIMIZERS = ("sgd", "adam", "adamw", "rmsprop", "adagrad", "learned:PATH")
 SCHEDULES = ("cosine", "none")
+#: the largest epochs, batch size, time steps and layer size (far beyond any real run, far below int64)
+MAX_SIZE = 1_000_000
 
 
 @dataclass
@@ -72,8 +76,18 @@ class TrainConfig:
         if self.net is None or self.time_steps is None or self.encoding is None:
             raise SpecError(f"data set {self.dataset!r} has no defaults; give --net, --time-steps and --encoding")
         for name in ("epochs", "batch_size", "time_steps"):
-            if int(getattr(self, name)) < 1:
-                raise SpecError(f"{name} must be >= 1, got {getattr(self, name)}")
+            if not 1 <= int(getattr(self, name)) <= MAX_SIZE:
+                raise SpecError(f"{name} must be between 1 and {MAX_SIZE}, got {getattr(self, name)}")
+        for tok in str(self.net).split("-"):   # sizes in the network string (not the digits of a dropout rate)
+            sizes = [n.lstrip("0") for n in re.findall(r"(?<![.\d])\d+", tok)]
+            if any(len(n) > len(str(MAX_SIZE)) or int(n or 0) > MAX_SIZE for n in sizes):
+                raise SpecError(f"network {self.net!r}: layer {tok!r} has a size over {MAX_SIZE}; "
+                                "give sizes a network can have, e.g. 784-800-10")
+        for spec in (self.method, self.estimator):
+            parse_options(spec)   # empty options, non-finite numbers: before any run directory is made
+        if self.precision != "float" and self.reset != "hard":
+            raise SpecError(f"--precision {self.precision} trains Loihi's LIF, which resets to 0: use --reset hard "
+                            f"(got --reset {self.reset})")
         floats = ("lr", "weight_decay", "momentum", "mse_weight", "leak", "threshold", "val_fraction")
         for name in floats:
             val = getattr(self, name)

@@ -106,6 +106,11 @@ def load_chip(name_or_path: str | Path) -> Chip:
             raise SpecError(f"chip file {path}: missing field [chip] {key}")
     if chip["precision"] not in ("fixed", "float"):
         raise SpecError(f"chip file {path}: [chip] precision must be fixed or float, got {chip['precision']!r}")
+    for key, example in (("sources", '["a paper or datasheet"]'), ("estimated", '["energy.*", "time.*"]')):
+        val = chip.get(key, [])
+        if not isinstance(val, list) or not all(isinstance(v, str) for v in val):
+            raise SpecError(f"chip file {path}: [chip] {key} must be a list of strings, e.g. "
+                            f"{key} = {example}; got {val!r}")
     try:
         numerics = {k: _number(data["numerics"], "numerics", k, lo, hi, True) for k, (lo, hi) in NUMERICS.items()}
         if numerics["weight_exp_min"] > numerics["weight_exp_max"]:

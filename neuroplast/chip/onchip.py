@@ -67,6 +67,7 @@ Z = 1 << Z_SHIFT              # noise units emit z on a scale of 16 (Rademacher 
 GAUSS_MEAN = 4 * 255 // 2     # the mean of four 8-bit uniforms (510); their std is 147.8
 GAUSS_GAIN = 111              # 147.8·111/1024 ≈ 16 = Z: the sum is rescaled by 111 >> 10
 GAIN_SHIFT = 8                # noise_gain carries 8 fractional bits
+Z_MAX = ((4 * 255 - GAUSS_MEAN) * GAUSS_GAIN + 512) >> 10   # the largest |z| (55, gaussian)
 
 
 class NoiseUnits:
@@ -206,6 +207,10 @@ class OnChipLearner:
         self.gen = torch.Generator().manual_seed(seed)   # initial weights only; learning draws from chip.rng
         self.seed, self.samples_seen, self.batches_seen = seed, 0, 0
         self.trace_max = (1 << chip.numerics["trace_bits"]) - 1
+        sigma_max = ((1 << chip.numerics["graded_spike_bits"] - 1) - 1 - Q) * Z / (Q * Z_MAX)
+        if method != "dfa" and not sigma <= sigma_max:   # also catches nan and inf
+            raise SpecError(f"on-chip {method}: sigma={sigma} gives noise larger than a {chip.name} graded spike "
+                            f"holds; use sigma <= {sigma_max:.4g}")
         self.sigma_int = max(1, round(sigma * Q)) if method != "dfa" else 0
         self.sigma = self.sigma_int / Q
         self.noise_kind, self.site = noise, site

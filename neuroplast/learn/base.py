@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from ..registry import build
+from ..registry import build, parse_options
 from ..snn import Network
 
 Tensor = torch.Tensor
@@ -95,6 +95,7 @@ def make_rule(spec: str | Rule) -> Rule:
     """Build a rule from ``"name[:key=value,...]"``; unknown names list the valid ones."""
     if isinstance(spec, Rule):
         return spec
+    parse_options(spec)  # bad options fail quoting the spec as written, before the "+ll" rewrite
     name, _, opts = str(spec).partition(":")
     if name.strip().lower().endswith("+ll"):  # "opzo+ll:sigma=0.5" == "opzo:sigma=0.5,ll=1"
         has_ll = any(p.split("=")[0].strip() == "ll" for p in opts.split(","))

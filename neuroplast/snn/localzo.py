@@ -23,6 +23,7 @@ import math
 import torch
 
 from ..errors import SpecError
+from ..spec import MAX_SIZE
 from . import draws
 from .spikefn import SpikeEstimator, _SurrogateSpike
 
@@ -63,8 +64,8 @@ class LocalZO(SpikeEstimator):
 
     def __init__(self, m: int = 1, delta: float = 0.5, dist: str = "normal"):
         super().__init__()
-        if int(m) != m or m < 1:
-            raise SpecError(f"localzo needs an integer number of samples m >= 1, got {m}")
+        if int(m) != m or not 1 <= m <= MAX_SIZE:
+            raise SpecError(f"localzo needs an integer number of samples m >= 1 and <= {MAX_SIZE}, got {m}")
         if not float(delta) > 0:
             raise SpecError(f"localzo needs a perturbation scale delta > 0, got {delta}")
         if dist not in ABS_SAMPLERS:

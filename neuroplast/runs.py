@@ -199,18 +199,7 @@ def read_run_config(run_dir: str | Path) -> dict:
     if any((Path(run_dir) / name).is_file() for name in META_FILES[:3]) and not (Path(run_dir) / "weights.pt").exists():
         raise UserError(f"{run_dir} is a meta-training folder (learned optimizer), not a training run: pass a "
                         "folder written by `neuroplast train --save`")
-    try:
-        values = json.loads(path.read_text(encoding="utf-8"))
-    except (FileNotFoundError, NotADirectoryError):
-        raise UserError(f"{path} not found: give a run directory written by `neuroplast train --save`") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise UserError(f"{path} is corrupt ({exc}); re-run the training with --save") from None
-    except OSError as exc:
-        raise UserError(f"{path} cannot be read ({exc.strerror or exc}); give a run directory written by "
-                        "`neuroplast train --save`") from None
-    if not isinstance(values, dict):
-        raise UserError(f"{path} is not a run configuration (a JSON object of settings; it holds a "
-                        f"{type(values).__name__}); re-run the training with --save")
+    values = _read_json_object(path, "run configuration")
     with _naming(path):
         cfg = config_from_dict(values, source=str(path)).resolved()
         make_rule(cfg.method)
@@ -221,13 +210,10 @@ def read_run_config(run_dir: str | Path) -> dict:
     return values
 
 
-def read_summary(run_dir: str | Path, required: tuple[str, ...] = ()) -> dict:
-    """A run's summary.json, checked: a JSON object with the ``required`` keys, and the types of
-    ``SUMMARY_TYPES`` and ``ACTIVITY_TYPES`` where it has those keys; a UserError naming the file otherwise."""
-    from .spec import _type_ok
-    path = Path(run_dir) / "summary.json"
+def _read_json_object(path: Path, what: str) -> dict:
+    """The JSON object in a run's file ``path``; a UserError naming the file (and ``what`` it should be)."""
     try:
-        summary = json.loads(path.read_text(encoding="utf-8"))
+        values = json.loads(path.read_text(encoding="utf-8"))
     except (FileNotFoundError, NotADirectoryError):
         raise UserError(f"{path} not found: give a run directory written by `neuroplast train --save`") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
@@ -235,8 +221,18 @@ def read_summary(run_dir: str | Path, required: tuple[str, ...] = ()) -> dict:
     except OSError as exc:
         raise UserError(f"{path} cannot be read ({exc.strerror or exc}); give a run directory written by "
                         "`neuroplast train --save`") from None
-    if not isinstance(summary, dict):
-        raise UserError(f"{path} is not a run summary (a JSON object); re-run the training with --save")
+    if not isinstance(values, dict):
+        raise UserError(f"{path} is not a {what} (a JSON object; it holds a {type(values).__name__}); "
+                        "re-run the training with --save")
+    return values
+
+
+def read_summary(run_dir: str | Path, required: tuple[str, ...] = ()) -> dict:
+    """A run's summary.json, checked: a JSON object with the ``required`` keys, and the types of
+    ``SUMMARY_TYPES`` and ``ACTIVITY_TYPES`` where it has those keys; a UserError naming the file otherwise."""
+    from .spec import _type_ok
+    path = Path(run_dir) / "summary.json"
+    summary = _read_json_object(path, "run summary")
     missing = [k for k in required if k not in summary]
     if missing:
         raise UserError(f"{path} lacks {', '.join(missing)}; give run directories written by `neuroplast train --save`")

@@ -57,7 +57,7 @@ def test_non_finite_weights_are_refused_and_nothing_is_written(tiny_run, tmp_pat
 
 
 @pytest.mark.parametrize("edit,match", [
-    (lambda s: [1], r"summary\.json is not a run summary \(a JSON object\)"),
+    (lambda s: [1], r"summary\.json is not a run summary \(a JSON object"),
     (lambda s: {**s, "test_acc": "high"}, r"summary\.json: test_acc of the wrong type"),
     (lambda s: {**s, "activity": {**s["activity"], "samples": "x"}}, r"summary\.json: activity\.samples of the wrong type"),
     (lambda s: {**s, "activity": {**s["activity"], "train_synops": [1]}}, r"summary\.json: activity\.train_synops of"),

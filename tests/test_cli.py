@@ -233,7 +233,7 @@ def test_optimizer_numbers_are_checked_before_training(capsys, flags, match):
     ("[1, 2]", r"config.json is not a run configuration .* list"),
     ('"digits"', r"config.json is not a run configuration .* str"),
     (None, r"config.json: epochs must be an integer, got 'x'"),
-    ("{not json", r"config.json is corrupt"),
+    ("{not json", r"config.json: a run file is corrupt"),
 ])
 @pytest.mark.parametrize("command", [["probe-gradients", "--batches", "1", "--from-run"], ["chip", "eval"], ["cost"],
                                      ["report", "--grad-batches", "0", "--hw", ""]])

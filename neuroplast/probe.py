@@ -112,6 +112,13 @@ def write_probe_report(result: dict, out_dir: str | Path, command: str = "") -> 
                              "gradients.png": lambda p: _plot(rows, p)})
 
 
+def log_y_if_positive(ax) -> None:
+    """A log y axis where some bar is positive; linear where none is (a variance over one mini-batch is 0),
+    which a log axis cannot show."""
+    if any(math.isfinite(p.get_height()) and p.get_height() > 0 for p in ax.patches):
+        ax.set_yscale("log")
+
+
 def _plot(rows: list[dict], path: Path) -> Path:
     import matplotlib
     matplotlib.use("Agg")
@@ -130,7 +137,6 @@ def _plot(rows: list[dict], path: Path) -> Path:
     for ax, title in zip(axes, ("gradient variance (log)", "cosine to reference")):
         ax.set_xticks([j + 0.4 - width / 2 for j in range(len(layers))], layers)
         ax.set_title(title)
-    from .report import log_y_if_positive
     log_y_if_positive(axes[0])
     axes[1].set_ylim(-0.1, 1.05)
     axes[1].legend(fontsize=7, loc="lower left")

@@ -16,7 +16,6 @@ comes from the run directories on disk, plus two cheap re-computations on the sa
 from __future__ import annotations
 
 import json
-import math
 import statistics
 from collections import defaultdict
 from functools import partial
@@ -329,6 +328,7 @@ def _plot_gradients(res: dict, path: Path) -> Path:
                                    for m in methods})
         ax.set_ylabel(label, fontsize=9)
     axes[1].set_xlabel("layer")
+    from .probe import log_y_if_positive
     log_y_if_positive(axes[0])
     axes[1].set_ylim(-1.05, 1.05)
     axes[0].legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), title="method")
@@ -337,13 +337,6 @@ def _plot_gradients(res: dict, path: Path) -> Path:
                  fontsize=10)
     fig.tight_layout()
     return _save(fig, path)
-
-
-def log_y_if_positive(ax) -> None:
-    """A log y axis where some bar is positive; linear where none is (a variance over one mini-batch is 0),
-    which a log axis cannot show."""
-    if any(math.isfinite(p.get_height()) and p.get_height() > 0 for p in ax.patches):
-        ax.set_yscale("log")
 
 
 def _plot_raster(res: dict, path: Path) -> Path:

@@ -15,6 +15,7 @@ from . import cli_chip, cli_export, cli_lava, cli_meta
 from .data import dataset_names
 from .errors import Interrupted, NeuroplastError, UserError
 from .fileio import check_output_dir, check_output_file, json_finite
+from .limits import check_count
 from .spec import TrainConfig, config_from_dict, load_task_file
 
 #: the demo: digits, 64-256-10 SNN, BPTT, reaches >= 95% test accuracy in well under 2 min on 2 cores
@@ -172,8 +173,8 @@ def _cmd_probe(args) -> dict:
         check_output_dir(args.out, "--out")
     cfg = config_from_args(args)
     weights = read_weights(args.from_run) if args.from_run else None
-    if args.batches is not None and args.batches < 1:
-        raise UserError(f"--batches must be >= 1, got {args.batches}")
+    if args.batches is not None:
+        check_count("--batches", args.batches)
     estimators = args.estimators if (args.estimators or args.methods) else sorted(ESTIMATORS)
     result = probe_gradients(cfg, estimators, methods=args.methods, reference=args.reference,
                              max_batches=args.batches, weights=weights)

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import sys
 
+from .limits import check_count
+
 
 def add_parsers(sub, common) -> None:
     ch = sub.add_parser("chip", help="Loihi-style fixed-point execution of a trained run")
@@ -24,8 +26,8 @@ def cmd_chip(args) -> dict:
     from .errors import UserError
     if args.device not in (None, "cpu"):
         raise UserError(f"the fixed-point engine runs on the CPU (--device cpu); got {args.device!r}")
-    if args.limit is not None and args.limit < 1:
-        raise UserError(f"--limit must be >= 1, got {args.limit}")
+    if args.limit is not None:
+        check_count("--limit", args.limit)
     res = chip_eval(args.run_dir, args.hw, timing=args.timing, stochastic=args.stochastic_rounding,
                     seed=args.seed or 0, limit=args.limit, data_dir=args.data_dir)
     print(f"{res['hw']} ({res['timing']} timing): float {100 * res['float_acc']:.2f}% -> fixed "

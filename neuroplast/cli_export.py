@@ -98,9 +98,10 @@ def cmd_import(args) -> dict:
     from .data.encode import encoding_names
     from .errors import UserError
     from .experiment import resolve_device
+    from .limits import check_count
     device = resolve_device(args.device or "cpu")
-    if args.time_steps is not None and args.time_steps < 1:
-        raise UserError(f"--time-steps must be >= 1, got {args.time_steps}")
+    if args.time_steps is not None:
+        check_count("--time-steps", args.time_steps)
     fmt = detect_format(args.file)
     if fmt == "netx" and args.task and device.type != "cpu":
         raise UserError(f"a netx file is evaluated by the fixed-point engine, on the CPU (--device cpu); got {args.device!r}")

@@ -4,6 +4,8 @@ from __future__ import annotations
 import sys
 import time
 
+from .limits import check_count
+
 
 def add_parsers(sub, common) -> None:
     la = sub.add_parser("lava", help="run a trained network in Lava (lava-nc, fixed_pt) and check it against the engine")
@@ -42,8 +44,9 @@ def _setup(args):
         args.samples = 20 if args.samples is None else args.samples
     elif args.samples is None:
         args.samples = 3
-    if args.samples < 1 or (args.steps is not None and args.steps < 1):
-        raise UserError("--samples and --steps must be >= 1")
+    check_count("--samples", args.samples)
+    if args.steps is not None:
+        check_count("--steps", args.steps)
     if not (math.isfinite(args.timeout) and args.timeout > 0):
         raise UserError(f"--timeout must be a finite number of seconds > 0, got {args.timeout}")
     if getattr(args, "learn", False) and not (math.isfinite(args.lr) and args.lr > 0):

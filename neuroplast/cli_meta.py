@@ -147,8 +147,17 @@ def cmd_meta_bench(args) -> dict:
         if args.seed is not None:
             values["seed"] = args.seed
         out = Path(path).parent
+        resume = (out / "last.pt").exists()
+        # without last.pt or best.pt, a meta-training folder holds nothing to keep (stopped before its first checkpoint)
+        fresh = not resume and not (out / "best.pt").exists()
         print(f"meta-bench: {path} missing; meta-training it in {out}", file=sys.stderr)
-        meta_train(MetaConfig.from_dict(values), out, resume=(out / "last.pt").exists(), progress=not args.no_progress)
+        try:
+            meta_train(MetaConfig.from_dict(values), out, resume=resume, overwrite=fresh, progress=not args.no_progress)
+        except UserError as exc:
+            where = ""   # advice that names meta-train's flags (--resume, --overwrite): say where they go
+            if "--resume" in str(exc) or "--overwrite" in str(exc):
+                where = f" (flags of `neuroplast meta-train --task {args.task} --out {out}`; then run meta-bench again)"
+            raise UserError(f"learned optimizer {label!r}: meta-training it in {out}: {exc}{where}") from None
     res = run_bench(cfg, progress=not args.no_progress, cache_dir=args.cache)
     name = task["name"] + ("_baselines" if args.baselines_only else "_learned" if args.learned_only else "")
     paths = write_bench_report(res, args.out, name, "neuroplast " + " ".join(sys.argv[1:]),

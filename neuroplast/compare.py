@@ -15,6 +15,7 @@ from pathlib import Path
 from .errors import UserError
 from .experiment import train
 from .fileio import atomic_write, atomic_write_json, atomic_write_text
+from .limits import check_count
 from .probe import _plot, probe_gradients
 from .spec import TrainConfig
 
@@ -32,7 +33,7 @@ def _tag(method: str) -> str:
 
 def check_compare_args(methods: list[str], seeds: int, probe_batches: int) -> None:
     """UserError unless there is at least one method, no two share a run directory, and seeds and
-    probe_batches are >= 1 (checked before any training)."""
+    probe_batches are counts in [1, MAX_SIZE] (``limits.check_count``; checked before any training)."""
     if not methods:
         raise UserError("--methods: give at least one method, e.g. --methods bptt dfa")
     seen: dict[str, str] = {}
@@ -43,10 +44,8 @@ def check_compare_args(methods: list[str], seeds: int, probe_batches: int) -> No
         seen[_tag(m)] = m
     if CONTROL in methods:
         raise UserError(f"--methods: {CONTROL!r} is the control every comparison includes; leave it out")
-    if seeds < 1:
-        raise UserError(f"--seeds must be >= 1, got {seeds}")
-    if probe_batches < 1:
-        raise UserError(f"--probe-batches must be >= 1, got {probe_batches}")
+    check_count("--seeds", seeds)
+    check_count("--probe-batches", probe_batches)
 
 
 def compare(cfg: TrainConfig, methods: list[str], *, seeds: int = 3, runs_dir: str | Path = "runs",

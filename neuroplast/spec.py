@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import re
 import tomllib
 import types
 import typing
@@ -15,7 +14,10 @@ from pathlib import Path
 from typing import Any
 
 from .errors import SpecError
+from .limits import check_count
 from .registry import parse_options
+from .snn.arch import check_arch
+from .snn.estimators import make_estimator
 
 #: per-data-set defaults applied when the user gives no value
 DATASET_DEFAULTS: dict[str, dict[str, Any]] = {
@@ -26,8 +28,6 @@ DATASET_DEFAULTS: dict[str, dict[str, Any]] = {
 }
 OPTIMIZERS = ("sgd", "adam", "adamw", "rmsprop", "adagrad", "learned:PATH")
 SCHEDULES = ("cosine", "none")
-#: the largest epochs, batch size, time steps and layer size (far beyond any real run, far below int64)
-MAX_SIZE = 1_000_000
 
 
 @dataclass
@@ -76,15 +76,11 @@ class TrainConfig:
         if self.net is None or self.time_steps is None or self.encoding is None:
             raise SpecError(f"data set {self.dataset!r} has no defaults; give --net, --time-steps and --encoding")
         for name in ("epochs", "batch_size", "time_steps"):
-            if not 1 <= int(getattr(self, name)) <= MAX_SIZE:
-                raise SpecError(f"{name} must be between 1 and {MAX_SIZE}, got {getattr(self, name)}")
-        for tok in str(self.net).split("-"):   # sizes in the network string (not the digits of a dropout rate)
-            sizes = [n.lstrip("0") for n in re.findall(r"(?<![.\d])\d+", tok)]
-            if any(len(n) > len(str(MAX_SIZE)) or int(n or 0) > MAX_SIZE for n in sizes):
-                raise SpecError(f"network {self.net!r}: layer {tok!r} has a size over {MAX_SIZE}; "
-                                "give sizes a network can have, e.g. 784-800-10")
-        for spec in (self.method, self.estimator):
-            parse_options(spec)   # empty options, non-finite numbers: before any run directory is made
+            check_count(name, int(getattr(self, name)))
+        check_arch(self.net)   # syntax and sizes, before any data is loaded
+        # before any run directory is made: empty options, non-finite numbers, an estimator's bad values
+        parse_options(self.method)
+        make_estimator(self.estimator)
         if self.precision != "float" and self.reset != "hard":
             raise SpecError(f"--precision {self.precision} trains Loihi's LIF, which resets to 0: use --reset hard "
                             f"(got --reset {self.reset})")

@@ -178,3 +178,38 @@ def test_resume_of_an_unreadable_last_pt_is_one_line_and_writes_nothing(tmp_path
     _bad(capsys, ["meta-train", *QUICK, "--out", str(out), "--resume", "--meta-iters", "4"],
          r"without meta-training state \(no opt\).* --overwrite")
     assert _files(out) == before
+
+
+META_QUICK = '[meta]\nproblem = "quadratic"\nmeta_iters = 2\neval_every = 2\neval_seeds = 1\nhorizon = 20\nunroll = 10\n'
+
+
+def test_meta_bench_starts_over_in_a_meta_folder_left_before_its_first_checkpoint(tmp_path, capsys):
+    """A meta-training killed before its first last.pt leaves config.json: nothing to keep, so meta-bench
+    meta-trains there instead of asking for meta-train's --overwrite, which it does not have."""
+    out = _meta_run(tmp_path, capsys)
+    for p in out.iterdir():
+        if p.name != "config.json":
+            p.unlink()
+    task = tmp_path / "t.toml"
+    task.write_text(META_QUICK + BENCH.format(path=out / "best.pt"))
+    assert main(["meta-bench", "--task", str(task), "--out", str(tmp_path / "rep"), "--cache", "",
+                 "--no-progress"]) == 0, capsys.readouterr().err
+    assert (out / "best.pt").is_file() and (out / "last.pt").is_file() and list((tmp_path / "rep").glob("*.md"))
+
+
+def test_meta_bench_says_where_meta_trains_flags_go(tmp_path, capsys):
+    """A checkpoint to continue whose settings differ from the task's [meta]: the advice names meta-train's
+    --overwrite, so the message says it belongs to `neuroplast meta-train`, and nothing is written."""
+    out = _meta_run(tmp_path, capsys)
+    (out / "best.pt").unlink()
+    before = _files(out)
+    task = tmp_path / "t.toml"
+    task.write_text(META_QUICK.replace("horizon = 20", "horizon = 30") + BENCH.format(path=out / "best.pt"))
+    code = main(["meta-bench", "--task", str(task), "--out", str(tmp_path / "rep"), "--cache", "", "--no-progress"])
+    out_text, err = capsys.readouterr()
+    assert code == 2 and out_text == "" and "Traceback" not in err, (code, err)
+    last = err.strip().splitlines()[-1]   # after the line that says it is meta-training
+    assert last.startswith(f"neuroplast: error: learned optimizer 'x': meta-training it in {out}: --resume:"), last
+    assert "horizon = 20" in last and last.endswith(
+        f"(flags of `neuroplast meta-train --task {task} --out {out}`; then run meta-bench again)"), last
+    assert _files(out) == before and not (tmp_path / "rep").exists()

@@ -45,12 +45,15 @@ def test_non_finite_option_in_a_task_file_is_bad_input(tmp_path, capsys):
     _bad_input(capsys, "train", "--task", str(task), "--no-progress", match=r"opzo: sigma must be a finite number")
 
 
-@pytest.mark.parametrize("flags", [["--methods", "bptt", "opzo:sigma=inf"],
-                                   ["--methods", "bptt", "--estimator", "asgl:alpha=inf"]])
-def test_compare_with_a_non_finite_option_leaves_no_run_folders(tmp_path, capsys, flags):
+@pytest.mark.parametrize("flags,match", [
+    (["--methods", "bptt", "opzo:sigma=inf"], r"must be a finite number, got inf"),
+    (["--methods", "bptt", "--estimator", "asgl:alpha=inf"], r"must be a finite number, got inf"),
+    (["--methods", "bptt", "--estimator", "asgl:alpha=-1"], r"asgl needs an initial width alpha > 0, got -1"),
+    (["--methods", "bptt", "--estimator", "localzo:m=0"], r"localzo needs an integer number of samples m >= 1"),
+])
+def test_compare_with_a_bad_option_leaves_no_run_folders(tmp_path, capsys, flags, match):
     _bad_input(capsys, "compare", "--net", "64-16-10", "--epochs", "1", "--seeds", "1", "--no-progress",
-               "--runs-dir", str(tmp_path / "runs"), "--out", str(tmp_path / "rep"), *flags,
-               match=r"must be a finite number, got inf")
+               "--runs-dir", str(tmp_path / "runs"), "--out", str(tmp_path / "rep"), *flags, match=match)
     assert list(tmp_path.iterdir()) == []
 
 
@@ -95,6 +98,31 @@ def test_on_chip_noise_too_large_for_a_graded_spike_is_bad_input(capsys):
 ])
 def test_absurd_sizes_are_bad_input(capsys, flags, match):
     _bad_input(capsys, *TRAIN, *flags, match=match)
+
+
+@pytest.mark.parametrize("argv,match", [
+    (["compare", "--net", "64-16-10", "--methods", "bptt", "--seeds", HUGE], rf"--seeds must be between 1 and 1000000, got {HUGE}"),
+    (["compare", "--net", "64-16-10", "--methods", "bptt", "--probe-batches", HUGE], r"--probe-batches must be between 1 and"),
+    (["probe-gradients", "--net", "64-16-10", "--batches", HUGE], rf"--batches must be between 1 and 1000000, got {HUGE}"),
+    (["import", "x.net", "--time-steps", HUGE], rf"--time-steps must be between 1 and 1000000, got {HUGE}"),
+    (["chip", "eval", "run", "--limit", HUGE], rf"--limit must be between 1 and 1000000, got {HUGE}"),
+    (["lava", "run", "run", "--steps", HUGE], rf"--steps must be between 1 and 1000000, got {HUGE}"),
+    (["lava", "run", "run", "--samples", "0"], r"--samples must be >= 1, got 0"),
+])
+def test_absurd_counts_of_other_commands_are_bad_input(tmp_path, monkeypatch, capsys, argv, match):
+    """Checked before anything is read or trained (the run and file named here do not exist)."""
+    monkeypatch.chdir(tmp_path)
+    _bad_input(capsys, *argv, match=match)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_absurd_counts_in_bench_and_meta_tables_are_bad_input():
+    from neuroplast.optim.bench import BenchConfig
+    from neuroplast.optim.meta_config import MetaConfig
+    with pytest.raises(SpecError, match=rf"\[bench\] seeds must be between 1 and 1000000, got {HUGE}"):
+        BenchConfig.from_dict({"seeds": int(HUGE)})
+    with pytest.raises(SpecError, match=rf"meta meta_iters must be between 1 and 1000000, got {HUGE}"):
+        MetaConfig(meta_iters=int(HUGE)).validate()
 
 
 def test_absurd_epochs_are_bad_input():

@@ -27,6 +27,7 @@ from tqdm import tqdm
 
 from ..errors import SpecError
 from ..fileio import atomic_write, atomic_write_json, atomic_write_text
+from ..limits import check_count
 from ..spec import check_types
 from .learned import load_checkpoint
 from .meta import learned_stepper
@@ -82,8 +83,7 @@ class BenchConfig:
                 raise SpecError(f"[bench.sweep] {name} = {lrs}: learning rates must be finite numbers > 0")
         for name in ("horizon", "long", "seeds", "sweep_seeds", "batch_size", "time_steps", "test_samples",
                      "eval_points"):
-            if getattr(cfg, name) < 1:
-                raise SpecError(f"[bench] {name} must be >= 1, got {getattr(cfg, name)}")
+            check_count(f"[bench] {name}", getattr(cfg, name))
         if not 0.0 <= cfg.val_fraction < 1.0:
             raise SpecError(f"[bench] val_fraction must be in [0, 1), got {cfg.val_fraction}")
         return cfg

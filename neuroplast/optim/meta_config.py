@@ -11,6 +11,7 @@ from typing import Any
 import torch
 
 from ..errors import SpecError
+from ..limits import check_count
 from ..spec import check_types
 from .lstm import VARIANTS
 from .problems import NoisyQuadratic, SNNProblem
@@ -81,8 +82,7 @@ class MetaConfig:
             raise SpecError(f"meta val_fraction must be in [0, 1), got {self.val_fraction}")
         for name in ("unroll", "horizon", "meta_iters", "eval_every", "eval_seeds", "batch_size", "time_steps",
                      "dim", "hidden"):
-            if getattr(self, name) < 1:
-                raise SpecError(f"meta {name} must be >= 1, got {getattr(self, name)}")
+            check_count(f"meta {name}", getattr(self, name))
         if self.horizon_start < 0:
             raise SpecError(f"meta horizon_start must be >= 0 (0: no curriculum), got {self.horizon_start}")
         if self.horizon_start > self.horizon:

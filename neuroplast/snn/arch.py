@@ -14,6 +14,7 @@ import re
 from dataclasses import dataclass
 
 from ..errors import SpecError
+from ..limits import MAX_SIZE
 
 _TOKENS = [
     ("conv", re.compile(r"^(\d+)C(\d+)(?:S(\d+))?$", re.I)),
@@ -24,6 +25,8 @@ _TOKENS = [
     ("dense", re.compile(r"^(\d+)$")),
     ("input", re.compile(r"^(\d+)x(\d+)x(\d+)$", re.I)),
 ]
+#: what the numbers of a token are, for the error when one is < 1 (None: checked elsewhere)
+_SIZE_NAMES = {"conv": ("channels", "kernel size", "stride"), "pool": (None, "pooling size"), "dense": ("width",)}
 
 
 @dataclass(frozen=True)
@@ -38,18 +41,39 @@ class LayerSpec:
     p: float = 0.0
 
 
-def parse_arch(arch: str, input_shape: tuple[int, ...], num_classes: int) -> list[LayerSpec]:
-    """Parse a network string into layer specs; check the declared input and readout width."""
+def _tokens(arch: str):
+    """(index, token, kind, match, where) of every token of a network string: each one parses, and its
+    sizes are between 1 and ``MAX_SIZE`` (no data needed)."""
     tokens = [t.strip() for t in str(arch).split("-")]
     if not arch or any(not t for t in tokens):
         raise SpecError(f"network {arch!r}: empty layer token; write e.g. '784-800-10' or '32C3-AP2-FC'")
-    specs: list[LayerSpec] = []
     for i, tok in enumerate(tokens):
         kind, m = next(((k, r.match(tok)) for k, r in _TOKENS if r.match(tok)), (None, None))
         where = f"network {arch!r}, layer {i + 1} ({tok!r})"
         if kind is None:
             raise SpecError(f"{where}: cannot parse; expected <n>, <c>C<k>, AP<k>, MP<k>, D<p>, F or FC[<n>]")
-        last = i == len(tokens) - 1
+        sizes = [] if kind == "dropout" else [g.lstrip("0") for g in m.groups() if g is not None and g.isdigit()]
+        if any(len(g) > len(str(MAX_SIZE)) or int(g or 0) > MAX_SIZE for g in sizes):   # before int() of 5000 digits
+            raise SpecError(f"network {arch!r}: layer {tok!r} has a size over {MAX_SIZE}; "
+                            "give sizes a network can have, e.g. 784-800-10")
+        for what, g in zip(_SIZE_NAMES.get(kind, ()), m.groups()):
+            if what and g is not None and int(g) < 1:
+                raise SpecError(f"{where}: the {what} must be >= 1, got {g}")
+        yield i, tok, kind, m, where
+
+
+def check_arch(arch: str) -> None:
+    """Check a network string's syntax and sizes, before any data is loaded (``TrainConfig.validate``)."""
+    for _ in _tokens(arch):
+        pass
+
+
+def parse_arch(arch: str, input_shape: tuple[int, ...], num_classes: int) -> list[LayerSpec]:
+    """Parse a network string into layer specs; check the declared input and readout width."""
+    specs: list[LayerSpec] = []
+    n_tokens = len(str(arch).split("-"))
+    for i, tok, kind, m, where in _tokens(arch):
+        last = i == n_tokens - 1
         if i == 0 and not last and kind in ("dense", "input"):
             declared = tuple(int(g) for g in m.groups())
             flat = 1
@@ -61,10 +85,6 @@ def parse_arch(arch: str, input_shape: tuple[int, ...], num_classes: int) -> lis
             continue
         if kind == "input":
             raise SpecError(f"{where}: an input shape may only be the first token")
-        names = {"conv": ("channels", "kernel size", "stride"), "pool": (None, "pooling size"), "dense": ("width",)}
-        for what, g in zip(names.get(kind, ()), m.groups()):
-            if what and g is not None and int(g) < 1:
-                raise SpecError(f"{where}: the {what} must be >= 1, got {g}")
         if kind == "dense" and last:
             kind = "readout"
         if kind == "readout":

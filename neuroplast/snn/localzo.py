@@ -23,7 +23,7 @@ import math
 import torch
 
 from ..errors import SpecError
-from ..spec import MAX_SIZE
+from ..limits import MAX_SIZE
 from . import draws
 from .spikefn import SpikeEstimator, _SurrogateSpike
 

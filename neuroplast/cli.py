@@ -189,7 +189,8 @@ def _cmd_probe(args) -> dict:
 
 def _print_summary(summary: dict) -> None:
     rates = ", ".join(f"{k} {v:.3f}" for k, v in summary["firing_rates"].items())
-    print(f"{summary['task']} | {summary['net']} | {summary['method']} | {summary['epochs']} epochs: "
+    epochs = f"{summary['epochs']} epoch" + ("s" if summary["epochs"] != 1 else "")
+    print(f"{summary['task']} | {summary['net']} | {summary['method']} | {epochs}: "
           f"test accuracy {100 * summary['test_acc']:.2f}% | firing rates {rates or '-'} | "
           f"wall {summary['wall_s']:.1f} s", file=sys.stderr)
 

@@ -158,7 +158,8 @@ def cmd_report(args) -> dict:
                        data_dir=args.data_dir)
     paths = write_report(res, args.out, name=args.name, command="neuroplast " + " ".join(sys.argv[1:]))
     for t in res["table"]:
-        print(f"{t['method']:>20}: {100 * t['test_acc_mean']:.2f} ± {100 * t['test_acc_std']:.2f}% ({t['runs']} runs)",
+        runs = f"{t['runs']} run" + ("s" if t["runs"] != 1 else "")
+        print(f"{t['method']:>20}: {100 * t['test_acc_mean']:.2f} ± {100 * t['test_acc_std']:.2f}% ({runs})",
               file=sys.stderr)
     print("wrote " + ", ".join(map(str, paths)), file=sys.stderr)
     return {"table": res["table"], "costs": res["costs"], "gradients": res["gradients"], "files": [str(p) for p in paths]}

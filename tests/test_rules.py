@@ -323,7 +323,8 @@ def test_igl_with_trained_local_readouts_rescues_opzo_on_a_deep_conv_net(capsys)
         assert main(["train", "--method", method, "--net", "1x8x8-16C3-16C3-AP2-32C3-32C3-64-10", "--epochs", "10",
                      "--batch-size", "32", "--lr", "2e-3", "--json", "--no-progress"]) == 0
         accs[method] = json.loads(capsys.readouterr().out)["test_acc"]
-    assert accs["opzo:igl=3,ll=trained"] >= 0.85 and accs["opzo:igl=3,ll=trained"] >= accs["opzo"] + 0.2, accs
+    # +0.12: plain OPZO reaches ~0.67-0.69 here since the counter-based draws (~0.49-0.54 before), IGL + LL ~0.88
+    assert accs["opzo:igl=3,ll=trained"] >= 0.85 and accs["opzo:igl=3,ll=trained"] >= accs["opzo"] + 0.12, accs
 
 
 def test_rademacher_noise_is_balanced_independent_and_seeded():

@@ -4,7 +4,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from .errors import SpecError, UserError
+from .errors import MetaFolderError, SpecError, UserError
 from .fileio import check_output_dir
 from .spec import read_toml
 
@@ -153,11 +153,11 @@ def cmd_meta_bench(args) -> dict:
         print(f"meta-bench: {path} missing; meta-training it in {out}", file=sys.stderr)
         try:
             meta_train(MetaConfig.from_dict(values), out, resume=resume, overwrite=fresh, progress=not args.no_progress)
+        except MetaFolderError as exc:   # its advice names meta-train's --resume/--overwrite: say where they go
+            raise UserError(f"learned optimizer {label!r}: meta-training it in {out}: {exc} (flags of `neuroplast "
+                            f"meta-train --task {args.task} --out {out}`; then run meta-bench again)") from None
         except UserError as exc:
-            where = ""   # advice that names meta-train's flags (--resume, --overwrite): say where they go
-            if "--resume" in str(exc) or "--overwrite" in str(exc):
-                where = f" (flags of `neuroplast meta-train --task {args.task} --out {out}`; then run meta-bench again)"
-            raise UserError(f"learned optimizer {label!r}: meta-training it in {out}: {exc}{where}") from None
+            raise UserError(f"learned optimizer {label!r}: meta-training it in {out}: {exc}") from None
     res = run_bench(cfg, progress=not args.no_progress, cache_dir=args.cache)
     name = task["name"] + ("_baselines" if args.baselines_only else "_learned" if args.learned_only else "")
     paths = write_bench_report(res, args.out, name, "neuroplast " + " ".join(sys.argv[1:]),

@@ -18,6 +18,11 @@ class SpecError(UserError):
     """A network string, task file or option does not parse or does not fit the data."""
 
 
+class MetaFolderError(UserError):
+    """meta-train's --out folder cannot take the run as asked; the message's advice names meta-train's
+    --resume/--overwrite (meta-bench, which meta-trains without those flags, says where they go)."""
+
+
 class TrainingDiverged(NeuroplastError, RuntimeError):
     """Training produced a non-finite loss (exit code 1)."""
 

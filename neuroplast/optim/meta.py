@@ -37,7 +37,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from ..errors import TrainingDiverged, UserError
+from ..errors import MetaFolderError, TrainingDiverged
 from ..fileio import atomic_write_json, atomic_write_text, check_output_dir, json_finite
 from ..runs import META_FILES  # a foreign file in a meta folder is left alone, also by --overwrite
 from .learned import load_checkpoint, save_checkpoint
@@ -124,7 +124,7 @@ def _check_resume(cfg: MetaConfig, blob: dict, out: Path) -> None:
     new = asdict(cfg)
     diff = [k for k in new if k not in RESUMABLE and k in old and old[k] != new[k]]
     if diff:
-        raise UserError(f"--resume: {out} was meta-trained with " + ", ".join(f"{k} = {old[k]!r}" for k in diff)
+        raise MetaFolderError(f"--resume: {out} was meta-trained with " + ", ".join(f"{k} = {old[k]!r}" for k in diff)
                         + "; this run asks for " + ", ".join(f"{k} = {new[k]!r}" for k in diff)
                         + f". Give the same settings (only {', '.join(RESUMABLE)} may change) or start over "
                         "with --overwrite")
@@ -142,7 +142,7 @@ def _resume_state(blob: dict, last: Path) -> dict | None:
                       stacklevel=4)   # _resume_state <- _MetaRun.load <- meta_train <- its caller
         return None
     if saved.get("version") != RESUME_VERSION:
-        raise UserError(f"--resume: {last} holds resume state of version {saved.get('version')!r}; this neuroplast "
+        raise MetaFolderError(f"--resume: {last} holds resume state of version {saved.get('version')!r}; this neuroplast "
                         f"continues version {RESUME_VERSION}. Resume it with the neuroplast that wrote it or start "
                         "over with --overwrite")
     return saved
@@ -177,7 +177,7 @@ class _MetaRun:
         model, blob = load_checkpoint(self.last)
         missing = [k for k in ("opt", "iteration", "best_score", "restores", "next_seed", "history") if k not in blob]
         if missing:
-            raise UserError(f"--resume: {self.last} is a learned optimizer without meta-training state (no "
+            raise MetaFolderError(f"--resume: {self.last} is a learned optimizer without meta-training state (no "
                             f"{missing[0]}), not a last.pt of meta-train; start over with --overwrite")
         _check_resume(self.cfg, blob, self.out)
         saved = _resume_state(blob, self.last)
@@ -393,11 +393,11 @@ def _check_out(out: Path, resume: bool, overwrite: bool) -> None:
     folder (its config.json has meta_iters) to continue (--resume, its last.pt) or to start over in (--overwrite).
     A training run or another non-empty folder is never written into."""
     if resume and overwrite:
-        raise UserError("--resume and --overwrite exclude each other: --resume continues DIR/last.pt, --overwrite "
+        raise MetaFolderError("--resume and --overwrite exclude each other: --resume continues DIR/last.pt, --overwrite "
                         "starts over; give one")
     if not out.exists() or not any(out.iterdir()):
         if resume:
-            raise UserError(f"--resume: {out} holds no meta-training run to continue; drop --resume to start one")
+            raise MetaFolderError(f"--resume: {out} holds no meta-training run to continue; drop --resume to start one")
         return
     try:
         values = json.loads((out / "config.json").read_text(encoding="utf-8"))
@@ -406,12 +406,12 @@ def _check_out(out: Path, resume: bool, overwrite: bool) -> None:
     if not (isinstance(values, dict) and "meta_iters" in values):
         kind = "a training run of `neuroplast train`" if isinstance(values, dict) and "epochs" in values else \
             "a non-empty folder"
-        raise UserError(f"{out} is {kind}, not a meta-training folder; meta-train writes only into a new or empty "
+        raise MetaFolderError(f"{out} is {kind}, not a meta-training folder; meta-train writes only into a new or empty "
                         "folder or into a meta-training folder (never into others, also not with --overwrite): give "
                         "another folder")
     if resume and not (out / "last.pt").is_file():
-        raise UserError(f"--resume: {out} has no last.pt (meta-training stopped before its first checkpoint); "
+        raise MetaFolderError(f"--resume: {out} has no last.pt (meta-training stopped before its first checkpoint); "
                         "start over with --overwrite")
     if not (resume or overwrite):
-        raise UserError(f"{out} already holds a meta-training run; pass --resume to continue it or --overwrite to "
+        raise MetaFolderError(f"{out} already holds a meta-training run; pass --resume to continue it or --overwrite to "
                         "start over")
